@@ -1,0 +1,20 @@
+//! The route model shared by the proxy and the control service.
+//!
+//! This crate owns what a route *is* ([`model`]), what makes a set of routes valid
+//! ([`validate`]), and the compiled, immutable [`Snapshot`] a proxy serves from
+//! ([`matcher`], [`snapshot`]). It does no I/O and holds no runtime state: connection
+//! pools, health and counters live in the proxy, keyed by the specs defined here.
+
+pub mod host;
+pub mod matcher;
+pub mod model;
+pub mod snapshot;
+pub mod validate;
+
+pub use matcher::{Matched, RouteTable};
+pub use model::{
+    AppSpec, AppStatus, BalancePolicy, ClusterSpec, EndpointSpec, HealthCheckSpec, OutlierSpec,
+    ProtocolHint, RetrySpec, RouteSpec, RoutingSpec, SplitBackend, SplitSpec, UpstreamProtocol,
+};
+pub use snapshot::Snapshot;
+pub use validate::{ValidationError, validate};

@@ -1,0 +1,191 @@
+//! The compiled route table: host lookup by hash, then the longest path prefix.
+//!
+//! Lookups allocate nothing; the upstream path is described as "replace the first
+//! `strip` bytes with `replace`" so the caller builds the new URI once.
+
+use crate::host::wildcard_parent;
+use crate::model::{AppSpec, RouteSpec, RoutingSpec};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// A route ready for matching.
+#[derive(Debug)]
+pub struct CompiledRoute {
+    /// Bounded label for metrics and logs.
+    pub id: Arc<str>,
+    prefix: Box<str>,
+    rewrite: Option<Box<str>>,
+    port: Option<u16>,
+    pub app: Arc<AppSpec>,
+    pub max_body_bytes: Option<u64>,
+}
+
+/// The outcome of a successful lookup.
+#[derive(Debug, Clone, Copy)]
+pub struct Matched<'a> {
+    pub route_id: &'a Arc<str>,
+    pub app: &'a Arc<AppSpec>,
+    /// Bytes of the request path replaced by `replace` upstream.
+    pub strip: usize,
+    pub replace: Option<&'a str>,
+    pub max_body_bytes: Option<u64>,
+}
+
+impl Matched<'_> {
+    /// The upstream path for `path` (no query), or `None` when it is unchanged.
+    pub fn rewrite(&self, path: &str) -> Option<String> {
+        let replace = self.replace?;
+        let rest = path.get(self.strip..).unwrap_or("");
+        let mut out = String::with_capacity(replace.len() + rest.len() + 1);
+        out.push_str(replace);
+        match (replace.ends_with('/'), rest.starts_with('/')) {
+            (true, true) => out.push_str(&rest[1..]),
+            (false, false) if !rest.is_empty() => {
+                out.push('/');
+                out.push_str(rest);
+            }
+            _ => out.push_str(rest),
+        }
+        Some(out)
+    }
+}
+
+/// Why nothing matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Miss<'a> {
+    /// API host, `/v1/<app_id>` names no app.
+    UnknownApp(&'a str),
+    /// No route for this host, port and path.
+    NoRoute,
+}
+
+/// Host and path matcher built from a validated [`RoutingSpec`].
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    exact: HashMap<Box<str>, Vec<CompiledRoute>>,
+    /// Keyed by the parent of the wildcard: `*.tenant.example` under `tenant.example`.
+    wildcard: HashMap<Box<str>, Vec<CompiledRoute>>,
+    api_hosts: HashSet<Box<str>>,
+    apps: HashMap<Box<str>, Arc<AppSpec>>,
+    /// Metrics label of every `/v1/<app_id>` match on an API host.
+    api_route_id: Arc<str>,
+}
+
+impl RouteTable {
+    /// Compiles a spec that [`crate::validate`] accepted.
+    pub(crate) fn compile(spec: &RoutingSpec) -> Self {
+        let apps: HashMap<Box<str>, Arc<AppSpec>> = spec
+            .apps
+            .iter()
+            .map(|a| (a.id.as_str().into(), Arc::new(a.clone())))
+            .collect();
+        let mut table = RouteTable {
+            api_hosts: spec.api_hosts.iter().map(|h| h.as_str().into()).collect(),
+            api_route_id: "api".into(),
+            ..Default::default()
+        };
+        for app in apps.values() {
+            for host in &app.hostnames {
+                let route = RouteSpec {
+                    id: Some(format!("host:{host}")),
+                    hostname: host.clone(),
+                    listen_port: None,
+                    path_prefix: "/".into(),
+                    rewrite_prefix: None,
+                    app: app.id.clone(),
+                    protocol_hint: Default::default(),
+                    max_body_bytes: None,
+                };
+                table.insert(&route, app.clone());
+            }
+        }
+        for route in &spec.routes {
+            if let Some(app) = apps.get(route.app.as_str()) {
+                table.insert(route, app.clone());
+            }
+        }
+        for routes in table.exact.values_mut().chain(table.wildcard.values_mut()) {
+            // Longest prefix first; a port-bound route before an unbound one.
+            routes.sort_by(|a, b| {
+                (b.prefix.len(), b.port.is_some()).cmp(&(a.prefix.len(), a.port.is_some()))
+            });
+        }
+        table.apps = apps;
+        table
+    }
+
+    fn insert(&mut self, spec: &RouteSpec, app: Arc<AppSpec>) {
+        let id = spec.id.clone().unwrap_or_else(|| {
+            let port = spec.listen_port.map(|p| format!(":{p}")).unwrap_or_default();
+            format!("{}{}{}", spec.hostname, port, spec.path_prefix)
+        });
+        let route = CompiledRoute {
+            id: id.into(),
+            prefix: spec.path_prefix.as_str().into(),
+            rewrite: spec.rewrite_prefix.as_deref().map(Into::into),
+            port: spec.listen_port,
+            max_body_bytes: spec.max_body_bytes.or(app.max_body_bytes),
+            app,
+        };
+        let (map, key) = match spec.hostname.strip_prefix("*.") {
+            Some(parent) => (&mut self.wildcard, parent),
+            None => (&mut self.exact, spec.hostname.as_str()),
+        };
+        map.entry(key.into()).or_default().push(route);
+    }
+
+    /// An app by id.
+    pub fn app(&self, id: &str) -> Option<&Arc<AppSpec>> {
+        self.apps.get(id)
+    }
+
+    /// Finds the route for a normalised `host`, the listener `port` and a request `path`.
+    pub fn lookup<'a>(&'a self, host: &str, port: u16, path: &'a str) -> Result<Matched<'a>, Miss<'a>> {
+        if self.api_hosts.contains(host) {
+            return self.lookup_api(path);
+        }
+        let candidates = self
+            .exact
+            .get(host)
+            .into_iter()
+            .chain(wildcard_parent(host).and_then(|p| self.wildcard.get(p)));
+        for routes in candidates {
+            for r in routes {
+                if r.port.is_none_or(|p| p == port) && prefix_matches(&r.prefix, path) {
+                    return Ok(Matched {
+                        route_id: &r.id,
+                        app: &r.app,
+                        strip: r.prefix.len(),
+                        replace: r.rewrite.as_deref(),
+                        max_body_bytes: r.max_body_bytes,
+                    });
+                }
+            }
+        }
+        Err(Miss::NoRoute)
+    }
+
+    fn lookup_api<'a>(&'a self, path: &'a str) -> Result<Matched<'a>, Miss<'a>> {
+        let rest = path.strip_prefix("/v1/").ok_or(Miss::NoRoute)?;
+        let app_id = rest.split('/').next().unwrap_or("");
+        if app_id.is_empty() {
+            return Err(Miss::NoRoute);
+        }
+        let app = self.apps.get(app_id).ok_or(Miss::UnknownApp(app_id))?;
+        Ok(Matched {
+            route_id: &self.api_route_id,
+            app,
+            strip: "/v1/".len() + app_id.len(),
+            replace: Some(&app.api_rewrite),
+            max_body_bytes: app.max_body_bytes,
+        })
+    }
+}
+
+/// Segment-aware prefix: `/foo` matches `/foo` and `/foo/x` but not `/foobar`.
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}

@@ -1,0 +1,290 @@
+//! The declarative route model: apps, their upstream clusters, and routes.
+//!
+//! These are plain data with serde derives; the proxy reads them from its config file
+//! and the control service builds them from its event log. Defaults are the values a
+//! production gateway for long-lived streams wants (no total timeout, 600 s idle).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Everything the router needs: API hosts, apps and explicit routes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingSpec {
+    /// Hosts serving the tenant pattern `/v1/<app_id>/...` (e.g. `api.example.com`).
+    #[serde(default)]
+    pub api_hosts: Vec<String>,
+    #[serde(default)]
+    pub apps: Vec<AppSpec>,
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+}
+
+/// Whether an app's traffic is forwarded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppStatus {
+    #[default]
+    Active,
+    /// Answered with 503 at the edge; nothing reaches the upstream.
+    Suspended,
+}
+
+/// A tenant application and the upstream clusters that serve it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSpec {
+    pub id: String,
+    #[serde(default)]
+    pub status: AppStatus,
+    /// Tenant hostnames routed whole (`/` prefix) to this app.
+    #[serde(default)]
+    pub hostnames: Vec<String>,
+    /// Path the `/v1/<app_id>` prefix is rewritten to on the API host.
+    #[serde(default = "default_api_rewrite")]
+    pub api_rewrite: String,
+    /// Named upstream clusters; `default_upstream` names the one used without a split.
+    pub upstreams: BTreeMap<String, ClusterSpec>,
+    #[serde(default = "default_upstream_name")]
+    pub default_upstream: String,
+    /// Header-selected weighted splits (canaries), first match wins.
+    #[serde(default)]
+    pub splits: Vec<SplitSpec>,
+    /// Request body limit for this app's routes, unless a route sets its own.
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
+}
+
+/// Sends requests carrying a header to several clusters by weight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitSpec {
+    pub header: String,
+    /// Required header value; any value matches when absent.
+    #[serde(default)]
+    pub value: Option<String>,
+    pub backends: Vec<SplitBackend>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitBackend {
+    pub upstream: String,
+    pub weight: u32,
+}
+
+/// How the proxy speaks to an upstream cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 over TCP, keep-alive pooled.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge over TCP, multiplexed.
+    H2c,
+    /// TLS, HTTP/1.1.
+    Https,
+    /// TLS, HTTP/2 (ALPN h2), multiplexed.
+    H2,
+}
+
+impl UpstreamProtocol {
+    pub fn is_tls(self) -> bool {
+        matches!(self, Self::Https | Self::H2)
+    }
+    pub fn is_http2(self) -> bool {
+        matches!(self, Self::H2c | Self::H2)
+    }
+}
+
+/// How an endpoint is picked for each request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "policy")]
+pub enum BalancePolicy {
+    #[default]
+    RoundRobin,
+    /// Power of two random choices on in-flight requests.
+    LeastRequest,
+    /// Rendezvous hashing on the values of these request headers (app id is always mixed in).
+    ConsistentHash { headers: Vec<String> },
+}
+
+/// One upstream address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSpec {
+    /// `host:port`; names are resolved at connect time.
+    pub address: String,
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+/// Active health checking of a cluster's endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckSpec {
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    #[serde(default = "default_health_interval")]
+    pub interval_ms: u64,
+    #[serde(default = "default_health_timeout")]
+    pub timeout_ms: u64,
+    #[serde(default = "two")]
+    pub healthy_threshold: u32,
+    #[serde(default = "two")]
+    pub unhealthy_threshold: u32,
+}
+
+/// Passive ejection of endpoints that keep failing.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierSpec {
+    #[serde(default = "default_consecutive_failures")]
+    pub consecutive_failures: u32,
+    #[serde(default = "default_ejection_ms")]
+    pub ejection_ms: u64,
+}
+
+impl Default for OutlierSpec {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: default_consecutive_failures(),
+            ejection_ms: default_ejection_ms(),
+        }
+    }
+}
+
+/// Retries of safe failures, bounded by a budget relative to live traffic.
+#[derive(Debug, Clone, PartialEq, Hash, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    /// Extra attempts after the first.
+    #[serde(default = "two")]
+    pub max_retries: u32,
+    /// Retries may add at most this percentage of requests, over `min_retries_per_sec`.
+    #[serde(default = "default_budget_percent")]
+    pub budget_percent: u32,
+    #[serde(default = "default_min_retries")]
+    pub min_retries_per_sec: u32,
+}
+
+impl Default for RetrySpec {
+    fn default() -> Self {
+        Self {
+            max_retries: 2,
+            budget_percent: default_budget_percent(),
+            min_retries_per_sec: default_min_retries(),
+        }
+    }
+}
+
+/// A set of endpoints and how to reach them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    pub endpoints: Vec<EndpointSpec>,
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    #[serde(default)]
+    pub balance: BalancePolicy,
+    /// PEM bundle of CAs trusted for TLS upstreams; the web PKI roots when absent.
+    #[serde(default)]
+    pub tls_ca_file: Option<String>,
+    /// Name sent as SNI and verified in the upstream certificate; the endpoint host when absent.
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    /// Time allowed until response headers arrive; the body then streams without a total limit.
+    #[serde(default = "default_response_header_timeout")]
+    pub response_header_timeout_ms: u64,
+    /// A stream with no frame either way for this long is closed.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_ms: u64,
+    #[serde(default)]
+    pub health_check: Option<HealthCheckSpec>,
+    #[serde(default)]
+    pub outlier: OutlierSpec,
+    #[serde(default)]
+    pub retry: RetrySpec,
+}
+
+/// What a route's listener does with a connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProtocolHint {
+    #[default]
+    HttpTerminate,
+    TlsPassthrough,
+    TcpRaw,
+}
+
+/// An explicit route: host and path prefix to an app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// Stable id used in metrics; derived from host and prefix when absent.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Exact host or `*.suffix` (one label).
+    pub hostname: String,
+    /// Only requests arriving on this listener port match, when set.
+    #[serde(default)]
+    pub listen_port: Option<u16>,
+    #[serde(default = "default_prefix")]
+    pub path_prefix: String,
+    /// Replaces `path_prefix` in the upstream request path, when set.
+    #[serde(default)]
+    pub rewrite_prefix: Option<String>,
+    pub app: String,
+    #[serde(default)]
+    pub protocol_hint: ProtocolHint,
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
+}
+
+fn one() -> u32 {
+    1
+}
+fn two() -> u32 {
+    2
+}
+fn default_api_rewrite() -> String {
+    "/".into()
+}
+fn default_upstream_name() -> String {
+    "default".into()
+}
+fn default_prefix() -> String {
+    "/".into()
+}
+fn default_health_path() -> String {
+    "/healthz".into()
+}
+fn default_health_interval() -> u64 {
+    5_000
+}
+fn default_health_timeout() -> u64 {
+    1_000
+}
+fn default_consecutive_failures() -> u32 {
+    3
+}
+fn default_ejection_ms() -> u64 {
+    30_000
+}
+fn default_budget_percent() -> u32 {
+    20
+}
+fn default_min_retries() -> u32 {
+    10
+}
+fn default_connect_timeout() -> u64 {
+    2_000
+}
+fn default_response_header_timeout() -> u64 {
+    30_000
+}
+fn default_idle_timeout() -> u64 {
+    600_000
+}

@@ -1,0 +1,262 @@
+//! Validation of a [`RoutingSpec`]: every problem found, each with where it is.
+//!
+//! The proxy refuses a config file and the control service refuses a command whose
+//! result would not validate, so a bad route never reaches a running snapshot.
+
+use crate::host::check_pattern;
+use crate::model::{
+    AppSpec, BalancePolicy, ClusterSpec, ProtocolHint, RouteSpec, RoutingSpec, SplitSpec,
+};
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+/// One problem in a spec, located by a dotted path such as `apps[acme].upstreams.default`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{at}: {reason}")]
+pub struct Problem {
+    pub at: String,
+    pub reason: String,
+}
+
+/// All problems found in a spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationError(pub Vec<Problem>);
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} problem(s): ", self.0.len())?;
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ValidationError {}
+
+struct Report(Vec<Problem>);
+
+impl Report {
+    fn add(&mut self, at: impl Into<String>, reason: impl Into<String>) {
+        self.0.push(Problem {
+            at: at.into(),
+            reason: reason.into(),
+        });
+    }
+}
+
+/// Checks a whole spec; `Ok` means [`crate::Snapshot::build`] will succeed.
+pub fn validate(spec: &RoutingSpec) -> Result<(), ValidationError> {
+    let mut r = Report(Vec::new());
+    let api_hosts: HashSet<&str> = spec.api_hosts.iter().map(String::as_str).collect();
+    for (i, h) in spec.api_hosts.iter().enumerate() {
+        if h.starts_with("*.") {
+            r.add(format!("api_hosts[{i}]"), "API hosts must be exact names");
+        } else if let Err(e) = check_pattern(h) {
+            r.add(format!("api_hosts[{i}]"), e);
+        }
+    }
+    let mut apps: HashMap<&str, &AppSpec> = HashMap::new();
+    let mut hostnames: HashMap<&str, &str> = HashMap::new();
+    for app in &spec.apps {
+        let at = format!("apps[{}]", app.id);
+        if apps.insert(&app.id, app).is_some() {
+            r.add(&at, "duplicate app id");
+        }
+        check_app(&mut r, &at, app);
+        for h in &app.hostnames {
+            if let Err(e) = check_pattern(h) {
+                r.add(format!("{at}.hostnames"), format!("`{h}`: {e}"));
+            }
+            if api_hosts.contains(h.as_str()) {
+                r.add(format!("{at}.hostnames"), format!("`{h}` is an API host"));
+            }
+            if let Some(other) = hostnames.insert(h, &app.id) {
+                r.add(
+                    format!("{at}.hostnames"),
+                    format!("`{h}` is already bound to app `{other}`"),
+                );
+            }
+        }
+    }
+    let mut seen_routes = HashSet::new();
+    for (i, route) in spec.routes.iter().enumerate() {
+        let at = format!("routes[{i}]");
+        check_route(&mut r, &at, route, &apps);
+        let key = (&route.hostname, route.listen_port, &route.path_prefix);
+        let clashes_app_host = route.path_prefix == "/"
+            && route.listen_port.is_none()
+            && hostnames.contains_key(route.hostname.as_str());
+        if !seen_routes.insert(key) || clashes_app_host {
+            r.add(&at, "another route has the same hostname, port and path prefix");
+        }
+        if api_hosts.contains(route.hostname.as_str()) {
+            r.add(&at, "API hosts are routed by `/v1/<app_id>`; use another hostname");
+        }
+    }
+    if r.0.is_empty() {
+        Ok(())
+    } else {
+        Err(ValidationError(r.0))
+    }
+}
+
+fn check_app(r: &mut Report, at: &str, app: &AppSpec) {
+    if !is_app_id(&app.id) {
+        r.add(
+            at,
+            "app id must be 1-63 of a-z, 0-9, `-`, `_`, starting with a letter or digit",
+        );
+    }
+    if !app.api_rewrite.starts_with('/') {
+        r.add(format!("{at}.api_rewrite"), "must start with `/`");
+    }
+    if app.upstreams.is_empty() {
+        r.add(format!("{at}.upstreams"), "an app needs at least one upstream");
+    }
+    if !app.upstreams.contains_key(&app.default_upstream) {
+        r.add(
+            format!("{at}.default_upstream"),
+            format!("no upstream named `{}`", app.default_upstream),
+        );
+    }
+    for (name, cluster) in &app.upstreams {
+        check_cluster(r, &format!("{at}.upstreams.{name}"), cluster);
+    }
+    for (i, split) in app.splits.iter().enumerate() {
+        check_split(r, &format!("{at}.splits[{i}]"), split, app);
+    }
+    if app.max_body_bytes == Some(0) {
+        r.add(format!("{at}.max_body_bytes"), "must be greater than 0");
+    }
+}
+
+fn check_cluster(r: &mut Report, at: &str, c: &ClusterSpec) {
+    if c.endpoints.is_empty() {
+        r.add(at, "a cluster needs at least one endpoint");
+    }
+    for e in &c.endpoints {
+        if let Err(reason) = check_address(&e.address) {
+            r.add(format!("{at}.endpoints"), format!("`{}`: {reason}", e.address));
+        }
+        if e.weight == 0 {
+            r.add(format!("{at}.endpoints"), format!("`{}`: weight must be at least 1", e.address));
+        }
+    }
+    for (name, v) in [
+        ("connect_timeout_ms", c.connect_timeout_ms),
+        ("response_header_timeout_ms", c.response_header_timeout_ms),
+        ("idle_timeout_ms", c.idle_timeout_ms),
+    ] {
+        if v == 0 {
+            r.add(format!("{at}.{name}"), "must be greater than 0");
+        }
+    }
+    if let BalancePolicy::ConsistentHash { headers } = &c.balance {
+        if headers.is_empty() {
+            r.add(format!("{at}.balance"), "consistent_hash needs at least one header");
+        }
+        for h in headers {
+            if !is_header_name(h) {
+                r.add(format!("{at}.balance"), format!("`{h}` is not a lowercase header name"));
+            }
+        }
+    }
+    if let Some(hc) = &c.health_check {
+        if !hc.path.starts_with('/') {
+            r.add(format!("{at}.health_check.path"), "must start with `/`");
+        }
+        if hc.interval_ms == 0 || hc.timeout_ms == 0 {
+            r.add(format!("{at}.health_check"), "interval and timeout must be positive");
+        }
+        if hc.healthy_threshold == 0 || hc.unhealthy_threshold == 0 {
+            r.add(format!("{at}.health_check"), "thresholds must be at least 1");
+        }
+    }
+    if c.outlier.consecutive_failures == 0 {
+        r.add(format!("{at}.outlier.consecutive_failures"), "must be at least 1");
+    }
+    if c.retry.max_retries > 5 {
+        r.add(format!("{at}.retry.max_retries"), "at most 5 retries");
+    }
+    if !c.protocol.is_tls() && (c.tls_ca_file.is_some() || c.tls_server_name.is_some()) {
+        r.add(at, "tls_ca_file and tls_server_name need protocol `https` or `h2`");
+    }
+}
+
+fn check_split(r: &mut Report, at: &str, s: &SplitSpec, app: &AppSpec) {
+    if !is_header_name(&s.header) {
+        r.add(format!("{at}.header"), format!("`{}` is not a lowercase header name", s.header));
+    }
+    if s.backends.is_empty() || s.backends.iter().all(|b| b.weight == 0) {
+        r.add(format!("{at}.backends"), "needs at least one backend with weight > 0");
+    }
+    for b in &s.backends {
+        if !app.upstreams.contains_key(&b.upstream) {
+            r.add(format!("{at}.backends"), format!("no upstream named `{}`", b.upstream));
+        }
+    }
+}
+
+fn check_route(r: &mut Report, at: &str, route: &RouteSpec, apps: &HashMap<&str, &AppSpec>) {
+    if let Err(e) = check_pattern(&route.hostname) {
+        r.add(format!("{at}.hostname"), e);
+    }
+    if !apps.contains_key(route.app.as_str()) {
+        r.add(format!("{at}.app"), format!("no app `{}`", route.app));
+    }
+    if !route.path_prefix.starts_with('/') {
+        r.add(format!("{at}.path_prefix"), "must start with `/`");
+    }
+    if let Some(rw) = &route.rewrite_prefix
+        && !rw.starts_with('/')
+    {
+        r.add(format!("{at}.rewrite_prefix"), "must start with `/`");
+    }
+    if route.listen_port == Some(0) {
+        r.add(format!("{at}.listen_port"), "must be 1-65535");
+    }
+    if route.protocol_hint != ProtocolHint::HttpTerminate {
+        r.add(
+            format!("{at}.protocol_hint"),
+            "only `http_terminate` is served by this proxy version",
+        );
+    }
+    if route.max_body_bytes == Some(0) {
+        r.add(format!("{at}.max_body_bytes"), "must be greater than 0");
+    }
+}
+
+/// `host:port` with a non-zero port; the host is a name, IPv4 or bracketed IPv6.
+fn check_address(addr: &str) -> Result<(), &'static str> {
+    let (host, port) = addr.rsplit_once(':').ok_or("expected host:port")?;
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => {}
+        _ => return Err("port must be 1-65535"),
+    }
+    if host.is_empty() {
+        return Err("missing host");
+    }
+    if host.starts_with('[') != host.ends_with(']') {
+        return Err("unbalanced brackets around IPv6 host");
+    }
+    Ok(())
+}
+
+fn is_app_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'_')
+}
+
+fn is_header_name(h: &str) -> bool {
+    !h.is_empty()
+        && h.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_')
+}

@@ -1,0 +1,114 @@
+//! Route matching and validation against a spec written as the config file would be.
+
+use tollgate_routing::matcher::Miss;
+use tollgate_routing::{AppStatus, RoutingSpec, Snapshot};
+
+const SPEC: &str = r#"
+api_hosts = ["api.example.com"]
+
+[[apps]]
+id = "acme"
+hostnames = ["acme.tenant.example"]
+api_rewrite = "/"
+[apps.upstreams.default]
+endpoints = [{ address = "127.0.0.1:9000" }]
+[apps.upstreams.canary]
+endpoints = [{ address = "127.0.0.1:9001" }]
+[[apps.splits]]
+header = "x-experiment"
+value = "canary"
+backends = [{ upstream = "canary", weight = 10 }, { upstream = "default", weight = 90 }]
+
+[[apps]]
+id = "globex"
+status = "suspended"
+api_rewrite = "/service"
+max_body_bytes = 1024
+[apps.upstreams.default]
+endpoints = [{ address = "localhost:9002" }]
+
+[[routes]]
+hostname = "*.wild.example"
+app = "globex"
+
+[[routes]]
+hostname = "acme.tenant.example"
+path_prefix = "/static"
+rewrite_prefix = "/assets/"
+app = "globex"
+max_body_bytes = 10
+
+[[routes]]
+hostname = "acme.tenant.example"
+listen_port = 8443
+path_prefix = "/static"
+app = "acme"
+"#;
+
+fn snapshot() -> Snapshot {
+    let spec: RoutingSpec = toml::from_str(SPEC).expect("fixture parses");
+    Snapshot::build(spec, 1).expect("fixture is valid")
+}
+
+#[test]
+fn api_host_routes_by_app_id_and_rewrites() {
+    let s = snapshot();
+    let m = s.table.lookup("api.example.com", 443, "/v1/acme/orders/1").unwrap();
+    assert_eq!(m.app.id, "acme");
+    assert_eq!(m.rewrite("/v1/acme/orders/1").as_deref(), Some("/orders/1"));
+    assert_eq!(m.rewrite("/v1/acme").as_deref(), Some("/"));
+    let g = s.table.lookup("api.example.com", 443, "/v1/globex/x").unwrap();
+    assert_eq!(g.app.status, AppStatus::Suspended);
+    assert_eq!(g.rewrite("/v1/globex/x").as_deref(), Some("/service/x"));
+    assert_eq!(g.max_body_bytes, Some(1024));
+    assert_eq!(
+        s.table.lookup("api.example.com", 443, "/v1/nope/x").unwrap_err(),
+        Miss::UnknownApp("nope")
+    );
+    assert_eq!(s.table.lookup("api.example.com", 443, "/v2/acme").unwrap_err(), Miss::NoRoute);
+    assert_eq!(s.table.lookup("api.example.com", 443, "/v1/").unwrap_err(), Miss::NoRoute);
+}
+
+#[test]
+fn tenant_host_longest_prefix_and_port() {
+    let s = snapshot();
+    let m = s.table.lookup("acme.tenant.example", 443, "/static/a.css").unwrap();
+    assert_eq!(m.app.id, "globex");
+    assert_eq!(m.rewrite("/static/a.css").as_deref(), Some("/assets/a.css"));
+    assert_eq!(m.max_body_bytes, Some(10));
+    let p = s.table.lookup("acme.tenant.example", 8443, "/static/a.css").unwrap();
+    assert_eq!(p.app.id, "acme", "port-bound route wins on its port");
+    let root = s.table.lookup("acme.tenant.example", 443, "/staticky").unwrap();
+    assert_eq!(root.app.id, "acme", "prefixes match whole segments");
+    assert_eq!(root.rewrite("/staticky"), None);
+}
+
+#[test]
+fn wildcard_matches_one_label() {
+    let s = snapshot();
+    assert_eq!(s.table.lookup("a.wild.example", 80, "/").unwrap().app.id, "globex");
+    assert!(s.table.lookup("a.b.wild.example", 80, "/").is_err());
+    assert!(s.table.lookup("wild.example", 80, "/").is_err());
+}
+
+#[test]
+fn invalid_specs_list_every_problem() {
+    let mut spec: RoutingSpec = toml::from_str(SPEC).unwrap();
+    spec.routes[0].app = "missing".into();
+    spec.apps[0].upstreams.get_mut("default").unwrap().endpoints[0].address = "nohostport".into();
+    spec.apps[1].hostnames.push("acme.tenant.example".into());
+    spec.apps[0].splits[0].backends[0].upstream = "ghost".into();
+    let err = Snapshot::build(spec, 2).unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.0.len(), 4, "{text}");
+    assert!(text.contains("no app `missing`"), "{text}");
+    assert!(text.contains("expected host:port"), "{text}");
+    assert!(text.contains("already bound to app `acme`"), "{text}");
+    assert!(text.contains("no upstream named `ghost`"), "{text}");
+}
+
+#[test]
+fn unknown_fields_are_refused() {
+    let bad = SPEC.replace("api_rewrite = \"/\"", "api_rewrit = \"/\"");
+    assert!(toml::from_str::<RoutingSpec>(&bad).is_err());
+}
