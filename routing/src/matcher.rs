@@ -116,7 +116,10 @@ impl RouteTable {
 
     fn insert(&mut self, spec: &RouteSpec, app: Arc<AppSpec>) {
         let id = spec.id.clone().unwrap_or_else(|| {
-            let port = spec.listen_port.map(|p| format!(":{p}")).unwrap_or_default();
+            let port = spec
+                .listen_port
+                .map(|p| format!(":{p}"))
+                .unwrap_or_default();
             format!("{}{}{}", spec.hostname, port, spec.path_prefix)
         });
         let route = CompiledRoute {
@@ -140,7 +143,12 @@ impl RouteTable {
     }
 
     /// Finds the route for a normalised `host`, the listener `port` and a request `path`.
-    pub fn lookup<'a>(&'a self, host: &str, port: u16, path: &'a str) -> Result<Matched<'a>, Miss<'a>> {
+    pub fn lookup<'a, 'p>(
+        &'a self,
+        host: &str,
+        port: u16,
+        path: &'p str,
+    ) -> Result<Matched<'a>, Miss<'p>> {
         if self.api_hosts.contains(host) {
             return self.lookup_api(path);
         }
@@ -165,7 +173,7 @@ impl RouteTable {
         Err(Miss::NoRoute)
     }
 
-    fn lookup_api<'a>(&'a self, path: &'a str) -> Result<Matched<'a>, Miss<'a>> {
+    fn lookup_api<'a, 'p>(&'a self, path: &'p str) -> Result<Matched<'a>, Miss<'p>> {
         let rest = path.strip_prefix("/v1/").ok_or(Miss::NoRoute)?;
         let app_id = rest.split('/').next().unwrap_or("");
         if app_id.is_empty() {

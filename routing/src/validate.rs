@@ -91,10 +91,16 @@ pub fn validate(spec: &RoutingSpec) -> Result<(), ValidationError> {
             && route.listen_port.is_none()
             && hostnames.contains_key(route.hostname.as_str());
         if !seen_routes.insert(key) || clashes_app_host {
-            r.add(&at, "another route has the same hostname, port and path prefix");
+            r.add(
+                &at,
+                "another route has the same hostname, port and path prefix",
+            );
         }
         if api_hosts.contains(route.hostname.as_str()) {
-            r.add(&at, "API hosts are routed by `/v1/<app_id>`; use another hostname");
+            r.add(
+                &at,
+                "API hosts are routed by `/v1/<app_id>`; use another hostname",
+            );
         }
     }
     if r.0.is_empty() {
@@ -115,7 +121,10 @@ fn check_app(r: &mut Report, at: &str, app: &AppSpec) {
         r.add(format!("{at}.api_rewrite"), "must start with `/`");
     }
     if app.upstreams.is_empty() {
-        r.add(format!("{at}.upstreams"), "an app needs at least one upstream");
+        r.add(
+            format!("{at}.upstreams"),
+            "an app needs at least one upstream",
+        );
     }
     if !app.upstreams.contains_key(&app.default_upstream) {
         r.add(
@@ -140,10 +149,16 @@ fn check_cluster(r: &mut Report, at: &str, c: &ClusterSpec) {
     }
     for e in &c.endpoints {
         if let Err(reason) = check_address(&e.address) {
-            r.add(format!("{at}.endpoints"), format!("`{}`: {reason}", e.address));
+            r.add(
+                format!("{at}.endpoints"),
+                format!("`{}`: {reason}", e.address),
+            );
         }
         if e.weight == 0 {
-            r.add(format!("{at}.endpoints"), format!("`{}`: weight must be at least 1", e.address));
+            r.add(
+                format!("{at}.endpoints"),
+                format!("`{}`: weight must be at least 1", e.address),
+            );
         }
     }
     for (name, v) in [
@@ -157,11 +172,17 @@ fn check_cluster(r: &mut Report, at: &str, c: &ClusterSpec) {
     }
     if let BalancePolicy::ConsistentHash { headers } = &c.balance {
         if headers.is_empty() {
-            r.add(format!("{at}.balance"), "consistent_hash needs at least one header");
+            r.add(
+                format!("{at}.balance"),
+                "consistent_hash needs at least one header",
+            );
         }
         for h in headers {
             if !is_header_name(h) {
-                r.add(format!("{at}.balance"), format!("`{h}` is not a lowercase header name"));
+                r.add(
+                    format!("{at}.balance"),
+                    format!("`{h}` is not a lowercase header name"),
+                );
             }
         }
     }
@@ -170,33 +191,54 @@ fn check_cluster(r: &mut Report, at: &str, c: &ClusterSpec) {
             r.add(format!("{at}.health_check.path"), "must start with `/`");
         }
         if hc.interval_ms == 0 || hc.timeout_ms == 0 {
-            r.add(format!("{at}.health_check"), "interval and timeout must be positive");
+            r.add(
+                format!("{at}.health_check"),
+                "interval and timeout must be positive",
+            );
         }
         if hc.healthy_threshold == 0 || hc.unhealthy_threshold == 0 {
-            r.add(format!("{at}.health_check"), "thresholds must be at least 1");
+            r.add(
+                format!("{at}.health_check"),
+                "thresholds must be at least 1",
+            );
         }
     }
     if c.outlier.consecutive_failures == 0 {
-        r.add(format!("{at}.outlier.consecutive_failures"), "must be at least 1");
+        r.add(
+            format!("{at}.outlier.consecutive_failures"),
+            "must be at least 1",
+        );
     }
     if c.retry.max_retries > 5 {
         r.add(format!("{at}.retry.max_retries"), "at most 5 retries");
     }
     if !c.protocol.is_tls() && (c.tls_ca_file.is_some() || c.tls_server_name.is_some()) {
-        r.add(at, "tls_ca_file and tls_server_name need protocol `https` or `h2`");
+        r.add(
+            at,
+            "tls_ca_file and tls_server_name need protocol `https` or `h2`",
+        );
     }
 }
 
 fn check_split(r: &mut Report, at: &str, s: &SplitSpec, app: &AppSpec) {
     if !is_header_name(&s.header) {
-        r.add(format!("{at}.header"), format!("`{}` is not a lowercase header name", s.header));
+        r.add(
+            format!("{at}.header"),
+            format!("`{}` is not a lowercase header name", s.header),
+        );
     }
     if s.backends.is_empty() || s.backends.iter().all(|b| b.weight == 0) {
-        r.add(format!("{at}.backends"), "needs at least one backend with weight > 0");
+        r.add(
+            format!("{at}.backends"),
+            "needs at least one backend with weight > 0",
+        );
     }
     for b in &s.backends {
         if !app.upstreams.contains_key(&b.upstream) {
-            r.add(format!("{at}.backends"), format!("no upstream named `{}`", b.upstream));
+            r.add(
+                format!("{at}.backends"),
+                format!("no upstream named `{}`", b.upstream),
+            );
         }
     }
 }

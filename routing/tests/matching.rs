@@ -53,32 +53,57 @@ fn snapshot() -> Snapshot {
 #[test]
 fn api_host_routes_by_app_id_and_rewrites() {
     let s = snapshot();
-    let m = s.table.lookup("api.example.com", 443, "/v1/acme/orders/1").unwrap();
+    let m = s
+        .table
+        .lookup("api.example.com", 443, "/v1/acme/orders/1")
+        .unwrap();
     assert_eq!(m.app.id, "acme");
     assert_eq!(m.rewrite("/v1/acme/orders/1").as_deref(), Some("/orders/1"));
     assert_eq!(m.rewrite("/v1/acme").as_deref(), Some("/"));
-    let g = s.table.lookup("api.example.com", 443, "/v1/globex/x").unwrap();
+    let g = s
+        .table
+        .lookup("api.example.com", 443, "/v1/globex/x")
+        .unwrap();
     assert_eq!(g.app.status, AppStatus::Suspended);
     assert_eq!(g.rewrite("/v1/globex/x").as_deref(), Some("/service/x"));
     assert_eq!(g.max_body_bytes, Some(1024));
     assert_eq!(
-        s.table.lookup("api.example.com", 443, "/v1/nope/x").unwrap_err(),
+        s.table
+            .lookup("api.example.com", 443, "/v1/nope/x")
+            .unwrap_err(),
         Miss::UnknownApp("nope")
     );
-    assert_eq!(s.table.lookup("api.example.com", 443, "/v2/acme").unwrap_err(), Miss::NoRoute);
-    assert_eq!(s.table.lookup("api.example.com", 443, "/v1/").unwrap_err(), Miss::NoRoute);
+    assert_eq!(
+        s.table
+            .lookup("api.example.com", 443, "/v2/acme")
+            .unwrap_err(),
+        Miss::NoRoute
+    );
+    assert_eq!(
+        s.table.lookup("api.example.com", 443, "/v1/").unwrap_err(),
+        Miss::NoRoute
+    );
 }
 
 #[test]
 fn tenant_host_longest_prefix_and_port() {
     let s = snapshot();
-    let m = s.table.lookup("acme.tenant.example", 443, "/static/a.css").unwrap();
+    let m = s
+        .table
+        .lookup("acme.tenant.example", 443, "/static/a.css")
+        .unwrap();
     assert_eq!(m.app.id, "globex");
     assert_eq!(m.rewrite("/static/a.css").as_deref(), Some("/assets/a.css"));
     assert_eq!(m.max_body_bytes, Some(10));
-    let p = s.table.lookup("acme.tenant.example", 8443, "/static/a.css").unwrap();
+    let p = s
+        .table
+        .lookup("acme.tenant.example", 8443, "/static/a.css")
+        .unwrap();
     assert_eq!(p.app.id, "acme", "port-bound route wins on its port");
-    let root = s.table.lookup("acme.tenant.example", 443, "/staticky").unwrap();
+    let root = s
+        .table
+        .lookup("acme.tenant.example", 443, "/staticky")
+        .unwrap();
     assert_eq!(root.app.id, "acme", "prefixes match whole segments");
     assert_eq!(root.rewrite("/staticky"), None);
 }
@@ -86,7 +111,10 @@ fn tenant_host_longest_prefix_and_port() {
 #[test]
 fn wildcard_matches_one_label() {
     let s = snapshot();
-    assert_eq!(s.table.lookup("a.wild.example", 80, "/").unwrap().app.id, "globex");
+    assert_eq!(
+        s.table.lookup("a.wild.example", 80, "/").unwrap().app.id,
+        "globex"
+    );
     assert!(s.table.lookup("a.b.wild.example", 80, "/").is_err());
     assert!(s.table.lookup("wild.example", 80, "/").is_err());
 }

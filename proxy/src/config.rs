@@ -1,0 +1,299 @@
+//! The static config file read by `tollgate proxy --config FILE`.
+//!
+//! TOML; the format is documented in `proxy/CONFIG.md`. Loading reads the certificate
+//! files and builds everything a reload would swap in, so an invalid file is refused as
+//! a whole before anything running changes.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use tollgate_certs::{CertSource, CertStore, TlsOptions, TlsVersion};
+use tollgate_routing::{AppSpec, RouteSpec, RoutingSpec, Snapshot};
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub listeners: Vec<ListenerConfig>,
+    #[serde(default)]
+    pub certificates: Vec<CertificateConfig>,
+    /// Certificate name served to TLS clients that send no SNI.
+    #[serde(default)]
+    pub default_certificate: Option<String>,
+    #[serde(default)]
+    pub api_hosts: Vec<String>,
+    #[serde(default)]
+    pub apps: Vec<AppSpec>,
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_admin_listen(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// One line per request at target `access`.
+    #[serde(default = "yes")]
+    pub access_log: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            access_log: true,
+        }
+    }
+}
+
+/// Limits and timeouts that apply to every listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Total request header bytes (names + values); larger requests get 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Time a client has to send its request head.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_ms: u64,
+    #[serde(default = "default_tls_handshake_timeout")]
+    pub tls_handshake_timeout_ms: u64,
+    /// How long SIGTERM waits for in-flight requests before exiting.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout_ms: u64,
+    #[serde(default = "default_h2_streams")]
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2 PING interval keeping long streams alive through middleboxes.
+    #[serde(default = "default_h2_keepalive")]
+    pub h2_keepalive_interval_ms: u64,
+    /// Trust and extend `x-forwarded-*` from clients (only behind another proxy).
+    #[serde(default)]
+    pub trust_forwarded_headers: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: default_max_header_bytes(),
+            header_read_timeout_ms: default_header_read_timeout(),
+            tls_handshake_timeout_ms: default_tls_handshake_timeout(),
+            drain_timeout_ms: default_drain_timeout(),
+            h2_max_concurrent_streams: default_h2_streams(),
+            h2_keepalive_interval_ms: default_h2_keepalive(),
+            trust_forwarded_headers: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub listen: SocketAddr,
+    /// TLS termination; plain HTTP/1.1 and h2c (prior knowledge) without it.
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// `"1.2"` or `"1.3"`.
+    #[serde(default = "default_min_tls")]
+    pub min_version: String,
+    /// rustls suite names such as `TLS13_AES_128_GCM_SHA256`; all safe defaults when absent.
+    #[serde(default)]
+    pub cipher_suites: Option<Vec<String>>,
+    #[serde(default = "default_alpn")]
+    pub alpn: Vec<String>,
+}
+
+impl ListenerTls {
+    pub fn options(&self) -> Result<TlsOptions, ConfigError> {
+        let min_version: TlsVersion = self.min_version.parse().map_err(|_| {
+            ConfigError::Invalid(format!("unknown TLS version `{}`", self.min_version))
+        })?;
+        Ok(TlsOptions {
+            min_version,
+            cipher_suites: self.cipher_suites.clone(),
+            alpn: self.alpn.iter().map(|p| p.as_bytes().to_vec()).collect(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    /// PEM chain, leaf first. Relative paths are resolved from the config file's folder.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Names to serve it for; the certificate's DNS names when absent.
+    #[serde(default)]
+    pub names: Option<Vec<String>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot parse {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid routes: {0}")]
+    Routes(#[from] tollgate_routing::ValidationError),
+    #[error("invalid certificates: {0}")]
+    Certs(#[from] tollgate_certs::CertError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A config file turned into what the proxy runs: routes and certificates, validated.
+pub struct Loaded {
+    pub config: ProxyConfig,
+    pub routing: RoutingSpec,
+    pub certs: CertStore,
+}
+
+impl ProxyConfig {
+    /// Parses TOML text; `origin` names the source in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    pub fn routing(&self) -> RoutingSpec {
+        RoutingSpec {
+            api_hosts: self.api_hosts.clone(),
+            apps: self.apps.clone(),
+            routes: self.routes.clone(),
+        }
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        for l in &self.listeners {
+            if !names.insert(&l.name) {
+                return Err(ConfigError::Invalid(format!(
+                    "duplicate listener name `{}`",
+                    l.name
+                )));
+            }
+            if let Some(tls) = &l.tls {
+                tls.options()?;
+            }
+        }
+        if self.limits.max_header_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "limits.max_header_bytes must be at least 1024".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Reads and validates a config file and the certificates it names.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let text = read(path)?;
+    let config = ProxyConfig::parse(&text, path)?;
+    config.check()?;
+    let routing = config.routing();
+    tollgate_routing::validate(&routing)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut sources = Vec::with_capacity(config.certificates.len());
+    for c in &config.certificates {
+        sources.push(CertSource {
+            cert_pem: read(&base.join(&c.cert_file))?,
+            key_pem: read(&base.join(&c.key_file))?,
+            names: c.names.clone(),
+        });
+    }
+    let mut certs = CertStore::build(&sources)?;
+    if let Some(name) = &config.default_certificate {
+        certs = certs.with_default(name)?;
+    }
+    Ok(Loaded {
+        config,
+        routing,
+        certs,
+    })
+}
+
+impl Loaded {
+    /// Compiles the routes into a snapshot with the given version.
+    pub fn snapshot(&self, version: u64) -> Result<Snapshot, ConfigError> {
+        Ok(Snapshot::build(self.routing.clone(), version)?)
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9901))
+}
+fn default_max_header_bytes() -> usize {
+    32 * 1024
+}
+fn default_header_read_timeout() -> u64 {
+    30_000
+}
+fn default_tls_handshake_timeout() -> u64 {
+    10_000
+}
+fn default_drain_timeout() -> u64 {
+    30_000
+}
+fn default_h2_streams() -> u32 {
+    1024
+}
+fn default_h2_keepalive() -> u64 {
+    30_000
+}
+fn default_min_tls() -> String {
+    "1.2".into()
+}
+fn default_alpn() -> Vec<String> {
+    vec!["h2".into(), "http/1.1".into()]
+}

@@ -1,0 +1,281 @@
+//! Body wrappers: request bodies with a size limit, response bodies with an idle
+//! timeout and completion accounting. Frames (data and trailers) pass through one
+//! by one, so nothing is buffered and backpressure reaches the sender.
+
+use super::completion::{Completion, Outcome};
+use crate::clock::now_ms;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("request body exceeds the limit of {0} bytes")]
+    TooLarge(u64),
+    #[error("stream idle for longer than {0:?}")]
+    Idle(Duration),
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+}
+
+/// State shared by the request and response bodies of one streaming exchange.
+#[derive(Debug, Default)]
+pub struct Exchange {
+    last_activity_ms: AtomicU64,
+    request_too_large: AtomicBool,
+}
+
+impl Exchange {
+    pub fn new() -> Self {
+        Exchange {
+            last_activity_ms: AtomicU64::new(now_ms()),
+            request_too_large: AtomicBool::new(false),
+        }
+    }
+    fn touch(&self) {
+        self.last_activity_ms.store(now_ms(), Relaxed);
+    }
+    fn idle_for(&self) -> Duration {
+        Duration::from_millis(now_ms().saturating_sub(self.last_activity_ms.load(Relaxed)))
+    }
+    /// Whether the request body was cut for exceeding its limit.
+    pub fn request_too_large(&self) -> bool {
+        self.request_too_large.load(Relaxed)
+    }
+}
+
+/// The body sent upstream: the client's body, counted against the route's limit.
+#[derive(Debug)]
+pub struct RequestBody {
+    inner: Option<Incoming>,
+    limit: u64,
+    seen: u64,
+    exchange: Option<Arc<Exchange>>,
+}
+
+impl RequestBody {
+    pub fn empty() -> Self {
+        RequestBody {
+            inner: None,
+            limit: u64::MAX,
+            seen: 0,
+            exchange: None,
+        }
+    }
+
+    pub fn new(inner: Incoming, limit: Option<u64>, exchange: Option<Arc<Exchange>>) -> Self {
+        RequestBody {
+            inner: Some(inner),
+            limit: limit.unwrap_or(u64::MAX),
+            seen: 0,
+            exchange,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = match ready!(Pin::new(inner).poll_frame(cx)) {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+            None => return Poll::Ready(None),
+        };
+        if let Some(data) = frame.data_ref() {
+            this.seen += data.len() as u64;
+            if this.seen > this.limit {
+                if let Some(x) = &this.exchange {
+                    x.request_too_large.store(true, Relaxed);
+                }
+                this.inner = None;
+                return Poll::Ready(Some(Err(BodyError::TooLarge(this.limit))));
+            }
+        }
+        if let Some(x) = &this.exchange {
+            x.touch();
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+enum Source {
+    Full(Option<Bytes>),
+    Upstream(Incoming),
+}
+
+/// The body sent to the client: an upstream stream or a local answer.
+///
+/// Dropping it (end of stream, client gone, idle timeout) finishes its [`Completion`]:
+/// metrics, the access-log line, and the endpoint's in-flight count.
+pub struct ResponseBody {
+    source: Source,
+    idle_after: Duration,
+    idle: Option<Pin<Box<Sleep>>>,
+    active_since_arm: bool,
+    exchange: Option<Arc<Exchange>>,
+    bytes: u64,
+    completion: Option<Completion>,
+    outcome: Outcome,
+}
+
+impl ResponseBody {
+    pub fn full(bytes: Bytes) -> Self {
+        Self::with_source(Source::Full(Some(bytes)), Duration::MAX, None)
+    }
+
+    pub fn empty() -> Self {
+        Self::with_source(Source::Full(None), Duration::MAX, None)
+    }
+
+    pub fn upstream(
+        inner: Incoming,
+        idle_after: Duration,
+        exchange: Option<Arc<Exchange>>,
+    ) -> Self {
+        Self::with_source(Source::Upstream(inner), idle_after, exchange)
+    }
+
+    fn with_source(source: Source, idle_after: Duration, exchange: Option<Arc<Exchange>>) -> Self {
+        ResponseBody {
+            source,
+            idle_after,
+            idle: None,
+            active_since_arm: false,
+            exchange,
+            bytes: 0,
+            completion: None,
+            outcome: Outcome::Aborted,
+        }
+    }
+
+    /// Attaches the accounting finished when this body ends or is dropped.
+    pub fn set_completion(&mut self, completion: Completion) {
+        self.completion = Some(completion);
+    }
+
+    fn finish(&mut self, outcome: Outcome) {
+        self.outcome = outcome;
+        if let Some(c) = self.completion.take() {
+            c.finish(self.bytes, outcome);
+        }
+    }
+
+    /// Polls the idle timer; `Some(error)` when the stream has been idle too long.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Option<BodyError> {
+        if self.idle_after == Duration::MAX {
+            return None;
+        }
+        let idle_after = self.idle_after;
+        let sleep = self
+            .idle
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle_after)));
+        if std::mem::take(&mut self.active_since_arm) {
+            sleep.as_mut().reset(Instant::now() + idle_after);
+        }
+        loop {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return None;
+            }
+            // The request side may have been busy even if the response was quiet.
+            let quiet = self.exchange.as_ref().map_or(idle_after, |x| x.idle_for());
+            if quiet >= idle_after {
+                return Some(BodyError::Idle(idle_after));
+            }
+            sleep.as_mut().reset(Instant::now() + (idle_after - quiet));
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        let polled = match &mut this.source {
+            Source::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Source::Upstream(inner) => Pin::new(inner).poll_frame(cx).map_err(BodyError::from),
+        };
+        match polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.bytes += d.len() as u64;
+                }
+                this.active_since_arm = true;
+                if let Some(x) = &this.exchange {
+                    x.touch();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.finish(Outcome::UpstreamReset);
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                this.finish(Outcome::Complete);
+                Poll::Ready(None)
+            }
+            Poll::Pending => match this.poll_idle(cx) {
+                Some(err) => {
+                    this.source = Source::Full(None);
+                    this.finish(Outcome::IdleTimeout);
+                    Poll::Ready(Some(Err(err)))
+                }
+                None => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.source {
+            Source::Full(b) => b.is_none(),
+            Source::Upstream(inner) => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.source {
+            Source::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Source::Upstream(inner) => inner.size_hint(),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // hyper may stop polling once `is_end_stream` is true, without a final `None`.
+        let outcome = match self.outcome {
+            Outcome::Aborted if self.is_end_stream() => Outcome::Complete,
+            other => other,
+        };
+        self.finish(outcome);
+    }
+}

@@ -1,0 +1,110 @@
+//! What happens when an exchange ends: request metrics, the access-log line, and the
+//! release of the in-flight counts, exactly once, however the stream ended.
+
+use crate::metrics::{Metrics, status_class};
+use crate::upstream::endpoint::InFlight;
+use http::{HeaderValue, Method, Uri};
+use prometheus::IntGauge;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tollgate_routing::AppSpec;
+
+/// How a response stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Complete,
+    /// Dropped before its end: the client went away or the connection closed.
+    Aborted,
+    UpstreamReset,
+    IdleTimeout,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Complete => "complete",
+            Outcome::Aborted => "aborted",
+            Outcome::UpstreamReset => "upstream_reset",
+            Outcome::IdleTimeout => "idle_timeout",
+        }
+    }
+}
+
+/// Decrements the in-flight streams gauge when dropped, even if the handler is cancelled.
+#[derive(Debug)]
+pub struct StreamGuard(IntGauge);
+
+impl StreamGuard {
+    pub fn new(gauge: &IntGauge) -> Self {
+        gauge.inc();
+        StreamGuard(gauge.clone())
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Fields of the access-log line, kept only when access logging is on.
+#[derive(Debug)]
+pub struct AccessRecord {
+    pub request_id: HeaderValue,
+    pub method: Method,
+    pub uri: Uri,
+    pub client: SocketAddr,
+    pub host: Option<HeaderValue>,
+}
+
+/// Accounting for one exchange; [`Completion::finish`] records it.
+#[derive(Debug)]
+pub struct Completion {
+    pub metrics: Arc<Metrics>,
+    pub started: Instant,
+    pub route: Arc<str>,
+    pub app: Option<Arc<AppSpec>>,
+    pub protocol: &'static str,
+    pub status: u16,
+    pub stream: Option<StreamGuard>,
+    pub in_flight: Option<InFlight>,
+    pub access: Option<Box<AccessRecord>>,
+}
+
+impl Completion {
+    pub fn finish(self, bytes: u64, outcome: Outcome) {
+        let elapsed = self.started.elapsed();
+        let app = self.app.as_deref().map_or("-", |a| a.id.as_str());
+        self.metrics
+            .requests
+            .with_label_values(&[&*self.route, app, status_class(self.status), self.protocol])
+            .inc();
+        self.metrics
+            .request_duration
+            .with_label_values(&[&*self.route, app, self.protocol])
+            .observe(elapsed.as_secs_f64());
+        if let Some(a) = &self.access {
+            let upstream = self
+                .in_flight
+                .as_ref()
+                .map(|f| f.endpoint().address.clone());
+            tracing::info!(
+                target: "access",
+                request_id = %String::from_utf8_lossy(a.request_id.as_bytes()),
+                client = %a.client,
+                method = %a.method,
+                host = a.host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("-"),
+                path = a.uri.path(),
+                protocol = self.protocol,
+                status = self.status,
+                bytes,
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                route = &*self.route,
+                app,
+                upstream = upstream.as_deref().unwrap_or("-"),
+                outcome = outcome.as_str(),
+            );
+        }
+    }
+}

@@ -1,0 +1,412 @@
+//! The request path: route the request, check it, pick an upstream endpoint, forward,
+//! retry where safe, and stream the answer back with its accounting attached.
+
+use super::body::{Exchange, RequestBody, ResponseBody};
+use super::completion::{AccessRecord, Completion, StreamGuard};
+use super::errors::{ProxyError, is_grpc};
+use super::headers::{self, X_APP_ID, X_REQUEST_ID};
+use super::upgrade;
+use crate::clock::now_ms;
+use crate::state::{ProxyState, Shared};
+use crate::upstream::cluster::Cluster;
+use crate::upstream::endpoint::InFlight;
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use std::net::SocketAddr;
+use std::sync::{Arc, LazyLock};
+use std::time::Instant;
+use tollgate_routing::matcher::Miss;
+use tollgate_routing::{AppSpec, AppStatus, host};
+
+/// What the listener knows about the connection a request came on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub client: SocketAddr,
+    pub local_port: u16,
+    pub tls: bool,
+}
+
+static NO_ROUTE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("-"));
+
+/// Per-request facts gathered on the way, used for headers and accounting.
+struct Ctx<'a> {
+    shared: &'a Arc<Shared>,
+    conn: &'a ConnInfo,
+    request_id: HeaderValue,
+    client_version: Version,
+    route: Option<Arc<str>>,
+    app: Option<Arc<AppSpec>>,
+    app_header: Option<HeaderValue>,
+    in_flight: Option<InFlight>,
+}
+
+/// Serves one request; never fails, every error becomes a response.
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let started = Instant::now();
+    let http2 = req.version() == Version::HTTP_2;
+    let stream = StreamGuard::new(if http2 {
+        &shared.streams_h2
+    } else {
+        &shared.streams_h1
+    });
+    let request_id = headers::request_id(req.headers());
+    let grpc = is_grpc(req.headers());
+    let access = shared.access_log.then(|| {
+        Box::new(AccessRecord {
+            request_id: request_id.clone(),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            client: conn.client,
+            host: host_value(&req),
+        })
+    });
+    let mut ctx = Ctx {
+        shared: &shared,
+        conn: &conn,
+        request_id,
+        client_version: req.version(),
+        route: None,
+        app: None,
+        app_header: None,
+        in_flight: None,
+    };
+    let state = shared.state.load_full();
+    let mut resp = match forward(&state, &mut ctx, req).await {
+        Ok(resp) => resp,
+        Err(err) => {
+            shared.metrics.local_responses.inc();
+            err.to_response(&ctx.request_id, grpc)
+        }
+    };
+    let h = resp.headers_mut();
+    if let Some(app) = ctx.app_header.take() {
+        h.insert(X_APP_ID.clone(), app);
+    }
+    h.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    let completion = Completion {
+        metrics: shared.metrics.clone(),
+        started,
+        route: ctx.route.take().unwrap_or_else(|| NO_ROUTE.clone()),
+        app: ctx.app.take(),
+        protocol: if http2 { "http2" } else { "http1" },
+        status: resp.status().as_u16(),
+        stream: Some(stream),
+        in_flight: ctx.in_flight.take(),
+        access,
+    };
+    resp.body_mut().set_completion(completion);
+    resp
+}
+
+fn host_value(req: &Request<Incoming>) -> Option<HeaderValue> {
+    match req.uri().authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => req.headers().get(header::HOST).cloned(),
+    }
+}
+
+async fn forward(
+    state: &ProxyState,
+    ctx: &mut Ctx<'_>,
+    mut req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let limits = &ctx.shared.limits;
+    if headers::header_bytes(req.headers()) > limits.max_header_bytes {
+        return Err(ProxyError::HeadersTooLarge(limits.max_header_bytes));
+    }
+    let host_hv = host_value(&req).ok_or(ProxyError::MissingHost)?;
+    let host_str = host_hv
+        .to_str()
+        .map_err(|_| ProxyError::BadRequest("host is not ASCII"))?;
+    let host = host::normalize(host_str);
+    if host.is_empty() {
+        return Err(ProxyError::MissingHost);
+    }
+    let path = req.uri().path();
+    let m = state
+        .snapshot
+        .table
+        .lookup(&host, ctx.conn.local_port, path)
+        .map_err(|miss| match miss {
+            Miss::UnknownApp(id) => ProxyError::UnknownApp(id.to_string()),
+            Miss::NoRoute => ProxyError::NoRoute,
+        })?;
+    ctx.route = Some(m.route_id.clone());
+    ctx.app = Some(m.app.clone());
+    let app_id = m.app.id.as_str();
+    let ups = state
+        .upstreams
+        .app(app_id)
+        .ok_or_else(|| ProxyError::NoHealthyEndpoint(app_id.to_string()))?;
+    ctx.app_header = Some(ups.app_header.clone());
+    if m.app.status == AppStatus::Suspended {
+        return Err(ProxyError::Suspended(app_id.to_string()));
+    }
+    if let Some(limit) = m.max_body_bytes
+        && req.body().size_hint().lower() > limit
+    {
+        return Err(ProxyError::BodyTooLarge(limit));
+    }
+    let path_and_query = upstream_path(req.uri(), m.rewrite(path))?;
+    let cluster = ups.choose(req.headers()).clone();
+    let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
+    if upgrade && cluster.spec.protocol.is_http2() {
+        return Err(ProxyError::UpgradeUnsupported);
+    }
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let max_body = m.max_body_bytes;
+
+    let (mut parts, body) = req.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    headers::set_forwarded(
+        &mut parts.headers,
+        ctx.conn.client.ip(),
+        ctx.conn.tls,
+        Some(&host_hv),
+        limits.trust_forwarded_headers,
+    );
+    parts
+        .headers
+        .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    if cluster.spec.protocol.is_http2() {
+        // HTTP/2 upstreams get the endpoint as :authority; the client's host is in x-forwarded-host.
+        parts.headers.remove(header::HOST);
+    } else {
+        parts.headers.insert(header::HOST, host_hv);
+    }
+
+    let body_empty = body.is_end_stream();
+    let exchange = (!body_empty).then(|| Arc::new(Exchange::new()));
+    let body = RequestBody::new(body, max_body, exchange.clone());
+    let attempt = Attempt {
+        cluster: &cluster,
+        app_id,
+        method: parts.method,
+        headers: parts.headers,
+        path_and_query,
+        retryable: body_empty,
+    };
+    let (resp, in_flight) = attempt.send(ctx, body, exchange.as_deref()).await?;
+    ctx.in_flight = Some(in_flight);
+    Ok(into_client_response(
+        ctx,
+        resp,
+        client_upgrade,
+        exchange,
+        &cluster,
+    ))
+}
+
+/// The upstream path: the route's rewrite, or the original, with the query kept.
+fn upstream_path(uri: &Uri, rewritten: Option<String>) -> Result<PathAndQuery, ProxyError> {
+    let Some(mut path) = rewritten else {
+        return Ok(uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")));
+    };
+    if let Some(q) = uri.query() {
+        path.push('?');
+        path.push_str(q);
+    }
+    PathAndQuery::try_from(path).map_err(|_| ProxyError::BadRequest("invalid path"))
+}
+
+/// One request's tries against a cluster.
+struct Attempt<'a> {
+    cluster: &'a Arc<Cluster>,
+    app_id: &'a str,
+    method: Method,
+    headers: http::HeaderMap,
+    path_and_query: PathAndQuery,
+    /// Only bodiless requests can be sent again: bodies stream and are never buffered.
+    retryable: bool,
+}
+
+impl Attempt<'_> {
+    async fn send(
+        mut self,
+        ctx: &Ctx<'_>,
+        body: RequestBody,
+        exchange: Option<&Exchange>,
+    ) -> Result<(Response<Incoming>, InFlight), ProxyError> {
+        let cluster = self.cluster;
+        let metrics = &ctx.shared.metrics;
+        let max_retries = if self.retryable {
+            cluster.spec.retry.max_retries
+        } else {
+            0
+        };
+        let idempotent = matches!(
+            self.method,
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::PUT
+                | Method::DELETE
+                | Method::TRACE
+        );
+        let version = if cluster.spec.protocol.is_http2() {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        cluster.retry.deposit();
+        let mut body = Some(body);
+        let mut exclude = None;
+        let mut tries = 0;
+        loop {
+            let now = now_ms();
+            let idx = cluster
+                .balancer
+                .pick(&cluster.endpoints, &self.headers, self.app_id, exclude, now)
+                // With nothing else left, a retry may go back to the same endpoint.
+                .or_else(|| exclude.filter(|&i| cluster.endpoints[i].available(now)))
+                .ok_or_else(|| ProxyError::NoHealthyEndpoint(self.app_id.to_string()))?;
+            let ep = &cluster.endpoints[idx];
+            let uri = Uri::builder()
+                .scheme(cluster.scheme.clone())
+                .authority(ep.authority.clone())
+                .path_and_query(self.path_and_query.clone())
+                .build()
+                .map_err(|_| ProxyError::BadRequest("invalid path"))?;
+            let headers = if tries < max_retries {
+                self.headers.clone()
+            } else {
+                std::mem::take(&mut self.headers)
+            };
+            let mut up = Request::new(body.take().unwrap_or_else(RequestBody::empty));
+            *up.method_mut() = self.method.clone();
+            *up.uri_mut() = uri;
+            *up.version_mut() = version;
+            *up.headers_mut() = headers;
+
+            let in_flight = ep.begin();
+            let sent =
+                tokio::time::timeout(cluster.response_header_timeout, cluster.client.request(up))
+                    .await;
+            let err = match sent {
+                Ok(Ok(resp)) => {
+                    if matches!(resp.status().as_u16(), 502..=504) {
+                        self.failed(ctx, idx);
+                    } else {
+                        ep.record_success();
+                    }
+                    return Ok((resp, in_flight));
+                }
+                Ok(Err(e)) => {
+                    if exchange.is_some_and(Exchange::request_too_large) {
+                        return Err(ProxyError::BodyTooLarge(body_limit_of(&e)));
+                    }
+                    tracing::warn!(app = self.app_id, endpoint = %ep.address, error = %error_chain(&e), "upstream request failed");
+                    if e.is_connect() {
+                        ProxyError::UpstreamConnect
+                    } else {
+                        ProxyError::UpstreamProtocol
+                    }
+                }
+                Err(_) => {
+                    tracing::warn!(app = self.app_id, endpoint = %ep.address, "upstream response headers timed out");
+                    ProxyError::UpstreamTimeout(cluster.response_header_timeout)
+                }
+            };
+            drop(in_flight);
+            metrics
+                .upstream_errors
+                .with_label_values(&[self.app_id, err.code()])
+                .inc();
+            self.failed(ctx, idx);
+            let safe = match err {
+                ProxyError::UpstreamConnect => true,
+                ProxyError::UpstreamProtocol => idempotent,
+                _ => false,
+            };
+            if !safe || tries >= max_retries {
+                return Err(err);
+            }
+            if !cluster.retry.withdraw() {
+                metrics
+                    .upstream_retries
+                    .with_label_values(&[self.app_id, "budget_exhausted"])
+                    .inc();
+                return Err(err);
+            }
+            metrics
+                .upstream_retries
+                .with_label_values(&[self.app_id, "sent"])
+                .inc();
+            tries += 1;
+            exclude = Some(idx);
+        }
+    }
+
+    fn failed(&self, ctx: &Ctx<'_>, idx: usize) {
+        let ep = &self.cluster.endpoints[idx];
+        if ep.record_failure(&self.cluster.spec.outlier) {
+            tracing::warn!(app = self.app_id, endpoint = %ep.address, "endpoint ejected after consecutive failures");
+            ctx.shared
+                .metrics
+                .upstream_ejections
+                .with_label_values(&[self.app_id, &self.cluster.name])
+                .inc();
+        }
+    }
+}
+
+/// The limit a too-large body hit, read back from the body error.
+fn body_limit_of(e: &hyper_util::client::legacy::Error) -> u64 {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if let Some(super::body::BodyError::TooLarge(n)) =
+            s.downcast_ref::<super::body::BodyError>()
+        {
+            return *n;
+        }
+        src = s.source();
+    }
+    0
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
+
+fn into_client_response(
+    ctx: &Ctx<'_>,
+    mut resp: Response<Incoming>,
+    client_upgrade: Option<OnUpgrade>,
+    exchange: Option<Arc<Exchange>>,
+    cluster: &Cluster,
+) -> Response<ResponseBody> {
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if switching && let Some(client) = client_upgrade {
+        let upstream = hyper::upgrade::on(&mut resp);
+        upgrade::splice(
+            client,
+            upstream,
+            ctx.shared.metrics.clone(),
+            cluster.app.to_string(),
+        );
+    }
+    let (mut parts, body) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, switching);
+    parts.version = ctx.client_version;
+    Response::from_parts(
+        parts,
+        ResponseBody::upstream(body, cluster.idle_timeout, exchange),
+    )
+}

@@ -1,0 +1,8 @@
+//! The HTTP request path: from a client request to an upstream response stream.
+
+pub mod body;
+pub mod completion;
+pub mod errors;
+pub mod handler;
+pub mod headers;
+pub mod upgrade;

@@ -1,0 +1,88 @@
+//! The `tollgate` command: `proxy` runs the data plane from a config file, `demo`
+//! runs it with demo tenants on this machine.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tollgate_proxy::{config, demo, server};
+
+#[derive(Parser)]
+#[command(name = "tollgate", version, about = "Multi-tenant edge proxy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy from a config file (see proxy/CONFIG.md).
+    Proxy {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Validate the config and its certificates, then exit.
+        #[arg(long)]
+        check: bool,
+        /// Write the bound listener addresses here as JSON once serving.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+        /// Milliseconds between checks of the config and certificate files.
+        #[arg(long, default_value_t = 1000)]
+        poll_ms: u64,
+    },
+    /// Run the proxy with demo tenants and print curl commands to try it.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tollgate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Proxy {
+            config: path,
+            check: true,
+            ..
+        } => match config::load(&path) {
+            Ok(l) => {
+                println!(
+                    "{}: ok ({} apps, {} routes, {} certificates)",
+                    path.display(),
+                    l.routing.apps.len(),
+                    l.routing.routes.len(),
+                    l.certs.len()
+                );
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        },
+        Command::Proxy {
+            config,
+            ready_file,
+            poll_ms,
+            ..
+        } => runtime
+            .block_on(server::run(server::RunOptions {
+                config,
+                ready_file,
+                poll: Duration::from_millis(poll_ms.max(100)),
+            }))
+            .map_err(|e| e.to_string()),
+        Command::Demo(args) => runtime.block_on(demo::run(args)).map_err(|e| e.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tollgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Wires the proxy together: load config, bind listeners and the admin API, follow
+//! reloads, and drain on SIGTERM/SIGINT.
+
+use crate::admin;
+use crate::config::{self, ConfigError};
+use crate::listen::{self, HttpBuilders, ListenError};
+use crate::logging;
+use crate::metrics::Metrics;
+use crate::reload;
+use crate::state::Shared;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    #[error("admin listener {addr}: {source}")]
+    Admin {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("metrics setup: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How to run the proxy.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub config: PathBuf,
+    /// Written once every listener is bound: JSON with the actual addresses.
+    pub ready_file: Option<PathBuf>,
+    /// How often the config and certificate files are checked for changes.
+    pub poll: Duration,
+}
+
+/// Runs until SIGTERM or SIGINT, then drains and returns.
+pub async fn run(opts: RunOptions) -> Result<(), ServerError> {
+    let path = opts.config.clone();
+    let loaded = tokio::task::spawn_blocking(move || config::load(&path))
+        .await
+        .map_err(|e| ConfigError::Invalid(e.to_string()))??;
+    logging::init(loaded.config.log.format);
+    let listeners = loaded.config.listeners.clone();
+    let admin_addr = loaded.config.admin.listen;
+    let drain = Duration::from_millis(loaded.config.limits.drain_timeout_ms);
+    let shared = Shared::new(loaded, Arc::new(Metrics::new()?))?;
+    let builders = Arc::new(HttpBuilders::new(&shared.limits));
+    let bound = listen::bind(&listeners, &shared).await?;
+    let admin = TcpListener::bind(admin_addr)
+        .await
+        .map_err(|source| ServerError::Admin {
+            addr: admin_addr,
+            source,
+        })?;
+    let admin_bound = admin.local_addr()?;
+    tracing::info!(addr = %admin_bound, "admin listening");
+    if let Some(file) = &opts.ready_file {
+        let addrs: BTreeMap<&str, String> = bound
+            .iter()
+            .map(|b| (&*b.name, b.addr.to_string()))
+            .collect();
+        let ready = serde_json::json!({ "admin": admin_bound.to_string(), "listeners": addrs });
+        let tmp = file.with_extension("tmp");
+        std::fs::write(&tmp, ready.to_string())?;
+        std::fs::rename(&tmp, file)?;
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(admin::serve(admin, shared.clone(), stop_rx.clone()));
+    tokio::spawn(reload::watch_loop(
+        shared.clone(),
+        opts.config.clone(),
+        opts.poll,
+        stop_rx.clone(),
+    ));
+    let mut serving = tokio::task::JoinSet::new();
+    for b in bound {
+        serving.spawn(b.serve(shared.clone(), builders.clone(), stop_rx.clone(), drain));
+    }
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let which = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(
+        signal = which,
+        drain_ms = drain.as_millis() as u64,
+        "shutting down: draining in-flight requests"
+    );
+    shared.start_draining();
+    let _ = stop_tx.send(true);
+    while serving.join_next().await.is_some() {}
+    tracing::info!("stopped");
+    Ok(())
+}

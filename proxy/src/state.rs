@@ -1,0 +1,91 @@
+//! The proxy's shared state: the active config (swapped atomically as one value),
+//! the certificate resolver, metrics and settings fixed at start.
+
+use crate::config::{ConfigError, Limits, Loaded};
+use crate::metrics::Metrics;
+use crate::upstream::Upstreams;
+use arc_swap::ArcSwap;
+use prometheus::IntGauge;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+use tollgate_certs::CertResolver;
+use tollgate_routing::Snapshot;
+
+/// One config generation: routes and the upstream clusters they point at.
+#[derive(Debug)]
+pub struct ProxyState {
+    pub snapshot: Arc<Snapshot>,
+    pub upstreams: Upstreams,
+}
+
+/// Everything a connection or request needs, shared by all of them.
+pub struct Shared {
+    pub state: ArcSwap<ProxyState>,
+    pub certs: Arc<CertResolver>,
+    pub metrics: Arc<Metrics>,
+    pub limits: Limits,
+    pub access_log: bool,
+    draining: AtomicBool,
+    pub streams_h1: IntGauge,
+    pub streams_h2: IntGauge,
+    /// Serialises reloads so two never race to swap.
+    pub reload_lock: tokio::sync::Mutex<()>,
+}
+
+impl Shared {
+    /// Builds the first state from a loaded config (version 1).
+    pub fn new(loaded: Loaded, metrics: Arc<Metrics>) -> Result<Arc<Self>, ConfigError> {
+        let snapshot = Arc::new(loaded.snapshot(1)?);
+        let upstreams = Upstreams::build(&snapshot.spec, None, &metrics)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        metrics.config_version.set(1);
+        metrics.certificates_loaded.set(loaded.certs.len() as i64);
+        let shared = Shared {
+            state: ArcSwap::from_pointee(ProxyState {
+                snapshot,
+                upstreams,
+            }),
+            certs: Arc::new(CertResolver::new(loaded.certs)),
+            streams_h1: metrics.streams_active.with_label_values(&["http1"]),
+            streams_h2: metrics.streams_active.with_label_values(&["http2"]),
+            limits: loaded.config.limits.clone(),
+            access_log: loaded.config.log.access_log,
+            draining: AtomicBool::new(false),
+            reload_lock: tokio::sync::Mutex::new(()),
+            metrics,
+        };
+        Ok(Arc::new(shared))
+    }
+
+    /// Swaps in a new config; on error nothing changes. Returns the new version.
+    pub fn apply(&self, loaded: Loaded) -> Result<u64, ConfigError> {
+        let started = Instant::now();
+        let current = self.state.load();
+        let version = current.snapshot.version + 1;
+        let snapshot = Arc::new(loaded.snapshot(version)?);
+        let upstreams = Upstreams::build(&snapshot.spec, Some(&current.upstreams), &self.metrics)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let certs = loaded.certs.len();
+        // Routes and certificates change together, right after each other.
+        self.state.store(Arc::new(ProxyState {
+            snapshot,
+            upstreams,
+        }));
+        self.certs.swap(loaded.certs);
+        self.metrics.config_version.set(version as i64);
+        self.metrics.certificates_loaded.set(certs as i64);
+        self.metrics
+            .apply_duration
+            .observe(started.elapsed().as_secs_f64());
+        Ok(version)
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,100 @@
+//! A cluster: the endpoints of one named upstream of an app, its pooled client,
+//! balancer and retry budget, and the health-check task bound to its lifetime.
+
+use super::balance::Balancer;
+use super::client::{self, ClientError, UpstreamClient};
+use super::endpoint::Endpoint;
+use super::retry::RetryBudget;
+use crate::metrics::Metrics;
+use http::uri::{Authority, Scheme};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::AbortHandle;
+use tollgate_routing::ClusterSpec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("upstream {app}/{name}: endpoint `{address}` is not a valid authority")]
+    Address {
+        app: String,
+        name: String,
+        address: String,
+    },
+    #[error("upstream {app}/{name}: {source}")]
+    Client {
+        app: String,
+        name: String,
+        source: ClientError,
+    },
+}
+
+#[derive(Debug)]
+pub struct Cluster {
+    pub app: Arc<str>,
+    pub name: Arc<str>,
+    pub spec: ClusterSpec,
+    pub endpoints: Vec<Arc<Endpoint>>,
+    pub balancer: Balancer,
+    pub client: UpstreamClient,
+    pub retry: RetryBudget,
+    pub scheme: Scheme,
+    pub response_header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub(super) health_task: Mutex<Option<AbortHandle>>,
+}
+
+impl Cluster {
+    pub fn new(
+        app: &str,
+        name: &str,
+        spec: &ClusterSpec,
+        metrics: &Metrics,
+    ) -> Result<Self, ClusterError> {
+        let mut endpoints = Vec::with_capacity(spec.endpoints.len());
+        for e in &spec.endpoints {
+            let authority: Authority = e.address.parse().map_err(|_| ClusterError::Address {
+                app: app.into(),
+                name: name.into(),
+                address: e.address.clone(),
+            })?;
+            let gauge = metrics
+                .endpoint_healthy
+                .with_label_values(&[app, name, &e.address]);
+            endpoints.push(Arc::new(Endpoint::new(
+                &e.address, authority, e.weight, gauge,
+            )));
+        }
+        let client = client::build(spec).map_err(|source| ClusterError::Client {
+            app: app.into(),
+            name: name.into(),
+            source,
+        })?;
+        Ok(Cluster {
+            app: app.into(),
+            name: name.into(),
+            balancer: Balancer::new(spec.balance.clone(), &endpoints),
+            endpoints,
+            client,
+            retry: RetryBudget::new(spec.retry.budget_percent, spec.retry.min_retries_per_sec),
+            scheme: if spec.protocol.is_tls() {
+                Scheme::HTTPS
+            } else {
+                Scheme::HTTP
+            },
+            response_header_timeout: Duration::from_millis(spec.response_header_timeout_ms),
+            idle_timeout: Duration::from_millis(spec.idle_timeout_ms),
+            health_task: Mutex::new(None),
+            spec: spec.clone(),
+        })
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Ok(mut task) = self.health_task.lock()
+            && let Some(t) = task.take()
+        {
+            t.abort();
+        }
+    }
+}
