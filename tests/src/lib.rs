@@ -1,1 +1,13 @@
-//! placeholder
+//! End-to-end test harness: starts the real `tollgate` binary on ephemeral ports,
+//! real upstream servers, and real TLS / HTTP/1.1 / HTTP/2 clients.
+//!
+//! Tests live in `tests/tests/`; this library is what they share. The binary must be
+//! built first (`cargo build --bins`, done by `scripts/test`).
+
+pub mod client;
+pub mod proxy;
+pub mod tls;
+pub mod upstream;
+
+/// Error type for harness calls; tests unwrap these with context.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,0 +1,78 @@
+//! TLS test material and clients: self-signed certificates, client configs that
+//! trust them, and handshakes with a chosen SNI.
+
+use crate::BoxError;
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use rustls::{ClientConfig, RootCertStore, SupportedProtocolVersion};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// A self-signed certificate and key in PEM.
+#[derive(Clone)]
+pub struct TestCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl TestCert {
+    pub fn new(names: &[&str]) -> Self {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let src = tollgate_certs::self_signed(&names).expect("self-signed certificate");
+        TestCert {
+            cert_pem: src.cert_pem,
+            key_pem: src.key_pem,
+        }
+    }
+
+    /// DER of the certificate, to compare with what a server presented.
+    pub fn der(&self) -> Vec<u8> {
+        CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
+            .expect("certificate PEM")
+            .to_vec()
+    }
+}
+
+/// A client config trusting `trusted`, offering `alpn`, TLS 1.2 and 1.3.
+pub fn client_config(trusted: &[&TestCert], alpn: &[&[u8]]) -> Arc<ClientConfig> {
+    client_config_versions(trusted, alpn, rustls::DEFAULT_VERSIONS)
+}
+
+/// As [`client_config`], limited to `versions`.
+pub fn client_config_versions(
+    trusted: &[&TestCert],
+    alpn: &[&[u8]],
+    versions: &[&'static SupportedProtocolVersion],
+) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    for c in trusted {
+        roots.add(CertificateDer::from(c.der())).expect("trust anchor");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(cfg)
+}
+
+/// Connects to `addr` and completes a TLS handshake for `sni`.
+pub async fn connect(addr: SocketAddr, sni: &str, cfg: Arc<ClientConfig>) -> Result<TlsStream<TcpStream>, BoxError> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from(sni.to_string())?;
+    Ok(TlsConnector::from(cfg).connect(name, tcp).await?)
+}
+
+/// The leaf certificate the server presented.
+pub fn peer_cert(stream: &TlsStream<TcpStream>) -> Option<Vec<u8>> {
+    stream.get_ref().1.peer_certificates()?.first().map(|c| c.to_vec())
+}
+
+/// Whether ALPN settled on HTTP/2.
+pub fn is_h2(stream: &TlsStream<TcpStream>) -> bool {
+    stream.get_ref().1.alpn_protocol() == Some(b"h2")
+}
