@@ -204,6 +204,19 @@ impl ProxyConfig {
         }
     }
 
+    /// Makes relative upstream CA paths relative to the config file's folder.
+    fn resolve_paths(&mut self, base: &Path) {
+        for app in &mut self.apps {
+            for cluster in app.upstreams.values_mut() {
+                if let Some(ca) = &mut cluster.tls_ca_file
+                    && Path::new(ca.as_str()).is_relative()
+                {
+                    *ca = base.join(&*ca).to_string_lossy().into_owned();
+                }
+            }
+        }
+    }
+
     fn check(&self) -> Result<(), ConfigError> {
         let mut names = std::collections::HashSet::new();
         for l in &self.listeners {
@@ -229,11 +242,12 @@ impl ProxyConfig {
 /// Reads and validates a config file and the certificates it names.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let text = read(path)?;
-    let config = ProxyConfig::parse(&text, path)?;
+    let mut config = ProxyConfig::parse(&text, path)?;
     config.check()?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    config.resolve_paths(base);
     let routing = config.routing();
     tollgate_routing::validate(&routing)?;
-    let base = path.parent().unwrap_or(Path::new("."));
     let mut sources = Vec::with_capacity(config.certificates.len());
     for c in &config.certificates {
         sources.push(CertSource {

@@ -11,13 +11,14 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 /// Reloads `path` into `shared` and records the result.
-pub async fn reload(shared: &Shared, path: &Path, trigger: &str) -> Result<u64, ConfigError> {
+pub async fn reload(shared: &Arc<Shared>, path: &Path, trigger: &str) -> Result<u64, ConfigError> {
     let _one_at_a_time = shared.reload_lock.lock().await;
     let owned = path.to_path_buf();
-    let loaded = tokio::task::spawn_blocking(move || config::load(&owned))
+    let target = shared.clone();
+    // Loading reads files (config, certificates, CA bundles): keep it off the async workers.
+    let result = tokio::task::spawn_blocking(move || config::load(&owned).and_then(|l| target.apply(l)))
         .await
-        .map_err(|e| ConfigError::Invalid(format!("reload task failed: {e}")))?;
-    let result = loaded.and_then(|l| shared.apply(l));
+        .unwrap_or_else(|e| Err(ConfigError::Invalid(format!("reload task failed: {e}"))));
     match &result {
         Ok(version) => {
             shared
