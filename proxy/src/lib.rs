@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod http;
+pub mod l4;
 pub mod listen;
 pub mod logging;
 pub mod metrics;
