@@ -8,7 +8,7 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use tollgate_certs::{CertSource, CertStore, TlsOptions, TlsVersion};
-use tollgate_routing::{AppSpec, RouteSpec, RoutingSpec, Snapshot};
+use tollgate_routing::{AppSpec, PortPolicy, RouteSpec, RoutingSpec, Snapshot};
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -33,6 +33,9 @@ pub struct ProxyConfig {
     pub apps: Vec<AppSpec>,
     #[serde(default)]
     pub routes: Vec<RouteSpec>,
+    /// Listen ports L4 routes may use (80 and 443 always).
+    #[serde(default)]
+    pub port_policy: PortPolicy,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -201,6 +204,7 @@ impl ProxyConfig {
             api_hosts: self.api_hosts.clone(),
             apps: self.apps.clone(),
             routes: self.routes.clone(),
+            port_policy: self.port_policy.clone(),
         }
     }
 

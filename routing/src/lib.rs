@@ -6,15 +6,18 @@
 //! pools, health and counters live in the proxy, keyed by the specs defined here.
 
 pub mod host;
+pub mod l4;
 pub mod matcher;
 pub mod model;
 pub mod snapshot;
 pub mod validate;
 
+pub use l4::{L4Route, L4Table};
 pub use matcher::{Matched, RouteTable};
 pub use model::{
     AppSpec, AppStatus, BalancePolicy, ClusterSpec, EndpointSpec, HealthCheckSpec, OutlierSpec,
-    ProtocolHint, RetrySpec, RouteSpec, RoutingSpec, SplitBackend, SplitSpec, UpstreamProtocol,
+    PortPolicy, ProtocolHint, RISKY_PORTS, RetrySpec, RouteSpec, RoutingSpec, SplitBackend,
+    SplitSpec, UpstreamProtocol,
 };
 pub use snapshot::Snapshot;
 pub use validate::{ValidationError, validate};

@@ -18,6 +18,7 @@ pub struct CompiledRoute {
     port: Option<u16>,
     pub app: Arc<AppSpec>,
     pub max_body_bytes: Option<u64>,
+    upstream: Option<Box<str>>,
 }
 
 /// The outcome of a successful lookup.
@@ -29,6 +30,8 @@ pub struct Matched<'a> {
     pub strip: usize,
     pub replace: Option<&'a str>,
     pub max_body_bytes: Option<u64>,
+    /// The app cluster the route names; the app's usual choice when `None`.
+    pub upstream: Option<&'a str>,
 }
 
 impl Matched<'_> {
@@ -95,11 +98,15 @@ impl RouteTable {
                     app: app.id.clone(),
                     protocol_hint: Default::default(),
                     max_body_bytes: None,
+                    upstream: None,
+                    backend_port: None,
+                    proxy_protocol: false,
+                    max_connections: None,
                 };
                 table.insert(&route, app.clone());
             }
         }
-        for route in &spec.routes {
+        for route in spec.routes.iter().filter(|r| !r.is_l4()) {
             if let Some(app) = apps.get(route.app.as_str()) {
                 table.insert(route, app.clone());
             }
@@ -128,6 +135,7 @@ impl RouteTable {
             rewrite: spec.rewrite_prefix.as_deref().map(Into::into),
             port: spec.listen_port,
             max_body_bytes: spec.max_body_bytes.or(app.max_body_bytes),
+            upstream: spec.upstream.as_deref().map(Into::into),
             app,
         };
         let (map, key) = match spec.hostname.strip_prefix("*.") {
@@ -135,6 +143,10 @@ impl RouteTable {
             None => (&mut self.exact, spec.hostname.as_str()),
         };
         map.entry(key.into()).or_default().push(route);
+    }
+
+    pub(crate) fn apps(&self) -> &HashMap<Box<str>, Arc<AppSpec>> {
+        &self.apps
     }
 
     /// An app by id.
@@ -166,6 +178,7 @@ impl RouteTable {
                         strip: r.prefix.len(),
                         replace: r.rewrite.as_deref(),
                         max_body_bytes: r.max_body_bytes,
+                        upstream: r.upstream.as_deref(),
                     });
                 }
             }
@@ -186,6 +199,7 @@ impl RouteTable {
             strip: "/v1/".len() + app_id.len(),
             replace: Some(&app.api_rewrite),
             max_body_bytes: app.max_body_bytes,
+            upstream: None,
         })
     }
 }

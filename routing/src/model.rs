@@ -18,6 +18,42 @@ pub struct RoutingSpec {
     pub apps: Vec<AppSpec>,
     #[serde(default)]
     pub routes: Vec<RouteSpec>,
+    /// Which listen ports L4 routes may use.
+    #[serde(default)]
+    pub port_policy: PortPolicy,
+}
+
+/// The platform's rules for L4 (`tls_passthrough`, `tcp_raw`) listen ports.
+///
+/// Ports 80 and 443 are always allowed. Any other port needs to be in `allowed`;
+/// a port in [`RISKY_PORTS`] additionally needs to be in `risky_allowed`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortPolicy {
+    #[serde(default)]
+    pub allowed: Vec<u16>,
+    #[serde(default)]
+    pub risky_allowed: Vec<u16>,
+}
+
+/// Ports abused for spam and lateral movement: SMTP, telnet, NetBIOS/SMB, RDP.
+pub const RISKY_PORTS: [u16; 10] = [23, 25, 135, 137, 138, 139, 445, 465, 587, 3389];
+
+impl PortPolicy {
+    /// Why `port` may not carry an L4 route, or `None` when it may.
+    pub fn refuses(&self, port: u16) -> Option<String> {
+        if RISKY_PORTS.contains(&port) && !self.risky_allowed.contains(&port) {
+            return Some(format!(
+                "port {port} is denied by default (risky); add it to port_policy.risky_allowed to allow it"
+            ));
+        }
+        if port == 80 || port == 443 || self.allowed.contains(&port) {
+            return None;
+        }
+        Some(format!(
+            "port {port} is not in port_policy.allowed (only 80 and 443 are allowed by default)"
+        ))
+    }
 }
 
 /// Whether an app's traffic is forwarded.
@@ -241,6 +277,25 @@ pub struct RouteSpec {
     pub protocol_hint: ProtocolHint,
     #[serde(default)]
     pub max_body_bytes: Option<u64>,
+    /// Cluster of the app to use; the app's default when absent.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// L4 routes: connect to this port on the endpoint hosts instead of theirs.
+    #[serde(default)]
+    pub backend_port: Option<u16>,
+    /// L4 routes: send a PROXY protocol v2 header with the client's address first.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// L4 routes: open connections allowed at once; more are closed on accept.
+    #[serde(default)]
+    pub max_connections: Option<u32>,
+}
+
+impl RouteSpec {
+    /// Whether this route is served at layer 4 (no HTTP termination).
+    pub fn is_l4(&self) -> bool {
+        self.protocol_hint != ProtocolHint::HttpTerminate
+    }
 }
 
 fn one() -> u32 {

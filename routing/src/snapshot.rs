@@ -1,5 +1,6 @@
 //! The immutable config a proxy serves from; built off the hot path, swapped whole.
 
+use crate::l4::L4Table;
 use crate::matcher::RouteTable;
 use crate::model::RoutingSpec;
 use crate::validate::{ValidationError, validate};
@@ -13,6 +14,7 @@ pub struct Snapshot {
     pub version: u64,
     pub spec: RoutingSpec,
     pub table: RouteTable,
+    pub l4: L4Table,
 }
 
 impl Snapshot {
@@ -20,10 +22,12 @@ impl Snapshot {
     pub fn build(spec: RoutingSpec, version: u64) -> Result<Self, ValidationError> {
         validate(&spec)?;
         let table = RouteTable::compile(&spec);
+        let l4 = L4Table::compile(&spec, table.apps());
         Ok(Snapshot {
             version,
             spec,
             table,
+            l4,
         })
     }
 
@@ -33,6 +37,7 @@ impl Snapshot {
             version: 0,
             spec: RoutingSpec::default(),
             table: RouteTable::default(),
+            l4: L4Table::default(),
         }
     }
 }

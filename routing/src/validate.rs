@@ -5,7 +5,8 @@
 
 use crate::host::check_pattern;
 use crate::model::{
-    AppSpec, BalancePolicy, ClusterSpec, ProtocolHint, RouteSpec, RoutingSpec, SplitSpec,
+    AppSpec, BalancePolicy, ClusterSpec, PortPolicy, ProtocolHint, RouteSpec, RoutingSpec,
+    SplitSpec,
 };
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -85,9 +86,10 @@ pub fn validate(spec: &RoutingSpec) -> Result<(), ValidationError> {
     let mut seen_routes = HashSet::new();
     for (i, route) in spec.routes.iter().enumerate() {
         let at = format!("routes[{i}]");
-        check_route(&mut r, &at, route, &apps);
+        check_route(&mut r, &at, route, &apps, &spec.port_policy);
         let key = (&route.hostname, route.listen_port, &route.path_prefix);
-        let clashes_app_host = route.path_prefix == "/"
+        let clashes_app_host = !route.is_l4()
+            && route.path_prefix == "/"
             && route.listen_port.is_none()
             && hostnames.contains_key(route.hostname.as_str());
         if !seen_routes.insert(key) || clashes_app_host {
@@ -96,13 +98,14 @@ pub fn validate(spec: &RoutingSpec) -> Result<(), ValidationError> {
                 "another route has the same hostname, port and path prefix",
             );
         }
-        if api_hosts.contains(route.hostname.as_str()) {
+        if !route.is_l4() && api_hosts.contains(route.hostname.as_str()) {
             r.add(
                 &at,
                 "API hosts are routed by `/v1/<app_id>`; use another hostname",
             );
         }
     }
+    check_port_kinds(&mut r, &spec.routes);
     if r.0.is_empty() {
         Ok(())
     } else {
@@ -243,7 +246,13 @@ fn check_split(r: &mut Report, at: &str, s: &SplitSpec, app: &AppSpec) {
     }
 }
 
-fn check_route(r: &mut Report, at: &str, route: &RouteSpec, apps: &HashMap<&str, &AppSpec>) {
+fn check_route(
+    r: &mut Report,
+    at: &str,
+    route: &RouteSpec,
+    apps: &HashMap<&str, &AppSpec>,
+    policy: &PortPolicy,
+) {
     if let Err(e) = check_pattern(&route.hostname) {
         r.add(format!("{at}.hostname"), e);
     }
@@ -261,14 +270,83 @@ fn check_route(r: &mut Report, at: &str, route: &RouteSpec, apps: &HashMap<&str,
     if route.listen_port == Some(0) {
         r.add(format!("{at}.listen_port"), "must be 1-65535");
     }
-    if route.protocol_hint != ProtocolHint::HttpTerminate {
-        r.add(
-            format!("{at}.protocol_hint"),
-            "only `http_terminate` is served by this proxy version",
-        );
-    }
     if route.max_body_bytes == Some(0) {
         r.add(format!("{at}.max_body_bytes"), "must be greater than 0");
+    }
+    if let (Some(name), Some(app)) = (&route.upstream, apps.get(route.app.as_str()))
+        && !app.upstreams.contains_key(name)
+    {
+        r.add(
+            format!("{at}.upstream"),
+            format!("app `{}` has no upstream `{name}`", app.id),
+        );
+    }
+    if route.is_l4() {
+        check_l4_route(r, at, route, policy);
+    } else if route.backend_port.is_some()
+        || route.proxy_protocol
+        || route.max_connections.is_some()
+    {
+        r.add(
+            at,
+            "backend_port, proxy_protocol and max_connections apply to tls_passthrough and tcp_raw routes only",
+        );
+    }
+}
+
+fn check_l4_route(r: &mut Report, at: &str, route: &RouteSpec, policy: &PortPolicy) {
+    match route.listen_port {
+        None => r.add(format!("{at}.listen_port"), "L4 routes need a listen_port"),
+        Some(port) => {
+            if let Some(reason) = policy.refuses(port) {
+                r.add(format!("{at}.listen_port"), reason);
+            }
+        }
+    }
+    if route.path_prefix != "/" || route.rewrite_prefix.is_some() || route.max_body_bytes.is_some()
+    {
+        r.add(
+            at,
+            "L4 routes see no HTTP: path_prefix, rewrite_prefix and max_body_bytes do not apply",
+        );
+    }
+    if route.backend_port == Some(0) || route.max_connections == Some(0) {
+        r.add(
+            at,
+            "backend_port and max_connections must be greater than 0",
+        );
+    }
+}
+
+/// A port carries one kind of route: HTTP, TLS passthrough, or a single raw TCP route.
+fn check_port_kinds(r: &mut Report, routes: &[RouteSpec]) {
+    let mut kinds: HashMap<u16, (usize, usize, usize)> = HashMap::new();
+    for route in routes {
+        let Some(port) = route.listen_port else {
+            continue;
+        };
+        let k = kinds.entry(port).or_default();
+        match route.protocol_hint {
+            ProtocolHint::HttpTerminate => k.0 += 1,
+            ProtocolHint::TlsPassthrough => k.1 += 1,
+            ProtocolHint::TcpRaw => k.2 += 1,
+        }
+    }
+    let mut ports: Vec<_> = kinds.into_iter().collect();
+    ports.sort();
+    for (port, (http, pass, raw)) in ports {
+        if raw > 1 {
+            r.add(
+                format!("port {port}"),
+                "a port carries at most one tcp_raw route",
+            );
+        }
+        if raw > 0 && http + pass > 0 || http > 0 && pass > 0 {
+            r.add(
+                format!("port {port}"),
+                "routes of different kinds (http_terminate, tls_passthrough, tcp_raw) share this port",
+            );
+        }
     }
 }
 

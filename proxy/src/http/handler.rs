@@ -155,7 +155,12 @@ async fn forward(
         return Err(ProxyError::BodyTooLarge(limit));
     }
     let path_and_query = upstream_path(req.uri(), m.rewrite(path))?;
-    let cluster = ups.choose(req.headers()).clone();
+    let cluster = match m.upstream {
+        Some(name) => ups.cluster(name),
+        None => Some(ups.choose(req.headers())),
+    }
+    .ok_or_else(|| ProxyError::NoHealthyEndpoint(app_id.to_string()))?
+    .clone();
     let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
     if upgrade && cluster.spec.protocol.is_http2() {
         return Err(ProxyError::UpgradeUnsupported);

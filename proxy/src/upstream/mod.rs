@@ -60,6 +60,11 @@ impl AppUpstreams {
         &self.default
     }
 
+    /// A cluster by name.
+    pub fn cluster(&self, name: &str) -> Option<&Arc<Cluster>> {
+        self.clusters.get(name)
+    }
+
     pub fn clusters(&self) -> impl Iterator<Item = &Arc<Cluster>> {
         self.clusters.values()
     }
