@@ -124,9 +124,24 @@ impl Default for Limits {
 pub struct ListenerConfig {
     pub name: String,
     pub listen: SocketAddr,
+    /// `http` (default) terminates HTTP; `tls_passthrough` and `tcp` serve L4 routes.
+    #[serde(default)]
+    pub mode: ListenerMode,
     /// TLS termination; plain HTTP/1.1 and h2c (prior knowledge) without it.
     #[serde(default)]
     pub tls: Option<ListenerTls>,
+}
+
+/// What a listener does with its connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerMode {
+    #[default]
+    Http,
+    /// Routes by the ClientHello's SNI to `tls_passthrough` routes of its port.
+    TlsPassthrough,
+    /// Routes to the `tcp_raw` route of its port.
+    Tcp,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -231,6 +246,12 @@ impl ProxyConfig {
                 )));
             }
             if let Some(tls) = &l.tls {
+                if l.mode != ListenerMode::Http {
+                    return Err(ConfigError::Invalid(format!(
+                        "listener `{}`: [tls] applies to http listeners; L4 listeners never terminate TLS",
+                        l.name
+                    )));
+                }
                 tls.options()?;
             }
         }

@@ -27,6 +27,9 @@ pub struct Metrics {
     pub upgrades_active: IntGauge,
     pub apply_duration: Histogram,
     pub local_responses: IntCounter,
+    pub l4_connections: IntCounterVec,
+    pub l4_connections_active: IntGaugeVec,
+    pub l4_bytes: IntCounterVec,
 }
 
 impl Metrics {
@@ -134,6 +137,21 @@ impl Metrics {
                 "tollgate_config_reloads_total",
                 "Config reloads by result (ok, error).",
                 &["result"],
+            )?,
+            l4_connections: counter(
+                "tollgate_l4_connections_total",
+                "L4 connections by route and result (ok or why it was closed).",
+                &["route", "result"],
+            )?,
+            l4_connections_active: gauge(
+                "tollgate_l4_connections_active",
+                "Open L4 connections by route.",
+                &["route"],
+            )?,
+            l4_bytes: counter(
+                "tollgate_l4_bytes_total",
+                "Bytes relayed by L4 routes, by direction.",
+                &["route", "direction"],
             )?,
             certificates_loaded,
             upgrades_active,

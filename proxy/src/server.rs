@@ -2,7 +2,9 @@
 //! reloads, and drain on SIGTERM/SIGINT.
 
 use crate::admin;
+use crate::config::ListenerMode;
 use crate::config::{self, ConfigError};
+use crate::l4::{self, L4Mode, limits::ConnLimits};
 use crate::listen::{self, HttpBuilders, ListenError};
 use crate::logging;
 use crate::metrics::Metrics;
@@ -45,6 +47,13 @@ pub struct RunOptions {
 
 /// Runs until SIGTERM or SIGINT, then drains and returns.
 pub async fn run(opts: RunOptions) -> Result<(), ServerError> {
+    // Signal handlers and the file fingerprint come first: a SIGHUP or SIGTERM sent
+    // right after the ready file appears must not kill the process, and a file change
+    // made while starting must still be noticed.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let hup = reload::hangup_signal();
+    let initial = reload::fingerprint(opts.config.clone()).await;
     let path = opts.config.clone();
     let loaded = tokio::task::spawn_blocking(move || config::load(&path))
         .await
@@ -76,20 +85,40 @@ pub async fn run(opts: RunOptions) -> Result<(), ServerError> {
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(admin::serve(admin, shared.clone(), stop_rx.clone()));
+    // The admin API outlives the listeners so `/readyz` reports the drain.
+    let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
+    tokio::spawn(admin::serve(admin, shared.clone(), admin_stop_rx));
     tokio::spawn(reload::watch_loop(
         shared.clone(),
         opts.config.clone(),
         opts.poll,
+        hup,
+        initial,
         stop_rx.clone(),
     ));
     let mut serving = tokio::task::JoinSet::new();
+    let conn_limits = Arc::new(ConnLimits::default());
     for b in bound {
-        serving.spawn(b.serve(shared.clone(), builders.clone(), stop_rx.clone(), drain));
+        let l4_mode = match b.mode {
+            ListenerMode::Http => {
+                serving.spawn(b.serve(shared.clone(), builders.clone(), stop_rx.clone(), drain));
+                continue;
+            }
+            ListenerMode::TlsPassthrough => L4Mode::TlsPassthrough,
+            ListenerMode::Tcp => L4Mode::Tcp,
+        };
+        let name = b.name.clone();
+        serving.spawn(l4::serve(
+            name,
+            b.into_tcp(),
+            l4_mode,
+            shared.clone(),
+            conn_limits.clone(),
+            stop_rx.clone(),
+            drain,
+        ));
     }
 
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     let which = tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
@@ -102,6 +131,7 @@ pub async fn run(opts: RunOptions) -> Result<(), ServerError> {
     shared.start_draining();
     let _ = stop_tx.send(true);
     while serving.join_next().await.is_some() {}
+    let _ = admin_stop_tx.send(true);
     tracing::info!("stopped");
     Ok(())
 }

@@ -48,7 +48,9 @@ pub fn client_config_versions(
 ) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
     for c in trusted {
-        roots.add(CertificateDer::from(c.der())).expect("trust anchor");
+        roots
+            .add(CertificateDer::from(c.der()))
+            .expect("trust anchor");
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = ClientConfig::builder_with_provider(provider)
@@ -61,7 +63,11 @@ pub fn client_config_versions(
 }
 
 /// Connects to `addr` and completes a TLS handshake for `sni`.
-pub async fn connect(addr: SocketAddr, sni: &str, cfg: Arc<ClientConfig>) -> Result<TlsStream<TcpStream>, BoxError> {
+pub async fn connect(
+    addr: SocketAddr,
+    sni: &str,
+    cfg: Arc<ClientConfig>,
+) -> Result<TlsStream<TcpStream>, BoxError> {
     let tcp = TcpStream::connect(addr).await?;
     let name = ServerName::try_from(sni.to_string())?;
     Ok(TlsConnector::from(cfg).connect(name, tcp).await?)
@@ -69,10 +75,25 @@ pub async fn connect(addr: SocketAddr, sni: &str, cfg: Arc<ClientConfig>) -> Res
 
 /// The leaf certificate the server presented.
 pub fn peer_cert(stream: &TlsStream<TcpStream>) -> Option<Vec<u8>> {
-    stream.get_ref().1.peer_certificates()?.first().map(|c| c.to_vec())
+    stream
+        .get_ref()
+        .1
+        .peer_certificates()?
+        .first()
+        .map(|c| c.to_vec())
 }
 
 /// Whether ALPN settled on HTTP/2.
 pub fn is_h2(stream: &TlsStream<TcpStream>) -> bool {
     stream.get_ref().1.alpn_protocol() == Some(b"h2")
+}
+
+/// Connects and handshakes with no SNI (rustls sends none for an IP address).
+pub async fn connect_ip(
+    addr: SocketAddr,
+    cfg: Arc<ClientConfig>,
+) -> Result<TlsStream<TcpStream>, BoxError> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::IpAddress(addr.ip().into());
+    Ok(TlsConnector::from(cfg).connect(name, tcp).await?)
 }

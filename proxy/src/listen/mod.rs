@@ -5,7 +5,7 @@
 mod conn;
 mod protocol;
 
-use crate::config::ListenerConfig;
+use crate::config::{ListenerConfig, ListenerMode};
 use crate::state::Shared;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::net::SocketAddr;
@@ -21,6 +21,7 @@ pub use protocol::HttpBuilders;
 pub struct Bound {
     pub name: Arc<str>,
     pub addr: SocketAddr,
+    pub mode: ListenerMode,
     tcp: TcpListener,
     tls: Option<TlsAcceptor>,
 }
@@ -73,6 +74,7 @@ pub async fn bind(configs: &[ListenerConfig], shared: &Shared) -> Result<Vec<Bou
         out.push(Bound {
             name: c.name.as_str().into(),
             addr,
+            mode: c.mode,
             tcp,
             tls,
         });
@@ -81,6 +83,11 @@ pub async fn bind(configs: &[ListenerConfig], shared: &Shared) -> Result<Vec<Bou
 }
 
 impl Bound {
+    /// The listening socket, for serving outside the HTTP path (L4 modes).
+    pub fn into_tcp(self) -> TcpListener {
+        self.tcp
+    }
+
     /// Accepts until `stop` flips, then waits up to `drain` for open connections.
     pub async fn serve(
         self,
