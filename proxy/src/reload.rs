@@ -7,7 +7,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
 /// Reloads `path` into `shared` and records the result.
@@ -16,9 +16,10 @@ pub async fn reload(shared: &Arc<Shared>, path: &Path, trigger: &str) -> Result<
     let owned = path.to_path_buf();
     let target = shared.clone();
     // Loading reads files (config, certificates, CA bundles): keep it off the async workers.
-    let result = tokio::task::spawn_blocking(move || config::load(&owned).and_then(|l| target.apply(l)))
-        .await
-        .unwrap_or_else(|e| Err(ConfigError::Invalid(format!("reload task failed: {e}"))));
+    let result =
+        tokio::task::spawn_blocking(move || config::load(&owned).and_then(|l| target.apply(l)))
+            .await
+            .unwrap_or_else(|e| Err(ConfigError::Invalid(format!("reload task failed: {e}"))));
     match &result {
         Ok(version) => {
             shared
@@ -40,21 +41,29 @@ pub async fn reload(shared: &Arc<Shared>, path: &Path, trigger: &str) -> Result<
     result
 }
 
-/// Watches for SIGHUP and file changes until `stop` flips.
-pub async fn watch_loop(
-    shared: Arc<Shared>,
-    path: PathBuf,
-    poll: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut hup = match signal(SignalKind::hangup()) {
+/// Installs the SIGHUP handler; call before announcing readiness, since an
+/// unhandled SIGHUP terminates the process.
+pub fn hangup_signal() -> Option<Signal> {
+    match signal(SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
             tracing::warn!(error = %e, "cannot listen for SIGHUP; file polling only");
             None
         }
-    };
-    let mut last = fingerprint(path.clone()).await;
+    }
+}
+
+/// Watches for SIGHUP and file changes until `stop` flips. `last` is the
+/// [`fingerprint`] taken before the running config was loaded, so a change made
+/// after that is never missed.
+pub async fn watch_loop(
+    shared: Arc<Shared>,
+    path: PathBuf,
+    poll: Duration,
+    mut hup: Option<Signal>,
+    mut last: u64,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -73,7 +82,7 @@ pub async fn watch_loop(
 }
 
 /// A hash of the config text and the size and mtime of each certificate file it names.
-async fn fingerprint(path: PathBuf) -> u64 {
+pub async fn fingerprint(path: PathBuf) -> u64 {
     tokio::task::spawn_blocking(move || {
         let mut h = DefaultHasher::new();
         let Ok(text) = std::fs::read_to_string(&path) else {

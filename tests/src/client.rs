@@ -74,7 +74,11 @@ pub async fn connect_plain(addr: SocketAddr, h2: bool) -> Result<Sender, BoxErro
 }
 
 /// TLS connection for `sni`; HTTP/2 when ALPN agrees on it.
-pub async fn connect_tls(addr: SocketAddr, sni: &str, cfg: std::sync::Arc<rustls::ClientConfig>) -> Result<Sender, BoxError> {
+pub async fn connect_tls(
+    addr: SocketAddr,
+    sni: &str,
+    cfg: std::sync::Arc<rustls::ClientConfig>,
+) -> Result<Sender, BoxError> {
     let stream = tls::connect(addr, sni, cfg).await?;
     let h2 = tls::is_h2(&stream);
     Sender::handshake(stream, h2).await
@@ -86,10 +90,18 @@ pub fn get(sender: &Sender, scheme: &str, host: &str, path: &str) -> Request<Tes
 }
 
 /// Builds a request suited to the sender's protocol.
-pub fn request(sender: &Sender, method: &str, scheme: &str, host: &str, path: &str, body: TestBody) -> Request<TestBody> {
+pub fn request(
+    sender: &Sender,
+    method: &str,
+    scheme: &str,
+    host: &str,
+    path: &str,
+    body: TestBody,
+) -> Request<TestBody> {
     let b = Request::builder().method(method);
     let b = if sender.is_h2() {
-        b.uri(format!("{scheme}://{host}{path}")).version(http::Version::HTTP_2)
+        b.uri(format!("{scheme}://{host}{path}"))
+            .version(http::Version::HTTP_2)
     } else {
         b.uri(path).header("host", host)
     };
@@ -101,11 +113,19 @@ pub async fn text(resp: Response<Incoming>) -> Result<(u16, HeaderMap, String), 
     let status = resp.status().as_u16();
     let (parts, body) = resp.into_parts();
     let bytes = body.collect().await?.to_bytes();
-    Ok((status, parts.headers, String::from_utf8_lossy(&bytes).into_owned()))
+    Ok((
+        status,
+        parts.headers,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    ))
 }
 
 /// One HTTP/1.1 GET over a fresh plain connection.
-pub async fn get_plain(addr: SocketAddr, host: &str, path: &str) -> Result<(u16, HeaderMap, String), BoxError> {
+pub async fn get_plain(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+) -> Result<(u16, HeaderMap, String), BoxError> {
     let mut s = connect_plain(addr, false).await?;
     let req = get(&s, "http", host, path);
     text(s.send(req).await?).await

@@ -5,9 +5,15 @@
 //! built first (`cargo build --bins`, done by `scripts/test`).
 
 pub mod client;
+pub mod config;
+pub mod grpc;
+pub mod helpers;
 pub mod proxy;
+pub mod session;
+pub mod tcp;
 pub mod tls;
 pub mod upstream;
+pub mod wait;
 
 /// Error type for harness calls; tests unwrap these with context.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

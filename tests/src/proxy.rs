@@ -54,9 +54,14 @@ impl ProxyProcess {
             .arg("--ready-file")
             .arg(&ready)
             .args(["--poll-ms", "200"])
-            .env("RUST_LOG", std::env::var("TOLLGATE_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("TOLLGATE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::from(std::fs::File::create(&log)?))
-            .stderr(Stdio::from(std::fs::File::create(dir.path().join("proxy.err"))?))
+            .stderr(Stdio::from(std::fs::File::create(
+                dir.path().join("proxy.err"),
+            )?))
             .spawn()?;
         let mut p = ProxyProcess {
             child,
@@ -72,7 +77,8 @@ impl ProxyProcess {
                 p.admin = v["admin"].as_str().ok_or("admin")?.parse()?;
                 if let Some(map) = v["listeners"].as_object() {
                     for (k, a) in map {
-                        p.listeners.insert(k.clone(), a.as_str().ok_or("addr")?.parse()?);
+                        p.listeners
+                            .insert(k.clone(), a.as_str().ok_or("addr")?.parse()?);
                     }
                 }
                 return Ok(p);
@@ -88,15 +94,24 @@ impl ProxyProcess {
     }
 
     /// Runs the proxy on a config expected to be refused; returns exit status and stderr.
-    pub fn start_expect_failure(config: &str, files: &[(&str, &str)]) -> Result<(ExitStatus, String), BoxError> {
+    pub fn start_expect_failure(
+        config: &str,
+        files: &[(&str, &str)],
+    ) -> Result<(ExitStatus, String), BoxError> {
         let dir = tempfile::tempdir()?;
         for (name, contents) in files {
             std::fs::write(dir.path().join(name), contents)?;
         }
         let cfg = dir.path().join("tollgate.toml");
         std::fs::write(&cfg, config)?;
-        let out = Command::new(binary()).args(["proxy", "--config"]).arg(&cfg).output()?;
-        Ok((out.status, String::from_utf8_lossy(&out.stderr).into_owned()))
+        let out = Command::new(binary())
+            .args(["proxy", "--config"])
+            .arg(&cfg)
+            .output()?;
+        Ok((
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
     }
 
     /// Address of a named listener.
@@ -121,8 +136,15 @@ impl ProxyProcess {
     }
 
     pub fn signal(&self, sig: &str) -> Result<(), BoxError> {
-        let status = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status()?;
-        if status.success() { Ok(()) } else { Err(format!("kill -{sig} failed").into()) }
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("kill -{sig} failed").into())
+        }
     }
 
     /// Waits for the process to exit, up to `timeout`.
@@ -193,7 +215,8 @@ pub fn metric_value(text: &str, name: &str, labels: &[&str]) -> f64 {
                 Some((m, r)) => (m, r),
                 None => (series, ""),
             };
-            (metric == name && labels.iter().all(|want| rest.contains(want))).then(|| value.parse::<f64>().ok())?
+            (metric == name && labels.iter().all(|want| rest.contains(want)))
+                .then(|| value.parse::<f64>().ok())?
         })
         .sum()
 }
@@ -203,7 +226,11 @@ impl Drop for ProxyProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!("--- proxy log ---\n{}\n--- proxy stderr ---\n{}", self.logs(), self.stderr());
+            eprintln!(
+                "--- proxy log ---\n{}\n--- proxy stderr ---\n{}",
+                self.logs(),
+                self.stderr()
+            );
         }
     }
 }

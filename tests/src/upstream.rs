@@ -42,7 +42,9 @@ pub struct Upstream {
 impl Upstream {
     /// Starts on an ephemeral loopback port.
     pub async fn start(name: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
         let addr = listener.local_addr().expect("local addr");
         let state = Arc::new(State {
             name: name.to_string(),
@@ -53,7 +55,9 @@ impl Upstream {
         let st = state.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let st = st.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
@@ -105,13 +109,21 @@ async fn answer(st: &Arc<State>, mut req: Request<Incoming>) -> Response<Body> {
     if path == "/healthz" {
         let ok = st.healthy.load(SeqCst);
         let mut r = Response::new(full(if ok { "ok" } else { "down" }));
-        *r.status_mut() = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        *r.status_mut() = if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
         return r;
     }
     st.hits.fetch_add(1, SeqCst);
     if let Some(code) = path.strip_prefix("/status/") {
         let mut r = Response::new(full(format!("status {code}")));
-        *r.status_mut() = code.parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::OK);
+        *r.status_mut() = code
+            .parse::<u16>()
+            .ok()
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .unwrap_or(StatusCode::OK);
         return r;
     }
     if let Some(ms) = path.strip_prefix("/slow/") {
@@ -121,7 +133,12 @@ async fn answer(st: &Arc<State>, mut req: Request<Incoming>) -> Response<Body> {
     match path.as_str() {
         "/stream" | "/sse" => two_part(st.clone(), path == "/sse"),
         "/upload" => {
-            let n = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+            let n = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes().len())
+                .unwrap_or(0);
             Response::new(full(n.to_string()))
         }
         "/ws" => websocket(&mut req),
@@ -144,9 +161,14 @@ fn echo(st: &State, req: &Request<Incoming>) -> Response<Body> {
         "headers": headers,
     });
     let mut r = Response::new(full(v.to_string()));
-    r.headers_mut().insert(header::CONTENT_TYPE, "application/json".parse().expect("static"));
-    r.headers_mut().insert("connection", "keep-alive".parse().expect("static"));
-    r.headers_mut().insert("x-upstream-hop", "secret".parse().expect("static"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        "application/json".parse().expect("static"),
+    );
+    r.headers_mut()
+        .insert("connection", "keep-alive".parse().expect("static"));
+    r.headers_mut()
+        .insert("x-upstream-hop", "secret".parse().expect("static"));
     r
 }
 
@@ -171,8 +193,13 @@ fn two_part(st: Arc<State>, sse: bool) -> Response<Body> {
         }
     });
     let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-    let ct = if sse { "text/event-stream" } else { "text/plain" };
-    r.headers_mut().insert(header::CONTENT_TYPE, ct.parse().expect("static"));
+    let ct = if sse {
+        "text/event-stream"
+    } else {
+        "text/plain"
+    };
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, ct.parse().expect("static"));
     r
 }
 
@@ -185,7 +212,12 @@ fn websocket(req: &mut Request<Incoming>) -> Response<Body> {
     let upgrade = hyper::upgrade::on(req);
     tokio::spawn(async move {
         let Ok(io) = upgrade.await else { return };
-        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Server, None).await;
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(io),
+            Role::Server,
+            None,
+        )
+        .await;
         while let Some(Ok(msg)) = ws.next().await {
             if msg.is_close() {
                 break;

@@ -23,7 +23,10 @@ endpoints = [{{ address = "{}" }}]
         up.addr
     );
     let proxy = ProxyProcess::start(&cfg, &[]).expect("proxy starts");
-    let (status, headers, body) = client::get_plain(proxy.addr("http"), "api.test", "/v1/acme/x?y=1").await.unwrap();
+    let (status, headers, body) =
+        client::get_plain(proxy.addr("http"), "api.test", "/v1/acme/x?y=1")
+            .await
+            .unwrap();
     assert_eq!(status, 200, "{body}");
     assert_eq!(headers["x-tollgate-app-id"], "acme");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();

@@ -27,16 +27,22 @@ async fn tls_upstream(cert: &TestCert) -> SocketAddr {
     .unwrap()
     .with_default("upstream.internal")
     .unwrap();
-    let cfg = tollgate_certs::server_config(Arc::new(CertResolver::new(store)), &TlsOptions::default()).unwrap();
+    let cfg =
+        tollgate_certs::server_config(Arc::new(CertResolver::new(store)), &TlsOptions::default())
+            .unwrap();
     let acceptor = TlsAcceptor::from(cfg);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
                 let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
                     let v = format!("{:?}", req.version());
                     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(v))))
@@ -77,8 +83,11 @@ async fn https_and_h2_upstreams_are_verified() {
     for (protocol, want) in [("https", "HTTP/1.1"), ("h2", "HTTP/2.0")] {
         let cfg = config(up, protocol, "upstream.internal");
         // The CA path in the config is relative to the config file's folder.
-        let proxy = ProxyProcess::start(&cfg, &[("upstream-ca.pem", &cert.cert_pem)]).expect("proxy starts");
-        let (status, _, body) = client::get_plain(proxy.addr("http"), "api.test", "/v1/secure/").await.unwrap();
+        let proxy = ProxyProcess::start(&cfg, &[("upstream-ca.pem", &cert.cert_pem)])
+            .expect("proxy starts");
+        let (status, _, body) = client::get_plain(proxy.addr("http"), "api.test", "/v1/secure/")
+            .await
+            .unwrap();
         assert_eq!((status, body.as_str()), (200, want), "protocol {protocol}");
     }
 }
@@ -88,8 +97,11 @@ async fn wrong_server_name_is_refused() {
     let cert = TestCert::new(&["upstream.internal"]);
     let up = tls_upstream(&cert).await;
     let cfg = config(up, "https", "someone-else.internal");
-    let proxy = ProxyProcess::start(&cfg, &[("upstream-ca.pem", &cert.cert_pem)]).expect("proxy starts");
-    let (status, _, body) = client::get_plain(proxy.addr("http"), "api.test", "/v1/secure/").await.unwrap();
+    let proxy =
+        ProxyProcess::start(&cfg, &[("upstream-ca.pem", &cert.cert_pem)]).expect("proxy starts");
+    let (status, _, body) = client::get_plain(proxy.addr("http"), "api.test", "/v1/secure/")
+        .await
+        .unwrap();
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("upstream_connect_failed"), "{body}");
 }
