@@ -27,6 +27,21 @@ pub struct ConnInfo {
     pub client: SocketAddr,
     pub local_port: u16,
     pub tls: bool,
+    /// The client IP as a header value, built once per connection.
+    pub client_ip: HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(client: SocketAddr, local_port: u16, tls: bool) -> Self {
+        let client_ip = HeaderValue::from_str(&client.ip().to_string())
+            .unwrap_or(HeaderValue::from_static("unknown"));
+        ConnInfo {
+            client,
+            local_port,
+            tls,
+            client_ip,
+        }
+    }
 }
 
 static NO_ROUTE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("-"));
@@ -172,7 +187,7 @@ async fn forward(
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     headers::set_forwarded(
         &mut parts.headers,
-        ctx.conn.client.ip(),
+        &ctx.conn.client_ip,
         ctx.conn.tls,
         Some(&host_hv),
         limits.trust_forwarded_headers,

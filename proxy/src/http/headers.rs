@@ -1,7 +1,6 @@
 //! Header rules at the proxy boundary: hop-by-hop removal, `x-forwarded-*`, request ids.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use std::net::IpAddr;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -54,13 +53,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 /// Sets `x-forwarded-for/-proto/-host`; client-sent values are replaced unless trusted.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
-    client: IpAddr,
+    client_ip: &HeaderValue,
     tls: bool,
     host: Option<&HeaderValue>,
     trust_client: bool,
 ) {
-    let ip =
-        HeaderValue::from_str(&client.to_string()).unwrap_or(HeaderValue::from_static("unknown"));
+    let ip = client_ip.clone();
     let prior = trust_client
         .then(|| headers.get(&X_FORWARDED_FOR).cloned())
         .flatten();
@@ -179,18 +177,13 @@ mod tests {
             ("x-forwarded-proto", "https"),
         ]);
         let host = HeaderValue::from_static("a.example");
-        set_forwarded(
-            &mut h,
-            "10.0.0.1".parse().unwrap(),
-            false,
-            Some(&host),
-            false,
-        );
+        let ip = HeaderValue::from_static("10.0.0.1");
+        set_forwarded(&mut h, &ip, false, Some(&host), false);
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "a.example");
         let mut t = map(&[("x-forwarded-for", "1.2.3.4")]);
-        set_forwarded(&mut t, "10.0.0.1".parse().unwrap(), true, None, true);
+        set_forwarded(&mut t, &ip, true, None, true);
         assert_eq!(t.get("x-forwarded-for").unwrap(), "1.2.3.4, 10.0.0.1");
     }
 

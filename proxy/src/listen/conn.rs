@@ -37,11 +37,11 @@ impl Conn {
     pub async fn run(self, stream: TcpStream) {
         self.active.inc();
         let _active = ActiveGuard(self.active.clone());
-        let info = Arc::new(ConnInfo {
-            client: self.peer,
-            local_port: self.local_port,
-            tls: self.tls.is_some(),
-        });
+        let info = Arc::new(ConnInfo::new(
+            self.peer,
+            self.local_port,
+            self.tls.is_some(),
+        ));
         let shared = self.shared.clone();
         let service = service_fn(move |req| {
             let shared = shared.clone();
