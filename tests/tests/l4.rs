@@ -202,6 +202,33 @@ async fn raw_tcp_is_byte_exact_with_proxy_v2() {
 }
 
 #[tokio::test]
+async fn proxy_v2_carries_an_ipv6_client() {
+    let backend = EchoBackend::start(true, None).await;
+    let port = free_port();
+    let r = route("tcp_raw", "db.test", port, "db", "proxy_protocol = true");
+    let v4 = format!("listen = \"127.0.0.1:{port}\"");
+    let cfg = config(port, "tcp", &[("db", backend.addr)], &r)
+        .replace(&v4, &format!("listen = \"[::1]:{port}\""));
+    let proxy = ProxyProcess::start(&cfg, &[]).unwrap();
+    let mut s = TcpStream::connect(proxy.addr("l4")).await.unwrap();
+    let client = s.local_addr().unwrap();
+    assert!(client.is_ipv6());
+    assert_eq!(echo_roundtrip(&mut s, b"v6").await, b"v6");
+    let h = &backend.seen().proxy_headers[0];
+    assert_eq!(
+        (h[12], h[13], h.len()),
+        (0x21, 0x21, 52),
+        "v2 PROXY, TCP over IPv6"
+    );
+    assert_eq!(
+        &h[16..32],
+        &std::net::Ipv6Addr::LOCALHOST.octets(),
+        "source ::1"
+    );
+    assert_eq!(u16::from_be_bytes([h[48], h[49]]), client.port());
+}
+
+#[tokio::test]
 async fn connection_limit_closes_the_extra_connection() {
     let backend = EchoBackend::start(false, None).await;
     let port = free_port();
