@@ -48,7 +48,14 @@ impl Balancer {
             }
             BalancePolicy::LeastRequest => {
                 let n = endpoints.len();
-                let (a, b) = (fastrand::usize(..n), fastrand::usize(..n));
+                // Two distinct candidates: drawing the same one twice would send a share of
+                // the traffic to a loaded endpoint without any comparison.
+                let a = fastrand::usize(..n);
+                let b = if n > 1 {
+                    (a + 1 + fastrand::usize(..n - 1)) % n
+                } else {
+                    a
+                };
                 let load = |i: usize| {
                     u64::from(endpoints[i].in_flight()) * 1000
                         / u64::from(endpoints[i].weight.max(1))
@@ -166,8 +173,8 @@ mod tests {
         let to_idle = (0..200)
             .filter(|_| b.pick(&e, &h, "a", None, 0) == Some(1))
             .count();
-        // Both random choices land on the busy endpoint a quarter of the time.
-        assert!(to_idle > 100, "{to_idle}");
+        // The two candidates are distinct, so with two endpoints the idle one always wins.
+        assert_eq!(to_idle, 200);
     }
 
     #[test]
