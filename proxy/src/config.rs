@@ -8,7 +8,9 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use tollgate_certs::{CertSource, CertStore, TlsOptions, TlsVersion};
-use tollgate_routing::{AppSpec, PortPolicy, RouteSpec, RoutingSpec, Snapshot};
+use tollgate_routing::{
+    ApiKeySpec, AppSpec, OidcIssuerSpec, PortPolicy, RouteSpec, RoutingSpec, Snapshot,
+};
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -36,6 +38,11 @@ pub struct ProxyConfig {
     /// Listen ports L4 routes may use (80 and 443 always).
     #[serde(default)]
     pub port_policy: PortPolicy,
+    /// API key records (SHA-256 hashes, never keys).
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeySpec>,
+    #[serde(default)]
+    pub oidc_issuers: Vec<OidcIssuerSpec>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -220,11 +227,23 @@ impl ProxyConfig {
             apps: self.apps.clone(),
             routes: self.routes.clone(),
             port_policy: self.port_policy.clone(),
+            api_keys: self.api_keys.clone(),
+            oidc_issuers: self.oidc_issuers.clone(),
         }
     }
 
-    /// Makes relative upstream CA paths relative to the config file's folder.
+    /// Makes relative CA paths relative to the config file's folder.
     fn resolve_paths(&mut self, base: &Path) {
+        let absolute = |p: &mut String| {
+            if Path::new(p.as_str()).is_relative() {
+                *p = base.join(&*p).to_string_lossy().into_owned();
+            }
+        };
+        for issuer in &mut self.oidc_issuers {
+            if let Some(ca) = &mut issuer.ca_file {
+                absolute(ca);
+            }
+        }
         for app in &mut self.apps {
             for cluster in app.upstreams.values_mut() {
                 if let Some(ca) = &mut cluster.tls_ca_file

@@ -5,13 +5,16 @@
 //! ([`matcher`], [`snapshot`]). It does no I/O and holds no runtime state: connection
 //! pools, health and counters live in the proxy, keyed by the specs defined here.
 
+pub mod auth;
 pub mod host;
 pub mod l4;
 pub mod matcher;
 pub mod model;
 pub mod snapshot;
 pub mod validate;
+mod validate_auth;
 
+pub use auth::{ApiKeySpec, AuthPolicy, KeyKind, OidcIssuerSpec, SUPPORTED_ALGORITHMS};
 pub use l4::{L4Route, L4Table};
 pub use matcher::{Matched, RouteTable};
 pub use model::{

@@ -3,6 +3,7 @@
 //! Lookups allocate nothing; the upstream path is described as "replace the first
 //! `strip` bytes with `replace`" so the caller builds the new URI once.
 
+use crate::auth::AuthPolicy;
 use crate::host::wildcard_parent;
 use crate::model::{AppSpec, RouteSpec, RoutingSpec};
 use std::collections::{HashMap, HashSet};
@@ -19,6 +20,7 @@ pub struct CompiledRoute {
     pub app: Arc<AppSpec>,
     pub max_body_bytes: Option<u64>,
     upstream: Option<Box<str>>,
+    auth: Option<AuthPolicy>,
 }
 
 /// The outcome of a successful lookup.
@@ -32,6 +34,8 @@ pub struct Matched<'a> {
     pub max_body_bytes: Option<u64>,
     /// The app cluster the route names; the app's usual choice when `None`.
     pub upstream: Option<&'a str>,
+    /// Credentials required: the route's policy, else the app's; open when `None`.
+    pub auth: Option<&'a AuthPolicy>,
 }
 
 impl Matched<'_> {
@@ -102,6 +106,7 @@ impl RouteTable {
                     backend_port: None,
                     proxy_protocol: false,
                     max_connections: None,
+                    auth: None,
                 };
                 table.insert(&route, app.clone());
             }
@@ -136,6 +141,7 @@ impl RouteTable {
             port: spec.listen_port,
             max_body_bytes: spec.max_body_bytes.or(app.max_body_bytes),
             upstream: spec.upstream.as_deref().map(Into::into),
+            auth: spec.auth.clone().or_else(|| app.auth.clone()),
             app,
         };
         let (map, key) = match spec.hostname.strip_prefix("*.") {
@@ -179,6 +185,7 @@ impl RouteTable {
                         replace: r.rewrite.as_deref(),
                         max_body_bytes: r.max_body_bytes,
                         upstream: r.upstream.as_deref(),
+                        auth: r.auth.as_ref(),
                     });
                 }
             }
@@ -200,6 +207,7 @@ impl RouteTable {
             replace: Some(&app.api_rewrite),
             max_body_bytes: app.max_body_bytes,
             upstream: None,
+            auth: app.auth.as_ref(),
         })
     }
 }

@@ -4,6 +4,7 @@
 //! and the control service builds them from its event log. Defaults are the values a
 //! production gateway for long-lived streams wants (no total timeout, 600 s idle).
 
+use crate::auth::{ApiKeySpec, AuthPolicy, OidcIssuerSpec};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -21,6 +22,12 @@ pub struct RoutingSpec {
     /// Which listen ports L4 routes may use.
     #[serde(default)]
     pub port_policy: PortPolicy,
+    /// API keys (hashes) of every app.
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeySpec>,
+    /// OIDC issuers whose access tokens policies may accept.
+    #[serde(default)]
+    pub oidc_issuers: Vec<OidcIssuerSpec>,
 }
 
 /// The platform's rules for L4 (`tls_passthrough`, `tcp_raw`) listen ports.
@@ -89,6 +96,9 @@ pub struct AppSpec {
     /// Request body limit for this app's routes, unless a route sets its own.
     #[serde(default)]
     pub max_body_bytes: Option<u64>,
+    /// Credentials required on this app's routes, unless a route sets its own.
+    #[serde(default)]
+    pub auth: Option<AuthPolicy>,
 }
 
 /// Sends requests carrying a header to several clusters by weight.
@@ -289,6 +299,9 @@ pub struct RouteSpec {
     /// L4 routes: open connections allowed at once; more are closed on accept.
     #[serde(default)]
     pub max_connections: Option<u32>,
+    /// Credentials required here; the app's policy when absent.
+    #[serde(default)]
+    pub auth: Option<AuthPolicy>,
 }
 
 impl RouteSpec {

@@ -38,10 +38,10 @@ impl fmt::Display for ValidationError {
 
 impl std::error::Error for ValidationError {}
 
-struct Report(Vec<Problem>);
+pub(crate) struct Report(Vec<Problem>);
 
 impl Report {
-    fn add(&mut self, at: impl Into<String>, reason: impl Into<String>) {
+    pub(crate) fn add(&mut self, at: impl Into<String>, reason: impl Into<String>) {
         self.0.push(Problem {
             at: at.into(),
             reason: reason.into(),
@@ -106,6 +106,7 @@ pub fn validate(spec: &RoutingSpec) -> Result<(), ValidationError> {
         }
     }
     check_port_kinds(&mut r, &spec.routes);
+    crate::validate_auth::check(&mut r, spec);
     if r.0.is_empty() {
         Ok(())
     } else {
