@@ -246,10 +246,8 @@ impl ProxyConfig {
         }
         for app in &mut self.apps {
             for cluster in app.upstreams.values_mut() {
-                if let Some(ca) = &mut cluster.tls_ca_file
-                    && Path::new(ca.as_str()).is_relative()
-                {
-                    *ca = base.join(&*ca).to_string_lossy().into_owned();
+                if let Some(ca) = &mut cluster.tls_ca_file {
+                    absolute(ca);
                 }
             }
         }
