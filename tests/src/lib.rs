@@ -8,6 +8,7 @@ pub mod client;
 pub mod config;
 pub mod grpc;
 pub mod helpers;
+pub mod oidc;
 pub mod proxy;
 pub mod session;
 pub mod tcp;
