@@ -1,5 +1,9 @@
-//! Request and response filters: one module per concern (API keys, OIDC, rate limits,
-//! budgets, gRPC-Web and Connect translation, CORS) behind one phased trait.
+//! Request and response filters: one module per concern behind one phased trait.
 //!
-//! Empty until the authentication, translation and limits work lands; the data plane
-//! of `tollgate-proxy` runs without filters today.
+//! Owns credential checks ([`apikey`], [`oidc`]) and, later, limits and protocol
+//! translation. Filters read an immutable config built off the request path and never
+//! block it: network fetches (JWKS) happen in the background or behind a rate limit.
+//! The proxy maps a filter's typed error to the caller's protocol.
+
+pub mod apikey;
+pub mod oidc;

@@ -7,6 +7,7 @@
 //! request on a config change.
 
 pub mod admin;
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod demo;

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub l4_connections: IntCounterVec,
     pub l4_connections_active: IntGaugeVec,
     pub l4_bytes: IntCounterVec,
+    pub auth_results: IntCounterVec,
 }
 
 impl Metrics {
@@ -152,6 +153,11 @@ impl Metrics {
                 "tollgate_l4_bytes_total",
                 "Bytes relayed by L4 routes, by direction.",
                 &["route", "direction"],
+            )?,
+            auth_results: counter(
+                "tollgate_auth_results_total",
+                "Credential checks by app and result (ok_api_key, ok_token, or the refusal reason).",
+                &["app", "result"],
             )?,
             certificates_loaded,
             upgrades_active,

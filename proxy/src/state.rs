@@ -1,6 +1,7 @@
 //! The proxy's shared state: the active config (swapped atomically as one value),
 //! the certificate resolver, metrics and settings fixed at start.
 
+use crate::auth::AuthState;
 use crate::config::{ConfigError, Limits, Loaded};
 use crate::metrics::Metrics;
 use crate::upstream::Upstreams;
@@ -10,6 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tollgate_certs::CertResolver;
+use tollgate_filters::apikey::KeyStore;
+use tollgate_filters::oidc::IssuerRegistry;
 use tollgate_routing::Snapshot;
 
 /// One config generation: routes and the upstream clusters they point at.
@@ -17,6 +20,29 @@ use tollgate_routing::Snapshot;
 pub struct ProxyState {
     pub snapshot: Arc<Snapshot>,
     pub upstreams: Upstreams,
+    pub auth: AuthState,
+}
+
+impl ProxyState {
+    /// Builds the runtime parts of a snapshot, reusing what `previous` already runs.
+    fn build(
+        snapshot: Arc<Snapshot>,
+        previous: Option<&ProxyState>,
+        metrics: &Metrics,
+    ) -> Result<Self, ConfigError> {
+        let invalid = |e: &dyn std::fmt::Display| ConfigError::Invalid(e.to_string());
+        let spec = &snapshot.spec;
+        let upstreams = Upstreams::build(spec, previous.map(|p| &p.upstreams), metrics)
+            .map_err(|e| invalid(&e))?;
+        let keys = KeyStore::build(&spec.api_keys).map_err(|e| invalid(&e))?;
+        let issuers = IssuerRegistry::build(&spec.oidc_issuers, previous.map(|p| &p.auth.issuers))
+            .map_err(|e| invalid(&e))?;
+        Ok(ProxyState {
+            snapshot,
+            upstreams,
+            auth: AuthState { keys, issuers },
+        })
+    }
 }
 
 /// Everything a connection or request needs, shared by all of them.
@@ -36,16 +62,11 @@ pub struct Shared {
 impl Shared {
     /// Builds the first state from a loaded config (version 1).
     pub fn new(loaded: Loaded, metrics: Arc<Metrics>) -> Result<Arc<Self>, ConfigError> {
-        let snapshot = Arc::new(loaded.snapshot(1)?);
-        let upstreams = Upstreams::build(&snapshot.spec, None, &metrics)
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let state = ProxyState::build(Arc::new(loaded.snapshot(1)?), None, &metrics)?;
         metrics.config_version.set(1);
         metrics.certificates_loaded.set(loaded.certs.len() as i64);
         let shared = Shared {
-            state: ArcSwap::from_pointee(ProxyState {
-                snapshot,
-                upstreams,
-            }),
+            state: ArcSwap::from_pointee(state),
             certs: Arc::new(CertResolver::new(loaded.certs)),
             streams_h1: metrics.streams_active.with_label_values(&["http1"]),
             streams_h2: metrics.streams_active.with_label_values(&["http2"]),
@@ -63,15 +84,14 @@ impl Shared {
         let started = Instant::now();
         let current = self.state.load();
         let version = current.snapshot.version + 1;
-        let snapshot = Arc::new(loaded.snapshot(version)?);
-        let upstreams = Upstreams::build(&snapshot.spec, Some(&current.upstreams), &self.metrics)
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let state = ProxyState::build(
+            Arc::new(loaded.snapshot(version)?),
+            Some(&current),
+            &self.metrics,
+        )?;
         let certs = loaded.certs.len();
         // Routes and certificates change together, right after each other.
-        self.state.store(Arc::new(ProxyState {
-            snapshot,
-            upstreams,
-        }));
+        self.state.store(Arc::new(state));
         self.certs.swap(loaded.certs);
         self.metrics.config_version.set(version as i64);
         self.metrics.certificates_loaded.set(certs as i64);

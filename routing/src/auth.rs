@@ -48,7 +48,7 @@ pub struct ApiKeySpec {
     pub sha256: String,
     #[serde(default)]
     pub scopes: Vec<String>,
-    /// Unix seconds after which the key is refused.
+    /// Unix seconds from which the key is refused (like a JWT `exp`).
     #[serde(default)]
     pub expires_at: Option<i64>,
     /// Public keys: browser origins allowed to use it (exact `scheme://host[:port]`).

@@ -37,6 +37,12 @@ pub enum ProxyError {
     BadRequest(&'static str),
     #[error("the proxy is shutting down")]
     Draining,
+    /// Credentials missing (`invalid: false`) or not valid.
+    #[error("authentication required")]
+    Unauthenticated { invalid: bool },
+    /// Valid credentials without the scope, role or tenant the route requires.
+    #[error("permission denied")]
+    Forbidden { scope: bool },
 }
 
 impl ProxyError {
@@ -50,6 +56,8 @@ impl ProxyError {
             BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             UpstreamConnect | UpstreamProtocol | UpgradeUnsupported => StatusCode::BAD_GATEWAY,
             UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            Forbidden { .. } => StatusCode::FORBIDDEN,
         }
     }
 
@@ -70,21 +78,31 @@ impl ProxyError {
             UpstreamProtocol => "upstream_protocol_error",
             UpgradeUnsupported => "upgrade_unsupported",
             Draining => "draining",
+            Unauthenticated { .. } => "unauthenticated",
+            Forbidden { .. } => "permission_denied",
         }
     }
 
     /// The gRPC status code for the same failure.
     pub fn grpc_status(&self) -> u8 {
         use ProxyError::*;
+        const INVALID_ARGUMENT: u8 = 3;
+        const DEADLINE_EXCEEDED: u8 = 4;
+        const PERMISSION_DENIED: u8 = 7;
+        const RESOURCE_EXHAUSTED: u8 = 8;
+        const UNIMPLEMENTED: u8 = 12;
+        const UNAVAILABLE: u8 = 14;
+        const UNAUTHENTICATED: u8 = 16;
         match self {
-            MissingHost | BadRequest(_) => 3,          // INVALID_ARGUMENT
-            NoRoute | UnknownApp(_) => 12,             // UNIMPLEMENTED
-            HeadersTooLarge(_) | BodyTooLarge(_) => 8, // RESOURCE_EXHAUSTED
-            UpstreamTimeout(_) => 4,                   // DEADLINE_EXCEEDED
-            UpgradeUnsupported => 12,                  // UNIMPLEMENTED
+            MissingHost | BadRequest(_) => INVALID_ARGUMENT,
+            NoRoute | UnknownApp(_) | UpgradeUnsupported => UNIMPLEMENTED,
+            HeadersTooLarge(_) | BodyTooLarge(_) => RESOURCE_EXHAUSTED,
+            UpstreamTimeout(_) => DEADLINE_EXCEEDED,
             Suspended(_) | NoHealthyEndpoint(_) | UpstreamConnect | UpstreamProtocol | Draining => {
-                14
-            } // UNAVAILABLE
+                UNAVAILABLE
+            }
+            Unauthenticated { .. } => UNAUTHENTICATED,
+            Forbidden { .. } => PERMISSION_DENIED,
         }
     }
 
@@ -123,7 +141,27 @@ impl ProxyError {
         };
         resp.headers_mut()
             .insert(X_REQUEST_ID.clone(), request_id.clone());
+        if let Some(challenge) = self.challenge() {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
         resp
+    }
+
+    /// The RFC 6750 challenge; no error code when no credentials were sent.
+    fn challenge(&self) -> Option<&'static str> {
+        match self {
+            ProxyError::Unauthenticated { invalid: false } => Some("Bearer realm=\"tollgate\""),
+            ProxyError::Unauthenticated { invalid: true } => {
+                Some("Bearer realm=\"tollgate\", error=\"invalid_token\"")
+            }
+            ProxyError::Forbidden { scope: true } => {
+                Some("Bearer realm=\"tollgate\", error=\"insufficient_scope\"")
+            }
+            _ => None,
+        }
     }
 }
 

@@ -6,6 +6,7 @@ use super::completion::{AccessRecord, Completion, StreamGuard};
 use super::errors::{ProxyError, is_grpc};
 use super::headers::{self, X_APP_ID, X_REQUEST_ID};
 use super::upgrade;
+use crate::auth::{self, AuthFailure};
 use crate::clock::now_ms;
 use crate::state::{ProxyState, Shared};
 use crate::upstream::cluster::Cluster;
@@ -19,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 use tollgate_routing::matcher::Miss;
-use tollgate_routing::{AppSpec, AppStatus, host};
+use tollgate_routing::{AppSpec, AppStatus, AuthPolicy, host};
 
 /// What the listener knows about the connection a request came on.
 #[derive(Debug, Clone)]
@@ -169,6 +170,10 @@ async fn forward(
     {
         return Err(ProxyError::BodyTooLarge(limit));
     }
+    let identity = match m.auth {
+        Some(policy) => Some(authenticate(ctx, state, policy, app_id, req.headers()).await?),
+        None => None,
+    };
     let path_and_query = upstream_path(req.uri(), m.rewrite(path))?;
     let cluster = match m.upstream {
         Some(name) => ups.cluster(name),
@@ -195,6 +200,13 @@ async fn forward(
     parts
         .headers
         .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    auth::strip_identity_headers(&mut parts.headers);
+    parts
+        .headers
+        .insert(X_APP_ID.clone(), ups.app_header.clone());
+    if let Some(id) = &identity {
+        auth::set_identity_headers(&mut parts.headers, id);
+    }
     if cluster.spec.protocol.is_http2() {
         // HTTP/2 upstreams get the endpoint as :authority; the client's host is in x-forwarded-host.
         parts.headers.remove(header::HOST);
@@ -222,6 +234,43 @@ async fn forward(
         exchange,
         &cluster,
     ))
+}
+
+/// Runs the route's auth policy and counts the result.
+async fn authenticate(
+    ctx: &Ctx<'_>,
+    state: &ProxyState,
+    policy: &AuthPolicy,
+    app_id: &str,
+    headers: &http::HeaderMap,
+) -> Result<auth::Identity, ProxyError> {
+    let result = auth::authenticate(&state.auth, policy, app_id, headers).await;
+    let label = match &result {
+        Ok(id) if id.method == "api_key" => "ok_api_key",
+        Ok(_) => "ok_token",
+        Err(f) => f.reason(),
+    };
+    ctx.shared
+        .metrics
+        .auth_results
+        .with_label_values(&[app_id, label])
+        .inc();
+    result.map_err(|f| {
+        tracing::debug!(
+            app = app_id,
+            reason = f.reason(),
+            "request refused by auth policy"
+        );
+        if f.is_forbidden() {
+            ProxyError::Forbidden {
+                scope: f == AuthFailure::InsufficientScope,
+            }
+        } else {
+            ProxyError::Unauthenticated {
+                invalid: f != AuthFailure::Missing,
+            }
+        }
+    })
 }
 
 /// The upstream path: the route's rewrite, or the original, with the query kept.

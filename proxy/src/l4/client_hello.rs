@@ -161,16 +161,17 @@ fn server_name(body: &[u8]) -> Result<Option<String>, HelloError> {
 }
 
 fn host_name(raw: &[u8]) -> Result<String, HelloError> {
+    let raw = raw.strip_suffix(b".").unwrap_or(raw);
     let ok = !raw.is_empty()
         && raw.len() <= 253
+        && raw.split(|b| *b == b'.').all(|label| !label.is_empty())
         && raw
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
     if !ok {
         return Err(HelloError::Malformed("server name is not a DNS host name"));
     }
-    let name = String::from_utf8_lossy(raw).to_ascii_lowercase();
-    Ok(name.strip_suffix('.').map(str::to_string).unwrap_or(name))
+    Ok(String::from_utf8_lossy(raw).to_ascii_lowercase())
 }
 
 #[cfg(test)]
@@ -241,6 +242,19 @@ mod tests {
         let mut out = Vec::new();
         conn.write_tls(&mut out).unwrap();
         assert_eq!(parse(&out).unwrap().sni, None);
+    }
+
+    #[test]
+    fn empty_names_and_labels_are_refused() {
+        // Found by the client_hello fuzz target: "." used to become an empty name.
+        for bad in [&b"."[..], b"..", b"a..b", b".a", b""] {
+            assert!(
+                host_name(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(host_name(b"A.Example.").unwrap(), "a.example");
     }
 
     #[test]

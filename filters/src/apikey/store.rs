@@ -1,0 +1,331 @@
+//! The immutable set of known keys and verification against it.
+
+use super::KeyError;
+use super::format::{decode_sha256_hex, parse, sha256};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::fmt;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+use tollgate_routing::{ApiKeySpec, KeyKind};
+
+/// Who a verified key speaks for.
+///
+/// Shared behind an `Arc` by [`KeyStore::verify`], so accepting a key costs one
+/// reference-count increment and no allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyIdentity {
+    pub key_id: String,
+    pub app: String,
+    pub kind: KeyKind,
+    pub scopes: Vec<String>,
+}
+
+/// Whether `identity` holds every one of `required` (none required: true).
+pub fn has_scopes(identity: &KeyIdentity, required: &[String]) -> bool {
+    required
+        .iter()
+        .all(|r| identity.scopes.iter().any(|s| s == r))
+}
+
+struct Record {
+    digest: [u8; 32],
+    identity: Arc<KeyIdentity>,
+    expires_at: Option<i64>,
+    /// Lowercased `scheme://host[:port]`; compared case-insensitively.
+    allowed_origins: Box<[Box<str>]>,
+}
+
+/// Known keys by SHA-256, built once per config off the request path and never
+/// mutated: a new config builds a new store.
+#[derive(Default)]
+pub struct KeyStore {
+    by_digest: HashMap<[u8; 32], Record>,
+}
+
+impl fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyStore")
+            .field("keys", &self.by_digest.len())
+            .finish()
+    }
+}
+
+impl KeyStore {
+    /// Builds the store, decoding each hash once.
+    ///
+    /// Fails with [`KeyError::InvalidRecord`] (and logs which key) when a hash is not
+    /// 64 lowercase hex digits, two records share a hash, or an allowed origin is not
+    /// an exact `scheme://host[:port]`. A public key with no allowed origins is kept
+    /// but can never be used.
+    pub fn build(specs: &[ApiKeySpec]) -> Result<KeyStore, KeyError> {
+        let mut by_digest = HashMap::with_capacity(specs.len());
+        for spec in specs {
+            let invalid = |why: &str| {
+                tracing::warn!(key_id = %spec.key_id, app = %spec.app, "invalid API key record: {why}");
+                KeyError::InvalidRecord
+            };
+            let digest = decode_sha256_hex(&spec.sha256)
+                .ok_or_else(|| invalid("sha256 is not 64 lowercase hex digits"))?;
+            if let Some(bad) = spec.allowed_origins.iter().find(|o| !valid_origin(o)) {
+                return Err(invalid(&format!(
+                    "allowed origin `{bad}` is not an exact scheme://host[:port]"
+                )));
+            }
+            let record = Record {
+                digest,
+                identity: Arc::new(KeyIdentity {
+                    key_id: spec.key_id.clone(),
+                    app: spec.app.clone(),
+                    kind: spec.kind,
+                    scopes: spec.scopes.clone(),
+                }),
+                expires_at: spec.expires_at,
+                allowed_origins: spec
+                    .allowed_origins
+                    .iter()
+                    .map(|o| o.to_ascii_lowercase().into_boxed_str())
+                    .collect(),
+            };
+            match by_digest.entry(digest) {
+                Entry::Occupied(_) => return Err(invalid("another key has the same hash")),
+                Entry::Vacant(v) => {
+                    v.insert(record);
+                }
+            }
+        }
+        Ok(KeyStore { by_digest })
+    }
+
+    /// A store that knows no keys.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_digest.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_digest.is_empty()
+    }
+
+    /// Verifies a presented key for a request to `app_id` at `now_unix`.
+    ///
+    /// `origin` is the request's `Origin` header; public keys require it to be one of
+    /// the record's allowed origins (case-insensitive). A key is expired from its
+    /// `expires_at` second on. Scopes are left to the caller ([`has_scopes`]). See the
+    /// [module docs](super) for the order of checks and what is constant-time.
+    pub fn verify(
+        &self,
+        presented: &str,
+        app_id: &str,
+        origin: Option<&str>,
+        now_unix: i64,
+    ) -> Result<Arc<KeyIdentity>, KeyError> {
+        // Bounded and strict before any hashing.
+        let parsed = parse(presented)?;
+        let digest = sha256(presented);
+        // The map is indexed by the digest, which reveals nothing usable about the
+        // secret (module docs); the deciding comparison is constant-time.
+        let record = self.by_digest.get(&digest).ok_or(KeyError::Unknown)?;
+        if !bool::from(record.digest.ct_eq(&digest)) {
+            return Err(KeyError::Unknown);
+        }
+        // From here on the caller has proved possession of a known key.
+        let id = &record.identity;
+        if parsed.kind != id.kind {
+            return Err(KeyError::KindMismatch);
+        }
+        if id.app != app_id {
+            return Err(KeyError::WrongApp);
+        }
+        if let Some(exp) = record.expires_at
+            && now_unix >= exp
+        {
+            return Err(KeyError::Expired);
+        }
+        if id.kind == KeyKind::Public {
+            let allowed = origin.is_some_and(|o| {
+                record
+                    .allowed_origins
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(o))
+            });
+            if !allowed {
+                return Err(KeyError::OriginNotAllowed);
+            }
+        }
+        Ok(Arc::clone(id))
+    }
+}
+
+/// An exact browser origin: `scheme://host[:port]`, no path, query, userinfo or
+/// trailing slash; not `null` or a wildcard.
+fn valid_origin(o: &str) -> bool {
+    let Some((scheme, authority)) = o.split_once("://") else {
+        return false;
+    };
+    let scheme_ok = scheme
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    if !scheme_ok
+        || authority.is_empty()
+        || !authority
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b'?' | b'#' | b'@' | b'*'))
+    {
+        return false;
+    }
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let Some((v6, after)) = rest.split_once(']') else {
+            return false;
+        };
+        if v6.is_empty()
+            || !v6
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return false;
+        }
+        match after {
+            "" => (v6, None),
+            p => match p.strip_prefix(':') {
+                Some(p) => (v6, Some(p)),
+                None => return false,
+            },
+        }
+    } else {
+        match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    let port_ok =
+        port.is_none_or(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()));
+    !host.is_empty() && port_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::format::generate;
+    use super::*;
+
+    fn spec(key_id: &str, app: &str, kind: KeyKind, hash: String) -> ApiKeySpec {
+        ApiKeySpec {
+            key_id: key_id.into(),
+            app: app.into(),
+            kind,
+            sha256: hash,
+            scopes: vec!["read".into()],
+            expires_at: None,
+            allowed_origins: vec![],
+        }
+    }
+
+    #[test]
+    fn round_trip_secret_and_public() {
+        let (sk, sk_hash) = generate(KeyKind::Secret, true, "acme").unwrap();
+        let (pk, pk_hash) = generate(KeyKind::Public, false, "acme").unwrap();
+        let mut pk_spec = spec("k2", "acme", KeyKind::Public, pk_hash);
+        pk_spec.allowed_origins = vec!["https://App.Example.com".into()];
+        let store =
+            KeyStore::build(&[spec("k1", "acme", KeyKind::Secret, sk_hash), pk_spec]).unwrap();
+        assert_eq!(store.len(), 2);
+
+        let id = store.verify(&sk, "acme", None, 0).unwrap();
+        assert_eq!((id.key_id.as_str(), id.kind), ("k1", KeyKind::Secret));
+        let id = store
+            .verify(&pk, "acme", Some("https://app.example.COM"), 0)
+            .unwrap();
+        assert_eq!((id.key_id.as_str(), id.kind), ("k2", KeyKind::Public));
+    }
+
+    #[test]
+    fn identities_are_shared_not_cloned() {
+        let (sk, h) = generate(KeyKind::Secret, true, "acme").unwrap();
+        let store = KeyStore::build(&[spec("k1", "acme", KeyKind::Secret, h)]).unwrap();
+        let a = store.verify(&sk, "acme", None, 0).unwrap();
+        let b = store.verify(&sk, "acme", None, 0).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+    }
+
+    #[test]
+    fn expiry_is_inclusive_of_the_expiry_second() {
+        let (sk, h) = generate(KeyKind::Secret, true, "acme").unwrap();
+        let mut s = spec("k1", "acme", KeyKind::Secret, h);
+        s.expires_at = Some(1_000);
+        let store = KeyStore::build(&[s]).unwrap();
+        assert!(store.verify(&sk, "acme", None, 999).is_ok());
+        assert_eq!(
+            store.verify(&sk, "acme", None, 1_000),
+            Err(KeyError::Expired)
+        );
+    }
+
+    #[test]
+    fn empty_store_knows_nothing() {
+        let (sk, _) = generate(KeyKind::Secret, true, "acme").unwrap();
+        let store = KeyStore::empty();
+        assert!(store.is_empty());
+        assert_eq!(store.verify(&sk, "acme", None, 0), Err(KeyError::Unknown));
+        assert_eq!(format!("{store:?}"), "KeyStore { keys: 0 }");
+    }
+
+    #[test]
+    fn has_scopes_requires_all() {
+        let id = KeyIdentity {
+            key_id: "k".into(),
+            app: "a".into(),
+            kind: KeyKind::Secret,
+            scopes: vec!["read".into(), "write".into()],
+        };
+        assert!(has_scopes(&id, &[]));
+        assert!(has_scopes(&id, &["read".into()]));
+        assert!(has_scopes(&id, &["write".into(), "read".into()]));
+        assert!(!has_scopes(&id, &["admin".into()]));
+        assert!(!has_scopes(&id, &["read".into(), "admin".into()]));
+        assert!(!has_scopes(&id, &["READ".into()]));
+    }
+
+    #[test]
+    fn origin_syntax() {
+        for ok in [
+            "https://example.com",
+            "http://localhost:3000",
+            "https://a.b.c:443",
+            "http://[::1]:8080",
+            "http://[::1]",
+            "chrome-extension://abcdefghijklmnop",
+            "HTTPS://Example.COM",
+        ] {
+            assert!(valid_origin(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "null",
+            "*",
+            "https://*.example.com",
+            "example.com",
+            "https://",
+            "https://example.com/",
+            "https://example.com/path",
+            "https://user@example.com",
+            "https://example.com?x",
+            "https://example.com:",
+            "https://example.com:123456",
+            "https://example.com:80:80",
+            "https://exa mple.com",
+            "https://[::1",
+            "https://[]:80",
+            "https://[::1]x",
+            "1http://example.com",
+        ] {
+            assert!(!valid_origin(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Authentication at the edge: picks the credential a request carries (API key or
+//! OIDC access token), verifies it against the active config, applies the route's
+//! policy (scopes, roles, tenant), and sets the identity headers the upstream sees.
+//!
+//! Identity comes only from what was verified: every `x-tollgate-*` header a client
+//! sends is removed before forwarding, whether or not the route requires auth.
+
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tollgate_filters::apikey::{self, KeyError, KeyStore};
+use tollgate_filters::oidc::{IssuerRegistry, TokenError};
+use tollgate_routing::{AuthPolicy, KeyKind};
+
+/// Credential checkers built from one config generation.
+pub struct AuthState {
+    pub keys: KeyStore,
+    pub issuers: IssuerRegistry,
+}
+
+impl std::fmt::Debug for AuthState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AuthState {{ keys: {} }}", self.keys.len())
+    }
+}
+
+/// Who the caller is, as verified.
+#[derive(Debug)]
+pub struct Identity {
+    pub method: &'static str,
+    pub subject: String,
+    pub key_id: Option<String>,
+    pub issuer: Option<String>,
+    pub tenant: Option<String>,
+    pub roles: Vec<String>,
+    pub scopes: Vec<String>,
+}
+
+/// Why a request was refused; the client learns only 401 or 403, never which part failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    Missing,
+    Key(KeyError),
+    Token(TokenError),
+    /// A credential of a kind this route does not accept.
+    NotAccepted,
+    PublicKeyNotAllowed,
+    InsufficientScope,
+    MissingRole,
+    WrongTenant,
+}
+
+impl AuthFailure {
+    /// 401 (credentials missing or invalid) versus 403 (valid but not enough).
+    pub fn is_forbidden(self) -> bool {
+        matches!(
+            self,
+            AuthFailure::PublicKeyNotAllowed
+                | AuthFailure::InsufficientScope
+                | AuthFailure::MissingRole
+                | AuthFailure::WrongTenant
+        ) || matches!(
+            self,
+            AuthFailure::Key(KeyError::WrongApp | KeyError::OriginNotAllowed)
+        )
+    }
+
+    /// Metrics label.
+    pub fn reason(self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "missing",
+            AuthFailure::Key(e) => e.reason(),
+            AuthFailure::Token(e) => e.reason(),
+            AuthFailure::NotAccepted => "credential_not_accepted",
+            AuthFailure::PublicKeyNotAllowed => "public_key_not_allowed",
+            AuthFailure::InsufficientScope => "insufficient_scope",
+            AuthFailure::MissingRole => "missing_role",
+            AuthFailure::WrongTenant => "wrong_tenant",
+        }
+    }
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Verifies the request's credential against `policy` for a call to `app_id`.
+pub async fn authenticate(
+    auth: &AuthState,
+    policy: &AuthPolicy,
+    app_id: &str,
+    headers: &HeaderMap,
+) -> Result<Identity, AuthFailure> {
+    let now = now_unix();
+    if let Some(key) = apikey::from_headers(headers).map_err(AuthFailure::Key)? {
+        if !policy.api_keys {
+            return Err(AuthFailure::NotAccepted);
+        }
+        let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+        let id = auth
+            .keys
+            .verify(key, app_id, origin, now)
+            .map_err(AuthFailure::Key)?;
+        if id.kind == KeyKind::Public && !policy.public_keys {
+            return Err(AuthFailure::PublicKeyNotAllowed);
+        }
+        if !contains_all(&id.scopes, &policy.require_scopes) {
+            return Err(AuthFailure::InsufficientScope);
+        }
+        if !policy.require_roles.is_empty() {
+            return Err(AuthFailure::MissingRole); // keys carry no roles
+        }
+        return Ok(Identity {
+            method: "api_key",
+            subject: format!("key:{}", id.key_id),
+            key_id: Some(id.key_id.clone()),
+            issuer: None,
+            tenant: Some(id.app.clone()),
+            roles: Vec::new(),
+            scopes: id.scopes.clone(),
+        });
+    }
+    let Some(token) = bearer(headers) else {
+        return Err(AuthFailure::Missing);
+    };
+    if policy.issuers.is_empty() {
+        return Err(AuthFailure::NotAccepted);
+    }
+    let t = auth
+        .issuers
+        .verify(token, &policy.issuers, now)
+        .await
+        .map_err(AuthFailure::Token)?;
+    if !contains_all(&t.roles, &policy.require_roles) {
+        return Err(AuthFailure::MissingRole);
+    }
+    if !contains_all(&t.scopes, &policy.require_scopes) {
+        return Err(AuthFailure::InsufficientScope);
+    }
+    let tenant = match &policy.tenant_claim {
+        Some(claim) => match t.claim_str(claim) {
+            Some(v) if v == app_id => Some(v.to_string()),
+            _ => return Err(AuthFailure::WrongTenant),
+        },
+        None => None,
+    };
+    Ok(Identity {
+        method: "token",
+        subject: t.subject.clone(),
+        key_id: None,
+        issuer: Some(t.issuer.clone()),
+        tenant,
+        roles: t.roles.clone(),
+        scopes: t.scopes.clone(),
+    })
+}
+
+fn contains_all(have: &[String], need: &[String]) -> bool {
+    need.iter().all(|n| have.contains(n))
+}
+
+/// The token of `Authorization: Bearer <token>` (scheme case-insensitive).
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Headers carrying identity to the upstream; clients can never set them.
+const IDENTITY_PREFIX: &str = "x-tollgate-";
+
+/// Removes every `x-tollgate-*` header a client sent.
+pub fn strip_identity_headers(headers: &mut HeaderMap) {
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with(IDENTITY_PREFIX))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        headers.remove(name);
+    }
+}
+
+/// Sets the verified identity for the upstream; API keys never leave the edge.
+pub fn set_identity_headers(headers: &mut HeaderMap, id: &Identity) {
+    if id.method == "api_key" {
+        headers.remove(header::AUTHORIZATION);
+        headers.remove("x-api-key");
+    }
+    let mut set = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(HeaderName::from_static(name), v);
+        }
+    };
+    set("x-tollgate-auth", id.method);
+    set("x-tollgate-subject", &id.subject);
+    if let Some(k) = &id.key_id {
+        set("x-tollgate-key-id", k);
+    }
+    if let Some(i) = &id.issuer {
+        set("x-tollgate-issuer", i);
+    }
+    if let Some(t) = &id.tenant {
+        set("x-tollgate-tenant", t);
+    }
+    if !id.roles.is_empty() {
+        set("x-tollgate-roles", &id.roles.join(","));
+    }
+    if !id.scopes.is_empty() {
+        set("x-tollgate-scopes", &id.scopes.join(" "));
+    }
+}
