@@ -9,6 +9,8 @@ mod upstreams;
 use crate::server::{self, RunOptions, ServerError};
 use std::path::PathBuf;
 use std::time::Duration;
+use tollgate_filters::apikey;
+use tollgate_routing::KeyKind;
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -35,6 +37,8 @@ pub async fn run(args: DemoArgs) -> Result<(), ServerError> {
         .map_err(|e| crate::config::ConfigError::Invalid(e.to_string()))?;
     std::fs::write(dir.join("demo-cert.pem"), &cert.cert_pem)?;
     std::fs::write(dir.join("demo-key.pem"), &cert.key_pem)?;
+    let (demo_key, demo_key_hash) = apikey::generate(KeyKind::Secret, false, "acme")
+        .map_err(|e| crate::config::ConfigError::Invalid(format!("demo key: {e}")))?;
     let acme = upstreams::start("acme").await?;
     let globex = upstreams::start("globex").await?;
     let config = format!(
@@ -67,6 +71,20 @@ endpoints = [{{ address = "{acme}" }}]
 balance = {{ policy = "least_request" }}
 health_check = {{ path = "/healthz", interval_ms = 2000 }}
 
+[[api_keys]]
+key_id = "demo-key"
+app = "acme"
+kind = "secret"
+sha256 = "{demo_key_hash}"
+scopes = ["orders:read"]
+
+[[routes]]
+id = "acme-private"
+hostname = "acme.{DOMAIN}"
+path_prefix = "/private"
+app = "acme"
+auth = {{ api_keys = true, require_scopes = ["orders:read"] }}
+
 [[apps]]
 id = "globex"
 hostnames = ["globex.{DOMAIN}"]
@@ -85,7 +103,7 @@ endpoints = [{{ address = "{globex}" }}]
     );
     let path = dir.join("tollgate.toml");
     std::fs::write(&path, config)?;
-    print_tour(&args, &dir);
+    print_tour(&args, &dir, &demo_key);
     server::run(RunOptions {
         config: path,
         ready_file: None,
@@ -94,7 +112,7 @@ endpoints = [{{ address = "{globex}" }}]
     .await
 }
 
-fn print_tour(args: &DemoArgs, dir: &std::path::Path) {
+fn print_tour(args: &DemoArgs, dir: &std::path::Path, key: &str) {
     let https = args.https_port;
     let ca = dir.join("demo-cert.pem");
     let curl = |host: &str| {
@@ -111,6 +129,9 @@ Tollgate demo is starting. Config: {cfg}
   {api}/v1/acme/orders?id=7
   # tenant hostname, HTTP/2 over TLS, streamed server-sent events
   {acme}/events --http2 -N
+    # a route that needs an API key: 401 without, 200 with (the proxy only knows its SHA-256)
+  {acme}/private/orders -i
+  {acme}/private/orders -H 'authorization: Bearer {key}'
   # another tenant, its own upstream
   {globex}/
   # suspended app -> 503, unknown app -> 404 (JSON errors)
