@@ -6,6 +6,7 @@
 //! pools, health and counters live in the proxy, keyed by the specs defined here.
 
 pub mod auth;
+pub mod edge;
 pub mod host;
 pub mod l4;
 pub mod matcher;
@@ -15,6 +16,7 @@ pub mod validate;
 mod validate_auth;
 
 pub use auth::{ApiKeySpec, AuthPolicy, KeyKind, OidcIssuerSpec, SUPPORTED_ALGORITHMS};
+pub use edge::{EdgeApp, EdgeCert, EdgeConfig, EdgeError, EdgeEvent};
 pub use l4::{L4Route, L4Table};
 pub use matcher::{Matched, RouteTable};
 pub use model::{

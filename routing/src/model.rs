@@ -255,6 +255,25 @@ pub struct ClusterSpec {
     pub retry: RetrySpec,
 }
 
+impl ClusterSpec {
+    /// A cluster with no endpoints yet and default settings.
+    pub fn empty() -> Self {
+        ClusterSpec {
+            endpoints: Vec::new(),
+            protocol: UpstreamProtocol::default(),
+            balance: BalancePolicy::default(),
+            tls_ca_file: None,
+            tls_server_name: None,
+            connect_timeout_ms: default_connect_timeout(),
+            response_header_timeout_ms: default_response_header_timeout(),
+            idle_timeout_ms: default_idle_timeout(),
+            health_check: None,
+            outlier: OutlierSpec::default(),
+            retry: RetrySpec::default(),
+        }
+    }
+}
+
 /// What a route's listener does with a connection.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

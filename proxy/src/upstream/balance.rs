@@ -48,6 +48,9 @@ impl Balancer {
             }
             BalancePolicy::LeastRequest => {
                 let n = endpoints.len();
+                if n == 0 {
+                    return None;
+                }
                 // Two distinct candidates: drawing the same one twice would send a share of
                 // the traffic to a loaded endpoint without any comparison.
                 let a = fastrand::usize(..n);

@@ -1,0 +1,452 @@
+//! The edge config as the control service projects it from its event log, and the
+//! events that change it. The control service and every proxy apply the same events
+//! with [`EdgeConfig::apply`], so both sides agree on what an event means.
+//!
+//! `apply` checks structure (the app exists, the route id is free); whether the
+//! result is servable is [`crate::validate`] on [`EdgeConfig::routing_spec`].
+
+use crate::auth::{ApiKeySpec, AuthPolicy, OidcIssuerSpec};
+use crate::model::{
+    AppSpec, AppStatus, ClusterSpec, EndpointSpec, PortPolicy, RouteSpec, RoutingSpec,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// An app as the control plane tracks it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EdgeApp {
+    pub id: String,
+    pub status: AppStatus,
+    /// Set while a deletion's grace period runs: routes answer 503 and keys fail.
+    #[serde(default)]
+    pub deleting_until: Option<i64>,
+    pub upstreams: BTreeMap<String, ClusterSpec>,
+    #[serde(default)]
+    pub auth: Option<AuthPolicy>,
+}
+
+/// A certificate and the hostnames it is served for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeCert {
+    pub id: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub names: Vec<String>,
+}
+
+/// Everything proxies serve, keyed for deterministic order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EdgeConfig {
+    #[serde(default)]
+    pub api_hosts: Vec<String>,
+    #[serde(default)]
+    pub port_policy: PortPolicy,
+    #[serde(default)]
+    pub apps: BTreeMap<String, EdgeApp>,
+    #[serde(default)]
+    pub routes: BTreeMap<String, RouteSpec>,
+    /// Hostname to the app it belongs to (one app at a time).
+    #[serde(default)]
+    pub hostnames: BTreeMap<String, String>,
+    #[serde(default)]
+    pub certificates: BTreeMap<String, EdgeCert>,
+    #[serde(default)]
+    pub api_keys: BTreeMap<String, ApiKeySpec>,
+    #[serde(default)]
+    pub oidc_issuers: BTreeMap<String, OidcIssuerSpec>,
+    /// Per-app rate limits and budgets, opaque here.
+    #[serde(default)]
+    pub limits: BTreeMap<String, serde_json::Value>,
+}
+
+/// An event that changes what the edge serves. The serde tag is the `event_type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EdgeEvent {
+    AppCreated {
+        app_id: String,
+        #[serde(default)]
+        auth: Option<AuthPolicy>,
+    },
+    AppSuspended {
+        app_id: String,
+    },
+    AppResumed {
+        app_id: String,
+    },
+    AppAuthChanged {
+        app_id: String,
+        auth: Option<AuthPolicy>,
+    },
+    AppDeletionScheduled {
+        app_id: String,
+        until_unix: i64,
+    },
+    AppRemoved {
+        app_id: String,
+    },
+    /// Creates or replaces a cluster's settings; its endpoints are kept.
+    UpstreamConfigured {
+        app_id: String,
+        name: String,
+        cluster: ClusterSpec,
+    },
+    InstanceAdded {
+        app_id: String,
+        upstream: String,
+        endpoint: EndpointSpec,
+    },
+    InstanceRemoved {
+        app_id: String,
+        upstream: String,
+        address: String,
+    },
+    RouteCreated {
+        route: RouteSpec,
+    },
+    RouteDeleted {
+        route_id: String,
+    },
+    HostnameBound {
+        hostname: String,
+        app_id: String,
+    },
+    HostnameRebound {
+        hostname: String,
+        from_app: String,
+        to_app: String,
+    },
+    HostnameUnbound {
+        hostname: String,
+    },
+    CertificateUploaded {
+        cert: EdgeCert,
+    },
+    CertificateRotated {
+        cert_id: String,
+        cert_pem: String,
+        key_pem: String,
+    },
+    CertificateRemoved {
+        cert_id: String,
+    },
+    ApiKeyCreated {
+        key: ApiKeySpec,
+    },
+    ApiKeyRevoked {
+        key_id: String,
+    },
+    LimitsSet {
+        app_id: String,
+        limits: serde_json::Value,
+    },
+    IssuerConfigured {
+        issuer: OidcIssuerSpec,
+    },
+    IssuerRemoved {
+        name: String,
+    },
+    ApiHostsSet {
+        hosts: Vec<String>,
+    },
+    PortPolicySet {
+        policy: PortPolicy,
+    },
+}
+
+impl EdgeEvent {
+    /// The `event_type` stored in the log (the serde tag).
+    pub fn event_type(&self) -> &'static str {
+        use EdgeEvent::*;
+        match self {
+            AppCreated { .. } => "app_created",
+            AppSuspended { .. } => "app_suspended",
+            AppResumed { .. } => "app_resumed",
+            AppAuthChanged { .. } => "app_auth_changed",
+            AppDeletionScheduled { .. } => "app_deletion_scheduled",
+            AppRemoved { .. } => "app_removed",
+            UpstreamConfigured { .. } => "upstream_configured",
+            InstanceAdded { .. } => "instance_added",
+            InstanceRemoved { .. } => "instance_removed",
+            RouteCreated { .. } => "route_created",
+            RouteDeleted { .. } => "route_deleted",
+            HostnameBound { .. } => "hostname_bound",
+            HostnameRebound { .. } => "hostname_rebound",
+            HostnameUnbound { .. } => "hostname_unbound",
+            CertificateUploaded { .. } => "certificate_uploaded",
+            CertificateRotated { .. } => "certificate_rotated",
+            CertificateRemoved { .. } => "certificate_removed",
+            ApiKeyCreated { .. } => "api_key_created",
+            ApiKeyRevoked { .. } => "api_key_revoked",
+            LimitsSet { .. } => "limits_set",
+            IssuerConfigured { .. } => "issuer_configured",
+            IssuerRemoved { .. } => "issuer_removed",
+            ApiHostsSet { .. } => "api_hosts_set",
+            PortPolicySet { .. } => "port_policy_set",
+        }
+    }
+}
+
+/// An event that does not fit the current state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EdgeError {
+    #[error("no app `{0}`")]
+    NoApp(String),
+    #[error("app `{0}` already exists")]
+    AppExists(String),
+    #[error("app `{app}` has no upstream `{upstream}`")]
+    NoUpstream { app: String, upstream: String },
+    #[error("route `{0}` already exists")]
+    RouteExists(String),
+    #[error("a route needs an id")]
+    RouteWithoutId,
+    #[error("no route `{0}`")]
+    NoRoute(String),
+    #[error("hostname `{hostname}` is bound to app `{app}`")]
+    HostnameTaken { hostname: String, app: String },
+    #[error("hostname `{0}` is not bound as stated")]
+    HostnameNotBound(String),
+    #[error("no certificate `{0}`")]
+    NoCertificate(String),
+    #[error("certificate `{0}` already exists")]
+    CertificateExists(String),
+    #[error("key `{0}` already exists")]
+    KeyExists(String),
+    #[error("no key `{0}`")]
+    NoKey(String),
+    #[error("no issuer `{0}`")]
+    NoIssuer(String),
+}
+
+impl EdgeConfig {
+    fn app_mut(&mut self, id: &str) -> Result<&mut EdgeApp, EdgeError> {
+        self.apps
+            .get_mut(id)
+            .ok_or_else(|| EdgeError::NoApp(id.to_string()))
+    }
+
+    /// Applies one event; on error nothing changed.
+    pub fn apply(&mut self, event: &EdgeEvent) -> Result<(), EdgeError> {
+        use EdgeEvent::*;
+        match event {
+            AppCreated { app_id, auth } => {
+                if self.apps.contains_key(app_id) {
+                    return Err(EdgeError::AppExists(app_id.clone()));
+                }
+                let default = ClusterSpec::empty();
+                self.apps.insert(
+                    app_id.clone(),
+                    EdgeApp {
+                        id: app_id.clone(),
+                        status: AppStatus::Active,
+                        deleting_until: None,
+                        upstreams: BTreeMap::from([("default".to_string(), default)]),
+                        auth: auth.clone(),
+                    },
+                );
+            }
+            AppSuspended { app_id } => self.app_mut(app_id)?.status = AppStatus::Suspended,
+            AppResumed { app_id } => {
+                let app = self.app_mut(app_id)?;
+                app.status = AppStatus::Active;
+                app.deleting_until = None;
+            }
+            AppAuthChanged { app_id, auth } => self.app_mut(app_id)?.auth = auth.clone(),
+            AppDeletionScheduled { app_id, until_unix } => {
+                let app = self.app_mut(app_id)?;
+                app.status = AppStatus::Suspended;
+                app.deleting_until = Some(*until_unix);
+            }
+            AppRemoved { app_id } => {
+                self.apps
+                    .remove(app_id)
+                    .ok_or_else(|| EdgeError::NoApp(app_id.clone()))?;
+                self.routes.retain(|_, r| r.app != *app_id);
+                self.hostnames.retain(|_, a| a != app_id);
+                self.api_keys.retain(|_, k| k.app != *app_id);
+                self.limits.remove(app_id);
+            }
+            UpstreamConfigured {
+                app_id,
+                name,
+                cluster,
+            } => {
+                let app = self.app_mut(app_id)?;
+                let endpoints = app
+                    .upstreams
+                    .get(name)
+                    .map(|c| c.endpoints.clone())
+                    .unwrap_or_default();
+                let mut c = cluster.clone();
+                c.endpoints = endpoints;
+                app.upstreams.insert(name.clone(), c);
+            }
+            InstanceAdded {
+                app_id,
+                upstream,
+                endpoint,
+            } => {
+                let c = cluster_mut(self.app_mut(app_id)?, upstream)?;
+                c.endpoints.retain(|e| e.address != endpoint.address);
+                c.endpoints.push(endpoint.clone());
+            }
+            InstanceRemoved {
+                app_id,
+                upstream,
+                address,
+            } => {
+                cluster_mut(self.app_mut(app_id)?, upstream)?
+                    .endpoints
+                    .retain(|e| e.address != *address);
+            }
+            RouteCreated { route } => {
+                let id = route.id.clone().ok_or(EdgeError::RouteWithoutId)?;
+                if !self.apps.contains_key(&route.app) {
+                    return Err(EdgeError::NoApp(route.app.clone()));
+                }
+                if self.routes.contains_key(&id) {
+                    return Err(EdgeError::RouteExists(id));
+                }
+                self.routes.insert(id, route.clone());
+            }
+            RouteDeleted { route_id } => {
+                self.routes
+                    .remove(route_id)
+                    .ok_or_else(|| EdgeError::NoRoute(route_id.clone()))?;
+            }
+            HostnameBound { hostname, app_id } => {
+                if !self.apps.contains_key(app_id) {
+                    return Err(EdgeError::NoApp(app_id.clone()));
+                }
+                if let Some(app) = self.hostnames.get(hostname) {
+                    return Err(EdgeError::HostnameTaken {
+                        hostname: hostname.clone(),
+                        app: app.clone(),
+                    });
+                }
+                self.hostnames.insert(hostname.clone(), app_id.clone());
+            }
+            HostnameRebound {
+                hostname,
+                from_app,
+                to_app,
+            } => {
+                if self.hostnames.get(hostname) != Some(from_app) {
+                    return Err(EdgeError::HostnameNotBound(hostname.clone()));
+                }
+                if !self.apps.contains_key(to_app) {
+                    return Err(EdgeError::NoApp(to_app.clone()));
+                }
+                self.hostnames.insert(hostname.clone(), to_app.clone());
+            }
+            HostnameUnbound { hostname } => {
+                self.hostnames
+                    .remove(hostname)
+                    .ok_or_else(|| EdgeError::HostnameNotBound(hostname.clone()))?;
+            }
+            CertificateUploaded { cert } => {
+                if self.certificates.contains_key(&cert.id) {
+                    return Err(EdgeError::CertificateExists(cert.id.clone()));
+                }
+                self.certificates.insert(cert.id.clone(), cert.clone());
+            }
+            CertificateRotated {
+                cert_id,
+                cert_pem,
+                key_pem,
+            } => {
+                let c = self
+                    .certificates
+                    .get_mut(cert_id)
+                    .ok_or_else(|| EdgeError::NoCertificate(cert_id.clone()))?;
+                c.cert_pem = cert_pem.clone();
+                c.key_pem = key_pem.clone();
+            }
+            CertificateRemoved { cert_id } => {
+                self.certificates
+                    .remove(cert_id)
+                    .ok_or_else(|| EdgeError::NoCertificate(cert_id.clone()))?;
+            }
+            ApiKeyCreated { key } => {
+                if !self.apps.contains_key(&key.app) {
+                    return Err(EdgeError::NoApp(key.app.clone()));
+                }
+                if self.api_keys.contains_key(&key.key_id) {
+                    return Err(EdgeError::KeyExists(key.key_id.clone()));
+                }
+                self.api_keys.insert(key.key_id.clone(), key.clone());
+            }
+            ApiKeyRevoked { key_id } => {
+                self.api_keys
+                    .remove(key_id)
+                    .ok_or_else(|| EdgeError::NoKey(key_id.clone()))?;
+            }
+            LimitsSet { app_id, limits } => {
+                self.app_mut(app_id)?;
+                self.limits.insert(app_id.clone(), limits.clone());
+            }
+            IssuerConfigured { issuer } => {
+                self.oidc_issuers
+                    .insert(issuer.name.clone(), issuer.clone());
+            }
+            IssuerRemoved { name } => {
+                self.oidc_issuers
+                    .remove(name)
+                    .ok_or_else(|| EdgeError::NoIssuer(name.clone()))?;
+            }
+            ApiHostsSet { hosts } => self.api_hosts = hosts.clone(),
+            PortPolicySet { policy } => self.port_policy = policy.clone(),
+        }
+        Ok(())
+    }
+
+    /// The routing model proxies compile; apps being deleted keep no keys.
+    pub fn routing_spec(&self) -> RoutingSpec {
+        let apps = self
+            .apps
+            .values()
+            .map(|a| AppSpec {
+                id: a.id.clone(),
+                status: a.status,
+                hostnames: self
+                    .hostnames
+                    .iter()
+                    .filter(|(_, app)| **app == a.id)
+                    .map(|(h, _)| h.clone())
+                    .collect(),
+                api_rewrite: "/".into(),
+                upstreams: a.upstreams.clone(),
+                default_upstream: "default".into(),
+                splits: Vec::new(),
+                max_body_bytes: None,
+                auth: a.auth.clone(),
+            })
+            .collect();
+        let deleting = |app: &str| {
+            self.apps
+                .get(app)
+                .is_none_or(|a| a.deleting_until.is_some())
+        };
+        RoutingSpec {
+            api_hosts: self.api_hosts.clone(),
+            apps,
+            routes: self.routes.values().cloned().collect(),
+            port_policy: self.port_policy.clone(),
+            api_keys: self
+                .api_keys
+                .values()
+                .filter(|k| !deleting(&k.app))
+                .cloned()
+                .collect(),
+            oidc_issuers: self.oidc_issuers.values().cloned().collect(),
+        }
+    }
+}
+
+fn cluster_mut<'a>(app: &'a mut EdgeApp, name: &str) -> Result<&'a mut ClusterSpec, EdgeError> {
+    let id = app.id.clone();
+    app.upstreams.get_mut(name).ok_or(EdgeError::NoUpstream {
+        app: id,
+        upstream: name.to_string(),
+    })
+}
