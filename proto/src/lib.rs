@@ -8,13 +8,23 @@
 //! - `google.rpc.Status` ([`google::rpc`]): the rich error model carried in
 //!   `grpc-status-details-bin`.
 //!
-//! The control API will live here too. [`FILE_DESCRIPTOR_SET`] describes every
+//! - `tollgate.control.v1.EdgeFeed` ([`control::v1`]): the control service's
+//!   snapshot-then-deltas feed that proxies follow by event id.
+//!
+//! [`FILE_DESCRIPTOR_SET`] describes every
 //! compiled file (imports included) for reflection-based JSON transcoding.
 
 pub mod testsvc;
 
 /// Generated code, nested by protobuf package so cross-package paths resolve.
 pub mod tollgate {
+        /// `tollgate.control.*` packages.
+    pub mod control {
+        /// `tollgate.control.v1`: the proxies' feed (`edge_feed_client`, `edge_feed_server`).
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/tollgate.control.v1.rs"));
+        }
+    }
     /// `tollgate.test.*` packages.
     pub mod test {
         /// `tollgate.test.v1`: messages, `test_service_client`, `test_service_server`.
@@ -33,7 +43,7 @@ pub mod google {
 }
 
 pub use testsvc::{TestServiceImpl, serve, serve_with_shutdown};
-pub use tollgate::test;
+pub use tollgate::{control, test};
 
 /// Encoded `google.protobuf.FileDescriptorSet` of all compiled `.proto` files,
 /// including imports and source info.
