@@ -15,6 +15,7 @@
 //! [`CertResolver::swap`]. It must not panic on any input: bad input is a
 //! [`CertError`], and an unknown server name makes the handshake fail cleanly.
 
+mod client;
 mod clock;
 mod error;
 mod fingerprint;
@@ -25,6 +26,7 @@ mod source;
 mod store;
 mod tls_config;
 
+pub use client::client_config;
 pub use error::{CertError, CertProblem};
 pub use resolver::CertResolver;
 pub use selfsigned::self_signed;

@@ -10,12 +10,8 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use rustls::RootCertStore;
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 use serde_json::Value;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 use tollgate_routing::OidcIssuerSpec;
 
@@ -171,32 +167,10 @@ fn is_loopback(host: &str) -> bool {
 }
 
 fn tls_config(spec: &OidcIssuerSpec) -> Result<rustls::ClientConfig, TokenError> {
-    let mut roots = RootCertStore::empty();
-    match &spec.ca_file {
-        Some(path) => {
-            let bad = |reason: String| {
-                tracing::error!(issuer = %spec.issuer, ca_file = %path, %reason, "cannot use CA file");
-                TokenError::InvalidConfig
-            };
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                .map_err(|e| bad(e.to_string()))?
-                .collect::<Result<_, _>>()
-                .map_err(|e| bad(e.to_string()))?;
-            if certs.is_empty() {
-                return Err(bad("no certificate in file".into()));
-            }
-            for cert in certs {
-                roots.add(cert).map_err(|e| bad(e.to_string()))?;
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|_| TokenError::InvalidConfig)?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+    tollgate_certs::client_config(spec.ca_file.as_deref()).map_err(|reason| {
+        tracing::error!(issuer = %spec.issuer, ca_file = ?spec.ca_file, %reason, "cannot use CA file");
+        TokenError::InvalidConfig
+    })
 }
 
 #[cfg(test)]

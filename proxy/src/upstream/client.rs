@@ -5,10 +5,7 @@ use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilde
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use rustls::RootCertStore;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
-use std::sync::Arc;
+use rustls_pki_types::ServerName;
 use std::time::Duration;
 use tollgate_routing::ClusterSpec;
 
@@ -67,29 +64,10 @@ pub fn build(spec: &ClusterSpec) -> Result<UpstreamClient, ClientError> {
 }
 
 fn tls_config(spec: &ClusterSpec) -> Result<rustls::ClientConfig, ClientError> {
-    let mut roots = RootCertStore::empty();
-    match &spec.tls_ca_file {
-        Some(path) => {
-            let bad = |reason: String| ClientError::CaFile {
-                path: path.clone(),
-                reason,
-            };
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                .map_err(|e| bad(e.to_string()))?
-                .collect::<Result<_, _>>()
-                .map_err(|e| bad(e.to_string()))?;
-            if certs.is_empty() {
-                return Err(bad("no certificate in file".into()));
-            }
-            for c in certs {
-                roots.add(c).map_err(|e| bad(e.to_string()))?;
-            }
+    tollgate_certs::client_config(spec.tls_ca_file.as_deref()).map_err(|reason| {
+        ClientError::CaFile {
+            path: spec.tls_ca_file.clone().unwrap_or_default(),
+            reason,
         }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+    })
 }
