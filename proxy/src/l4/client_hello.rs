@@ -178,19 +178,22 @@ fn host_name(raw: &[u8]) -> Result<String, HelloError> {
 mod tests {
     use super::*;
 
-    /// A ClientHello made by rustls itself for `sni`.
-    fn real_hello(sni: &str) -> Vec<u8> {
+    /// A ClientHello made by rustls itself for `name`.
+    fn hello_for(name: rustls::pki_types::ServerName<'static>) -> Vec<u8> {
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let cfg = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_root_certificates(rustls::RootCertStore::empty())
             .with_no_client_auth();
-        let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
         let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), name).unwrap();
         let mut out = Vec::new();
         conn.write_tls(&mut out).unwrap();
         out
+    }
+
+    fn real_hello(sni: &str) -> Vec<u8> {
+        hello_for(rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap())
     }
 
     #[test]
@@ -231,17 +234,8 @@ mod tests {
     #[test]
     fn hello_without_sni() {
         // rustls omits SNI for IP addresses.
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth();
         let ip = rustls::pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
-        let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), ip).unwrap();
-        let mut out = Vec::new();
-        conn.write_tls(&mut out).unwrap();
-        assert_eq!(parse(&out).unwrap().sni, None);
+        assert_eq!(parse(&hello_for(ip)).unwrap().sni, None);
     }
 
     #[test]
