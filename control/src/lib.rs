@@ -3,3 +3,4 @@
 //!
 //! A placeholder until the control-service work lands; proxies run from a static
 //! config file today.
+pub mod store;
