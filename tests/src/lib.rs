@@ -4,6 +4,7 @@
 //! Tests live in `tests/tests/`; this library is what they share. The binary must be
 //! built first (`cargo build --bins`, done by `scripts/test`).
 
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod grpc;
