@@ -9,7 +9,7 @@ use prost::Message;
 const PROTO_ROOT: &str = "proto";
 const PROTOS: &[&str] = &[
     "proto/tollgate/test/v1/test.proto",
-        "proto/google/rpc/status.proto",
+    "proto/google/rpc/status.proto",
     "proto/tollgate/control/v1/control.proto",
 ];
 

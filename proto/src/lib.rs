@@ -18,7 +18,7 @@ pub mod testsvc;
 
 /// Generated code, nested by protobuf package so cross-package paths resolve.
 pub mod tollgate {
-        /// `tollgate.control.*` packages.
+    /// `tollgate.control.*` packages.
     pub mod control {
         /// `tollgate.control.v1`: the proxies' feed (`edge_feed_client`, `edge_feed_server`).
         pub mod v1 {
