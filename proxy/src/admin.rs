@@ -114,5 +114,6 @@ fn config_view(shared: &Shared) -> Value {
         "routes": state.snapshot.spec.routes,
         "upstreams": upstreams,
         "certificates": certs,
+        "control": shared.control.get().map(|c| c.view()),
     })
 }

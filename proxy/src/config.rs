@@ -4,6 +4,7 @@
 //! files and builds everything a reload would swap in, so an invalid file is refused as
 //! a whole before anything running changes.
 
+use crate::control_client::ControlConfig;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -43,6 +44,9 @@ pub struct ProxyConfig {
     pub api_keys: Vec<ApiKeySpec>,
     #[serde(default)]
     pub oidc_issuers: Vec<OidcIssuerSpec>,
+    /// Follow the control service for routing instead of the tables above.
+    #[serde(default)]
+    pub control: Option<ControlConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -272,6 +276,27 @@ impl ProxyConfig {
                 tls.options()?;
             }
         }
+        if let Some(control) = &self.control {
+            control.check()?;
+            let declared: Vec<&str> = [
+                ("apps", !self.apps.is_empty()),
+                ("routes", !self.routes.is_empty()),
+                ("api_keys", !self.api_keys.is_empty()),
+                ("oidc_issuers", !self.oidc_issuers.is_empty()),
+                ("certificates", !self.certificates.is_empty()),
+                ("api_hosts", !self.api_hosts.is_empty()),
+                ("port_policy", self.port_policy != PortPolicy::default()),
+            ]
+            .into_iter()
+            .filter_map(|(name, set)| set.then_some(name))
+            .collect();
+            if !declared.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "[control] is set, so routing comes only from the control service; remove {} from the file",
+                    declared.join(", ")
+                )));
+            }
+        }
         if self.limits.max_header_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "limits.max_header_bytes must be at least 1024".into(),
@@ -299,7 +324,10 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         });
     }
     let mut certs = CertStore::build(&sources)?;
-    if let Some(name) = &config.default_certificate {
+    // With [control] the certificates, and so the default's, come from the service.
+    if let Some(name) = &config.default_certificate
+        && config.control.is_none()
+    {
         certs = certs.with_default(name)?;
     }
     Ok(Loaded {

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod control_client;
 pub mod demo;
 pub mod http;
 pub mod l4;

@@ -12,6 +12,14 @@ use tokio::sync::watch;
 
 /// Reloads `path` into `shared` and records the result.
 pub async fn reload(shared: &Arc<Shared>, path: &Path, trigger: &str) -> Result<u64, ConfigError> {
+    if shared.control.get().is_some() {
+        tracing::info!(
+            trigger,
+            "config file changed: routing is controlled remotely by the control service; \
+             listener, admin, limit and log changes need a restart"
+        );
+        return Ok(shared.state.load().snapshot.version);
+    }
     let _one_at_a_time = shared.reload_lock.lock().await;
     let owned = path.to_path_buf();
     let target = shared.clone();

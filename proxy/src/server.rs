@@ -4,6 +4,7 @@
 use crate::admin;
 use crate::config::ListenerMode;
 use crate::config::{self, ConfigError};
+use crate::control_client::{self, ControlSettings};
 use crate::l4::{self, L4Mode, limits::ConnLimits};
 use crate::listen::{self, HttpBuilders, ListenError};
 use crate::logging;
@@ -59,10 +60,23 @@ pub async fn run(opts: RunOptions) -> Result<(), ServerError> {
         .await
         .map_err(|e| ConfigError::Invalid(e.to_string()))??;
     logging::init(loaded.config.log.format);
+    let control = match &loaded.config.control {
+        Some(c) => Some(ControlSettings::resolve(
+            c,
+            &opts.config,
+            loaded.config.default_certificate.clone(),
+        )?),
+        None => None,
+    };
     let listeners = loaded.config.listeners.clone();
     let admin_addr = loaded.config.admin.listen;
     let drain = Duration::from_millis(loaded.config.limits.drain_timeout_ms);
     let shared = Shared::new(loaded, Arc::new(Metrics::new()?))?;
+    // The persisted control snapshot is served before any listener accepts.
+    let follower = match &control {
+        Some(settings) => Some(control_client::prepare(&shared, settings).await),
+        None => None,
+    };
     let builders = Arc::new(HttpBuilders::new(&shared.limits));
     let bound = listen::bind(&listeners, &shared).await?;
     let admin = TcpListener::bind(admin_addr)
@@ -96,6 +110,9 @@ pub async fn run(opts: RunOptions) -> Result<(), ServerError> {
         initial,
         stop_rx.clone(),
     ));
+    if let (Some(follower), Some(settings)) = (follower, control) {
+        tokio::spawn(control_client::run(follower, settings, stop_rx.clone()));
+    }
     let mut serving = tokio::task::JoinSet::new();
     let conn_limits = Arc::new(ConnLimits::default());
     for b in bound {

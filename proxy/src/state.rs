@@ -3,17 +3,18 @@
 
 use crate::auth::AuthState;
 use crate::config::{ConfigError, Limits, Loaded};
+use crate::control_client::ControlStatus;
 use crate::metrics::Metrics;
 use crate::upstream::Upstreams;
 use arc_swap::ArcSwap;
 use prometheus::IntGauge;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
-use tollgate_certs::CertResolver;
+use tollgate_certs::{CertResolver, CertStore};
 use tollgate_filters::apikey::KeyStore;
 use tollgate_filters::oidc::IssuerRegistry;
-use tollgate_routing::Snapshot;
+use tollgate_routing::{RoutingSpec, Snapshot};
 
 /// One config generation: routes and the upstream clusters they point at.
 #[derive(Debug)]
@@ -57,6 +58,8 @@ pub struct Shared {
     pub streams_h2: IntGauge,
     /// Serialises reloads so two never race to swap.
     pub reload_lock: tokio::sync::Mutex<()>,
+    /// Set once at start when routing comes from the control service.
+    pub control: OnceLock<Arc<ControlStatus>>,
 }
 
 impl Shared {
@@ -74,6 +77,7 @@ impl Shared {
             access_log: loaded.config.log.access_log,
             draining: AtomicBool::new(false),
             reload_lock: tokio::sync::Mutex::new(()),
+            control: OnceLock::new(),
             metrics,
         };
         Ok(Arc::new(shared))
@@ -81,20 +85,26 @@ impl Shared {
 
     /// Swaps in a new config; on error nothing changes. Returns the new version.
     pub fn apply(&self, loaded: Loaded) -> Result<u64, ConfigError> {
+        self.apply_parts(loaded.routing, loaded.certs)
+    }
+
+    /// Swaps in routes and certificates from any source (the config file or the
+    /// control service); on error nothing changes. Returns the new version.
+    pub fn apply_parts(&self, routing: RoutingSpec, certs: CertStore) -> Result<u64, ConfigError> {
         let started = Instant::now();
         let current = self.state.load();
         let version = current.snapshot.version + 1;
         let state = ProxyState::build(
-            Arc::new(loaded.snapshot(version)?),
+            Arc::new(Snapshot::build(routing, version)?),
             Some(&current),
             &self.metrics,
         )?;
-        let certs = loaded.certs.len();
+        let cert_count = certs.len();
         // Routes and certificates change together, right after each other.
         self.state.store(Arc::new(state));
-        self.certs.swap(loaded.certs);
+        self.certs.swap(certs);
         self.metrics.config_version.set(version as i64);
-        self.metrics.certificates_loaded.set(certs as i64);
+        self.metrics.certificates_loaded.set(cert_count as i64);
         self.metrics
             .apply_duration
             .observe(started.elapsed().as_secs_f64());

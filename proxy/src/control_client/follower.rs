@@ -1,0 +1,327 @@
+//! The proxy's copy of the control service's edge model and the cursor it is current
+//! at, and turning it into the servable config.
+
+use super::ControlStatus;
+use super::persist::{PersistedState, Persister};
+use crate::config::ConfigError;
+use crate::state::Shared;
+use std::sync::Arc;
+use tollgate_certs::{CertSource, CertStore};
+use tollgate_routing::{EdgeConfig, EdgeEvent};
+
+/// One message of the feed, decoded.
+#[derive(Debug, Clone)]
+pub enum Update {
+    /// The whole model as of `event_id`.
+    Snapshot { event_id: i64, config: EdgeConfig },
+    /// One event after the cursor.
+    Delta { event_id: i64, event: EdgeEvent },
+    /// A delta whose JSON does not decode as an [`EdgeEvent`].
+    BadDelta {
+        event_id: i64,
+        event_type: String,
+        error: String,
+    },
+    /// A snapshot whose JSON does not decode as an [`EdgeConfig`].
+    BadSnapshot { event_id: i64, error: String },
+}
+
+impl Update {
+    /// Decodes a snapshot's `config_json`.
+    pub fn snapshot(event_id: i64, json: &[u8]) -> Update {
+        match serde_json::from_slice(json) {
+            Ok(config) => Update::Snapshot { event_id, config },
+            Err(e) => Update::BadSnapshot {
+                event_id,
+                error: e.to_string(),
+            },
+        }
+    }
+
+    /// Decodes a delta's `event_json`.
+    pub fn delta(event_id: i64, event_type: &str, json: &[u8]) -> Update {
+        match serde_json::from_slice(json) {
+            Ok(event) => Update::Delta { event_id, event },
+            Err(e) => Update::BadDelta {
+                event_id,
+                event_type: event_type.to_string(),
+                error: e.to_string(),
+            },
+        }
+    }
+}
+
+/// What the feed should do after a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Keep following.
+    Continue,
+    /// The model no longer fits the log: ask for a fresh snapshot (`after_event_id = 0`).
+    Resync,
+    /// The service sent something unusable that a resync would only repeat: reconnect
+    /// with backoff.
+    Broken(String),
+}
+
+/// The model, its cursor, and where a servable result goes.
+pub struct Follower {
+    shared: Arc<Shared>,
+    status: Arc<ControlStatus>,
+    model: EdgeConfig,
+    cursor: i64,
+    default_certificate: Option<String>,
+    persister: Option<Persister>,
+    /// Set until a snapshot arrives: the next request asks for one.
+    needs_snapshot: bool,
+    /// The model came from a snapshot sent for a forced resync and no delta has applied
+    /// cleanly since; another resync cannot repair a structural failure now.
+    fresh_from_resync: bool,
+    awaiting_resync: bool,
+}
+
+impl Follower {
+    pub fn new(
+        shared: Arc<Shared>,
+        status: Arc<ControlStatus>,
+        default_certificate: Option<String>,
+        persister: Option<Persister>,
+    ) -> Self {
+        Follower {
+            shared,
+            status,
+            model: EdgeConfig::default(),
+            cursor: 0,
+            default_certificate,
+            persister,
+            needs_snapshot: true,
+            fresh_from_resync: false,
+            awaiting_resync: false,
+        }
+    }
+
+    /// The last event folded into the model.
+    pub fn cursor(&self) -> i64 {
+        self.cursor
+    }
+
+    /// Whether the next request must ask for a snapshot rather than resume.
+    pub fn needs_snapshot(&self) -> bool {
+        self.needs_snapshot
+    }
+
+    /// `after_event_id` for the next request.
+    pub fn resume_from(&self) -> i64 {
+        if self.awaiting_resync { 0 } else { self.cursor }
+    }
+
+    /// Makes the next request ask for a snapshot (the service cannot resume).
+    pub fn request_snapshot(&mut self) {
+        self.needs_snapshot = true;
+        self.awaiting_resync = true;
+    }
+
+    pub fn status(&self) -> &Arc<ControlStatus> {
+        &self.status
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Serves a persisted state before the feed is reachable. The cursor resumes from
+    /// it even when it does not build, since it is still the log's state at that event.
+    pub async fn restore(&mut self, state: PersistedState) -> Result<u64, ConfigError> {
+        self.model = state.config;
+        self.set_cursor(state.event_id);
+        self.needs_snapshot = false;
+        self.publish(false).await
+    }
+
+    /// Folds `updates` into the model in order, then builds and swaps once.
+    pub async fn apply_batch(&mut self, updates: Vec<Update>) -> Outcome {
+        let mut changed = false;
+        let mut outcome = Outcome::Continue;
+        let metrics = self.shared.metrics.clone();
+        for update in updates {
+            match update {
+                Update::Snapshot { event_id, config } => {
+                    self.model = config;
+                    self.set_cursor(event_id);
+                    self.needs_snapshot = false;
+                    self.fresh_from_resync = std::mem::take(&mut self.awaiting_resync);
+                    changed = true;
+                    metrics
+                        .control_updates
+                        .with_label_values(&["snapshot"])
+                        .inc();
+                    tracing::info!(event_id, "control snapshot received");
+                }
+                Update::BadSnapshot { event_id, error } => {
+                    metrics
+                        .control_apply_errors
+                        .with_label_values(&["decode"])
+                        .inc();
+                    tracing::error!(event_id, error = %error, "control snapshot does not decode; ignored");
+                    outcome = Outcome::Broken(format!("snapshot {event_id} does not decode"));
+                    break;
+                }
+                Update::Delta { event_id, .. } | Update::BadDelta { event_id, .. }
+                    if event_id <= self.cursor =>
+                {
+                    // Resends after a reconnect or a switch between gRPC and polling.
+                    tracing::debug!(
+                        event_id,
+                        cursor = self.cursor,
+                        "control event already applied"
+                    );
+                }
+                Update::Delta { event_id, event } => match self.model.apply(&event) {
+                    Ok(()) => {
+                        self.set_cursor(event_id);
+                        self.fresh_from_resync = false;
+                        changed = true;
+                        metrics.control_updates.with_label_values(&["delta"]).inc();
+                    }
+                    Err(e) => {
+                        metrics
+                            .control_apply_errors
+                            .with_label_values(&["structural"])
+                            .inc();
+                        if self.on_unappliable(event_id, event.event_type(), &e.to_string()) {
+                            outcome = Outcome::Resync;
+                            break;
+                        }
+                    }
+                },
+                Update::BadDelta {
+                    event_id,
+                    event_type,
+                    error,
+                } => {
+                    metrics
+                        .control_apply_errors
+                        .with_label_values(&["decode"])
+                        .inc();
+                    if self.on_unappliable(event_id, &event_type, &error) {
+                        outcome = Outcome::Resync;
+                        break;
+                    }
+                }
+            }
+        }
+        if changed {
+            // The error, if any, is logged and counted inside; the last good config
+            // keeps serving and the model stays where the log says it is.
+            let _ = self.publish(true).await;
+        }
+        outcome
+    }
+
+    /// An event that does not fit the model. Returns whether to resync.
+    ///
+    /// The model should be exactly the service's projection at the cursor, and the
+    /// service applies the same events with the same code, so this means the two have
+    /// diverged (a missed event, a bug, a restored database). The event log is the
+    /// truth: rather than guess, drop the stream and ask for a fresh snapshot
+    /// (`after_event_id = 0`), which replaces the model wholesale. If the model *is*
+    /// such a fresh snapshot and the event still does not fit, another resync would
+    /// loop: the event is skipped and the cursor advances past it, and the next
+    /// snapshot (any reconnect) repairs whatever it would have changed.
+    fn on_unappliable(&mut self, event_id: i64, event_type: &str, error: &str) -> bool {
+        if self.fresh_from_resync {
+            tracing::error!(
+                event_id,
+                event_type,
+                error,
+                "control event does not apply to a fresh snapshot; skipped"
+            );
+            self.set_cursor(event_id);
+            false
+        } else {
+            tracing::error!(
+                event_id,
+                event_type,
+                error,
+                "control event does not apply to the local model; resyncing from a snapshot"
+            );
+            self.needs_snapshot = true;
+            self.awaiting_resync = true;
+            true
+        }
+    }
+
+    fn set_cursor(&mut self, event_id: i64) {
+        self.cursor = event_id;
+        self.status.set_cursor(event_id);
+        self.shared.metrics.control_last_event_id.set(event_id);
+    }
+
+    /// Builds the servable config from the model and swaps it in; on error the running
+    /// config stays. Persists the model after a successful swap when `persist`.
+    async fn publish(&mut self, persist: bool) -> Result<u64, ConfigError> {
+        let routing = self.model.routing_spec();
+        let sources: Vec<CertSource> = self
+            .model
+            .certificates
+            .values()
+            .map(|c| CertSource {
+                cert_pem: c.cert_pem.clone(),
+                key_pem: c.key_pem.clone(),
+                names: (!c.names.is_empty()).then(|| c.names.clone()),
+            })
+            .collect();
+        let default = self.default_certificate.clone();
+        let shared = self.shared.clone();
+        let event_id = self.cursor;
+        let _one_at_a_time = shared.reload_lock.lock().await;
+        let target = shared.clone();
+        // Certificate parsing and compiling routes take a while for big configs:
+        // keep them off the async workers.
+        let result = tokio::task::spawn_blocking(move || {
+            let mut certs = CertStore::build(&sources)?;
+            if let Some(name) = default {
+                certs = match certs.clone().with_default(&name) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "default_certificate: no control certificate covers it");
+                        certs
+                    }
+                };
+            }
+            target.apply_parts(routing, certs)
+        })
+        .await
+        .unwrap_or_else(|e| Err(ConfigError::Invalid(format!("apply task failed: {e}"))));
+        match &result {
+            Ok(version) => {
+                self.status.set_serving(event_id);
+                tracing::info!(event_id, version, "control config applied");
+                if persist && let Some(p) = &self.persister {
+                    p.save(PersistedState {
+                        event_id,
+                        config: self.model.clone(),
+                    });
+                }
+            }
+            Err(e) => {
+                let kind = match e {
+                    ConfigError::Routes(_) => "validation",
+                    ConfigError::Certs(_) => "certificate",
+                    _ => "build",
+                };
+                shared
+                    .metrics
+                    .control_apply_errors
+                    .with_label_values(&[kind])
+                    .inc();
+                tracing::error!(
+                    event_id,
+                    kind,
+                    error = %e,
+                    "control config refused; the last good config keeps serving"
+                );
+            }
+        }
+        result
+    }
+}

@@ -1,0 +1,219 @@
+//! Polling the control service's HTTP API while gRPC is unreachable:
+//! `GET /v1/snapshot` → `{"event_id", "config"}` and
+//! `GET /v1/events?after=<id>&limit=<n>` → `{"events": [{"event_id", "event_type",
+//! "event"}], "last_event_id"}`, both with `Authorization: Bearer <token>`.
+
+use super::follower::{Follower, Outcome, Update};
+use super::settings::ControlSettings;
+use bytes::Bytes;
+use http::{HeaderValue, Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+use tollgate_routing::{EdgeConfig, EdgeEvent};
+
+/// Events asked for per request.
+pub(super) const PAGE: usize = 500;
+const MAX_BODY_BYTES: usize = 256 << 20;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Deserialize)]
+struct SnapshotBody {
+    event_id: i64,
+    config: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct EventsBody {
+    events: Vec<EventItem>,
+}
+
+#[derive(Deserialize)]
+struct EventItem {
+    event_id: i64,
+    #[serde(default)]
+    event_type: String,
+    event: serde_json::Value,
+}
+
+/// Why a poll failed.
+#[derive(Debug)]
+pub(super) enum PollError {
+    /// The service answered with this status.
+    Status(StatusCode, String),
+    Other(String),
+}
+
+impl std::fmt::Display for PollError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PollError::Status(s, body) if body.is_empty() => write!(f, "HTTP {s}"),
+            PollError::Status(s, body) => write!(f, "HTTP {s}: {body}"),
+            PollError::Other(e) => f.write_str(e),
+        }
+    }
+}
+
+/// An HTTP client for one control service.
+pub(super) struct Poller {
+    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    /// `scheme://authority[/prefix]` without a trailing slash.
+    base: String,
+    bearer: Option<HeaderValue>,
+}
+
+impl Poller {
+    pub(super) fn new(url: &Uri, settings: &ControlSettings) -> Result<Self, String> {
+        let tls = tollgate_certs::client_config(settings.ca_file.as_deref())
+            .map_err(|e| format!("[control] ca_file: {e}"))?;
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(Duration::from_secs(5)));
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(tcp);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        let bearer = settings
+            .bearer()
+            .map(|b| HeaderValue::from_str(&b))
+            .transpose()
+            .map_err(|_| "the token is not a valid header value".to_string())?;
+        let text = url.to_string();
+        Ok(Poller {
+            client,
+            base: text.trim_end_matches('/').to_string(),
+            bearer,
+        })
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, PollError> {
+        let other = |e: &dyn std::fmt::Display| PollError::Other(e.to_string());
+        let uri: Uri = format!("{}{path}", self.base)
+            .parse()
+            .map_err(|e| other(&e))?;
+        let mut request = Request::get(uri)
+            .header(header::ACCEPT, "application/json")
+            .body(Empty::new())
+            .map_err(|e| other(&e))?;
+        if let Some(b) = &self.bearer {
+            request
+                .headers_mut()
+                .insert(header::AUTHORIZATION, b.clone());
+        }
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(request))
+            .await
+            .map_err(|_| PollError::Other("timed out".into()))?
+            .map_err(|e| other(&e))?;
+        let status = response.status();
+        let body = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            Limited::new(response.into_body(), MAX_BODY_BYTES).collect(),
+        )
+        .await
+        .map_err(|_| PollError::Other("timed out reading the body".into()))?
+        .map_err(|e| other(&e))?
+        .to_bytes();
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+            return Err(PollError::Status(status, text));
+        }
+        serde_json::from_slice(&body).map_err(|e| PollError::Other(format!("{path}: {e}")))
+    }
+
+    /// `GET /v1/snapshot`: the update and the event id it is current at.
+    async fn snapshot(&self) -> Result<(i64, Update), PollError> {
+        let body: SnapshotBody = self.get("/v1/snapshot").await?;
+        let id = body.event_id;
+        let update = match serde_json::from_value::<EdgeConfig>(body.config) {
+            Ok(config) => Update::Snapshot {
+                event_id: id,
+                config,
+            },
+            Err(e) => Update::BadSnapshot {
+                event_id: id,
+                error: e.to_string(),
+            },
+        };
+        Ok((id, update))
+    }
+
+    /// `GET /v1/events?after=..&limit=..`, in event-id order.
+    async fn events(&self, after: i64) -> Result<Vec<Update>, PollError> {
+        let body: EventsBody = self
+            .get(&format!("/v1/events?after={after}&limit={PAGE}"))
+            .await?;
+        let mut updates: Vec<Update> = body
+            .events
+            .into_iter()
+            .map(
+                |item| match serde_json::from_value::<EdgeEvent>(item.event) {
+                    Ok(event) => Update::Delta {
+                        event_id: item.event_id,
+                        event,
+                    },
+                    Err(e) => Update::BadDelta {
+                        event_id: item.event_id,
+                        event_type: item.event_type,
+                        error: e.to_string(),
+                    },
+                },
+            )
+            .collect();
+        updates.sort_by_key(|u| match u {
+            Update::Delta { event_id, .. } | Update::BadDelta { event_id, .. } => *event_id,
+            _ => 0,
+        });
+        Ok(updates)
+    }
+}
+
+/// One round: a snapshot when the follower needs one, then the events after the
+/// cursor, applied as one batch. Returns whether to poll again right away.
+pub(super) async fn poll_once(follower: &mut Follower, poller: &Poller) -> Result<bool, String> {
+    let mut updates = Vec::new();
+    let mut after = follower.cursor();
+    if follower.needs_snapshot() {
+        let (id, update) = poller.snapshot().await.map_err(|e| e.to_string())?;
+        after = id;
+        updates.push(update);
+    }
+    let page = match poller.events(after).await {
+        Ok(page) => page,
+        // The service cannot serve events from this cursor (e.g. a compacted log).
+        Err(PollError::Status(StatusCode::GONE, _)) => {
+            tracing::warn!(
+                after,
+                "control service cannot resume from the cursor; fetching a snapshot"
+            );
+            follower.request_snapshot();
+            return Ok(true);
+        }
+        Err(e) => {
+            // Serve the snapshot already fetched; the events come next round.
+            if !updates.is_empty() {
+                follower.apply_batch(updates).await;
+            }
+            return Err(e.to_string());
+        }
+    };
+    let full = page.len() >= PAGE;
+    updates.extend(page);
+    if updates.is_empty() {
+        return Ok(false);
+    }
+    match follower.apply_batch(updates).await {
+        Outcome::Continue => Ok(full),
+        Outcome::Resync => Ok(true),
+        Outcome::Broken(reason) => Err(reason),
+    }
+}
