@@ -1,6 +1,28 @@
 //! The control service: commands, the append-only event log, projections, and the
 //! watch/polling API that feeds proxies.
 //!
-//! A placeholder until the control-service work lands; proxies run from a static
-//! config file today.
+//! - [`store`]: the event log (SQLite or PostgreSQL) with optimistic concurrency.
+//! - [`commands`]: the only way the edge config changes; each command checks its
+//!   result against the projected config and appends events to one aggregate.
+//! - [`projection`]: the [`tollgate_routing::EdgeConfig`] the log describes, in
+//!   memory, followed by cursor.
+//! - [`feed`], [`grpc`]: `EdgeFeed.Watch`, a snapshot then deltas by event id.
+//! - [`http`]: the JSON API for operators (`/api/v1`) and the polling fallback for
+//!   proxies (`/v1/snapshot`, `/v1/events`); see `control/API.md`.
+//! - [`grace`]: completing app deletions when their grace period ends.
+//! - [`service`]: [`run`] with [`ControlOptions`] (`tollgate control`).
 pub mod store;
+
+pub mod commands;
+pub mod feed;
+pub mod grace;
+pub mod grpc;
+pub mod http;
+pub mod ids;
+pub mod projection;
+pub mod service;
+pub mod token;
+
+pub use commands::{CommandError, Commands, Ctx, Written};
+pub use projection::{Projection, View};
+pub use service::{ControlError, ControlOptions, Running, run, start};

@@ -1,5 +1,6 @@
 //! The `tollgate` command: `proxy` runs the data plane from a config file, `demo`
-//! runs it with demo tenants on this machine.
+//! runs it with demo tenants on this machine, `control` runs the control service
+//! (see control/API.md).
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -32,6 +33,14 @@ enum Command {
     },
     /// Run the proxy with demo tenants and print curl commands to try it.
     Demo(demo::DemoArgs),
+    /// Run the control service: HTTP API, gRPC edge feed, event log (see control/API.md).
+    Control {
+        #[command(flatten)]
+        options: tollgate_control::ControlOptions,
+        /// Log JSON lines instead of text.
+        #[arg(long)]
+        log_json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -81,6 +90,16 @@ fn main() -> ExitCode {
             }))
             .map_err(|e| e.to_string()),
         Command::Demo(args) => runtime.block_on(demo::run(args)).map_err(|e| e.to_string()),
+        Command::Control { options, log_json } => {
+            tollgate_proxy::logging::init(if log_json {
+                config::LogFormat::Json
+            } else {
+                config::LogFormat::Text
+            });
+            runtime
+                .block_on(tollgate_control::run(options))
+                .map_err(|e| e.to_string())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,103 @@
+//! Whether a command's result would be servable.
+//!
+//! The events are applied to a clone of the current config; the clone's routing
+//! spec must validate and, for certificate commands, all of its certificates must
+//! build into one [`CertStore`] (parse, key matches, names covered, not expired, no
+//! name claimed twice) — exactly what a proxy does with the result.
+//!
+//! A problem that the current config already has (say, a state written by another
+//! control instance) does not block unrelated commands: when the current config
+//! does not validate, only problems it does not already have are reported.
+
+use super::CommandError;
+use serde::Serialize;
+use tollgate_certs::{CertSource, CertStore};
+use tollgate_routing::{EdgeCert, EdgeConfig, EdgeEvent, validate};
+
+/// One validation problem, located by a dotted path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub at: String,
+    pub reason: String,
+}
+
+/// Applies `events` to a clone of `current` and checks the result.
+pub(crate) fn check(
+    current: &EdgeConfig,
+    events: &[EdgeEvent],
+    certs: bool,
+) -> Result<EdgeConfig, CommandError> {
+    let mut next = current.clone();
+    for e in events {
+        next.apply(e).map_err(CommandError::from_edge)?;
+    }
+    if let Err(err) = validate(&next.routing_spec()) {
+        let existing = match validate(&current.routing_spec()) {
+            Ok(()) => Vec::new(),
+            Err(e) => e.0,
+        };
+        let problems: Vec<Problem> = err
+            .0
+            .into_iter()
+            .filter(|p| !existing.contains(p))
+            .map(|p| Problem {
+                at: p.at,
+                reason: p.reason,
+            })
+            .collect();
+        if !problems.is_empty() {
+            return Err(CommandError::Invalid {
+                message: format!(
+                    "the resulting config would not validate ({} problem(s))",
+                    problems.len()
+                ),
+                problems,
+            });
+        }
+    }
+    if certs {
+        check_certs(current, &next)?;
+    }
+    Ok(next)
+}
+
+/// The source a proxy builds for a certificate: its names, or its DNS SANs when it
+/// has none.
+pub(crate) fn source(cert: &EdgeCert) -> CertSource {
+    CertSource {
+        cert_pem: cert.cert_pem.clone(),
+        key_pem: cert.key_pem.clone(),
+        names: (!cert.names.is_empty()).then(|| cert.names.clone()),
+    }
+}
+
+fn build(config: &EdgeConfig) -> Result<CertStore, String> {
+    let sources: Vec<CertSource> = config.certificates.values().map(source).collect();
+    CertStore::build(&sources).map_err(|e| e.to_string())
+}
+
+fn check_certs(current: &EdgeConfig, next: &EdgeConfig) -> Result<(), CommandError> {
+    let Err(reason) = build(next) else {
+        return Ok(());
+    };
+    // The same failure as now (e.g. a certificate that expired since it was
+    // uploaded) is not this command's doing, provided the certificates the command
+    // touched are fine on their own.
+    if build(current).err().as_deref() == Some(reason.as_str()) {
+        let touched_ok = next
+            .certificates
+            .iter()
+            .filter(|(id, c)| current.certificates.get(*id) != Some(*c))
+            .all(|(_, c)| CertStore::build(&[source(c)]).is_ok());
+        if touched_ok {
+            return Ok(());
+        }
+    }
+    Err(CommandError::Invalid {
+        message: reason.clone(),
+        problems: vec![Problem {
+            at: "certificates".into(),
+            reason,
+        }],
+    })
+}

@@ -1,0 +1,333 @@
+//! Commands: the only way the edge config changes.
+//!
+//! Every command targets one aggregate (`app`, `route`, `hostname`, `certificate`,
+//! `api_key` or `platform`) and runs the same steps (`Commands::execute`):
+//!
+//! 1. take the command lock (commands of this process run one at a time, so each
+//!    is decided against the state the previous one left);
+//! 2. read the aggregate's version from the store; a client's `If-Match` version
+//!    that differs is a 409 right away;
+//! 3. bring the projection up to the end of the log ([`Projection::sync`]), so the
+//!    decision sees every event of the aggregate up to that version;
+//! 4. decide the events from the projected [`EdgeConfig`] (404/409 for objects that
+//!    are missing or in the way, 400 for malformed input);
+//! 5. check the result (`check`): apply the events to a clone with
+//!    [`EdgeConfig::apply`], validate the clone's routing spec with
+//!    [`tollgate_routing::validate()`] and, for certificate commands, build every
+//!    certificate of the clone with [`tollgate_certs::CertStore::build`] (422);
+//! 6. append with the version read in step 2 as the expected version: a concurrent
+//!    append to the same aggregate by any process makes the store refuse the whole
+//!    batch ([`StoreError::Conflict`], 409), so no event is duplicated or lost;
+//! 7. sync the projection again and wait until it has applied the last appended
+//!    event, so the caller reads its own write.
+//!
+//! Event payloads are the serde JSON of the [`EdgeEvent`]; its `type` tag is the
+//! stored `event_type`. A command that would change nothing appends nothing.
+
+mod api_key;
+mod app;
+mod certificate;
+mod check;
+mod hostname;
+mod platform;
+mod route;
+
+pub use api_key::{CreateKey, CreatedKey};
+pub use app::{AppView, CreateApp, app_view};
+pub use certificate::{CertView, UploadCert, cert_view};
+pub use check::Problem;
+pub use hostname::HostnameView;
+
+use crate::projection::Projection;
+use crate::store::{AnyStore, EventStore, NewEvent, StoreError};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
+use tollgate_routing::{EdgeConfig, EdgeError, EdgeEvent};
+
+/// How long a command waits for the projection to show its own events.
+pub const READ_YOUR_WRITES_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a command was refused; each maps to one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// Malformed input (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The object does not exist (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The object exists, is in the way, or is not in the stated state (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The aggregate is not at the version the command was decided against (409).
+    #[error("version conflict: expected version {expected}, the {aggregate} is at {actual}")]
+    VersionConflict {
+        aggregate: String,
+        expected: i64,
+        actual: i64,
+    },
+    /// The result would not be servable (422).
+    #[error("{message}")]
+    Invalid {
+        message: String,
+        problems: Vec<Problem>,
+    },
+    /// The event store failed (503).
+    #[error("event store: {0}")]
+    Store(String),
+}
+
+impl CommandError {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        CommandError::Invalid {
+            message: message.into(),
+            problems: Vec::new(),
+        }
+    }
+
+    /// Maps a structural error of [`EdgeConfig::apply`].
+    pub(crate) fn from_edge(e: EdgeError) -> Self {
+        let text = e.to_string();
+        match e {
+            EdgeError::NoApp(_)
+            | EdgeError::NoUpstream { .. }
+            | EdgeError::NoRoute(_)
+            | EdgeError::NoCertificate(_)
+            | EdgeError::NoKey(_)
+            | EdgeError::NoIssuer(_) => CommandError::NotFound(text),
+            EdgeError::AppExists(_)
+            | EdgeError::RouteExists(_)
+            | EdgeError::HostnameTaken { .. }
+            | EdgeError::HostnameNotBound(_)
+            | EdgeError::CertificateExists(_)
+            | EdgeError::KeyExists(_) => CommandError::Conflict(text),
+            EdgeError::RouteWithoutId => CommandError::BadRequest(text),
+        }
+    }
+
+    fn from_store(aggregate: &str, e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict { expected, actual } => CommandError::VersionConflict {
+                aggregate: aggregate.to_string(),
+                expected,
+                actual,
+            },
+            StoreError::Database(m) => CommandError::Store(m),
+            // Only names and batches the commands build themselves reach the store.
+            StoreError::Invalid(m) => CommandError::BadRequest(m),
+        }
+    }
+}
+
+impl From<StoreError> for CommandError {
+    fn from(e: StoreError) -> Self {
+        CommandError::from_store("aggregate", e)
+    }
+}
+
+/// Who runs a command and under which precondition.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// Stored as the events' `actor_id`.
+    pub actor: String,
+    /// The aggregate version the caller saw (`If-Match`); any other is a 409.
+    pub expected_version: Option<i64>,
+}
+
+impl Ctx {
+    pub fn actor(actor: impl Into<String>) -> Self {
+        Ctx {
+            actor: actor.into(),
+            expected_version: None,
+        }
+    }
+}
+
+/// The aggregate a command targets.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub kind: &'static str,
+    pub id: String,
+}
+
+impl Target {
+    pub fn new(kind: &'static str, id: impl Into<String>) -> Self {
+        Target {
+            kind,
+            id: id.into(),
+        }
+    }
+    fn label(&self) -> String {
+        format!("{} `{}`", self.kind, self.id)
+    }
+}
+
+/// What a command decided: events to append and the value to answer with.
+pub(crate) struct Plan<T> {
+    pub events: Vec<EdgeEvent>,
+    pub value: T,
+    /// Build every certificate of the result.
+    pub check_certs: bool,
+}
+
+impl<T> Plan<T> {
+    pub fn new(events: Vec<EdgeEvent>, value: T) -> Self {
+        Plan {
+            events,
+            value,
+            check_certs: false,
+        }
+    }
+    pub fn noop(value: T) -> Self {
+        Plan::new(Vec::new(), value)
+    }
+}
+
+/// What a successful command returns.
+#[derive(Debug, Clone)]
+pub struct Written<T> {
+    pub value: T,
+    /// The last appended event; the current projection cursor when nothing was
+    /// appended.
+    pub event_id: i64,
+    /// The aggregate's version after the command.
+    pub version: i64,
+    /// Whether anything was appended.
+    pub changed: bool,
+    /// Whether the projection showed the events before the answer (normally true).
+    pub applied: bool,
+}
+
+impl<T> Written<T> {
+    /// The same answer with another value.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Written<U> {
+        Written {
+            value: f(self.value),
+            event_id: self.event_id,
+            version: self.version,
+            changed: self.changed,
+            applied: self.applied,
+        }
+    }
+}
+
+/// Runs commands against one store and its projection.
+pub struct Commands {
+    store: Arc<AnyStore>,
+    projection: Arc<Projection>,
+    lock: Mutex<()>,
+}
+
+impl Commands {
+    pub fn new(store: Arc<AnyStore>, projection: Arc<Projection>) -> Self {
+        Commands {
+            store,
+            projection,
+            lock: Mutex::new(()),
+        }
+    }
+
+    pub fn projection(&self) -> &Arc<Projection> {
+        &self.projection
+    }
+
+    pub fn store(&self) -> &Arc<AnyStore> {
+        &self.store
+    }
+
+    /// The steps of the [module docs](self).
+    pub(crate) async fn execute<T>(
+        &self,
+        ctx: &Ctx,
+        target: Target,
+        decide: impl FnOnce(&EdgeConfig) -> Result<Plan<T>, CommandError>,
+    ) -> Result<Written<T>, CommandError> {
+        let label = target.label();
+        let _one_at_a_time = self.lock.lock().await;
+        let version = self
+            .store
+            .version(target.kind, &target.id)
+            .await
+            .map_err(|e| CommandError::from_store(&label, e))?;
+        if let Some(expected) = ctx.expected_version
+            && expected != version
+        {
+            return Err(CommandError::VersionConflict {
+                aggregate: label,
+                expected,
+                actual: version,
+            });
+        }
+        self.projection.sync().await?;
+        let view = self.projection.view();
+        let plan = decide(&view.config)?;
+        if plan.events.is_empty() {
+            return Ok(Written {
+                value: plan.value,
+                event_id: view.event_id,
+                version,
+                changed: false,
+                applied: true,
+            });
+        }
+        check::check(&view.config, &plan.events, plan.check_certs)?;
+        let events = plan
+            .events
+            .iter()
+            .map(|e| {
+                let payload = serde_json::to_value(e)
+                    .map_err(|err| CommandError::Store(format!("encoding the event: {err}")))?;
+                Ok(NewEvent::new(e.event_type(), payload))
+            })
+            .collect::<Result<Vec<_>, CommandError>>()?;
+        let stored = self
+            .store
+            .append(target.kind, &target.id, version, &ctx.actor, events)
+            .await
+            .map_err(|e| CommandError::from_store(&label, e))?;
+        let last = stored.last().map_or(view.event_id, |e| e.event_id);
+        let new_version = stored.last().map_or(version, |e| e.aggregate_seq);
+        tracing::info!(
+            aggregate = %label,
+            actor = %ctx.actor,
+            event_id = last,
+            version = new_version,
+            events = ?stored.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>(),
+            "command applied"
+        );
+        if let Err(e) = self.projection.sync().await {
+            tracing::warn!(error = %e, "projection sync after a command failed");
+        }
+        let applied = self
+            .projection
+            .wait_applied(last, READ_YOUR_WRITES_TIMEOUT)
+            .await;
+        if !applied {
+            tracing::warn!(
+                event_id = last,
+                "projection did not apply the command's events in time"
+            );
+        }
+        Ok(Written {
+            value: plan.value,
+            event_id: last,
+            version: new_version,
+            changed: true,
+            applied,
+        })
+    }
+}
+
+/// Unix seconds now.
+pub(crate) fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Checks a client-chosen id, as a 400.
+pub(crate) fn check_id(kind: &str, id: &str) -> Result<(), CommandError> {
+    crate::ids::check(kind, id).map_err(CommandError::BadRequest)
+}

@@ -1,0 +1,191 @@
+//! `tollgate.control.v1.EdgeFeed/Watch`: the stream proxies follow.
+//!
+//! - **Start.** `after_event_id = 0`, or an id beyond the end of the log (the proxy
+//!   followed another database), gets a `Snapshot` of the projection at its cursor.
+//!   Any other id resumes: only deltas after it, no snapshot (the log is never
+//!   compacted, so every id can be resumed from).
+//! - **Deltas** are read from the store by id range ([`crate::feed::read_range`])
+//!   up to the projection's cursor, in event-id order, each id at most once and
+//!   none skipped: the store guarantees no event appears below a cursor later.
+//!   The stream wakes when the projection applies events (which itself is woken by
+//!   the store's notifications) and polls every [`POLL`] regardless.
+//! - **Backpressure.** Messages go through a bounded channel ([`CHANNEL`]); a slow
+//!   proxy stalls its own reader task and nothing else. A closed stream ends it.
+//! - **Auth.** `authorization: Bearer <token>` metadata with the admin or the proxy
+//!   token, else `UNAUTHENTICATED`.
+//! - **Shutdown** ends every stream, so a graceful stop does not wait on them.
+
+use crate::feed::read_range;
+use crate::projection::Projection;
+use crate::store::{AnyStore, EventStore};
+use crate::token::{Token, bearer};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tollgate_proto::control::v1::edge_feed_server::EdgeFeed;
+use tollgate_proto::control::v1::watch_response::Kind;
+use tollgate_proto::control::v1::{Delta, Snapshot, WatchRequest, WatchResponse};
+use tonic::{Request, Response, Status};
+
+/// Messages buffered per stream before the reader waits for the proxy.
+pub const CHANNEL: usize = 64;
+/// Longest wait between looks at the log.
+pub const POLL: Duration = Duration::from_secs(1);
+/// Events read per store query while catching up.
+const PAGE: usize = 256;
+
+/// The `EdgeFeed` service.
+#[derive(Clone)]
+pub struct Feed {
+    store: Arc<AnyStore>,
+    projection: Arc<Projection>,
+    tokens: Arc<Vec<Token>>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Feed {
+    /// `tokens`: any of them is accepted.
+    pub fn new(
+        store: Arc<AnyStore>,
+        projection: Arc<Projection>,
+        tokens: Vec<Token>,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        Feed {
+            store,
+            projection,
+            tokens: Arc::new(tokens),
+            stop,
+        }
+    }
+
+    fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer);
+        match presented {
+            Some(t) if self.tokens.iter().any(|k| k.matches(t)) => Ok(()),
+            _ => Err(Status::unauthenticated("a valid bearer token is required")),
+        }
+    }
+}
+
+type WatchStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<WatchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl EdgeFeed for Feed {
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        self.authorize(&request)?;
+        let req = request.into_inner();
+        let last = self
+            .store
+            .last_event_id()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let (tx, rx) = mpsc::channel(CHANNEL);
+        let resume =
+            (req.after_event_id > 0 && req.after_event_id <= last).then_some(req.after_event_id);
+        tracing::info!(
+            node = %req.node_id,
+            after = req.after_event_id,
+            resume = resume.is_some(),
+            "proxy watching"
+        );
+        let task = Session {
+            store: self.store.clone(),
+            projection: self.projection.clone(),
+            tx,
+            node: req.node_id,
+        };
+        let stop = self.stop.clone();
+        tokio::spawn(task.run(resume, stop));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+struct Session {
+    store: Arc<AnyStore>,
+    projection: Arc<Projection>,
+    tx: mpsc::Sender<Result<WatchResponse, Status>>,
+    node: String,
+}
+
+impl Session {
+    async fn run(self, resume: Option<i64>, mut stop: watch::Receiver<bool>) {
+        tokio::select! {
+            end = self.stream(resume) => {
+                if let Err(e) = end {
+                    tracing::debug!(node = %self.node, reason = %e, "watch ended");
+                }
+            }
+            _ = stop.wait_for(|s| *s) => {}
+        }
+    }
+
+    async fn send(&self, kind: Kind) -> Result<(), String> {
+        self.tx
+            .send(Ok(WatchResponse { kind: Some(kind) }))
+            .await
+            .map_err(|_| "the proxy went away".to_string())
+    }
+
+    async fn stream(&self, resume: Option<i64>) -> Result<(), String> {
+        let mut applied = self.projection.subscribe();
+        let mut cursor = match resume {
+            Some(after) => after,
+            None => {
+                let view = self.projection.view();
+                let json = serde_json::to_vec(&view.config).map_err(|e| e.to_string())?;
+                self.send(Kind::Snapshot(Snapshot {
+                    event_id: view.event_id,
+                    config_json: json,
+                }))
+                .await?;
+                view.event_id
+            }
+        };
+        loop {
+            let target = *applied.borrow_and_update();
+            while cursor < target {
+                let page = match read_range(&self.store, &self.projection, cursor, target, PAGE)
+                    .await
+                {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!(node = %self.node, error = %e, "watch cannot read the log");
+                        let _ = self.tx.send(Err(Status::unavailable(e.to_string()))).await;
+                        return Err(e.to_string());
+                    }
+                };
+                for item in page.items {
+                    let json = serde_json::to_vec(&item.event).map_err(|e| e.to_string())?;
+                    self.send(Kind::Delta(Delta {
+                        event_id: item.event_id,
+                        event_type: item.event_type,
+                        event_json: json,
+                    }))
+                    .await?;
+                }
+                cursor = page.covered;
+            }
+            tokio::select! {
+                changed = applied.changed() => {
+                    if changed.is_err() {
+                        return Err("the projection stopped".into());
+                    }
+                }
+                _ = tokio::time::sleep(POLL) => {}
+                _ = self.tx.closed() => return Err("the proxy went away".into()),
+            }
+        }
+    }
+}
