@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Installs the load generators and the reference server the benchmark needs, from
+# Debian packages only:
+#   nginx-light     upstream (fixed 200 response) and the reference reverse proxy
+#   wrk             HTTP/1.1 load (keep-alive and connection-per-request TLS)
+#   nghttp2-client  h2load, HTTP/2 load (h2c prior knowledge and h2 over TLS)
+#   openssl         self-signed certificate for bench.local; s_time for full handshakes
+#   curl            sanity checks and reading the servers' counters
+#   linux-perf      optional, for profiling tollgate when it is behind
+#
+# It never starts the system nginx service: package scripts are stopped from starting
+# daemons with a temporary policy-rc.d (exit 101 = "action forbidden"), and run.sh
+# runs its own nginx processes with `nginx -c <conf> -p <prefix>`, never /etc/nginx.
+set -euo pipefail
+
+[[ $(id -u) -eq 0 ]] || { echo "setup.sh: run as root (apt-get install)" >&2; exit 1; }
+
+# package -> command that proves it is there
+declare -A probe=(
+  [nginx-light]=nginx
+  [wrk]=wrk
+  [nghttp2-client]=h2load
+  [openssl]=openssl
+  [curl]=curl
+)
+missing=()
+for pkg in "${!probe[@]}"; do
+  command -v "${probe[$pkg]}" >/dev/null 2>&1 || missing+=("$pkg")
+done
+# procps (pgrep) and util-linux (taskset) are in every Debian base image, but be sure.
+command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+
+want_perf=()
+if ! command -v perf >/dev/null 2>&1; then
+  want_perf=(linux-perf)
+fi
+
+if ((${#missing[@]} == 0 && ${#want_perf[@]} == 0)); then
+  echo "setup.sh: everything is installed"
+  exit 0
+fi
+
+# Forbid service starts during the install (Debian's policy-rc.d interface), unless the
+# host already has its own policy; remove ours afterwards.
+policy=/usr/sbin/policy-rc.d
+own_policy=0
+if [[ ! -e $policy ]]; then
+  printf '#!/bin/sh\nexit 101\n' >"$policy"
+  chmod +x "$policy"
+  own_policy=1
+fi
+cleanup() { if ((own_policy)); then rm -f "$policy"; fi; }
+trap cleanup EXIT
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+if ((${#missing[@]})); then
+  echo "setup.sh: installing ${missing[*]}"
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+if ((${#want_perf[@]})); then
+  # Optional: profiling only. Not fatal when the kernel/package mix has no perf.
+  apt-get install -y -qq --no-install-recommends linux-perf ||
+    echo "setup.sh: linux-perf not installed (optional; run.sh profiles with it when present)"
+fi
+
+# If some init system started nginx anyway (no policy-rc.d support), stop only the
+# service instance, leaving any nginx run.sh might have started alone.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet nginx 2>/dev/null; then
+  systemctl stop nginx && systemctl disable nginx || true
+fi
+
+for pkg in "${!probe[@]}"; do
+  command -v "${probe[$pkg]}" >/dev/null 2>&1 || { echo "setup.sh: ${probe[$pkg]} still missing" >&2; exit 1; }
+done
+nginx -V 2>&1 | grep -q http_v2_module || echo "setup.sh: warning: this nginx has no http_v2_module" >&2
+echo "setup.sh: ready ($(nginx -v 2>&1), wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'), $(h2load --version 2>&1 | head -1))"
