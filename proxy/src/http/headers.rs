@@ -9,22 +9,26 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 pub static X_APP_ID: HeaderName = HeaderName::from_static("x-tollgate-app-id");
 
 /// Headers that describe one connection and never cross the proxy (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "transfer-encoding",
-    "upgrade",
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// Removes hop-by-hop headers and those the `Connection` header lists.
 ///
 /// `te: trailers` survives because gRPC needs it end to end; an upgrade keeps
-/// `connection` and `upgrade` so the upstream sees the handshake.
+/// `connection` and `upgrade` so the upstream sees the handshake. Most messages carry
+/// none of these, so one pass over the names decides whether there is work at all.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     if let Some(conn) = headers.get(header::CONNECTION).cloned()
         && let Ok(list) = conn.to_str()
     {
@@ -41,9 +45,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     let keep_te = headers
         .get(header::TE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    for name in HOP_BY_HOP {
-        let keep =
-            (keep_te && name == "te") || (upgrade && (name == "connection" || name == "upgrade"));
+    for name in &HOP_BY_HOP {
+        let keep = (keep_te && name == header::TE)
+            || (upgrade && (name == header::CONNECTION || name == header::UPGRADE));
         if !keep {
             headers.remove(name);
         }
@@ -95,7 +99,7 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     new_request_id()
 }
 
-/// 128 random bits as 32 lowercase hex digits.
+/// 128 random bits as 32 lowercase hex digits, marked never-indexed for HPACK.
 pub fn new_request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut n = fastrand::u128(..);
@@ -104,7 +108,10 @@ pub fn new_request_id() -> HeaderValue {
         *slot = HEX[(n & 0xf) as usize];
         n >>= 4;
     }
-    HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("0"))
+    let mut id = HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("0"));
+    // Never repeats, so HTTP/2 should not spend HPACK table space indexing it.
+    id.set_sensitive(true);
+    id
 }
 
 /// Bytes of all header names and values, as counted against the header limit.
