@@ -81,6 +81,11 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
 
 /// The active config with live endpoint state; no secrets (keys are never in it).
 fn config_view(shared: &Shared) -> Value {
+    // The feed's status first: the follower marks an event as served only after its
+    // routes and certificates are swapped in, so what is read below is at least as new
+    // as `control.serving_event_id` (read the other way round, an apply in between
+    // showed the new event id next to the previous routes).
+    let control = shared.control.get().map(|c| c.view());
     let state = shared.state.load();
     let now = now_ms();
     let upstreams: Vec<Value> = state
@@ -114,6 +119,6 @@ fn config_view(shared: &Shared) -> Value {
         "routes": state.snapshot.spec.routes,
         "upstreams": upstreams,
         "certificates": certs,
-        "control": shared.control.get().map(|c| c.view()),
+        "control": control,
     })
 }

@@ -70,8 +70,10 @@ impl ControlStatus {
     }
 
     /// The cursor of the config being served (behind `cursor` while refused).
+    /// Acquire: pairs with [`Self::set_serving`], so the config read after this is
+    /// at least the one it names.
     pub fn serving_event_id(&self) -> i64 {
-        self.serving.load(Ordering::Relaxed)
+        self.serving.load(Ordering::Acquire)
     }
 
     pub fn transport(&self) -> Transport {
@@ -86,8 +88,9 @@ impl ControlStatus {
         self.cursor.store(id, Ordering::Relaxed);
     }
 
+    /// Called after the config of `id` is swapped in (Release: see above).
     fn set_serving(&self, id: i64) {
-        self.serving.store(id, Ordering::Relaxed);
+        self.serving.store(id, Ordering::Release);
     }
 
     fn set_transport(&self, t: Transport) {
