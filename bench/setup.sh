@@ -2,6 +2,7 @@
 # Installs the load generators and the reference server the benchmark needs, from
 # Debian packages only:
 #   nginx-light     upstream (fixed 200 response) and the reference reverse proxy
+#   libnginx-mod-stream  nginx `stream` for the L4 passthrough comparison (bench/l4.sh)
 #   wrk             HTTP/1.1 load (keep-alive and connection-per-request TLS)
 #   nghttp2-client  h2load, HTTP/2 load (h2c prior knowledge and h2 over TLS)
 #   openssl         self-signed certificate for bench.local; s_time for full handshakes
@@ -27,6 +28,8 @@ missing=()
 for pkg in "${!probe[@]}"; do
   command -v "${probe[$pkg]}" >/dev/null 2>&1 || missing+=("$pkg")
 done
+# bench/l4.sh compares against nginx `stream` (ssl_preread), a loadable module on Debian.
+ls /usr/lib/nginx/modules/ngx_stream_module.so >/dev/null 2>&1 || missing+=(libnginx-mod-stream)
 # procps (pgrep) and util-linux (taskset) are in every Debian base image, but be sure.
 command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)

@@ -1,0 +1,224 @@
+#!/usr/bin/env bash
+# Control service -> proxy: how long an update takes to reach a proxy, and what a large
+# snapshot costs (bytes, proxy apply time, proxy memory). bench/EXTRA.md has the figures.
+#
+#   (a) latency: UPDATES times, bind a new hostname (PUT /api/v1/hostnames/<h>) and time,
+#       from just before the request until the proxy's admin /config shows
+#       control.serving_event_id >= the event_id the API answered (polled every 1 ms).
+#       The proxy follows over gRPC Watch (http_url is configured as the fallback only).
+#   (b) scale: seed SCALE_APPS apps, SCALE_HOSTS bound hostnames, SCALE_ROUTES routes,
+#       SCALE_KEYS API keys and ONE wildcard certificate covering every hostname (the
+#       brief allows one wildcard; 10,000 distinct certificates are not measured here),
+#       with SEED_THREADS parallel API clients, while proxy A follows. Then:
+#         - GET /v1/snapshot size in bytes
+#         - proxy A: RSS before/after, apply-duration histogram (sum/count) for the
+#           incremental applies during seeding
+#         - proxy B, started cold (empty state_dir): time until it serves the head event,
+#           its apply duration (one snapshot apply) and RSS
+#
+# Environment: UPDATES [50] SCALE_APPS [100] SCALE_HOSTS [1000] SCALE_ROUTES [1000]
+#              SCALE_KEYS [10000] SEED_THREADS [8] BASE_PORT [18300] SKIP_BUILD [0]
+#              (the issue's target is 10000/10000/100000; raise them if you have the time)
+set -euo pipefail
+BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$BENCH")
+export UPDATES=${UPDATES:-50} SCALE_APPS=${SCALE_APPS:-100} SCALE_HOSTS=${SCALE_HOSTS:-1000}
+export SCALE_ROUTES=${SCALE_ROUTES:-1000} SCALE_KEYS=${SCALE_KEYS:-10000} SEED_THREADS=${SEED_THREADS:-8}
+BASE_PORT=${BASE_PORT:-18300}; SKIP_BUILD=${SKIP_BUILD:-0}
+for t in openssl curl python3; do command -v $t >/dev/null || { echo "control.sh: $t missing" >&2; exit 1; }; done
+export CP_HTTP=$((BASE_PORT + 1)) CP_GRPC=$((BASE_PORT + 2))
+export A_PLAIN=$((BASE_PORT + 11)) A_ADMIN=$((BASE_PORT + 19)) B_PLAIN=$((BASE_PORT + 21)) B_ADMIN=$((BASE_PORT + 29))
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+export OUT=$BENCH/results/$STAMP-control
+export RUN=$(mktemp -d /tmp/tollgate-bench-control.XXXXXX)
+mkdir -p "$OUT"
+PIDS=()
+cleanup() {
+  local rc=$?
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+  done
+  cp "$RUN"/*.log "$OUT"/ 2>/dev/null || true
+  rm -rf "$RUN"
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+log() { printf '[control] %s\n' "$*" >&2; }
+
+if [[ $SKIP_BUILD != 1 ]]; then log "building tollgate (release)"; (cd "$ROOT" && cargo build --release -q -p tollgate-proxy); fi
+cp "$ROOT/target/release/tollgate" "$RUN/tollgate"
+export TOLLGATE_ADMIN_TOKEN=bench-admin-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
+export TOLLGATE_PROXY_TOKEN=bench-proxy-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
+
+# One wildcard certificate for every scale hostname (*.scale.bench).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \
+  -subj "/CN=*.scale.bench" -addext "subjectAltName=DNS:*.scale.bench" \
+  -keyout "$RUN/wild.key" -out "$RUN/wild.pem" 2>/dev/null
+
+proxy_conf() { # name plain admin
+  mkdir -p "$RUN/$1-state"
+  cat >"$RUN/$1.toml" <<EOF
+[admin]
+listen = "127.0.0.1:$3"
+[log]
+format = "text"
+access_log = false
+[[listeners]]
+name = "plain"
+listen = "127.0.0.1:$2"
+[control]
+grpc_url = "http://127.0.0.1:$CP_GRPC"
+http_url = "http://127.0.0.1:$CP_HTTP"
+token_env = "TOLLGATE_PROXY_TOKEN"
+node_id = "bench-$1"
+state_dir = "$RUN/$1-state"
+EOF
+}
+proxy_conf a $A_PLAIN $A_ADMIN
+proxy_conf b $B_PLAIN $B_ADMIN
+
+log "starting tollgate control (sqlite in $RUN)"
+RUST_LOG=${RUST_LOG:-warn} "$RUN/tollgate" control --store "sqlite://$RUN/control.db" \
+  --listen 127.0.0.1:$CP_HTTP --grpc-listen 127.0.0.1:$CP_GRPC --ready-file "$RUN/control-ready.json" \
+  >"$RUN/control.log" 2>&1 & PIDS+=($!)
+for _ in $(seq 100); do [[ -s $RUN/control-ready.json ]] && break; sleep 0.1; done
+[[ -s $RUN/control-ready.json ]] || { echo "control.sh: control not ready:" >&2; cat "$RUN/control.log" >&2; exit 1; }
+log "starting proxy A"
+RUST_LOG=${RUST_LOG:-warn} "$RUN/tollgate" proxy --config "$RUN/a.toml" --ready-file "$RUN/a-ready.json" \
+  >"$RUN/proxy-a.log" 2>&1 & PIDS+=($!)
+export A_PID=$!
+for _ in $(seq 100); do [[ -s $RUN/a-ready.json ]] && break; sleep 0.1; done
+[[ -s $RUN/a-ready.json ]] || { echo "control.sh: proxy A not ready:" >&2; cat "$RUN/proxy-a.log" >&2; exit 1; }
+
+# Proxy B is started by the Python part (cold start after seeding); it writes the pid
+# to $RUN/b.pid so the cleanup above can stop it.
+python3 - <<'EOF' | tee "$OUT/summary.txt"
+import http.client, json, os, statistics, subprocess, sys, threading, time
+E = os.environ
+RUN, CP = E["RUN"], int(E["CP_HTTP"])
+ADMIN_HDR = {"Authorization": "Bearer " + E["TOLLGATE_ADMIN_TOKEN"], "Content-Type": "application/json"}
+PROXY_HDR = {"Authorization": "Bearer " + E["TOLLGATE_PROXY_TOKEN"]}
+
+def conn(port): return http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+def call(c, method, path, body=None, hdrs=ADMIN_HDR):
+    c.request(method, path, body=None if body is None else json.dumps(body), headers=hdrs)
+    r = c.getresponse(); data = r.read()
+    if r.status >= 300: raise RuntimeError(f"{method} {path}: {r.status} {data[:300]!r}")
+    return json.loads(data) if data else None
+def serving(c):
+    cfg = call(c, "GET", "/config", hdrs={})
+    ctl = cfg.get("control") or {}
+    return ctl.get("serving_event_id") or 0
+def rss_kb(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"): return int(line.split()[1])
+def apply_metric(port):
+    c = conn(port); c.request("GET", "/metrics"); text = c.getresponse().read().decode(); c.close()
+    s = n = 0.0
+    for line in text.splitlines():
+        if line.startswith("tollgate_config_apply_duration_seconds_sum"): s = float(line.split()[-1])
+        if line.startswith("tollgate_config_apply_duration_seconds_count"): n = float(line.split()[-1])
+    return s, n
+def pct(xs, p): xs = sorted(xs); return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+api, adm_a = conn(CP), conn(int(E["A_ADMIN"]))
+print(f"# tollgate control bench  {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
+
+# ---- (a) update latency
+call(api, "POST", "/api/v1/apps", {"id": "lat"})
+lat = []
+for i in range(int(E["UPDATES"])):
+    t0 = time.perf_counter()
+    ev = call(api, "PUT", f"/api/v1/hostnames/h{i}.lat.bench", {"app": "lat"})["event_id"]
+    t_api = time.perf_counter()
+    while serving(adm_a) < ev:
+        if time.perf_counter() - t0 > 30: raise RuntimeError(f"proxy did not reach event {ev} in 30 s")
+        time.sleep(0.001)
+    t1 = time.perf_counter()
+    lat.append(((t1 - t0) * 1000, (t_api - t0) * 1000))
+tot = [x[0] for x in lat]; apis = [x[1] for x in lat]
+print(f"(a) update latency, {len(lat)} hostname binds, API call -> proxy serving it (gRPC Watch):")
+print(f"    end to end  p50 {pct(tot,50):.2f} ms  p99 {pct(tot,99):.2f} ms  max {max(tot):.2f} ms")
+print(f"    API answer  p50 {pct(apis,50):.2f} ms  p99 {pct(apis,99):.2f} ms  (part of the above)")
+sys.stdout.flush()
+
+# ---- (b) scale
+A_PID = int(E["A_PID"])
+rss_a0 = rss_kb(A_PID); sum0, cnt0 = apply_metric(int(E["A_ADMIN"]))
+NA, NH, NR, NK, NT = (int(E[k]) for k in ("SCALE_APPS", "SCALE_HOSTS", "SCALE_ROUTES", "SCALE_KEYS", "SEED_THREADS"))
+def parallel(jobs):
+    jobs = list(jobs); it = iter(jobs); lock = threading.Lock(); errs = []
+    def worker():
+        c = conn(CP)
+        while True:
+            with lock:
+                j = next(it, None)
+            if j is None: return
+            try: call(c, *j)
+            except Exception as e: errs.append(str(e)); return
+    ts = [threading.Thread(target=worker) for _ in range(NT)]
+    t0 = time.perf_counter(); [t.start() for t in ts]; [t.join() for t in ts]
+    dt = time.perf_counter() - t0
+    if errs: raise RuntimeError(errs[0])
+    return len(jobs), dt
+t_seed = time.perf_counter(); rates = []
+for label, jobs in (
+    ("apps", (("POST", "/api/v1/apps", {"id": f"s{j}"}) for j in range(NA))),
+    ("upstream instances", (("POST", f"/api/v1/apps/s{j}/upstreams/default/instances", {"address": f"127.0.0.1:{20000+j}"}) for j in range(NA))),
+    ("certificate", [("POST", "/api/v1/certificates", {"id": "wild", "cert_pem": open(f"{RUN}/wild.pem").read(), "key_pem": open(f"{RUN}/wild.key").read()})]),
+    ("hostnames", (("PUT", f"/api/v1/hostnames/h{i}.scale.bench", {"app": f"s{i % NA}"}) for i in range(NH))),
+    ("routes", (("POST", "/api/v1/routes", {"hostname": f"r{i}.scale.bench", "path_prefix": "/api", "app": f"s{i % NA}"}) for i in range(NR))),
+    ("keys", (("POST", f"/api/v1/apps/s{i % NA}/keys", {"scopes": ["read"]}) for i in range(NK))),
+):
+    n, dt = parallel(jobs)
+    rates.append(f"{label} {n} in {dt:.1f} s ({n/dt:.0f}/s)")
+seed_s = time.perf_counter() - t_seed
+head = call(api, "GET", "/api/v1/version")["event_id"]
+t0 = time.perf_counter()
+while serving(adm_a) < head:
+    if time.perf_counter() - t0 > 600: raise RuntimeError("proxy A did not catch up in 600 s")
+    time.sleep(0.05)
+catchup = time.perf_counter() - t0
+snap = conn(CP); snap.request("GET", "/v1/snapshot", headers=PROXY_HDR); r = snap.getresponse(); body = r.read()
+cfg = json.loads(body)["config"]
+time.sleep(1)
+rss_a1 = rss_kb(A_PID); sum1, cnt1 = apply_metric(int(E["A_ADMIN"]))
+print(f"(b) scale: {NA} apps, {NH} hostnames, {NR} routes, {NK} API keys, 1 wildcard certificate "
+      f"(snapshot holds {len(cfg.get('apps', []))} apps, {len(cfg.get('routes', []))} routes, "
+      f"{len(cfg.get('hostnames', []))} hostnames, {len(cfg.get('api_keys', []))} keys, {len(cfg.get('certificates', []))} certificates)")
+print(f"    seeding via API with {NT} threads: {seed_s:.1f} s; " + "; ".join(rates))
+print(f"    proxy A still behind after the last API answer: {catchup*1000:.0f} ms")
+print(f"    GET /v1/snapshot: {len(body):,} bytes ({len(body)/1048576:.1f} MiB), head event {head}")
+print(f"    proxy A (followed incrementally): RSS {rss_a0/1024:.1f} -> {rss_a1/1024:.1f} MiB; "
+      f"{cnt1-cnt0:.0f} applies during seeding, {sum1-sum0:.2f} s in total, mean {1000*(sum1-sum0)/max(1,cnt1-cnt0):.1f} ms")
+sys.stdout.flush()
+
+# Cold start: proxy B gets the whole snapshot in one message.
+t0 = time.perf_counter()
+b = subprocess.Popen([f"{RUN}/tollgate", "proxy", "--config", f"{RUN}/b.toml", "--ready-file", f"{RUN}/b-ready.json"],
+                     stdout=open(f"{RUN}/proxy-b.log", "w"), stderr=subprocess.STDOUT, env=dict(E, RUST_LOG=E.get("RUST_LOG", "warn")))
+open(f"{RUN}/b.pid", "w").write(str(b.pid))
+try:
+    adm_b = None
+    while True:
+        if time.perf_counter() - t0 > 300: raise RuntimeError("proxy B did not catch up in 300 s")
+        try:
+            adm_b = adm_b or conn(int(E["B_ADMIN"]))
+            if serving(adm_b) >= head: break
+        except (ConnectionError, OSError, http.client.HTTPException):
+            adm_b = None
+        time.sleep(0.01)
+    cold = time.perf_counter() - t0
+    time.sleep(1)
+    sb, nb = apply_metric(int(E["B_ADMIN"])); rss_b = rss_kb(b.pid)
+    print(f"    proxy B cold start -> serving head event: {cold*1000:.0f} ms; applies {nb:.0f}, "
+          f"{sb*1000:.0f} ms in total (apply = validate + compile); RSS {rss_b/1024:.1f} MiB")
+finally:
+    b.terminate()
+    try: b.wait(10)
+    except subprocess.TimeoutExpired: b.kill()
+EOF
+log "results in $OUT"
