@@ -5,6 +5,7 @@
 //! API-key generator's secret alphabet), about 95 bits: collisions are not a concern
 //! and the store's optimistic concurrency would refuse one anyway.
 
+use crate::commands::CommandError;
 use tollgate_filters::apikey;
 use tollgate_routing::KeyKind;
 
@@ -14,12 +15,13 @@ const RANDOM_LEN: usize = 16;
 pub const MAX_ID_LEN: usize = 64;
 
 /// A fresh id such as `r_4fQ9…`; `prefix` includes the underscore.
-pub fn generate(prefix: &str) -> String {
-    // `generate` only fails when the OS RNG does; there is no sane way to go on.
+///
+/// Fails only when the operating system's random number generator does.
+pub fn generate(prefix: &str) -> Result<String, CommandError> {
     let (key, _) = apikey::generate(KeyKind::Secret, true, "id")
-        .expect("the operating system's random number generator failed");
+        .map_err(|e| CommandError::Store(format!("generating an id: {e:?}")))?;
     let secret = &key[key.len() - apikey::SECRET_LEN..];
-    format!("{prefix}{}", &secret[..RANDOM_LEN])
+    Ok(format!("{prefix}{}", &secret[..RANDOM_LEN]))
 }
 
 /// Checks an id chosen by a client (route, certificate, key, upstream, issuer):

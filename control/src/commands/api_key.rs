@@ -86,7 +86,7 @@ impl Commands {
                 check_id("key id", id)?;
                 id.clone()
             }
-            None => ids::generate("k_"),
+            None => ids::generate("k_")?,
         };
         if req.kind == KeyKind::Public && req.allowed_origins.is_empty() {
             return Err(CommandError::invalid(

@@ -118,7 +118,7 @@ impl Commands {
                 check_id("certificate id", id)?;
                 id.clone()
             }
-            None => ids::generate("c_"),
+            None => ids::generate("c_")?,
         };
         let names = names_for(&req)?;
         let cert = EdgeCert {

@@ -23,7 +23,7 @@ impl Commands {
                 check_id("route id", &id)?;
                 id
             }
-            None => ids::generate("r_"),
+            None => ids::generate("r_")?,
         };
         route.id = Some(id.clone());
         route.hostname = ids::normalize_hostname(&route.hostname);
