@@ -55,8 +55,8 @@ mod tests {
 
     #[test]
     fn generated_ids_are_unique_and_valid() {
-        let a = generate("r_");
-        let b = generate("r_");
+        let a = generate("r_").unwrap();
+        let b = generate("r_").unwrap();
         assert_ne!(a, b);
         assert!(a.starts_with("r_") && a.len() == 2 + RANDOM_LEN);
         check("route id", &a).unwrap();
