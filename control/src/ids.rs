@@ -7,7 +7,6 @@
 
 use crate::commands::CommandError;
 use tollgate_filters::apikey;
-use tollgate_routing::KeyKind;
 
 /// Characters of randomness in a generated id.
 const RANDOM_LEN: usize = 16;
@@ -18,10 +17,9 @@ pub const MAX_ID_LEN: usize = 64;
 ///
 /// Fails only when the operating system's random number generator does.
 pub fn generate(prefix: &str) -> Result<String, CommandError> {
-    let (key, _) = apikey::generate(KeyKind::Secret, true, "id")
+    let random = apikey::random_base62(RANDOM_LEN)
         .map_err(|e| CommandError::Store(format!("generating an id: {e:?}")))?;
-    let secret = &key[key.len() - apikey::SECRET_LEN..];
-    Ok(format!("{prefix}{}", &secret[..RANDOM_LEN]))
+    Ok(format!("{prefix}{random}"))
 }
 
 /// Checks an id chosen by a client (route, certificate, key, upstream, issuer):

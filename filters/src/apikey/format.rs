@@ -97,17 +97,31 @@ pub fn generate(kind: KeyKind, live: bool, app_prefix: &str) -> Result<(String, 
     key.push_str(if live { "_live_" } else { "_test_" });
     key.push_str(app_prefix);
     key.push('_');
-    let mut need = SECRET_LEN;
+    fill_base62(&rng, SECRET_LEN, &mut key)?;
+    let hash = sha256_hex(&key);
+    debug_assert!(parse(&key).is_ok());
+    Ok((key, hash))
+}
+
+/// `len` uniform base62 characters from the OS CSPRNG (ids, tokens), sampled as key
+/// secrets are.
+pub fn random_base62(len: usize) -> Result<String, KeyError> {
+    let mut out = String::with_capacity(len);
+    fill_base62(&SystemRandom::new(), len, &mut out)?;
+    Ok(out)
+}
+
+/// Appends `len` uniform base62 characters drawn from `rng` to `out`.
+fn fill_base62(rng: &SystemRandom, len: usize, out: &mut String) -> Result<(), KeyError> {
+    let mut need = len;
     // 64 bytes almost always suffice: each byte is rejected with probability 8/256.
     let mut buf = [0u8; 64];
     while need > 0 {
         rng.fill(&mut buf).map_err(|_| KeyError::Rng)?;
-        need -= push_base62(&buf, need, &mut key);
+        need -= push_base62(&buf, need, out);
     }
     buf.fill(0);
-    let hash = sha256_hex(&key);
-    debug_assert!(parse(&key).is_ok());
-    Ok((key, hash))
+    Ok(())
 }
 
 /// Appends up to `need` base62 characters drawn from `random`, skipping bytes at or

@@ -88,7 +88,8 @@ mod headers;
 mod store;
 
 pub use format::{
-    APP_PREFIX_MAX, MAX_KEY_LEN, MIN_KEY_LEN, ParsedKey, SECRET_LEN, generate, parse, sha256_hex,
+    APP_PREFIX_MAX, MAX_KEY_LEN, MIN_KEY_LEN, ParsedKey, SECRET_LEN, generate, parse,
+    random_base62, sha256_hex,
 };
 pub use headers::{API_KEY_HEADER, from_headers, looks_like_key};
 pub use store::{KeyIdentity, KeyStore, has_scopes};

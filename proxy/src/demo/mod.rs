@@ -15,7 +15,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tollgate_control::ControlOptions;
 use tollgate_filters::apikey;
-use tollgate_routing::KeyKind;
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -42,11 +41,9 @@ fn demo_err(what: &str, e: impl std::fmt::Display) -> ServerError {
     ServerError::Config(ConfigError::Invalid(format!("demo {what}: {e}")))
 }
 
-/// A random token (the secret part of a freshly generated key).
+/// A random 32-character base62 token.
 fn token() -> Result<String, ServerError> {
-    let (key, _) =
-        apikey::generate(KeyKind::Secret, false, "demo").map_err(|e| demo_err("token", e))?;
-    Ok(key.rsplit('_').next().unwrap_or_default().to_string())
+    apikey::random_base62(apikey::SECRET_LEN).map_err(|e| demo_err("token", e))
 }
 
 pub async fn run(args: DemoArgs) -> Result<(), ServerError> {
