@@ -23,29 +23,9 @@ for t in nginx wrk openssl curl python3 taskset sha256sum; do
   command -v $t >/dev/null || { echo "auth.sh: $t missing; run bench/setup.sh" >&2; exit 1; }
 done
 UP=$((BASE_PORT + 1)) IDP=$((BASE_PORT + 2)) TG=$((BASE_PORT + 11)) TG_ADMIN=$((BASE_PORT + 19))
-STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-OUT=$BENCH/results/$STAMP-auth
-RUN=$(mktemp -d /tmp/tollgate-bench-auth.XXXXXX)
-mkdir -p "$OUT"
-PIDS=()
-cleanup() {
-  local rc=$?
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do
-    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true
-  done
-  cp "$RUN"/*.log "$OUT"/ 2>/dev/null || true
-  rm -rf "$RUN"
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-log() { printf '[auth] %s\n' "$*" >&2; }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "auth.sh: nothing on :$1" >&2; return 1; }
-
-if [[ $SKIP_BUILD != 1 ]]; then log "building tollgate (release)"; (cd "$ROOT" && cargo build --release -q -p tollgate-proxy); fi
-cp "$ROOT/target/release/tollgate" "$RUN/tollgate"
+# shellcheck source=bench/common.sh
+. "$BENCH/common.sh"
+bench_init auth
 
 # ---- credentials: an API key in the documented format, and an RS256 token
 B62=0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz

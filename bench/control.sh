@@ -28,28 +28,9 @@ BASE_PORT=${BASE_PORT:-18300}; SKIP_BUILD=${SKIP_BUILD:-0}
 for t in openssl curl python3; do command -v $t >/dev/null || { echo "control.sh: $t missing" >&2; exit 1; }; done
 export CP_HTTP=$((BASE_PORT + 1)) CP_GRPC=$((BASE_PORT + 2))
 export A_PLAIN=$((BASE_PORT + 11)) A_ADMIN=$((BASE_PORT + 19)) B_PLAIN=$((BASE_PORT + 21)) B_ADMIN=$((BASE_PORT + 29))
-STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-export OUT=$BENCH/results/$STAMP-control
-export RUN=$(mktemp -d /tmp/tollgate-bench-control.XXXXXX)
-mkdir -p "$OUT"
-PIDS=()
-cleanup() {
-  local rc=$?
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do
-    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true
-  done
-  cp "$RUN"/*.log "$OUT"/ 2>/dev/null || true
-  rm -rf "$RUN"
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-log() { printf '[control] %s\n' "$*" >&2; }
-
-if [[ $SKIP_BUILD != 1 ]]; then log "building tollgate (release)"; (cd "$ROOT" && cargo build --release -q -p tollgate-proxy); fi
-cp "$ROOT/target/release/tollgate" "$RUN/tollgate"
+# shellcheck source=bench/common.sh
+. "$BENCH/common.sh"
+bench_init control
 export TOLLGATE_ADMIN_TOKEN=bench-admin-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
 export TOLLGATE_PROXY_TOKEN=bench-proxy-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
 

@@ -33,29 +33,9 @@ if [[ -z $STREAM_SO ]] && ! nginx -V 2>&1 | grep -q -- '--with-stream '; then
 fi
 BACKEND=$((BASE_PORT + 1)) TG=$((BASE_PORT + 11)) TG_ADMIN=$((BASE_PORT + 19)) NX=$((BASE_PORT + 21))
 SNI=localhost
-STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-OUT=$BENCH/results/$STAMP-l4
-RUN=$(mktemp -d /tmp/tollgate-bench-l4.XXXXXX)
-mkdir -p "$OUT"
-PIDS=()
-cleanup() {
-  local rc=$?
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do
-    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true
-  done
-  cp "$RUN"/*.log "$OUT"/ 2>/dev/null || true
-  rm -rf "$RUN"
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-log() { printf '[l4] %s\n' "$*" >&2; }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "l4.sh: nothing on :$1" >&2; return 1; }
-
-if [[ $SKIP_BUILD != 1 ]]; then log "building tollgate (release)"; (cd "$ROOT" && cargo build --release -q -p tollgate-proxy); fi
-cp "$ROOT/target/release/tollgate" "$RUN/tollgate"
+# shellcheck source=bench/common.sh
+. "$BENCH/common.sh"
+bench_init l4
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \
   -subj "/CN=$SNI" -addext "subjectAltName=DNS:$SNI" -keyout "$RUN/key.pem" -out "$RUN/cert.pem" 2>/dev/null
