@@ -4,6 +4,8 @@
 //! translation. Filters read an immutable config built off the request path and never
 //! block it: network fetches (JWKS) happen in the background or behind a rate limit.
 //! The proxy maps a filter's typed error to the caller's protocol.
+//! [`rpc`] is the sans-I/O codec for gRPC-Web and Connect ↔ gRPC translation.
 
 pub mod apikey;
 pub mod oidc;
+pub mod rpc;
