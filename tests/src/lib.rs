@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod connect;
 pub mod control;
 pub mod grpc;
 pub mod helpers;
