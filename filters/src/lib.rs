@@ -7,5 +7,6 @@
 //! [`rpc`] is the sans-I/O codec for gRPC-Web and Connect ↔ gRPC translation.
 
 pub mod apikey;
+pub mod cors;
 pub mod oidc;
 pub mod rpc;

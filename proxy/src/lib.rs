@@ -18,6 +18,7 @@ pub mod listen;
 pub mod logging;
 pub mod metrics;
 pub mod reload;
+pub mod rpc;
 pub mod server;
 pub mod state;
 pub mod upstream;

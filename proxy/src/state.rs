@@ -8,12 +8,14 @@ use crate::metrics::Metrics;
 use crate::upstream::Upstreams;
 use arc_swap::ArcSwap;
 use prometheus::IntGauge;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use tollgate_certs::{CertResolver, CertStore};
 use tollgate_filters::apikey::KeyStore;
 use tollgate_filters::oidc::IssuerRegistry;
+use tollgate_filters::rpc::Schema;
 use tollgate_routing::{RoutingSpec, Snapshot};
 
 /// One config generation: routes and the upstream clusters they point at.
@@ -22,6 +24,8 @@ pub struct ProxyState {
     pub snapshot: Arc<Snapshot>,
     pub upstreams: Upstreams,
     pub auth: AuthState,
+    /// Schemas for Connect JSON, by the `descriptor_set` name routes give.
+    pub schemas: HashMap<String, Schema>,
 }
 
 impl ProxyState {
@@ -38,12 +42,55 @@ impl ProxyState {
         let keys = KeyStore::build(&spec.api_keys).map_err(|e| invalid(&e))?;
         let issuers = IssuerRegistry::build(&spec.oidc_issuers, previous.map(|p| &p.auth.issuers))
             .map_err(|e| invalid(&e))?;
+        let schemas = load_schemas(spec, previous.map(|p| &p.schemas))?;
         Ok(ProxyState {
             snapshot,
             upstreams,
             auth: AuthState { keys, issuers },
+            schemas,
         })
     }
+}
+
+/// Name of the schema compiled into the binary (the `proto/` crate's files).
+pub const BUILTIN_SCHEMA: &str = "builtin";
+
+/// Loads every descriptor set the routes name. The builtin one is reused from the
+/// previous generation; files are read again so a reload picks up a changed schema.
+fn load_schemas(
+    spec: &RoutingSpec,
+    previous: Option<&HashMap<String, Schema>>,
+) -> Result<HashMap<String, Schema>, ConfigError> {
+    let names = spec
+        .apps
+        .iter()
+        .filter_map(|a| a.rpc.as_ref())
+        .chain(spec.routes.iter().filter_map(|r| r.rpc.as_ref()))
+        .filter_map(|rpc| rpc.descriptor_set.as_deref());
+    let mut out = HashMap::new();
+    for name in names {
+        if out.contains_key(name) {
+            continue;
+        }
+        let reused = previous
+            .and_then(|p| p.get(name))
+            .filter(|_| name == BUILTIN_SCHEMA);
+        let schema = match reused {
+            Some(s) => s.clone(),
+            None => {
+                let bytes = if name == BUILTIN_SCHEMA {
+                    tollgate_proto::FILE_DESCRIPTOR_SET.to_vec()
+                } else {
+                    std::fs::read(name)
+                        .map_err(|e| ConfigError::Invalid(format!("descriptor set {name}: {e}")))?
+                };
+                Schema::from_bytes(&bytes)
+                    .map_err(|e| ConfigError::Invalid(format!("descriptor set {name}: {e}")))?
+            }
+        };
+        out.insert(name.to_string(), schema);
+    }
+    Ok(out)
 }
 
 /// Everything a connection or request needs, shared by all of them.

@@ -420,6 +420,8 @@ impl EdgeConfig {
                 splits: Vec::new(),
                 max_body_bytes: None,
                 auth: a.auth.clone(),
+                rpc: None,
+                cors: None,
             })
             .collect();
         let deleting = |app: &str| {

@@ -11,6 +11,7 @@ pub mod host;
 pub mod l4;
 pub mod matcher;
 pub mod model;
+pub mod rpc;
 pub mod snapshot;
 pub mod validate;
 mod validate_auth;
@@ -24,5 +25,6 @@ pub use model::{
     PortPolicy, ProtocolHint, RISKY_PORTS, RetrySpec, RouteSpec, RoutingSpec, SplitBackend,
     SplitSpec, UpstreamProtocol,
 };
+pub use rpc::{CorsSpec, RpcSpec};
 pub use snapshot::Snapshot;
 pub use validate::{ValidationError, validate};

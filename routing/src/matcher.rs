@@ -6,6 +6,7 @@
 use crate::auth::AuthPolicy;
 use crate::host::wildcard_parent;
 use crate::model::{AppSpec, RouteSpec, RoutingSpec};
+use crate::rpc::{CorsSpec, RpcSpec};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -21,6 +22,8 @@ pub struct CompiledRoute {
     pub max_body_bytes: Option<u64>,
     upstream: Option<Box<str>>,
     auth: Option<AuthPolicy>,
+    rpc: Option<RpcSpec>,
+    cors: Option<CorsSpec>,
 }
 
 /// The outcome of a successful lookup.
@@ -36,6 +39,10 @@ pub struct Matched<'a> {
     pub upstream: Option<&'a str>,
     /// Credentials required: the route's policy, else the app's; open when `None`.
     pub auth: Option<&'a AuthPolicy>,
+    /// gRPC service settings: the route's, else the app's; plain HTTP when `None`.
+    pub rpc: Option<&'a RpcSpec>,
+    /// Cross-origin access: the route's, else the app's.
+    pub cors: Option<&'a CorsSpec>,
 }
 
 impl Matched<'_> {
@@ -107,6 +114,8 @@ impl RouteTable {
                     proxy_protocol: false,
                     max_connections: None,
                     auth: None,
+                    rpc: None,
+                    cors: None,
                 };
                 table.insert(&route, app.clone());
             }
@@ -142,6 +151,8 @@ impl RouteTable {
             max_body_bytes: spec.max_body_bytes.or(app.max_body_bytes),
             upstream: spec.upstream.as_deref().map(Into::into),
             auth: spec.auth.clone().or_else(|| app.auth.clone()),
+            rpc: spec.rpc.clone().or_else(|| app.rpc.clone()),
+            cors: spec.cors.clone().or_else(|| app.cors.clone()),
             app,
         };
         let (map, key) = match spec.hostname.strip_prefix("*.") {
@@ -186,6 +197,8 @@ impl RouteTable {
                         max_body_bytes: r.max_body_bytes,
                         upstream: r.upstream.as_deref(),
                         auth: r.auth.as_ref(),
+                        rpc: r.rpc.as_ref(),
+                        cors: r.cors.as_ref(),
                     });
                 }
             }
@@ -208,6 +221,8 @@ impl RouteTable {
             max_body_bytes: app.max_body_bytes,
             upstream: None,
             auth: app.auth.as_ref(),
+            rpc: app.rpc.as_ref(),
+            cors: app.cors.as_ref(),
         })
     }
 }

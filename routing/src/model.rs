@@ -5,6 +5,7 @@
 //! production gateway for long-lived streams wants (no total timeout, 600 s idle).
 
 use crate::auth::{ApiKeySpec, AuthPolicy, OidcIssuerSpec};
+use crate::rpc::{CorsSpec, RpcSpec};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -99,6 +100,12 @@ pub struct AppSpec {
     /// Credentials required on this app's routes, unless a route sets its own.
     #[serde(default)]
     pub auth: Option<AuthPolicy>,
+    /// The app is a gRPC service reached by browsers too, unless a route sets its own.
+    #[serde(default)]
+    pub rpc: Option<RpcSpec>,
+    /// Cross-origin access to the app's routes, unless a route sets its own.
+    #[serde(default)]
+    pub cors: Option<CorsSpec>,
 }
 
 /// Sends requests carrying a header to several clusters by weight.
@@ -321,6 +328,12 @@ pub struct RouteSpec {
     /// Credentials required here; the app's policy when absent.
     #[serde(default)]
     pub auth: Option<AuthPolicy>,
+    /// gRPC service settings here; the app's when absent.
+    #[serde(default)]
+    pub rpc: Option<RpcSpec>,
+    /// Cross-origin access here; the app's when absent.
+    #[serde(default)]
+    pub cors: Option<CorsSpec>,
 }
 
 impl RouteSpec {

@@ -8,6 +8,7 @@ use crate::model::{
     AppSpec, BalancePolicy, ClusterSpec, PortPolicy, ProtocolHint, RouteSpec, RoutingSpec,
     SplitSpec,
 };
+use crate::rpc::{CorsSpec, RpcSpec};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
@@ -114,7 +115,17 @@ pub fn validate(spec: &RoutingSpec) -> Result<(), ValidationError> {
     }
 }
 
+/// The gRPC and CORS sections of an app or route.
+fn check_rpc(r: &mut Report, at: &str, rpc: Option<&RpcSpec>, cors: Option<&CorsSpec>) {
+    let rpc = rpc.map(|s| s.problems(&format!("{at}.rpc")));
+    let cors = cors.map(|s| s.problems(&format!("{at}.cors")));
+    for (place, reason) in rpc.into_iter().chain(cors).flatten() {
+        r.add(place, reason);
+    }
+}
+
 fn check_app(r: &mut Report, at: &str, app: &AppSpec) {
+    check_rpc(r, at, app.rpc.as_ref(), app.cors.as_ref());
     if !is_app_id(&app.id) {
         r.add(
             at,
@@ -259,6 +270,7 @@ fn check_route(
     if !apps.contains_key(route.app.as_str()) {
         r.add(format!("{at}.app"), format!("no app `{}`", route.app));
     }
+    check_rpc(r, at, route.rpc.as_ref(), route.cors.as_ref());
     if !route.path_prefix.starts_with('/') {
         r.add(format!("{at}.path_prefix"), "must start with `/`");
     }
@@ -302,6 +314,9 @@ fn check_l4_route(r: &mut Report, at: &str, route: &RouteSpec, policy: &PortPoli
                 r.add(format!("{at}.listen_port"), reason);
             }
         }
+    }
+    if route.rpc.is_some() || route.cors.is_some() {
+        r.add(at, "L4 routes see no HTTP: rpc and cors do not apply");
     }
     if route.path_prefix != "/" || route.rewrite_prefix.is_some() || route.max_body_bytes.is_some()
     {

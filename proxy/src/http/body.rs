@@ -4,6 +4,8 @@
 
 use super::completion::{Completion, Outcome};
 use crate::clock::now_ms;
+use crate::rpc::request::Transform;
+use crate::rpc::response::RpcStream;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -13,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
+use tollgate_filters::rpc::{Code, RpcStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
@@ -20,6 +23,9 @@ pub enum BodyError {
     TooLarge(u64),
     #[error("stream idle for longer than {0:?}")]
     Idle(Duration),
+    /// The client's body could not be translated for the upstream.
+    #[error("invalid request body: {0}")]
+    Invalid(String),
     #[error(transparent)]
     Hyper(#[from] hyper::Error),
 }
@@ -50,10 +56,14 @@ impl Exchange {
     }
 }
 
-/// The body sent upstream: the client's body, counted against the route's limit.
+/// The body sent upstream: the client's body, counted against the route's limit and
+/// optionally rewritten on the way (gRPC-Web text, Connect JSON), or one buffered frame.
 #[derive(Debug)]
 pub struct RequestBody {
     inner: Option<Incoming>,
+    /// Sent before anything from `inner`: a buffered Connect unary message.
+    pending: Option<Bytes>,
+    transform: Option<Box<Transform>>,
     limit: u64,
     seen: u64,
     exchange: Option<Arc<Exchange>>,
@@ -63,6 +73,8 @@ impl RequestBody {
     pub fn empty() -> Self {
         RequestBody {
             inner: None,
+            pending: None,
+            transform: None,
             limit: u64::MAX,
             seen: 0,
             exchange: None,
@@ -72,10 +84,44 @@ impl RequestBody {
     pub fn new(inner: Incoming, limit: Option<u64>, exchange: Option<Arc<Exchange>>) -> Self {
         RequestBody {
             inner: Some(inner),
+            pending: None,
+            transform: None,
             limit: limit.unwrap_or(u64::MAX),
             seen: 0,
             exchange,
         }
+    }
+
+    /// A body of exactly these bytes.
+    pub fn once(bytes: Bytes) -> Self {
+        RequestBody {
+            pending: Some(bytes),
+            ..Self::empty()
+        }
+    }
+
+    /// A copy for another try, when the body is known in full (empty or buffered).
+    pub fn replay(&self) -> Option<RequestBody> {
+        match (&self.inner, &self.pending) {
+            (None, Some(b)) => Some(Self::once(b.clone())),
+            (None, None) => Some(Self::empty()),
+            (Some(inner), _) if inner.is_end_stream() => Some(Self::empty()),
+            _ => None,
+        }
+    }
+
+    /// Rewrites the data frames with `t` after they are counted.
+    pub fn with_transform(mut self, t: Transform) -> Self {
+        if !t.is_noop() {
+            self.transform = Some(Box::new(t));
+        }
+        self
+    }
+
+    fn invalid(&mut self, why: String) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        self.inner = None;
+        self.transform = None;
+        Poll::Ready(Some(Err(BodyError::Invalid(why))))
     }
 }
 
@@ -88,44 +134,73 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
-        let Some(inner) = this.inner.as_mut() else {
-            return Poll::Ready(None);
-        };
-        let frame = match ready!(Pin::new(inner).poll_frame(cx)) {
-            Some(Ok(f)) => f,
-            Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
-            None => return Poll::Ready(None),
-        };
-        if let Some(data) = frame.data_ref() {
-            this.seen += data.len() as u64;
-            if this.seen > this.limit {
-                if let Some(x) = &this.exchange {
-                    x.request_too_large.store(true, Relaxed);
+        if let Some(bytes) = this.pending.take() {
+            return Poll::Ready(Some(Ok(Frame::data(bytes))));
+        }
+        loop {
+            let Some(inner) = this.inner.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let frame = match ready!(Pin::new(inner).poll_frame(cx)) {
+                Some(Ok(f)) => f,
+                Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+                None => {
+                    this.inner = None;
+                    if let Some(Err(why)) = this.transform.as_ref().map(|t| t.finish()) {
+                        return this.invalid(why);
+                    }
+                    return Poll::Ready(None);
                 }
-                this.inner = None;
-                return Poll::Ready(Some(Err(BodyError::TooLarge(this.limit))));
+            };
+            if let Some(data) = frame.data_ref() {
+                this.seen += data.len() as u64;
+                if this.seen > this.limit {
+                    if let Some(x) = &this.exchange {
+                        x.request_too_large.store(true, Relaxed);
+                    }
+                    this.inner = None;
+                    return Poll::Ready(Some(Err(BodyError::TooLarge(this.limit))));
+                }
+            }
+            if let Some(x) = &this.exchange {
+                x.touch();
+            }
+            let Some(t) = this.transform.as_mut() else {
+                return Poll::Ready(Some(Ok(frame)));
+            };
+            match frame.into_data() {
+                Ok(data) => match t.data(data) {
+                    Ok(out) if out.is_empty() => continue,
+                    Ok(out) => return Poll::Ready(Some(Ok(Frame::data(out)))),
+                    Err(why) => return this.invalid(why),
+                },
+                // Trailers from a browser protocol have no gRPC meaning.
+                Err(_) => continue,
             }
         }
-        if let Some(x) = &this.exchange {
-            x.touch();
-        }
-        Poll::Ready(Some(Ok(frame)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
+        self.pending.is_none() && self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+        if let Some(b) = &self.pending {
+            return SizeHint::with_exact(b.len() as u64);
+        }
+        match (&self.inner, &self.transform) {
+            (None, _) => SizeHint::with_exact(0),
+            (Some(inner), None) => inner.size_hint(),
+            (Some(_), Some(_)) => SizeHint::default(),
+        }
     }
 }
 
 enum Source {
     Full(Option<Bytes>),
     Upstream(Incoming),
+    /// An upstream gRPC stream translated for a gRPC-Web or Connect client.
+    Rpc(Box<RpcStream>),
 }
 
 /// The body sent to the client: an upstream stream or a local answer.
@@ -158,6 +233,10 @@ impl ResponseBody {
         exchange: Option<Arc<Exchange>>,
     ) -> Self {
         Self::with_source(Source::Upstream(inner), idle_after, exchange)
+    }
+
+    pub fn rpc(stream: RpcStream, idle_after: Duration, exchange: Option<Arc<Exchange>>) -> Self {
+        Self::with_source(Source::Rpc(Box::new(stream)), idle_after, exchange)
     }
 
     fn with_source(source: Source, idle_after: Duration, exchange: Option<Arc<Exchange>>) -> Self {
@@ -223,6 +302,7 @@ impl Body for ResponseBody {
         let polled = match &mut this.source {
             Source::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Source::Upstream(inner) => Pin::new(inner).poll_frame(cx).map_err(BodyError::from),
+            Source::Rpc(stream) => stream.poll_frame(cx),
         };
         match polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -245,9 +325,22 @@ impl Body for ResponseBody {
             }
             Poll::Pending => match this.poll_idle(cx) {
                 Some(err) => {
-                    this.source = Source::Full(None);
                     this.finish(Outcome::IdleTimeout);
-                    Poll::Ready(Some(Err(err)))
+                    let last = match &mut this.source {
+                        // Browser protocols end with a status the client can read.
+                        Source::Rpc(stream) => Some(stream.end(
+                            &RpcStatus::new(Code::Unavailable, err.to_string()),
+                            &http::HeaderMap::new(),
+                        )),
+                        _ => None,
+                    };
+                    this.source = Source::Full(None);
+                    match last {
+                        Some(frame) if !frame.is_empty() => {
+                            Poll::Ready(Some(Ok(Frame::data(frame))))
+                        }
+                        _ => Poll::Ready(Some(Err(err))),
+                    }
                 }
                 None => Poll::Pending,
             },
@@ -258,6 +351,7 @@ impl Body for ResponseBody {
         match &self.source {
             Source::Full(b) => b.is_none(),
             Source::Upstream(inner) => inner.is_end_stream(),
+            Source::Rpc(stream) => stream.is_end_stream(),
         }
     }
 
@@ -265,6 +359,7 @@ impl Body for ResponseBody {
         match &self.source {
             Source::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Source::Upstream(inner) => inner.size_hint(),
+            Source::Rpc(_) => SizeHint::default(),
         }
     }
 }

@@ -5,9 +5,12 @@
 
 use super::body::ResponseBody;
 use super::headers::X_REQUEST_ID;
+use crate::rpc::reply::status_response;
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use std::time::Duration;
+use tollgate_filters::cors;
+use tollgate_filters::rpc::{Code, RpcProtocol, RpcStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -43,6 +46,15 @@ pub enum ProxyError {
     /// Valid credentials without the scope, role or tenant the route requires.
     #[error("permission denied")]
     Forbidden { scope: bool },
+    /// A gRPC-Web or Connect call refused before it reached the upstream.
+    #[error("{1}")]
+    Rpc(Code, String),
+    #[error("unsupported content type for a gRPC service")]
+    UnsupportedMediaType,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("CORS preflight refused: {0}")]
+    CorsRefused(cors::Refusal),
 }
 
 impl ProxyError {
@@ -57,7 +69,10 @@ impl ProxyError {
             UpstreamConnect | UpstreamProtocol | UpgradeUnsupported => StatusCode::BAD_GATEWAY,
             UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
-            Forbidden { .. } => StatusCode::FORBIDDEN,
+            Forbidden { .. } | CorsRefused(_) => StatusCode::FORBIDDEN,
+            Rpc(code, _) => code.connect_http_status(),
+            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
@@ -80,49 +95,41 @@ impl ProxyError {
             Draining => "draining",
             Unauthenticated { .. } => "unauthenticated",
             Forbidden { .. } => "permission_denied",
+            Rpc(code, _) => code.connect_name(),
+            UnsupportedMediaType => "unsupported_media_type",
+            MethodNotAllowed => "method_not_allowed",
+            CorsRefused(_) => "cors_refused",
         }
     }
 
     /// The gRPC status code for the same failure.
-    pub fn grpc_status(&self) -> u8 {
+    pub fn grpc_code(&self) -> Code {
         use ProxyError::*;
-        const INVALID_ARGUMENT: u8 = 3;
-        const DEADLINE_EXCEEDED: u8 = 4;
-        const PERMISSION_DENIED: u8 = 7;
-        const RESOURCE_EXHAUSTED: u8 = 8;
-        const UNIMPLEMENTED: u8 = 12;
-        const UNAVAILABLE: u8 = 14;
-        const UNAUTHENTICATED: u8 = 16;
         match self {
-            MissingHost | BadRequest(_) => INVALID_ARGUMENT,
-            NoRoute | UnknownApp(_) | UpgradeUnsupported => UNIMPLEMENTED,
-            HeadersTooLarge(_) | BodyTooLarge(_) => RESOURCE_EXHAUSTED,
-            UpstreamTimeout(_) => DEADLINE_EXCEEDED,
+            MissingHost | BadRequest(_) => Code::InvalidArgument,
+            NoRoute | UnknownApp(_) | UpgradeUnsupported | UnsupportedMediaType
+            | MethodNotAllowed => Code::Unimplemented,
+            HeadersTooLarge(_) | BodyTooLarge(_) => Code::ResourceExhausted,
+            UpstreamTimeout(_) => Code::DeadlineExceeded,
             Suspended(_) | NoHealthyEndpoint(_) | UpstreamConnect | UpstreamProtocol | Draining => {
-                UNAVAILABLE
+                Code::Unavailable
             }
-            Unauthenticated { .. } => UNAUTHENTICATED,
-            Forbidden { .. } => PERMISSION_DENIED,
+            Unauthenticated { .. } => Code::Unauthenticated,
+            Forbidden { .. } | CorsRefused(_) => Code::PermissionDenied,
+            Rpc(code, _) => *code,
         }
     }
 
     /// The response a client gets for this error.
-    pub fn to_response(&self, request_id: &HeaderValue, grpc: bool) -> Response<ResponseBody> {
-        let mut resp = if grpc {
-            let mut r = Response::new(ResponseBody::empty());
-            let h = r.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/grpc"),
-            );
-            h.insert(
-                "grpc-status",
-                HeaderValue::from(u16::from(self.grpc_status())),
-            );
-            if let Ok(msg) = HeaderValue::from_str(&percent_encode(&self.to_string())) {
-                h.insert("grpc-message", msg);
-            }
-            r
+    /// `protocol` is the RPC protocol the client speaks, if any.
+    pub fn to_response(
+        &self,
+        request_id: &HeaderValue,
+        protocol: Option<RpcProtocol>,
+    ) -> Response<ResponseBody> {
+        let mut resp = if let Some(protocol) = protocol {
+            let status = RpcStatus::new(self.grpc_code(), self.to_string());
+            status_response(protocol, &status, &HeaderMap::new())
         } else {
             let body = serde_json::json!({
                 "error": {
@@ -165,26 +172,6 @@ impl ProxyError {
     }
 }
 
-/// Percent-encodes per gRPC's `grpc-message` rules (printable ASCII except `%` kept).
-pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if (0x20..=0x7e).contains(&b) && b != b'%' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// Whether a request speaks gRPC (and so wants errors as `grpc-status`).
-pub fn is_grpc(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,7 +180,7 @@ mod tests {
     #[tokio::test]
     async fn json_errors_carry_code_and_request_id() {
         let id = HeaderValue::from_static("rid-1");
-        let resp = ProxyError::Suspended("acme".into()).to_response(&id, false);
+        let resp = ProxyError::Suspended("acme".into()).to_response(&id, None);
         assert_eq!(resp.status(), 503);
         assert_eq!(resp.headers()["x-request-id"], "rid-1");
         let body = resp.into_body().collect().await.unwrap().to_bytes();
@@ -205,9 +192,27 @@ mod tests {
     #[test]
     fn grpc_errors_are_trailers_only() {
         let id = HeaderValue::from_static("r");
-        let resp = ProxyError::UpstreamTimeout(Duration::from_secs(1)).to_response(&id, true);
+        let err = ProxyError::UpstreamTimeout(Duration::from_secs(1));
+        let resp = err.to_response(&id, Some(RpcProtocol::Grpc));
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.headers()["grpc-status"], "4");
-        assert_eq!(percent_encode("50% é"), "50%25 %C3%A9");
+        assert_eq!(resp.headers()["content-type"], "application/grpc");
+    }
+
+    #[tokio::test]
+    async fn connect_unary_errors_use_http_status_and_json() {
+        let id = HeaderValue::from_static("r");
+        let err = ProxyError::Rpc(Code::ResourceExhausted, "50% é".into());
+        let unary = RpcProtocol::ConnectUnary {
+            codec: tollgate_filters::rpc::Codec::Json,
+            get: false,
+        };
+        let resp = err.to_response(&id, Some(unary));
+        assert_eq!(resp.status(), 429);
+        assert_eq!(resp.headers()["x-request-id"], "r");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["code"], "resource_exhausted");
+        assert_eq!(v["message"], "50% é");
     }
 }

@@ -3,11 +3,12 @@
 
 use super::body::{Exchange, RequestBody, ResponseBody};
 use super::completion::{AccessRecord, Completion, StreamGuard};
-use super::errors::{ProxyError, is_grpc};
+use super::errors::ProxyError;
 use super::headers::{self, X_APP_ID, X_REQUEST_ID};
 use super::upgrade;
 use crate::auth::{self, AuthFailure};
 use crate::clock::now_ms;
+use crate::rpc::{self, RpcCall};
 use crate::state::{ProxyState, Shared};
 use crate::upstream::cluster::Cluster;
 use crate::upstream::endpoint::InFlight;
@@ -19,8 +20,10 @@ use hyper::upgrade::OnUpgrade;
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
+use tollgate_filters::cors;
+use tollgate_filters::rpc::{Code, RpcProtocol};
 use tollgate_routing::matcher::Miss;
-use tollgate_routing::{AppSpec, AppStatus, AuthPolicy, host};
+use tollgate_routing::{AppSpec, AppStatus, AuthPolicy, CorsSpec, host};
 
 /// What the listener knows about the connection a request came on.
 #[derive(Debug, Clone)]
@@ -57,6 +60,12 @@ struct Ctx<'a> {
     app: Option<Arc<AppSpec>>,
     app_header: Option<HeaderValue>,
     in_flight: Option<InFlight>,
+    /// The protocol errors are rendered in: gRPC or gRPC-Web from the start, Connect
+    /// once the route is known to be a gRPC service.
+    protocol: Option<RpcProtocol>,
+    /// The route's CORS policy and the request's Origin, applied to every answer.
+    cors: Option<&'a CorsSpec>,
+    origin: Option<HeaderValue>,
 }
 
 /// Serves one request; never fails, every error becomes a response.
@@ -73,7 +82,8 @@ pub async fn handle(
         &shared.streams_h1
     });
     let request_id = headers::request_id(req.headers());
-    let grpc = is_grpc(req.headers());
+    let protocol = RpcProtocol::detect(req.method(), req.headers(), req.uri().query());
+    let grpc = protocol.filter(|p| matches!(p, RpcProtocol::Grpc | RpcProtocol::GrpcWeb { .. }));
     let access = shared.access_log.then(|| {
         Box::new(AccessRecord {
             request_id: request_id.clone(),
@@ -83,6 +93,7 @@ pub async fn handle(
             host: host_value(&req),
         })
     });
+    let state = shared.state.load_full();
     let mut ctx = Ctx {
         shared: &shared,
         conn: &conn,
@@ -92,16 +103,21 @@ pub async fn handle(
         app: None,
         app_header: None,
         in_flight: None,
+        protocol: grpc,
+        cors: None,
+        origin: None,
     };
-    let state = shared.state.load_full();
-    let mut resp = match forward(&state, &mut ctx, req).await {
+    let mut resp = match forward(&state, &mut ctx, req, protocol).await {
         Ok(resp) => resp,
         Err(err) => {
             shared.metrics.local_responses.inc();
-            err.to_response(&ctx.request_id, grpc)
+            err.to_response(&ctx.request_id, ctx.protocol)
         }
     };
     let h = resp.headers_mut();
+    if let (Some(cors), Some(origin)) = (ctx.cors, &ctx.origin) {
+        cors::apply(cors, origin, h);
+    }
     if let Some(app) = ctx.app_header.take() {
         h.insert(X_APP_ID.clone(), app);
     }
@@ -128,10 +144,11 @@ fn host_value(req: &Request<Incoming>) -> Option<HeaderValue> {
     }
 }
 
-async fn forward(
-    state: &ProxyState,
-    ctx: &mut Ctx<'_>,
+async fn forward<'a>(
+    state: &'a ProxyState,
+    ctx: &mut Ctx<'a>,
     mut req: Request<Incoming>,
+    protocol: Option<RpcProtocol>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let limits = &ctx.shared.limits;
     if headers::header_bytes(req.headers()) > limits.max_header_bytes {
@@ -162,6 +179,16 @@ async fn forward(
         .app(app_id)
         .ok_or_else(|| ProxyError::NoHealthyEndpoint(app_id.to_string()))?;
     ctx.app_header = Some(ups.app_header.clone());
+    if let Some(cors) = m.cors {
+        ctx.cors = Some(cors);
+        ctx.origin = req.headers().get(header::ORIGIN).cloned();
+        if cors::is_preflight(req.method(), req.headers()) {
+            return preflight(cors, req.headers());
+        }
+    }
+    if m.rpc.is_some() {
+        ctx.protocol = protocol;
+    }
     if m.app.status == AppStatus::Suspended {
         return Err(ProxyError::Suspended(app_id.to_string()));
     }
@@ -175,6 +202,18 @@ async fn forward(
         None => None,
     };
     let path_and_query = upstream_path(req.uri(), m.rewrite(path))?;
+    let rpc_call = match m.rpc {
+        Some(spec) => Some(rpc::begin(
+            spec,
+            state,
+            protocol,
+            req.method(),
+            req.headers(),
+            path_and_query.path(),
+        )?)
+        .filter(RpcCall::translates),
+        None => None,
+    };
     let cluster = match m.upstream {
         Some(name) => ups.cluster(name),
         None => Some(ups.choose(req.headers())),
@@ -216,24 +255,59 @@ async fn forward(
 
     let body_empty = body.is_end_stream();
     let exchange = (!body_empty).then(|| Arc::new(Exchange::new()));
-    let body = RequestBody::new(body, max_body, exchange.clone());
+    let mut path_and_query = path_and_query;
+    let body = match &rpc_call {
+        Some(call) => {
+            parts.uri = Uri::from(path_and_query);
+            let body = rpc::request::translate(
+                call,
+                &mut parts,
+                body,
+                max_body,
+                exchange.clone(),
+                cluster.idle_timeout,
+            )
+            .await?;
+            path_and_query = parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            body
+        }
+        None => RequestBody::new(body, max_body, exchange.clone()),
+    };
+    let retryable = body.replay().is_some();
     let attempt = Attempt {
         cluster: &cluster,
         app_id,
         method: parts.method,
         headers: parts.headers,
         path_and_query,
-        retryable: body_empty,
+        retryable,
+        deadline: rpc_call.as_ref().and_then(|c| c.deadline),
     };
     let (resp, in_flight) = attempt.send(ctx, body, exchange.as_deref()).await?;
     ctx.in_flight = Some(in_flight);
-    Ok(into_client_response(
-        ctx,
-        resp,
-        client_upgrade,
-        exchange,
-        &cluster,
-    ))
+    Ok(match &rpc_call {
+        Some(call) if matches!(call.protocol, RpcProtocol::ConnectUnary { .. }) => {
+            rpc::unary::respond(call, resp, cluster.idle_timeout).await
+        }
+        Some(call) => rpc::response::respond(call, resp, cluster.idle_timeout, exchange),
+        None => into_client_response(ctx, resp, client_upgrade, exchange, &cluster),
+    })
+}
+
+/// The edge's answer to a CORS preflight: 204 with the grants, or 403.
+fn preflight(
+    cors: &CorsSpec,
+    headers: &http::HeaderMap,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let grants = cors::preflight(cors, headers).map_err(ProxyError::CorsRefused)?;
+    let mut resp = Response::new(ResponseBody::empty());
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    *resp.headers_mut() = grants;
+    Ok(resp)
 }
 
 /// Runs the route's auth policy and counts the result.
@@ -295,8 +369,10 @@ struct Attempt<'a> {
     method: Method,
     headers: http::HeaderMap,
     path_and_query: PathAndQuery,
-    /// Only bodiless requests can be sent again: bodies stream and are never buffered.
+    /// Only bodies known in full can be sent again: streamed bodies are never buffered.
     retryable: bool,
+    /// The call's own deadline: no point waiting longer for response headers.
+    deadline: Option<std::time::Duration>,
 }
 
 impl Attempt<'_> {
@@ -351,16 +427,22 @@ impl Attempt<'_> {
             } else {
                 std::mem::take(&mut self.headers)
             };
-            let mut up = Request::new(body.take().unwrap_or_else(RequestBody::empty));
+            let this_body = if tries < max_retries {
+                body.as_ref().and_then(RequestBody::replay)
+            } else {
+                body.take()
+            };
+            let mut up = Request::new(this_body.unwrap_or_else(RequestBody::empty));
             *up.method_mut() = self.method.clone();
             *up.uri_mut() = uri;
             *up.version_mut() = version;
             *up.headers_mut() = headers;
 
             let in_flight = ep.begin();
-            let sent =
-                tokio::time::timeout(cluster.response_header_timeout, cluster.client.request(up))
-                    .await;
+            let wait = self.deadline.map_or(cluster.response_header_timeout, |d| {
+                d.min(cluster.response_header_timeout)
+            });
+            let sent = tokio::time::timeout(wait, cluster.client.request(up)).await;
             let err = match sent {
                 Ok(Ok(resp)) => {
                     if matches!(resp.status().as_u16(), 502..=504) {
@@ -371,8 +453,17 @@ impl Attempt<'_> {
                     return Ok((resp, in_flight));
                 }
                 Ok(Err(e)) => {
-                    if exchange.is_some_and(Exchange::request_too_large) {
-                        return Err(ProxyError::BodyTooLarge(body_limit_of(&e)));
+                    match body_error_of(&e) {
+                        Some(super::body::BodyError::TooLarge(n)) => {
+                            return Err(ProxyError::BodyTooLarge(*n));
+                        }
+                        Some(super::body::BodyError::Invalid(why)) => {
+                            return Err(ProxyError::Rpc(Code::InvalidArgument, why.clone()));
+                        }
+                        _ if exchange.is_some_and(Exchange::request_too_large) => {
+                            return Err(ProxyError::BodyTooLarge(0));
+                        }
+                        _ => {}
                     }
                     tracing::warn!(app = self.app_id, endpoint = %ep.address, error = %error_chain(&e), "upstream request failed");
                     if e.is_connect() {
@@ -383,7 +474,7 @@ impl Attempt<'_> {
                 }
                 Err(_) => {
                     tracing::warn!(app = self.app_id, endpoint = %ep.address, "upstream response headers timed out");
-                    ProxyError::UpstreamTimeout(cluster.response_header_timeout)
+                    ProxyError::UpstreamTimeout(wait)
                 }
             };
             drop(in_flight);
@@ -429,18 +520,16 @@ impl Attempt<'_> {
     }
 }
 
-/// The limit a too-large body hit, read back from the body error.
-fn body_limit_of(e: &hyper_util::client::legacy::Error) -> u64 {
+/// Our own request body error, when that is what failed the upstream request.
+fn body_error_of(e: &hyper_util::client::legacy::Error) -> Option<&super::body::BodyError> {
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = src {
-        if let Some(super::body::BodyError::TooLarge(n)) =
-            s.downcast_ref::<super::body::BodyError>()
-        {
-            return *n;
+        if let Some(b) = s.downcast_ref::<super::body::BodyError>() {
+            return Some(b);
         }
         src = s.source();
     }
-    0
+    None
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -1,0 +1,129 @@
+//! gRPC-Web and Connect at the edge: browser protocols translated to gRPC upstreams.
+//!
+//! A route with an `rpc` section is a gRPC service. Plain gRPC passes through untouched;
+//! gRPC-Web (binary and text) and Connect (unary, GET and streaming, proto or JSON) are
+//! translated: [`begin`] reads the request head into an [`RpcCall`], [`request`] turns
+//! the client's body into gRPC frames, [`response`] and [`unary`] turn the upstream's
+//! frames and trailers back into the client's protocol, and [`reply`] renders a status
+//! the proxy decides itself in whichever protocol the client speaks.
+
+pub mod reply;
+pub mod request;
+pub mod response;
+pub mod unary;
+
+use crate::http::errors::ProxyError;
+use crate::state::ProxyState;
+use http::{HeaderMap, Method, header};
+use std::time::Duration;
+use tollgate_filters::rpc::compression::accepts_gzip;
+use tollgate_filters::rpc::{Code, Codec, MethodSchema, RpcProtocol, connect, timeout};
+use tollgate_routing::RpcSpec;
+
+/// One translated call: what the client speaks and what the translation needs.
+#[derive(Debug, Clone)]
+pub struct RpcCall {
+    pub protocol: RpcProtocol,
+    /// The method's schema, for JSON codecs only.
+    pub method: Option<MethodSchema>,
+    pub max_message_bytes: u64,
+    /// The client takes gzip-compressed responses.
+    pub client_gzip: bool,
+    /// The client's deadline, forwarded as `grpc-timeout`.
+    pub deadline: Option<Duration>,
+}
+
+impl RpcCall {
+    /// Whether anything besides passing bytes through is needed.
+    pub fn translates(&self) -> bool {
+        !self.protocol.is_grpc()
+    }
+}
+
+fn refuse(code: Code, message: impl Into<String>) -> ProxyError {
+    ProxyError::Rpc(code, message.into())
+}
+
+/// Reads the request head of a call to a gRPC service; `path` is the upstream path.
+pub fn begin(
+    spec: &RpcSpec,
+    state: &ProxyState,
+    protocol: Option<RpcProtocol>,
+    method: &Method,
+    headers: &HeaderMap,
+    path: &str,
+) -> Result<RpcCall, ProxyError> {
+    let Some(protocol) = protocol else {
+        return Err(ProxyError::UnsupportedMediaType);
+    };
+    let connect = matches!(
+        protocol,
+        RpcProtocol::ConnectUnary { .. } | RpcProtocol::ConnectStream { .. }
+    );
+    if (connect && !spec.connect)
+        || (matches!(protocol, RpcProtocol::GrpcWeb { .. }) && !spec.grpc_web)
+    {
+        return Err(ProxyError::UnsupportedMediaType);
+    }
+    let get = matches!(protocol, RpcProtocol::ConnectUnary { get: true, .. });
+    if *method != Method::POST && !get {
+        return Err(ProxyError::MethodNotAllowed);
+    }
+    let mut deadline = None;
+    if connect {
+        if !get {
+            connect::check_protocol_version(headers, spec.require_connect_protocol_version)
+                .map_err(|m| refuse(Code::InvalidArgument, m))?;
+        }
+        if let Some(v) = headers.get("connect-timeout-ms") {
+            deadline = Some(
+                timeout::parse_connect_timeout(v)
+                    .ok_or_else(|| refuse(Code::InvalidArgument, "invalid connect-timeout-ms"))?,
+            );
+        }
+    } else if let Some(v) = headers.get("grpc-timeout") {
+        deadline = timeout::parse_grpc_timeout(v);
+    }
+    let json = protocol.codec() == Codec::Json;
+    let schema_method = if json || get {
+        let schema = spec
+            .descriptor_set
+            .as_deref()
+            .and_then(|name| state.schemas.get(name));
+        match (schema, json) {
+            (Some(schema), _) => {
+                let m = schema
+                    .method(path)
+                    .ok_or_else(|| refuse(Code::Unimplemented, format!("unknown method {path}")))?;
+                if get && !m.no_side_effects() {
+                    return Err(refuse(
+                        Code::Unimplemented,
+                        "GET is only for methods marked idempotency_level = NO_SIDE_EFFECTS",
+                    ));
+                }
+                Some(m)
+            }
+            (None, true) => {
+                return Err(refuse(
+                    Code::Unimplemented,
+                    "JSON needs a descriptor set on this route; use the proto codec",
+                ));
+            }
+            (None, false) => None,
+        }
+    } else {
+        None
+    };
+    let client_gzip = match protocol {
+        RpcProtocol::ConnectUnary { .. } => accepts_gzip(headers.get(header::ACCEPT_ENCODING)),
+        RpcProtocol::ConnectStream { .. } => accepts_gzip(headers.get("connect-accept-encoding")),
+        _ => false,
+    };
+    Ok(RpcCall {
+        protocol,
+        method: schema_method.filter(|_| json),
+        max_message_bytes: spec.max_message_bytes,
+        client_gzip,
+        deadline,
+    })
+}
