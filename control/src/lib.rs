@@ -10,6 +10,7 @@
 //! - [`http`]: the JSON API for operators (`/api/v1`) and the polling fallback for
 //!   proxies (`/v1/snapshot`, `/v1/events`); see `control/API.md`.
 //! - [`grace`]: completing app deletions when their grace period ends.
+//! - [`usage`]: usage batches from proxies (`POST /v1/usage`) and per-app totals.
 //! - [`service`]: [`run`] with [`ControlOptions`] (`tollgate control`).
 pub mod store;
 
@@ -22,6 +23,7 @@ pub mod ids;
 pub mod projection;
 pub mod service;
 pub mod token;
+pub mod usage;
 
 pub use commands::{CommandError, Commands, Ctx, Written};
 pub use projection::{Projection, View};

@@ -1,10 +1,11 @@
 //! The HTTP JSON API (axum): `/api/v1/...` for operators, `/v1/snapshot` and
-//! `/v1/events` for proxies polling instead of watching, `/healthz` for probes.
+//! `/v1/events` for proxies polling instead of watching, `/v1/usage` for proxies
+//! reporting usage, `/healthz` for probes.
 //! Every endpoint is documented with examples in `control/API.md`.
 //!
-//! - **Auth.** `/api/v1/...` needs `Authorization: Bearer <admin token>`; the two
-//!   proxy endpoints accept the admin token or the proxy token (`--proxy-token`),
-//!   so proxies need not hold the admin token. Anything else is a 401. Tokens are
+//! - **Auth.** `/api/v1/...` needs `Authorization: Bearer <admin token>`; the
+//!   proxy endpoints (`/v1/...`) accept the admin token or the proxy token
+//!   (`--proxy-token`), so proxies need not hold the admin token. Anything else is a 401. Tokens are
 //!   compared in constant time ([`crate::token`]). `/healthz` is open.
 //! - **Errors** are `{"error": {"code", "message", "problems"?}}`: 400 bad JSON or
 //!   fields, 401, 404 unknown object, 409 conflict (object state or aggregate
@@ -17,6 +18,7 @@
 
 mod feed;
 mod read;
+mod usage;
 mod write;
 
 use crate::commands::{CommandError, Commands, Ctx, Problem, Written};
@@ -241,9 +243,11 @@ async fn not_found() -> ApiError {
 pub fn router(api: Arc<Api>) -> Router {
     let admin = read::routes()
         .merge(write::routes())
+        .merge(usage::admin_routes())
         .route_layer(middleware::from_fn_with_state(api.clone(), admin_only));
-    let proxies =
-        feed::routes().route_layer(middleware::from_fn_with_state(api.clone(), admin_or_proxy));
+    let proxies = feed::routes()
+        .merge(usage::proxy_routes())
+        .route_layer(middleware::from_fn_with_state(api.clone(), admin_or_proxy));
     Router::new()
         .route("/healthz", get(healthz))
         .merge(admin)

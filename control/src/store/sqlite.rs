@@ -82,6 +82,11 @@ impl SqliteStore {
         &self.writer
     }
 
+    /// The read pool (WAL readers never wait for the writer).
+    pub(crate) fn read_pool(&self) -> &SqlitePool {
+        &self.reader
+    }
+
     /// Closes both pools, waiting for in-flight operations.
     pub async fn close(&self) {
         self.writer.close().await;

@@ -1,0 +1,165 @@
+//! [`Period`]: the UTC day usage is accounted in, written `YYYY-MM-DD`.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const SECONDS_PER_DAY: u64 = 86_400;
+/// 9999-12-31: four-digit years only, so periods sort as text.
+const LAST_DAY: i64 = 2_932_896;
+
+/// A UTC day from 1970-01-01 to 9999-12-31.
+///
+/// Ordered by time; its text form (`2026-11-23`) sorts the same way, which the
+/// stores rely on for range queries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Period {
+    /// Days since 1970-01-01.
+    days: i64,
+}
+
+impl Period {
+    /// The day `days` after 1970-01-01, if within range.
+    pub fn from_unix_days(days: i64) -> Option<Period> {
+        (0..=LAST_DAY).contains(&days).then_some(Period { days })
+    }
+
+    /// The UTC day containing `time` (1970-01-01 for earlier times).
+    pub fn of(time: SystemTime) -> Period {
+        let days = time
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() / SECONDS_PER_DAY)
+            .unwrap_or(0);
+        Period {
+            days: i64::try_from(days).unwrap_or(LAST_DAY).min(LAST_DAY),
+        }
+    }
+
+    /// Days since 1970-01-01.
+    pub fn unix_days(self) -> i64 {
+        self.days
+    }
+
+    /// Parses `YYYY-MM-DD` (a real calendar date); `None` otherwise.
+    pub fn parse(text: &str) -> Option<Period> {
+        let b = text.as_bytes();
+        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+            return None;
+        }
+        let number = |range: std::ops::Range<usize>| -> Option<i64> {
+            b[range].iter().try_fold(0i64, |n, c| {
+                c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
+            })
+        };
+        let (y, m, d) = (number(0..4)?, number(5..7)?, number(8..10)?);
+        if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+            return None;
+        }
+        let days = days_from_civil(y, m, d);
+        // A day past the month's end (2026-02-30) lands in the next month.
+        (civil_from_days(days) == (y, m, d))
+            .then_some(())
+            .and_then(|()| Period::from_unix_days(days))
+    }
+}
+
+impl fmt::Display for Period {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (y, m, d) = civil_from_days(self.days);
+        write!(f, "{y:04}-{m:02}-{d:02}")
+    }
+}
+
+impl FromStr for Period {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Period::parse(s).ok_or_else(|| format!("`{s}` is not a date (YYYY-MM-DD, UTC)"))
+    }
+}
+
+// Howard Hinnant's civil calendar algorithms (proleptic Gregorian).
+
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn text_round_trips() {
+        for (text, days) in [
+            ("1970-01-01", 0),
+            ("2000-02-29", 11_016),
+            ("2026-11-23", 20_780),
+            ("9999-12-31", LAST_DAY),
+        ] {
+            let p = Period::parse(text).unwrap();
+            assert_eq!(p.unix_days(), days, "{text}");
+            assert_eq!(p.to_string(), text);
+        }
+        for days in (0..LAST_DAY).step_by(997) {
+            let p = Period::from_unix_days(days).unwrap();
+            assert_eq!(Period::parse(&p.to_string()), Some(p));
+        }
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_day() {
+        for text in [
+            "",
+            "2026-11-2",
+            "2026-11-233",
+            "2026/11/23",
+            "2026-13-01",
+            "2026-00-10",
+            "2026-02-29",
+            "2026-04-31",
+            "2026-11-00",
+            "1969-12-31",
+            "+026-11-23",
+            "2026-1a-01",
+            " 2026-11-23",
+        ] {
+            assert_eq!(Period::parse(text), None, "{text:?}");
+        }
+        assert!(Period::from_unix_days(-1).is_none());
+        assert!(Period::from_unix_days(LAST_DAY + 1).is_none());
+    }
+
+    #[test]
+    fn days_roll_at_utc_midnight() {
+        let midnight = UNIX_EPOCH + Duration::from_secs(20_780 * SECONDS_PER_DAY);
+        assert_eq!(
+            Period::of(midnight - Duration::from_millis(1)).to_string(),
+            "2026-11-22"
+        );
+        assert_eq!(Period::of(midnight).to_string(), "2026-11-23");
+        assert_eq!(
+            Period::of(UNIX_EPOCH - Duration::from_secs(5)).unix_days(),
+            0
+        );
+    }
+}
