@@ -7,6 +7,8 @@
 //! [`rpc`] is the sans-I/O codec for gRPC-Web and Connect ↔ gRPC translation.
 
 pub mod apikey;
+pub mod budget;
 pub mod cors;
+pub mod limit;
 pub mod oidc;
 pub mod rpc;

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod edge;
 pub mod host;
 pub mod l4;
+pub mod limits;
 pub mod matcher;
 pub mod model;
 pub mod rpc;
@@ -19,6 +20,9 @@ mod validate_auth;
 pub use auth::{ApiKeySpec, AuthPolicy, KeyKind, OidcIssuerSpec, SUPPORTED_ALGORITHMS};
 pub use edge::{EdgeApp, EdgeCert, EdgeConfig, EdgeError, EdgeEvent};
 pub use l4::{L4Route, L4Table};
+pub use limits::{
+    BudgetPeriod, BudgetSpec, BudgetUnit, LimitScope, LimitsSpec, OnBackendError, RateKey, RateRule,
+};
 pub use matcher::{Matched, RouteTable};
 pub use model::{
     AppSpec, AppStatus, BalancePolicy, ClusterSpec, EndpointSpec, HealthCheckSpec, OutlierSpec,

@@ -1,0 +1,103 @@
+//! Budget periods in UTC: which one `now` falls in and when it ends.
+//!
+//! Civil-date arithmetic after Howard Hinnant's `days_from_civil` / `civil_from_days`
+//! (proleptic Gregorian), so no date library is needed.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+use tollgate_routing::BudgetPeriod;
+
+const DAY: u64 = 86_400;
+
+/// The period containing an instant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PeriodWindow {
+    /// `2026-11-23` for a day, `2026-11` for a month.
+    pub key: String,
+    /// Unix seconds at which the period ends (exclusive) and its counter expires.
+    pub ends_at: u64,
+}
+
+/// The `period` that `now` falls in (instants before 1970 count as 1970-01-01).
+pub fn period_window(period: BudgetPeriod, now: SystemTime) -> PeriodWindow {
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let days = i64::try_from(secs / DAY).unwrap_or(i64::MAX / 2);
+    let (y, m, d) = civil_from_days(days);
+    match period {
+        BudgetPeriod::Day => PeriodWindow {
+            key: format!("{y:04}-{m:02}-{d:02}"),
+            ends_at: unix_day(days + 1),
+        },
+        BudgetPeriod::Month => {
+            let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+            PeriodWindow {
+                key: format!("{y:04}-{m:02}"),
+                ends_at: unix_day(days_from_civil(ny, nm, 1)),
+            }
+        }
+    }
+}
+
+fn unix_day(days: i64) -> u64 {
+    u64::try_from(days).unwrap_or(0).saturating_mul(DAY)
+}
+
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m as u32, d as u32)
+}
+
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn days_round_trip() {
+        assert_eq!(civil_from_days(20_780), (2026, 11, 23));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        for z in [-1, 0, 59, 11_016, 20_780, 50_000] {
+            let (y, m, d) = civil_from_days(z);
+            assert_eq!(days_from_civil(y, m, d), z);
+        }
+    }
+
+    #[test]
+    fn keys_and_ends() {
+        let t = at(1_795_478_400 - 1); // 2026-11-23T23:59:59Z
+        let day = period_window(BudgetPeriod::Day, t);
+        assert_eq!(day.key, "2026-11-23");
+        assert_eq!(day.ends_at, 1_795_478_400);
+        assert_eq!(
+            period_window(BudgetPeriod::Day, at(day.ends_at)).key,
+            "2026-11-24"
+        );
+        let month = period_window(BudgetPeriod::Month, t);
+        assert_eq!(month.key, "2026-11");
+        assert_eq!(month.ends_at, 1_796_083_200);
+        let dec = period_window(BudgetPeriod::Month, at(1_796_083_200));
+        assert_eq!((dec.key.as_str(), dec.ends_at), ("2026-12", 1_798_761_600));
+    }
+}

@@ -1,0 +1,3 @@
+//! Helpers shared by the limit and budget tests.
+
+pub mod redis;
