@@ -9,6 +9,7 @@
 pub mod apikey;
 pub mod budget;
 pub mod cors;
+pub mod filter;
 pub mod limit;
 pub mod oidc;
 pub mod rpc;

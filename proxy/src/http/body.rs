@@ -336,10 +336,8 @@ impl Body for ResponseBody {
                     };
                     this.source = Source::Full(None);
                     match last {
-                        Some(frame) if !frame.is_empty() => {
-                            Poll::Ready(Some(Ok(Frame::data(frame))))
-                        }
-                        _ => Poll::Ready(Some(Err(err))),
+                        Some(frame) => Poll::Ready(Some(Ok(frame))),
+                        None => Poll::Ready(Some(Err(err))),
                     }
                 }
                 None => Poll::Pending,

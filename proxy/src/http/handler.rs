@@ -293,7 +293,7 @@ async fn forward<'a>(
         Some(call) if matches!(call.protocol, RpcProtocol::ConnectUnary { .. }) => {
             rpc::unary::respond(call, resp, cluster.idle_timeout).await
         }
-        Some(call) => rpc::response::respond(call, resp, cluster.idle_timeout, exchange),
+        Some(call) => rpc::response::respond(call, resp, cluster.idle_timeout, exchange, None),
         None => into_client_response(ctx, resp, client_upgrade, exchange, &cluster),
     })
 }

@@ -14,6 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
+use tollgate_filters::filter::{StreamFilter, Verdict};
 use tollgate_filters::rpc::compression::{self, Encoding};
 use tollgate_filters::rpc::envelope::{self, FLAG_COMPRESSED};
 use tollgate_filters::rpc::{
@@ -23,12 +24,14 @@ use tollgate_filters::rpc::{
 /// Messages at least this large are gzipped for clients that accept it.
 pub const COMPRESS_MIN_BYTES: usize = 1024;
 
-/// Turns the upstream's response into the client's, for the streaming protocols.
+/// Turns the upstream's response into the client's, for the streaming protocols (and
+/// for gRPC itself when a filter follows its messages).
 pub fn respond(
     call: &RpcCall,
     resp: Response<Incoming>,
     idle: Duration,
     exchange: Option<Arc<Exchange>>,
+    mut filter: Option<Box<dyn StreamFilter>>,
 ) -> Response<ResponseBody> {
     let protocol = call.protocol;
     let (parts, body) = resp.into_parts();
@@ -39,56 +42,76 @@ pub fn respond(
         // Trailers-only: the call ended before any message.
         return status_response(protocol, &status, &parts.headers);
     }
+    if let Some(f) = filter.as_mut() {
+        f.on_response_head(&parts);
+    }
     let upstream_gzip = matches!(
         Encoding::from_header(parts.headers.get("grpc-encoding")),
         Ok(Encoding::Gzip)
     );
     let json = protocol.codec() == Codec::Json;
+    // Messages are decoded one by one only when something needs them whole.
+    let decode = json || filter.is_some();
+    let client_gzip = call.client_gzip && decode && protocol.is_connect();
     let mut out = Response::new(ResponseBody::empty());
     let h = out.headers_mut();
     copy_metadata(&parts.headers, h);
     h.insert(header::CONTENT_TYPE, protocol.response_content_type());
-    match protocol {
-        RpcProtocol::GrpcWeb { .. } => {
-            // gRPC-Web frames are gRPC frames: compression passes through as it is.
-            if let Some(v) = parts.headers.get("grpc-encoding") {
-                h.insert("grpc-encoding", v.clone());
-            }
-        }
-        RpcProtocol::ConnectStream { .. } if !json && upstream_gzip => {
-            h.insert("connect-content-encoding", HeaderValue::from_static("gzip"));
-        }
-        RpcProtocol::ConnectStream { .. } if json && call.client_gzip => {
-            h.insert("connect-content-encoding", HeaderValue::from_static("gzip"));
-        }
-        _ => {}
+    if !decode && upstream_gzip {
+        // Passed through as they are, compressed frames keep their encoding.
+        let name = if protocol.is_connect() {
+            "connect-content-encoding"
+        } else {
+            "grpc-encoding"
+        };
+        h.insert(name, HeaderValue::from_static("gzip"));
+    } else if client_gzip {
+        h.insert("connect-content-encoding", HeaderValue::from_static("gzip"));
     }
     let stream = RpcStream {
         upstream: Some(body),
         protocol,
-        decoder: json.then(|| EnvelopeDecoder::new(call.max_message_bytes)),
+        decoder: decode.then(|| EnvelopeDecoder::new(call.max_message_bytes)),
         method: call.method.clone().filter(|_| json),
         upstream_gzip,
-        client_gzip: call.client_gzip,
+        client_gzip,
         limit: call.max_message_bytes,
+        filter,
+        held: None,
+        ending: None,
         done: false,
     };
     *out.body_mut() = ResponseBody::rpc(stream, idle, exchange);
     out
 }
 
-/// The upstream body, translated frame by frame for a gRPC-Web or Connect client.
-#[derive(Debug)]
+/// The upstream body, translated frame by frame for the client.
 pub struct RpcStream {
     upstream: Option<Incoming>,
     protocol: RpcProtocol,
-    /// Present when messages are decoded one by one (JSON transcoding).
+    /// Present when messages are decoded one by one (JSON, or a filter).
     decoder: Option<EnvelopeDecoder>,
     method: Option<MethodSchema>,
     upstream_gzip: bool,
     client_gzip: bool,
     limit: u64,
+    filter: Option<Box<dyn StreamFilter>>,
+    /// A decoded message waiting for the filter's verdict.
+    held: Option<Bytes>,
+    /// The status to end with once what was already approved is out.
+    ending: Option<RpcStatus>,
     done: bool,
+}
+
+impl std::fmt::Debug for RpcStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcStream")
+            .field("protocol", &self.protocol)
+            .field("decode", &self.decoder.is_some())
+            .field("filter", &self.filter.is_some())
+            .field("done", &self.done)
+            .finish()
+    }
 }
 
 impl RpcStream {
@@ -101,18 +124,39 @@ impl RpcStream {
             if self.done {
                 return Poll::Ready(None);
             }
+            if let Some(status) = self.ending.take() {
+                return Poll::Ready(Some(Ok(self.end(&status, &HeaderMap::new()))));
+            }
+            if self.decoder.is_some() {
+                match self.drain(cx) {
+                    Ok(out) if !out.is_empty() => {
+                        return Poll::Ready(Some(Ok(Frame::data(self.wrap(out)))));
+                    }
+                    Ok(_) if self.held.is_some() => return Poll::Pending,
+                    Ok(_) if self.ending.is_some() => continue,
+                    Ok(_) => {}
+                    Err(status) => {
+                        return Poll::Ready(Some(Ok(self.end(&status, &HeaderMap::new()))));
+                    }
+                }
+            }
             let Some(up) = self.upstream.as_mut() else {
                 return Poll::Ready(None);
             };
             let (status, trailers) = match ready!(Pin::new(up).poll_frame(cx)) {
                 Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => match self.on_data(data) {
-                        Ok(out) if out.is_empty() => continue,
-                        Ok(out) => return Poll::Ready(Some(Ok(Frame::data(self.wrap(out))))),
-                        Err(status) => (status, HeaderMap::new()),
+                    Ok(data) => match &mut self.decoder {
+                        Some(d) => {
+                            d.push(data);
+                            continue;
+                        }
+                        None => return Poll::Ready(Some(Ok(Frame::data(self.wrap(data))))),
                     },
                     Err(frame) => match frame.into_trailers() {
                         Ok(trailers) => {
+                            if let Some(f) = self.filter.as_mut() {
+                                f.on_trailers(&trailers);
+                            }
                             let status = match self.decoder.as_ref().map(|d| d.finish()) {
                                 Some(Err(e)) => {
                                     RpcStatus::new(Code::Internal, format!("upstream: {e}"))
@@ -135,15 +179,26 @@ impl RpcStream {
                     HeaderMap::new(),
                 ),
             };
-            return Poll::Ready(Some(Ok(Frame::data(self.end(&status, &trailers)))));
+            return Poll::Ready(Some(Ok(self.end(&status, &trailers))));
         }
     }
 
-    /// Ends the stream with `status`, cancelling the upstream stream if it still runs.
-    pub fn end(&mut self, status: &RpcStatus, trailers: &HeaderMap) -> Bytes {
+    /// Ends the stream with `status`, cancelling the upstream stream if it still runs:
+    /// the protocol's final frame (trailers for gRPC).
+    pub fn end(&mut self, status: &RpcStatus, trailers: &HeaderMap) -> Frame<Bytes> {
         self.upstream = None;
         self.done = true;
-        final_frame(self.protocol, status, trailers)
+        self.held = None;
+        if let Some(mut f) = self.filter.take() {
+            f.on_end();
+        }
+        if self.protocol.is_grpc() {
+            let mut t = HeaderMap::new();
+            copy_metadata(trailers, &mut t);
+            status.write_trailers(&mut t);
+            return Frame::trailers(t);
+        }
+        Frame::data(final_frame(self.protocol, status, trailers))
     }
 
     fn wrap(&self, out: Bytes) -> Bytes {
@@ -153,29 +208,31 @@ impl RpcStream {
         }
     }
 
-    /// Bytes for the client from one upstream data chunk; a status when the call must end.
-    fn on_data(&mut self, data: Bytes) -> Result<Bytes, RpcStatus> {
-        let Some(decoder) = self.decoder.as_mut() else {
-            return Ok(data);
-        };
-        decoder.push(data);
+    /// Re-frames the decoded messages the filter lets through; stops at a message
+    /// waiting for a verdict (`held`) or at a stop (`ending`).
+    fn drain(&mut self, cx: &mut Context<'_>) -> Result<Bytes, RpcStatus> {
         let mut out = BytesMut::new();
-        while let Some(env) = decoder.next_envelope().map_err(|e| {
-            RpcStatus::new(Code::ResourceExhausted, format!("upstream message: {e}"))
-        })? {
-            let proto = if env.flags & FLAG_COMPRESSED != 0 {
-                if !self.upstream_gzip {
-                    return Err(RpcStatus::new(
-                        Code::Internal,
-                        "upstream compressed a message without grpc-encoding",
-                    ));
-                }
-                compression::gunzip(&env.data, self.limit).map_err(|e| {
-                    RpcStatus::new(Code::ResourceExhausted, format!("upstream message: {e}"))
-                })?
-            } else {
-                env.data
+        loop {
+            let proto = match self.held.take() {
+                Some(p) => p,
+                None => match self.next_message()? {
+                    Some(p) => p,
+                    None => break,
+                },
             };
+            if let Some(f) = self.filter.as_mut() {
+                match f.poll_response_message(cx, &proto) {
+                    Poll::Pending => {
+                        self.held = Some(proto);
+                        break;
+                    }
+                    Poll::Ready(Verdict::Stop(status)) => {
+                        self.ending = Some(status);
+                        break;
+                    }
+                    Poll::Ready(Verdict::Continue) => {}
+                }
+            }
             let msg = match &self.method {
                 Some(m) => m
                     .response_proto_to_json(&proto)
@@ -194,8 +251,41 @@ impl RpcStream {
         Ok(out.freeze())
     }
 
+    /// The next whole upstream message, decompressed.
+    fn next_message(&mut self) -> Result<Option<Bytes>, RpcStatus> {
+        let Some(decoder) = self.decoder.as_mut() else {
+            return Ok(None);
+        };
+        let Some(env) = decoder.next_envelope().map_err(|e| {
+            RpcStatus::new(Code::ResourceExhausted, format!("upstream message: {e}"))
+        })?
+        else {
+            return Ok(None);
+        };
+        if env.flags & FLAG_COMPRESSED == 0 {
+            return Ok(Some(env.data));
+        }
+        if !self.upstream_gzip {
+            return Err(RpcStatus::new(
+                Code::Internal,
+                "upstream compressed a message without grpc-encoding",
+            ));
+        }
+        compression::gunzip(&env.data, self.limit)
+            .map(Some)
+            .map_err(|e| RpcStatus::new(Code::ResourceExhausted, format!("upstream message: {e}")))
+    }
+
     pub fn is_end_stream(&self) -> bool {
         self.done
+    }
+}
+
+impl Drop for RpcStream {
+    fn drop(&mut self) {
+        if let Some(mut f) = self.filter.take() {
+            f.on_end();
+        }
     }
 }
 
