@@ -47,6 +47,41 @@ pub struct ProxyConfig {
     /// Follow the control service for routing instead of the tables above.
     #[serde(default)]
     pub control: Option<ControlConfig>,
+    /// Where rate limits and budgets keep their counters.
+    #[serde(default)]
+    pub rate_limiting: RateLimitingConfig,
+}
+
+/// Backends for rate limits and budgets, shared by every app.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitingConfig {
+    /// Redis for cluster-wide limits and budgets; in-process only when absent.
+    #[serde(default)]
+    pub redis_url: Option<String>,
+    /// Bound on every Redis call, connecting included.
+    #[serde(default)]
+    pub redis_timeout_ms: Option<u64>,
+    /// First segment of every Redis key.
+    #[serde(default)]
+    pub key_prefix: Option<String>,
+    /// `redis` or `memory`; Redis when `redis_url` is set.
+    #[serde(default)]
+    pub budget_store: Option<BudgetStoreKind>,
+    /// File the in-process budget counters are saved to, so they survive restarts.
+    #[serde(default)]
+    pub budget_state_file: Option<PathBuf>,
+    /// Units a stream leases from the budget at a time (default 64).
+    #[serde(default)]
+    pub budget_lease: Option<u64>,
+}
+
+/// Where budget counters live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetStoreKind {
+    Memory,
+    Redis,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -14,6 +14,7 @@ pub mod control_client;
 pub mod demo;
 pub mod http;
 pub mod l4;
+pub mod limits;
 pub mod listen;
 pub mod logging;
 pub mod metrics;

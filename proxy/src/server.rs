@@ -6,6 +6,7 @@ use crate::config::ListenerMode;
 use crate::config::{self, ConfigError};
 use crate::control_client::{self, ControlSettings};
 use crate::l4::{self, L4Mode, limits::ConnLimits};
+use crate::limits::LimitEngine;
 use crate::listen::{self, HttpBuilders, ListenError};
 use crate::logging;
 use crate::metrics::Metrics;
@@ -71,7 +72,10 @@ pub async fn run(opts: RunOptions) -> Result<(), ServerError> {
     let listeners = loaded.config.listeners.clone();
     let admin_addr = loaded.config.admin.listen;
     let drain = Duration::from_millis(loaded.config.limits.drain_timeout_ms);
-    let shared = Shared::new(loaded, Arc::new(Metrics::new()?))?;
+    let engine = LimitEngine::start(&loaded.config.rate_limiting)
+        .await
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    let shared = Shared::new(loaded, Arc::new(Metrics::new()?), engine)?;
     // The persisted control snapshot is served before any listener accepts.
     let follower = match &control {
         Some(settings) => Some(control_client::prepare(&shared, settings).await),
@@ -148,6 +152,7 @@ pub async fn run(opts: RunOptions) -> Result<(), ServerError> {
     shared.start_draining();
     let _ = stop_tx.send(true);
     while serving.join_next().await.is_some() {}
+    shared.limit_engine.persist().await;
     let _ = admin_stop_tx.send(true);
     tracing::info!("stopped");
     Ok(())

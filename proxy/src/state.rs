@@ -4,6 +4,7 @@
 use crate::auth::AuthState;
 use crate::config::{ConfigError, Limits, Loaded};
 use crate::control_client::ControlStatus;
+use crate::limits::{self, AppLimits, LimitEngine};
 use crate::metrics::Metrics;
 use crate::upstream::Upstreams;
 use arc_swap::ArcSwap;
@@ -26,6 +27,8 @@ pub struct ProxyState {
     pub auth: AuthState,
     /// Schemas for Connect JSON, by the `descriptor_set` name routes give.
     pub schemas: HashMap<String, Schema>,
+    /// Compiled rate limits, quotas and budgets of the apps that have them.
+    pub limits: HashMap<String, Arc<AppLimits>>,
 }
 
 impl ProxyState {
@@ -34,6 +37,7 @@ impl ProxyState {
         snapshot: Arc<Snapshot>,
         previous: Option<&ProxyState>,
         metrics: &Metrics,
+        engine: &LimitEngine,
     ) -> Result<Self, ConfigError> {
         let invalid = |e: &dyn std::fmt::Display| ConfigError::Invalid(e.to_string());
         let spec = &snapshot.spec;
@@ -43,11 +47,13 @@ impl ProxyState {
         let issuers = IssuerRegistry::build(&spec.oidc_issuers, previous.map(|p| &p.auth.issuers))
             .map_err(|e| invalid(&e))?;
         let schemas = load_schemas(spec, previous.map(|p| &p.schemas))?;
+        let limits = limits::build(spec, previous.map(|p| &p.limits), engine);
         Ok(ProxyState {
             snapshot,
             upstreams,
             auth: AuthState { keys, issuers },
             schemas,
+            limits,
         })
     }
 }
@@ -107,12 +113,19 @@ pub struct Shared {
     pub reload_lock: tokio::sync::Mutex<()>,
     /// Set once at start when routing comes from the control service.
     pub control: OnceLock<Arc<ControlStatus>>,
+    /// Backends of rate limits and budgets.
+    pub limit_engine: Arc<LimitEngine>,
 }
 
 impl Shared {
     /// Builds the first state from a loaded config (version 1).
-    pub fn new(loaded: Loaded, metrics: Arc<Metrics>) -> Result<Arc<Self>, ConfigError> {
-        let state = ProxyState::build(Arc::new(loaded.snapshot(1)?), None, &metrics)?;
+    pub fn new(
+        loaded: Loaded,
+        metrics: Arc<Metrics>,
+        limit_engine: Arc<LimitEngine>,
+    ) -> Result<Arc<Self>, ConfigError> {
+        let state =
+            ProxyState::build(Arc::new(loaded.snapshot(1)?), None, &metrics, &limit_engine)?;
         metrics.config_version.set(1);
         metrics.certificates_loaded.set(loaded.certs.len() as i64);
         let shared = Shared {
@@ -125,6 +138,7 @@ impl Shared {
             draining: AtomicBool::new(false),
             reload_lock: tokio::sync::Mutex::new(()),
             control: OnceLock::new(),
+            limit_engine,
             metrics,
         };
         Ok(Arc::new(shared))
@@ -145,6 +159,7 @@ impl Shared {
             Arc::new(Snapshot::build(routing, version)?),
             Some(&current),
             &self.metrics,
+            &self.limit_engine,
         )?;
         let cert_count = certs.len();
         // Routes and certificates change together, right after each other.

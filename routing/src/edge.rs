@@ -422,6 +422,11 @@ impl EdgeConfig {
                 auth: a.auth.clone(),
                 rpc: None,
                 cors: None,
+                // Refused by the control service when invalid, so none is lost here.
+                limits: self
+                    .limits
+                    .get(&a.id)
+                    .and_then(|v| crate::limits::LimitsSpec::from_json(v).ok()),
             })
             .collect();
         let deleting = |app: &str| {

@@ -5,6 +5,7 @@
 //! production gateway for long-lived streams wants (no total timeout, 600 s idle).
 
 use crate::auth::{ApiKeySpec, AuthPolicy, OidcIssuerSpec};
+use crate::limits::LimitsSpec;
 use crate::rpc::{CorsSpec, RpcSpec};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -106,6 +107,9 @@ pub struct AppSpec {
     /// Cross-origin access to the app's routes, unless a route sets its own.
     #[serde(default)]
     pub cors: Option<CorsSpec>,
+    /// Rate limits, concurrent-stream quota and budget for the whole app.
+    #[serde(default)]
+    pub limits: Option<LimitsSpec>,
 }
 
 /// Sends requests carrying a header to several clusters by weight.

@@ -126,6 +126,9 @@ fn check_rpc(r: &mut Report, at: &str, rpc: Option<&RpcSpec>, cors: Option<&Cors
 
 fn check_app(r: &mut Report, at: &str, app: &AppSpec) {
     check_rpc(r, at, app.rpc.as_ref(), app.cors.as_ref());
+    for problem in app.limits.iter().flat_map(|l| l.validate()) {
+        r.add(format!("{at}.limits"), problem);
+    }
     if !is_app_id(&app.id) {
         r.add(
             at,

@@ -329,13 +329,14 @@ impl Commands {
         .await
     }
 
-    /// Sets the app's limits (opaque JSON; proxies interpret them).
+    /// Sets the app's rate limits, quotas and budget (`routing::LimitsSpec` as JSON).
     pub async fn set_limits(
         &self,
         ctx: &Ctx,
         id: &str,
         limits: serde_json::Value,
     ) -> Result<Written<AppView>, CommandError> {
+        tollgate_routing::LimitsSpec::from_json(&limits).map_err(CommandError::invalid)?;
         self.app_command(ctx, id, |config, app| {
             Ok(if config.limits.get(&app.id) == Some(&limits) {
                 Vec::new()

@@ -199,6 +199,25 @@ impl Meter {
         Ok(Verdict::Exhausted)
     }
 
+    /// Pays from the units already leased, without touching the store; `None` when
+    /// the store must be asked ([`Meter::consume`]).
+    pub fn try_consume_held(&mut self, units: u64) -> Option<Verdict> {
+        if self.exhausted {
+            return Some(Verdict::Exhausted);
+        }
+        if units == 0 {
+            return Some(Verdict::Continue);
+        }
+        let now = (self.budget.clock)();
+        let now_secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if now_secs >= self.period_ends || units > self.held {
+            return None;
+        }
+        self.held -= units;
+        self.consumed += units;
+        Some(Verdict::Continue)
+    }
+
     /// Units paid for so far.
     pub fn consumed(&self) -> u64 {
         self.consumed

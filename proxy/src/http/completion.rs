@@ -7,7 +7,9 @@ use http::{HeaderValue, Method, Uri};
 use prometheus::IntGauge;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
+use tollgate_filters::limit::StreamPermit;
 use tollgate_routing::AppSpec;
 
 /// How a response stream ended.
@@ -70,6 +72,10 @@ pub struct Completion {
     pub stream: Option<StreamGuard>,
     pub in_flight: Option<InFlight>,
     pub access: Option<Box<AccessRecord>>,
+    /// A slot of the app's concurrent-stream quota, freed when this is dropped.
+    pub permit: Option<StreamPermit>,
+    /// Budget units the response paid for, when it was metered.
+    pub units: Option<Arc<AtomicU64>>,
 }
 
 impl Completion {

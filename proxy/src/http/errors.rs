@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use std::time::Duration;
 use tollgate_filters::cors;
+use tollgate_filters::limit::{Decision, render_headers};
 use tollgate_filters::rpc::{Code, RpcProtocol, RpcStatus};
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +56,14 @@ pub enum ProxyError {
     MethodNotAllowed,
     #[error("CORS preflight refused: {0}")]
     CorsRefused(cors::Refusal),
+    #[error("rate limit exceeded")]
+    RateLimited(Box<Decision>),
+    #[error("too many concurrent streams for this app")]
+    TooManyStreams,
+    #[error("BUDGET_EXCEEDED: the app's budget for this period is spent")]
+    BudgetExceeded,
+    #[error("the limit backend is unavailable")]
+    LimitBackend,
 }
 
 impl ProxyError {
@@ -73,6 +82,8 @@ impl ProxyError {
             Rpc(code, _) => code.connect_http_status(),
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            RateLimited(_) | TooManyStreams | BudgetExceeded => StatusCode::TOO_MANY_REQUESTS,
+            LimitBackend => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -99,6 +110,10 @@ impl ProxyError {
             UnsupportedMediaType => "unsupported_media_type",
             MethodNotAllowed => "method_not_allowed",
             CorsRefused(_) => "cors_refused",
+            RateLimited(_) => "rate_limited",
+            TooManyStreams => "too_many_streams",
+            BudgetExceeded => "budget_exceeded",
+            LimitBackend => "limit_backend_unavailable",
         }
     }
 
@@ -109,7 +124,9 @@ impl ProxyError {
             MissingHost | BadRequest(_) => Code::InvalidArgument,
             NoRoute | UnknownApp(_) | UpgradeUnsupported | UnsupportedMediaType
             | MethodNotAllowed => Code::Unimplemented,
-            HeadersTooLarge(_) | BodyTooLarge(_) => Code::ResourceExhausted,
+            HeadersTooLarge(_) | BodyTooLarge(_) | RateLimited(_) | TooManyStreams
+            | BudgetExceeded => Code::ResourceExhausted,
+            LimitBackend => Code::Unavailable,
             UpstreamTimeout(_) => Code::DeadlineExceeded,
             Suspended(_) | NoHealthyEndpoint(_) | UpstreamConnect | UpstreamProtocol | Draining => {
                 Code::Unavailable
@@ -148,6 +165,9 @@ impl ProxyError {
         };
         resp.headers_mut()
             .insert(X_REQUEST_ID.clone(), request_id.clone());
+        if let ProxyError::RateLimited(decision) = self {
+            render_headers(decision, resp.headers_mut());
+        }
         if let Some(challenge) = self.challenge() {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -8,6 +8,9 @@ use super::headers::{self, X_APP_ID, X_REQUEST_ID};
 use super::upgrade;
 use crate::auth::{self, AuthFailure};
 use crate::clock::now_ms;
+use crate::limits::AppLimits;
+use crate::limits::admit::admit;
+use crate::limits::meter::{BudgetFilter, Units};
 use crate::rpc::{self, RpcCall};
 use crate::state::{ProxyState, Shared};
 use crate::upstream::cluster::Cluster;
@@ -18,12 +21,18 @@ use http_body::Body;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
+use tollgate_filters::budget::Meter;
 use tollgate_filters::cors;
+use tollgate_filters::filter::StreamFilter;
+use tollgate_filters::limit::{RequestKeys, StreamPermit};
+use tollgate_filters::rpc::schema::FieldPath;
 use tollgate_filters::rpc::{Code, RpcProtocol};
 use tollgate_routing::matcher::Miss;
 use tollgate_routing::{AppSpec, AppStatus, AuthPolicy, CorsSpec, host};
+use tollgate_routing::{BudgetUnit, OnBackendError};
 
 /// What the listener knows about the connection a request came on.
 #[derive(Debug, Clone)]
@@ -66,6 +75,10 @@ struct Ctx<'a> {
     /// The route's CORS policy and the request's Origin, applied to every answer.
     cors: Option<&'a CorsSpec>,
     origin: Option<HeaderValue>,
+    /// A slot of the app's concurrent-stream quota, held until the response ends.
+    permit: Option<StreamPermit>,
+    /// Budget units the response stream paid for.
+    units: Option<Arc<AtomicU64>>,
 }
 
 /// Serves one request; never fails, every error becomes a response.
@@ -106,6 +119,8 @@ pub async fn handle(
         protocol: grpc,
         cors: None,
         origin: None,
+        permit: None,
+        units: None,
     };
     let mut resp = match forward(&state, &mut ctx, req, protocol).await {
         Ok(resp) => resp,
@@ -132,6 +147,8 @@ pub async fn handle(
         stream: Some(stream),
         in_flight: ctx.in_flight.take(),
         access,
+        permit: ctx.permit.take(),
+        units: ctx.units.take(),
     };
     resp.body_mut().set_completion(completion);
     resp
@@ -210,10 +227,27 @@ async fn forward<'a>(
             req.method(),
             req.headers(),
             path_and_query.path(),
-        )?)
-        .filter(RpcCall::translates),
+        )?),
         None => None,
     };
+    let mut meter = None;
+    if let Some(limits) = state.limits.get(app_id) {
+        let keys = RequestKeys {
+            app: app_id,
+            api_key: identity.as_ref().and_then(|i| i.key_id.as_deref()),
+            subject: identity.as_ref().map(|i| i.subject.as_str()),
+            client_ip: Some(ctx.conn.client.ip()),
+            headers: Some(req.headers()),
+        };
+        let admission = admit(limits, &ctx.shared.limit_engine, &ctx.shared.metrics, &keys).await?;
+        ctx.permit = admission.permit;
+        meter = match (admission.meter, &rpc_call) {
+            (Some(m), Some(call)) => Some(budget_filter(ctx, limits, m, call)),
+            // Without message framing a stream is only checked up front.
+            _ => None,
+        };
+    }
+    let rpc_call = rpc_call.filter(|c| c.translates() || meter.is_some());
     let cluster = match m.upstream {
         Some(name) => ups.cluster(name),
         None => Some(ups.choose(req.headers())),
@@ -293,9 +327,46 @@ async fn forward<'a>(
         Some(call) if matches!(call.protocol, RpcProtocol::ConnectUnary { .. }) => {
             rpc::unary::respond(call, resp, cluster.idle_timeout).await
         }
-        Some(call) => rpc::response::respond(call, resp, cluster.idle_timeout, exchange, None),
+        Some(call) => rpc::response::respond(call, resp, cluster.idle_timeout, exchange, meter),
         None => into_client_response(ctx, resp, client_upgrade, exchange, &cluster),
     })
+}
+
+/// The stream filter paying for each response message from the app's budget.
+fn budget_filter(
+    ctx: &mut Ctx<'_>,
+    limits: &AppLimits,
+    meter: Meter,
+    call: &RpcCall,
+) -> Box<dyn StreamFilter> {
+    let units = match &limits.unit {
+        BudgetUnit::Bytes => Units::Bytes,
+        BudgetUnit::Field(path) => match call
+            .method
+            .as_ref()
+            .and_then(|m| FieldPath::resolve(m.output(), path))
+        {
+            Some(field) => Units::Field(field),
+            None => {
+                tracing::warn!(app = %limits.app, field = %path, "budget field not in the route's schema; metering messages");
+                Units::Messages
+            }
+        },
+        BudgetUnit::Messages | BudgetUnit::Requests => Units::Messages,
+    };
+    let fail_open = limits
+        .limiter
+        .as_ref()
+        .is_some_and(|l| l.on_backend_error() == OnBackendError::Allow);
+    let filter = BudgetFilter::new(
+        meter,
+        units,
+        limits.app.clone(),
+        ctx.shared.metrics.clone(),
+        fail_open,
+    );
+    ctx.units = Some(filter.spent.clone());
+    Box::new(filter)
 }
 
 /// The edge's answer to a CORS preflight: 204 with the grants, or 403.

@@ -24,7 +24,7 @@ use tollgate_routing::RpcSpec;
 #[derive(Debug, Clone)]
 pub struct RpcCall {
     pub protocol: RpcProtocol,
-    /// The method's schema, for JSON codecs only.
+    /// The method's schema, when the route has a descriptor set that knows it.
     pub method: Option<MethodSchema>,
     pub max_message_bytes: u64,
     /// The client takes gzip-compressed responses.
@@ -85,35 +85,32 @@ pub fn begin(
         deadline = timeout::parse_grpc_timeout(v);
     }
     let json = protocol.codec() == Codec::Json;
-    let schema_method = if json || get {
-        let schema = spec
-            .descriptor_set
-            .as_deref()
-            .and_then(|name| state.schemas.get(name));
-        match (schema, json) {
-            (Some(schema), _) => {
-                let m = schema
-                    .method(path)
-                    .ok_or_else(|| refuse(Code::Unimplemented, format!("unknown method {path}")))?;
-                if get && !m.no_side_effects() {
-                    return Err(refuse(
-                        Code::Unimplemented,
-                        "GET is only for methods marked idempotency_level = NO_SIDE_EFFECTS",
-                    ));
-                }
-                Some(m)
-            }
-            (None, true) => {
-                return Err(refuse(
-                    Code::Unimplemented,
-                    "JSON needs a descriptor set on this route; use the proto codec",
-                ));
-            }
-            (None, false) => None,
+    let schema = spec
+        .descriptor_set
+        .as_deref()
+        .and_then(|name| state.schemas.get(name));
+    let schema_method = schema.and_then(|s| s.method(path));
+    match (&schema_method, schema.is_some()) {
+        (None, true) if json || get => {
+            return Err(refuse(
+                Code::Unimplemented,
+                format!("unknown method {path}"),
+            ));
         }
-    } else {
-        None
-    };
+        (None, false) if json => {
+            return Err(refuse(
+                Code::Unimplemented,
+                "JSON needs a descriptor set on this route; use the proto codec",
+            ));
+        }
+        (Some(m), _) if get && !m.no_side_effects() => {
+            return Err(refuse(
+                Code::Unimplemented,
+                "GET is only for methods marked idempotency_level = NO_SIDE_EFFECTS",
+            ));
+        }
+        _ => {}
+    }
     let client_gzip = match protocol {
         RpcProtocol::ConnectUnary { .. } => accepts_gzip(headers.get(header::ACCEPT_ENCODING)),
         RpcProtocol::ConnectStream { .. } => accepts_gzip(headers.get("connect-accept-encoding")),
@@ -121,7 +118,7 @@ pub fn begin(
     };
     Ok(RpcCall {
         protocol,
-        method: schema_method.filter(|_| json),
+        method: schema_method,
         max_message_bytes: spec.max_message_bytes,
         client_gzip,
         deadline,

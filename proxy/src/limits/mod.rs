@@ -1,0 +1,169 @@
+//! Rate limits, concurrent-stream quotas and budgets on the request path.
+//!
+//! [`LimitEngine`] holds the proxy-wide backends (Redis, the budget store) made once
+//! at start; [`AppLimits`] is one app's compiled limits, kept across config
+//! generations while the app's spec is unchanged so counters are not reset by
+//! unrelated updates. [`admit`] runs at request head; [`meter`] follows a stream.
+
+pub mod admit;
+pub mod meter;
+
+use crate::config::{BudgetStoreKind, RateLimitingConfig};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tollgate_filters::budget::{
+    Budget, BudgetAccount, BudgetStore, InProcessStore, RedisBudgetStore, spawn_persist,
+};
+use tollgate_filters::limit::{
+    AppLimiter, ClusterLimiter, RedisBackend, RedisConfig, StreamQuota, spawn_housekeeping,
+};
+use tollgate_routing::{BudgetUnit, LimitsSpec, RoutingSpec};
+
+/// How often idle rate-limit keys are dropped and in-process budgets saved.
+const HOUSEKEEPING: Duration = Duration::from_secs(30);
+
+/// Proxy-wide backends for limits and budgets.
+#[derive(Debug)]
+pub struct LimitEngine {
+    cluster: Option<RedisBackend>,
+    budget: Budget,
+    memory: Option<Arc<InProcessStore>>,
+}
+
+/// Why the limit backends could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("rate_limiting.redis_url: {0}")]
+    Redis(String),
+    #[error("rate_limiting.budget_state_file: {0}")]
+    State(String),
+    #[error("rate_limiting.budget_store = \"redis\" needs redis_url")]
+    NoRedis,
+}
+
+impl LimitEngine {
+    /// Connects (lazily) to Redis and loads saved in-process budgets. Must run on the runtime.
+    pub async fn start(cfg: &RateLimitingConfig) -> Result<Arc<Self>, EngineError> {
+        let cluster = match &cfg.redis_url {
+            Some(url) => Some(
+                RedisBackend::connect(&RedisConfig {
+                    url: url.clone(),
+                    prefix: cfg.key_prefix.clone().unwrap_or_else(|| "tollgate".into()),
+                    timeout: Duration::from_millis(cfg.redis_timeout_ms.unwrap_or(50)),
+                })
+                .map_err(|e| EngineError::Redis(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let kind = cfg.budget_store.unwrap_or(if cluster.is_some() {
+            BudgetStoreKind::Redis
+        } else {
+            BudgetStoreKind::Memory
+        });
+        let (store, memory) = match kind {
+            BudgetStoreKind::Redis => {
+                let backend = cluster.clone().ok_or(EngineError::NoRedis)?;
+                (BudgetStore::Redis(RedisBudgetStore::new(backend)), None)
+            }
+            BudgetStoreKind::Memory => {
+                let store = Arc::new(match &cfg.budget_state_file {
+                    Some(path) => InProcessStore::open(path.clone())
+                        .await
+                        .map_err(|e| EngineError::State(e.to_string()))?,
+                    None => InProcessStore::new(),
+                });
+                if cfg.budget_state_file.is_some() {
+                    spawn_persist(&store, HOUSEKEEPING);
+                }
+                (BudgetStore::InProcess(store.clone()), Some(store))
+            }
+        };
+        let mut budget = Budget::new(store);
+        if let Some(lease) = cfg.budget_lease {
+            budget = budget.with_lease(lease);
+        }
+        Ok(Arc::new(LimitEngine {
+            cluster,
+            budget,
+            memory,
+        }))
+    }
+
+    /// Saves in-process budgets now (at shutdown).
+    pub async fn persist(&self) {
+        if let Some(m) = &self.memory
+            && m.path().is_some()
+            && let Err(e) = m.persist().await
+        {
+            tracing::warn!(error = %e, "could not save budget counters");
+        }
+    }
+
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+}
+
+/// One app's limits, compiled.
+pub struct AppLimits {
+    spec: LimitsSpec,
+    pub app: Arc<str>,
+    /// Present when the app has rate rules.
+    pub limiter: Option<AppLimiter>,
+    pub quota: Option<Arc<StreamQuota>>,
+    pub account: Option<BudgetAccount>,
+    pub unit: BudgetUnit,
+}
+
+impl std::fmt::Debug for AppLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppLimits")
+            .field("app", &self.app)
+            .field("spec", &self.spec)
+            .finish()
+    }
+}
+
+impl AppLimits {
+    fn build(app: &str, spec: &LimitsSpec, engine: &LimitEngine) -> Self {
+        let limiter = (!spec.rate.is_empty()).then(|| {
+            let l = AppLimiter::new(app, spec, engine.cluster.clone().map(ClusterLimiter::new));
+            spawn_housekeeping(l.local(), HOUSEKEEPING);
+            l
+        });
+        AppLimits {
+            spec: spec.clone(),
+            app: app.into(),
+            limiter,
+            quota: spec.max_concurrent_streams.map(StreamQuota::new),
+            account: spec.budget.as_ref().map(|b| BudgetAccount::new(app, b)),
+            unit: spec
+                .budget
+                .as_ref()
+                .map(|b| b.unit.clone())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Compiles every app's limits, reusing the previous generation's where unchanged.
+pub fn build(
+    spec: &RoutingSpec,
+    previous: Option<&HashMap<String, Arc<AppLimits>>>,
+    engine: &LimitEngine,
+) -> HashMap<String, Arc<AppLimits>> {
+    spec.apps
+        .iter()
+        .filter_map(|app| {
+            let limits = app.limits.as_ref()?;
+            let reused = previous
+                .and_then(|p| p.get(&app.id))
+                .filter(|old| old.spec == *limits)
+                .cloned();
+            let built =
+                reused.unwrap_or_else(|| Arc::new(AppLimits::build(&app.id, limits, engine)));
+            Some((app.id.clone(), built))
+        })
+        .collect()
+}
