@@ -23,3 +23,4 @@ pub mod rpc;
 pub mod server;
 pub mod state;
 pub mod upstream;
+pub mod usage;
