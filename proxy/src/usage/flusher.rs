@@ -186,13 +186,8 @@ impl Flusher {
             }
         }
         self.collect().await;
-        let timeout = self.config.request_timeout;
-        if tokio::time::timeout(timeout, self.send_pending())
-            .await
-            .is_err()
-        {
-            tracing::warn!("usage flusher stopped with batches still unsent");
-        }
+        // One bounded attempt; whatever is left stays in the spool for the next run.
+        let _ = tokio::time::timeout(self.config.request_timeout, self.send_pending()).await;
         if !self.spool.is_empty() {
             tracing::warn!(
                 pending = self.spool.len(),

@@ -23,7 +23,7 @@
 //! Limits: usage of the interval in progress is in memory until its drain; a
 //! crash (not a graceful [`UsageFlusher::shutdown`]) loses at most that. Without
 //! a spool folder, pending batches do not survive a restart. `node_id` must be
-//! unique per proxy.
+//! unique per proxy, and a spool folder belongs to one proxy.
 
 mod flusher;
 mod metrics;
