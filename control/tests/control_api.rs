@@ -56,8 +56,11 @@ async fn command_event_projection_round_trip() {
         201,
     );
     expect(
-        c.put("/api/v1/apps/acme/limits", json!({ "rps": 100 }))
-            .await,
+        c.put(
+            "/api/v1/apps/acme/limits",
+            json!({ "rate": [{ "key": "app", "per_second": 100 }] }),
+        )
+        .await,
         200,
     );
 
@@ -72,7 +75,7 @@ async fn command_event_projection_round_trip() {
         a["upstreams"]["default"]["endpoints"],
         json!([{ "address": "10.0.0.1:8080", "weight": 2 }])
     );
-    assert_eq!(a["limits"], json!({ "rps": 100 }));
+    assert_eq!(a["limits"]["rate"][0]["per_second"], 100);
     assert_eq!(got["version"], 4);
 
     // The log holds exactly those events, each payload the EdgeEvent JSON.

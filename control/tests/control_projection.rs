@@ -60,8 +60,11 @@ async fn rebuild_from_zero_equals_incremental() {
                     expect(c.delete(&format!("/api/v1/keys/{id}")).await, 200);
                 }
                 expect(
-                    c.put(&format!("/api/v1/apps/{app}/limits"), json!({ "rps": i }))
-                        .await,
+                    c.put(
+                        &format!("/api/v1/apps/{app}/limits"),
+                        json!({ "rate": [{ "key": "app", "per_second": i + 1 }] }),
+                    )
+                    .await,
                     200,
                 );
             }
