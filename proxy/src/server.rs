@@ -12,6 +12,7 @@ use crate::logging;
 use crate::metrics::Metrics;
 use crate::reload;
 use crate::state::Shared;
+use crate::usage::{FlushConfig, UsageMetrics, spawn_flusher};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -76,6 +77,15 @@ pub async fn run(opts: RunOptions) -> Result<(), ServerError> {
         .await
         .map_err(|e| ConfigError::Invalid(e.to_string()))?;
     let shared = Shared::new(loaded, Arc::new(Metrics::new()?), engine)?;
+    let usage_metrics = UsageMetrics::register(&shared.metrics.registry)?;
+    // Usage goes to the control service; without one it is only counted here.
+    let usage_flusher = match control.as_ref().and_then(FlushConfig::from_control) {
+        Some(cfg) => Some(
+            spawn_flusher(shared.usage.clone(), cfg, usage_metrics)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?,
+        ),
+        None => None,
+    };
     // The persisted control snapshot is served before any listener accepts.
     let follower = match &control {
         Some(settings) => Some(control_client::prepare(&shared, settings).await),
@@ -153,6 +163,9 @@ pub async fn run(opts: RunOptions) -> Result<(), ServerError> {
     let _ = stop_tx.send(true);
     while serving.join_next().await.is_some() {}
     shared.limit_engine.persist().await;
+    if let Some(f) = usage_flusher {
+        f.shutdown().await;
+    }
     let _ = admin_stop_tx.send(true);
     tracing::info!("stopped");
     Ok(())

@@ -7,6 +7,7 @@ use crate::control_client::ControlStatus;
 use crate::limits::{self, AppLimits, LimitEngine};
 use crate::metrics::Metrics;
 use crate::upstream::Upstreams;
+use crate::usage::UsageRecorder;
 use arc_swap::ArcSwap;
 use prometheus::IntGauge;
 use std::collections::HashMap;
@@ -115,6 +116,8 @@ pub struct Shared {
     pub control: OnceLock<Arc<ControlStatus>>,
     /// Backends of rate limits and budgets.
     pub limit_engine: Arc<LimitEngine>,
+    /// Per-app usage (requests, bytes, metered units) for billing.
+    pub usage: Arc<UsageRecorder>,
 }
 
 impl Shared {
@@ -139,6 +142,7 @@ impl Shared {
             reload_lock: tokio::sync::Mutex::new(()),
             control: OnceLock::new(),
             limit_engine,
+            usage: Arc::new(UsageRecorder::new()),
             metrics,
         };
         Ok(Arc::new(shared))

@@ -35,6 +35,7 @@ pub enum BodyError {
 pub struct Exchange {
     last_activity_ms: AtomicU64,
     request_too_large: AtomicBool,
+    request_bytes: AtomicU64,
 }
 
 impl Exchange {
@@ -42,6 +43,7 @@ impl Exchange {
         Exchange {
             last_activity_ms: AtomicU64::new(now_ms()),
             request_too_large: AtomicBool::new(false),
+            request_bytes: AtomicU64::new(0),
         }
     }
     fn touch(&self) {
@@ -50,6 +52,11 @@ impl Exchange {
     fn idle_for(&self) -> Duration {
         Duration::from_millis(now_ms().saturating_sub(self.last_activity_ms.load(Relaxed)))
     }
+    /// Request body bytes received from the client so far.
+    pub fn request_bytes(&self) -> u64 {
+        self.request_bytes.load(Relaxed)
+    }
+
     /// Whether the request body was cut for exceeding its limit.
     pub fn request_too_large(&self) -> bool {
         self.request_too_large.load(Relaxed)
@@ -164,6 +171,7 @@ impl Body for RequestBody {
             }
             if let Some(x) = &this.exchange {
                 x.touch();
+                x.request_bytes.store(this.seen, Relaxed);
             }
             let Some(t) = this.transform.as_mut() else {
                 return Poll::Ready(Some(Ok(frame)));

@@ -1,13 +1,15 @@
 //! What happens when an exchange ends: request metrics, the access-log line, and the
 //! release of the in-flight counts, exactly once, however the stream ended.
 
+use super::body::Exchange;
 use crate::metrics::{Metrics, status_class};
 use crate::upstream::endpoint::InFlight;
+use crate::usage::{UsageDelta, UsageRecorder};
 use http::{HeaderValue, Method, Uri};
 use prometheus::IntGauge;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 use tollgate_filters::limit::StreamPermit;
 use tollgate_routing::AppSpec;
@@ -76,12 +78,27 @@ pub struct Completion {
     pub permit: Option<StreamPermit>,
     /// Budget units the response paid for, when it was metered.
     pub units: Option<Arc<AtomicU64>>,
+    /// Where the app's usage is recorded for billing.
+    pub usage: Arc<UsageRecorder>,
+    /// Request body bytes, when there was a body.
+    pub exchange: Option<Arc<Exchange>>,
 }
 
 impl Completion {
     pub fn finish(self, bytes: u64, outcome: Outcome) {
         let elapsed = self.started.elapsed();
         let app = self.app.as_deref().map_or("-", |a| a.id.as_str());
+        if let Some(a) = &self.app {
+            self.usage.record(
+                &a.id,
+                UsageDelta {
+                    requests: 1,
+                    bytes_in: self.exchange.as_ref().map_or(0, |x| x.request_bytes()),
+                    bytes_out: bytes,
+                    units: self.units.as_ref().map_or(0, |u| u.load(Relaxed)),
+                },
+            );
+        }
         self.metrics
             .requests
             .with_label_values(&[&*self.route, app, status_class(self.status), self.protocol])

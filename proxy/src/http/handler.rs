@@ -79,6 +79,8 @@ struct Ctx<'a> {
     permit: Option<StreamPermit>,
     /// Budget units the response stream paid for.
     units: Option<Arc<AtomicU64>>,
+    /// The exchange of a request with a body (its byte count goes to usage).
+    exchange: Option<Arc<Exchange>>,
 }
 
 /// Serves one request; never fails, every error becomes a response.
@@ -121,6 +123,7 @@ pub async fn handle(
         origin: None,
         permit: None,
         units: None,
+        exchange: None,
     };
     let mut resp = match forward(&state, &mut ctx, req, protocol).await {
         Ok(resp) => resp,
@@ -149,6 +152,8 @@ pub async fn handle(
         access,
         permit: ctx.permit.take(),
         units: ctx.units.take(),
+        usage: shared.usage.clone(),
+        exchange: ctx.exchange.take(),
     };
     resp.body_mut().set_completion(completion);
     resp
@@ -289,6 +294,7 @@ async fn forward<'a>(
 
     let body_empty = body.is_end_stream();
     let exchange = (!body_empty).then(|| Arc::new(Exchange::new()));
+    ctx.exchange = exchange.clone();
     let mut path_and_query = path_and_query;
     let body = match &rpc_call {
         Some(call) => {

@@ -116,6 +116,12 @@ impl Default for UsageRecorder {
     }
 }
 
+impl std::fmt::Debug for UsageRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UsageRecorder").finish_non_exhaustive()
+    }
+}
+
 impl UsageRecorder {
     pub fn new() -> Self {
         UsageRecorder {
