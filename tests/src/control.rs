@@ -157,7 +157,7 @@ impl ControlProcess {
     pub fn proxy_table(&self, node_id: &str, state_dir: &Path) -> String {
         format!(
             "[control]\ngrpc_url = \"http://{}\"\nhttp_url = \"http://{}\"\ntoken = \"{PROXY_TOKEN}\"\n\
-             node_id = \"{node_id}\"\nstate_dir = \"{}\"\npoll_interval_ms = 100\nreconnect_max_ms = 500\n",
+             node_id = \"{node_id}\"\nstate_dir = \"{}\"\npoll_interval_ms = 100\nreconnect_max_ms = 500\nusage_flush_interval_ms = 200\n",
             self.grpc,
             self.http,
             state_dir.display()

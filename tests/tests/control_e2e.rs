@@ -14,10 +14,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tollgate_tests::auth::{Reply, bearer, get, get_on};
 use tollgate_tests::config::Config;
 use tollgate_tests::control::{ApiClient, ControlProcess};
+use tollgate_tests::helpers::WAIT;
 use tollgate_tests::proxy::ProxyProcess;
 use tollgate_tests::session::TlsSession;
 use tollgate_tests::tls::{TestCert, client_config};
@@ -1008,4 +1009,46 @@ async fn invalid_commands_are_refused_and_change_nothing() {
     let mut session = shop_session(&s.proxy, &[&s.shop.cert]).await;
     assert!(session.negotiated.peer_cert == s.shop.cert.der());
     assert_eq!(shop_get(&mut session, Some(&s.shop.key)).await.status, 200);
+}
+
+/// Today's billing period (UTC day), as the control service names it.
+fn utc_today() -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%F"])
+        .output()
+        .expect("date runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// 8. Usage records: every request the proxy answers for the app (served or refused at
+/// the edge) reaches the control service once, with the response bytes sent.
+#[tokio::test]
+async fn usage_totals_equal_the_traffic_sent() {
+    let s = shop_stack().await;
+    let today = utc_today();
+    let mut session = shop_session(&s.proxy, &[&s.shop.cert]).await;
+    let (mut requests, mut bytes_out) = (0u64, 0u64);
+    for i in 0..25 {
+        let key = (i % 5 != 0).then_some(s.shop.key.as_str());
+        let reply = shop_get(&mut session, key).await;
+        assert!(matches!(reply.status, 200 | 401), "{}", reply.body);
+        requests += 1;
+        bytes_out += reply.body.len() as u64;
+    }
+    let path = format!("/api/v1/apps/shop/usage?period={today}");
+    let deadline = Instant::now() + WAIT;
+    let totals = loop {
+        let (status, v) = s.cp.api("GET", &path, None).await;
+        assert_eq!(status, 200, "{v}");
+        if v["totals"]["requests"].as_u64() == Some(requests) || Instant::now() > deadline {
+            break v["totals"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(totals["requests"], json!(requests), "{totals}");
+    assert_eq!(totals["bytes_out"], json!(bytes_out), "{totals}");
+    // Nothing is counted twice: later flushes add nothing.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (_, v) = s.cp.api("GET", &path, None).await;
+    assert_eq!(v["totals"]["requests"], json!(requests), "{v}");
 }

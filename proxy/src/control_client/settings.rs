@@ -42,6 +42,9 @@ pub struct ControlConfig {
     /// Interval between `/v1/events` polls while polling.
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
+    /// How often usage records are sent to `http_url` (default 10 s).
+    #[serde(default = "default_usage_flush_ms")]
+    pub usage_flush_interval_ms: u64,
     /// Longest wait between gRPC reconnect attempts (backoff starts at 100 ms).
     #[serde(default = "default_reconnect_max_ms")]
     pub reconnect_max_ms: u64,
@@ -85,6 +88,9 @@ impl ControlConfig {
         if self.node_id.as_deref().is_some_and(|n| n.trim().is_empty()) {
             return invalid("node_id must not be empty".into());
         }
+        if self.usage_flush_interval_ms < 100 {
+            return invalid("usage_flush_interval_ms must be at least 100".into());
+        }
         if self.poll_interval_ms < 50 {
             return invalid("poll_interval_ms must be at least 50".into());
         }
@@ -109,6 +115,7 @@ pub struct ControlSettings {
     pub state_file: PathBuf,
     pub ca_file: Option<String>,
     pub poll_interval: Duration,
+    pub usage_flush_interval: Duration,
     pub reconnect_max: Duration,
     pub fallback_after: u32,
     /// `default_certificate` of the file, applied to the control service's certificates.
@@ -180,6 +187,7 @@ impl ControlSettings {
             state_file: state_dir.join(STATE_FILE),
             ca_file,
             poll_interval: Duration::from_millis(cfg.poll_interval_ms),
+            usage_flush_interval: Duration::from_millis(cfg.usage_flush_interval_ms),
             reconnect_max: Duration::from_millis(cfg.reconnect_max_ms),
             fallback_after: cfg.fallback_after_failures,
             default_certificate,
@@ -221,6 +229,10 @@ fn default_node_id() -> String {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "tollgate".into());
     format!("{host}-{}", std::process::id())
+}
+
+fn default_usage_flush_ms() -> u64 {
+    10_000
 }
 
 fn default_poll_interval_ms() -> u64 {

@@ -86,6 +86,7 @@ impl FlushConfig {
         Some(FlushConfig {
             spool_dir: settings.state_file.parent().map(PathBuf::from),
             ca_file: settings.ca_file.clone(),
+            interval: settings.usage_flush_interval,
             ..FlushConfig::new(http_url, settings.token.clone(), settings.node_id.clone())
         })
     }
