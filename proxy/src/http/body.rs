@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
+use tollgate_filters::filter::{StreamFilter, Verdict};
 use tollgate_filters::rpc::{Code, RpcStatus};
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +24,9 @@ pub enum BodyError {
     TooLarge(u64),
     #[error("stream idle for longer than {0:?}")]
     Idle(Duration),
+    /// A filter ended the response (the app's budget ran out mid-stream).
+    #[error("response cut: {0}")]
+    Cut(String),
     /// The client's body could not be translated for the upstream.
     #[error("invalid request body: {0}")]
     Invalid(String),
@@ -209,6 +213,46 @@ enum Source {
     Upstream(Incoming),
     /// An upstream gRPC stream translated for a gRPC-Web or Connect client.
     Rpc(Box<RpcStream>),
+    /// An upstream HTTP stream whose data frames a filter pays for.
+    Metered(Box<Metered>),
+}
+
+/// Plain HTTP body frames paid for one by one; a refused frame ends the body with an
+/// error, which resets the stream (HTTP/2) or closes the connection (HTTP/1.1):
+/// plain HTTP has no other way to say a response was cut.
+pub struct Metered {
+    inner: Incoming,
+    filter: Box<dyn StreamFilter>,
+    held: Option<Frame<Bytes>>,
+}
+
+impl Metered {
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let frame = match self.held.take() {
+            Some(f) => f,
+            None => match ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+                Some(Ok(f)) => f,
+                Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+                None => return Poll::Ready(None),
+            },
+        };
+        if let Some(data) = frame.data_ref() {
+            match self.filter.poll_response_message(cx, data) {
+                Poll::Pending => {
+                    self.held = Some(frame);
+                    return Poll::Pending;
+                }
+                Poll::Ready(Verdict::Stop(status)) => {
+                    return Poll::Ready(Some(Err(BodyError::Cut(status.message))));
+                }
+                Poll::Ready(Verdict::Continue) => {}
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
 }
 
 /// The body sent to the client: an upstream stream or a local answer.
@@ -241,6 +285,21 @@ impl ResponseBody {
         exchange: Option<Arc<Exchange>>,
     ) -> Self {
         Self::with_source(Source::Upstream(inner), idle_after, exchange)
+    }
+
+    /// An upstream body whose data frames `filter` pays for.
+    pub fn metered(
+        inner: Incoming,
+        filter: Box<dyn StreamFilter>,
+        idle_after: Duration,
+        exchange: Option<Arc<Exchange>>,
+    ) -> Self {
+        let m = Metered {
+            inner,
+            filter,
+            held: None,
+        };
+        Self::with_source(Source::Metered(Box::new(m)), idle_after, exchange)
     }
 
     pub fn rpc(stream: RpcStream, idle_after: Duration, exchange: Option<Arc<Exchange>>) -> Self {
@@ -311,6 +370,7 @@ impl Body for ResponseBody {
             Source::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Source::Upstream(inner) => Pin::new(inner).poll_frame(cx).map_err(BodyError::from),
             Source::Rpc(stream) => stream.poll_frame(cx),
+            Source::Metered(m) => m.poll_frame(cx),
         };
         match polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -324,7 +384,12 @@ impl Body for ResponseBody {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
-                this.finish(Outcome::UpstreamReset);
+                this.source = Source::Full(None);
+                this.finish(if matches!(e, BodyError::Cut(_)) {
+                    Outcome::Cut
+                } else {
+                    Outcome::UpstreamReset
+                });
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
@@ -358,6 +423,7 @@ impl Body for ResponseBody {
             Source::Full(b) => b.is_none(),
             Source::Upstream(inner) => inner.is_end_stream(),
             Source::Rpc(stream) => stream.is_end_stream(),
+            Source::Metered(m) => m.held.is_none() && m.inner.is_end_stream(),
         }
     }
 
@@ -366,6 +432,7 @@ impl Body for ResponseBody {
             Source::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Source::Upstream(inner) => inner.size_hint(),
             Source::Rpc(_) => SizeHint::default(),
+            Source::Metered(m) => m.inner.size_hint(),
         }
     }
 }

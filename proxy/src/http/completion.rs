@@ -22,6 +22,8 @@ pub enum Outcome {
     Aborted,
     UpstreamReset,
     IdleTimeout,
+    /// Ended by a filter: the app's budget ran out.
+    Cut,
 }
 
 impl Outcome {
@@ -31,6 +33,7 @@ impl Outcome {
             Outcome::Aborted => "aborted",
             Outcome::UpstreamReset => "upstream_reset",
             Outcome::IdleTimeout => "idle_timeout",
+            Outcome::Cut => "cut",
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::clock::now_ms;
 use crate::limits::AppLimits;
 use crate::limits::admit::admit;
 use crate::limits::meter::{BudgetFilter, Units};
-use crate::rpc::{self, RpcCall};
+use crate::rpc;
 use crate::state::{ProxyState, Shared};
 use crate::upstream::cluster::Cluster;
 use crate::upstream::endpoint::InFlight;
@@ -28,6 +28,7 @@ use tollgate_filters::budget::Meter;
 use tollgate_filters::cors;
 use tollgate_filters::filter::StreamFilter;
 use tollgate_filters::limit::{RequestKeys, StreamPermit};
+use tollgate_filters::rpc::MethodSchema;
 use tollgate_filters::rpc::schema::FieldPath;
 use tollgate_filters::rpc::{Code, RpcProtocol};
 use tollgate_routing::matcher::Miss;
@@ -247,8 +248,11 @@ async fn forward<'a>(
         let admission = admit(limits, &ctx.shared.limit_engine, &ctx.shared.metrics, &keys).await?;
         ctx.permit = admission.permit;
         meter = match (admission.meter, &rpc_call) {
-            (Some(m), Some(call)) => Some(budget_filter(ctx, limits, m, call)),
-            // Without message framing a stream is only checked up front.
+            (Some(m), Some(call)) => Some(budget_filter(ctx, limits, m, call.method.as_ref())),
+            // Plain HTTP has no messages: only bytes are metered as they stream.
+            (Some(m), None) if limits.unit == BudgetUnit::Bytes => {
+                Some(budget_filter(ctx, limits, m, None))
+            }
             _ => None,
         };
     }
@@ -334,7 +338,7 @@ async fn forward<'a>(
             rpc::unary::respond(call, resp, cluster.idle_timeout).await
         }
         Some(call) => rpc::response::respond(call, resp, cluster.idle_timeout, exchange, meter),
-        None => into_client_response(ctx, resp, client_upgrade, exchange, &cluster),
+        None => into_client_response(ctx, resp, client_upgrade, exchange, &cluster, meter),
     })
 }
 
@@ -343,21 +347,19 @@ fn budget_filter(
     ctx: &mut Ctx<'_>,
     limits: &AppLimits,
     meter: Meter,
-    call: &RpcCall,
+    method: Option<&MethodSchema>,
 ) -> Box<dyn StreamFilter> {
     let units = match &limits.unit {
         BudgetUnit::Bytes => Units::Bytes,
-        BudgetUnit::Field(path) => match call
-            .method
-            .as_ref()
-            .and_then(|m| FieldPath::resolve(m.output(), path))
-        {
-            Some(field) => Units::Field(field),
-            None => {
-                tracing::warn!(app = %limits.app, field = %path, "budget field not in the route's schema; metering messages");
-                Units::Messages
+        BudgetUnit::Field(path) => {
+            match method.and_then(|m| FieldPath::resolve(m.output(), path)) {
+                Some(field) => Units::Field(field),
+                None => {
+                    tracing::warn!(app = %limits.app, field = %path, "budget field not in the route's schema; metering messages");
+                    Units::Messages
+                }
             }
-        },
+        }
         BudgetUnit::Messages | BudgetUnit::Requests => Units::Messages,
     };
     let fail_open = limits
@@ -626,6 +628,7 @@ fn into_client_response(
     client_upgrade: Option<OnUpgrade>,
     exchange: Option<Arc<Exchange>>,
     cluster: &Cluster,
+    meter: Option<Box<dyn StreamFilter>>,
 ) -> Response<ResponseBody> {
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching && let Some(client) = client_upgrade {
@@ -640,8 +643,9 @@ fn into_client_response(
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, switching);
     parts.version = ctx.client_version;
-    Response::from_parts(
-        parts,
-        ResponseBody::upstream(body, cluster.idle_timeout, exchange),
-    )
+    let body = match meter {
+        Some(filter) => ResponseBody::metered(body, filter, cluster.idle_timeout, exchange),
+        None => ResponseBody::upstream(body, cluster.idle_timeout, exchange),
+    };
+    Response::from_parts(parts, body)
 }
