@@ -13,6 +13,7 @@ pub mod grpc;
 pub mod helpers;
 pub mod oidc;
 pub mod proxy;
+pub mod redis;
 pub mod session;
 pub mod tcp;
 pub mod tls;
