@@ -2,6 +2,7 @@
 //! timeout and completion accounting. Frames (data and trailers) pass through one
 //! by one, so nothing is buffered and backpressure reaches the sender.
 
+use super::client_body::ClientBody;
 use super::completion::{Completion, Outcome};
 use crate::clock::now_ms;
 use crate::rpc::request::Transform;
@@ -71,7 +72,7 @@ impl Exchange {
 /// optionally rewritten on the way (gRPC-Web text, Connect JSON), or one buffered frame.
 #[derive(Debug)]
 pub struct RequestBody {
-    inner: Option<Incoming>,
+    inner: Option<ClientBody>,
     /// Sent before anything from `inner`: a buffered Connect unary message.
     pending: Option<Bytes>,
     transform: Option<Box<Transform>>,
@@ -92,7 +93,7 @@ impl RequestBody {
         }
     }
 
-    pub fn new(inner: Incoming, limit: Option<u64>, exchange: Option<Arc<Exchange>>) -> Self {
+    pub fn new(inner: ClientBody, limit: Option<u64>, exchange: Option<Arc<Exchange>>) -> Self {
         RequestBody {
             inner: Some(inner),
             pending: None,

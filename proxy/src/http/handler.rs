@@ -2,6 +2,7 @@
 //! retry where safe, and stream the answer back with its accounting attached.
 
 use super::body::{Exchange, RequestBody, ResponseBody};
+use super::client_body::ClientBody;
 use super::completion::{AccessRecord, Completion, StreamGuard};
 use super::errors::ProxyError;
 use super::headers::{self, X_APP_ID, X_REQUEST_ID};
@@ -126,6 +127,8 @@ pub async fn handle(
         units: None,
         exchange: None,
     };
+    // Wrapped first: a body left unread by any refusal below is drained, not reset.
+    let req = req.map(ClientBody::new);
     let mut resp = match forward(&state, &mut ctx, req, protocol).await {
         Ok(resp) => resp,
         Err(err) => {
@@ -160,7 +163,7 @@ pub async fn handle(
     resp
 }
 
-fn host_value(req: &Request<Incoming>) -> Option<HeaderValue> {
+fn host_value<B>(req: &Request<B>) -> Option<HeaderValue> {
     match req.uri().authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
         None => req.headers().get(header::HOST).cloned(),
@@ -170,7 +173,7 @@ fn host_value(req: &Request<Incoming>) -> Option<HeaderValue> {
 async fn forward<'a>(
     state: &'a ProxyState,
     ctx: &mut Ctx<'a>,
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
     protocol: Option<RpcProtocol>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let limits = &ctx.shared.limits;

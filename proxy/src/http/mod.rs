@@ -1,6 +1,7 @@
 //! The HTTP request path: from a client request to an upstream response stream.
 
 pub mod body;
+pub mod client_body;
 pub mod completion;
 pub mod errors;
 pub mod handler;
