@@ -888,3 +888,44 @@ async fn the_in_process_budget_survives_a_proxy_restart() {
     let (msgs, end) = grpc_stream(&mut grpc, stream_request(50, 0)).await;
     assert_grpc_refused("after the restart, spent", &msgs, &end);
 }
+
+/// A `bytes` budget on a plain HTTP stream (server-sent events): the frame the budget
+/// cannot pay for is not sent, and the response ends there (HTTP has no status to send
+/// mid-body, so the stream is cut), counted as a mid-stream exhaustion.
+#[tokio::test]
+async fn a_bytes_budget_cuts_a_plain_http_stream() {
+    let redis = redis::shared();
+    let up = Arc::new(Upstream::start("web").await);
+    // "data: first\n\n" is 13 bytes and "data: second\n\n" 14: the budget pays for the first.
+    let cfg = Config::new()
+        .listener("plain")
+        .raw(&redis_budgets(&redis, "bytes-http"))
+        .app("web", &["web.test"], up.addr)
+        .raw(&format!("[apps.limits]\n{}", budget(20, "\"bytes\"")))
+        .build();
+    let proxy = ProxyProcess::start(&cfg, &[]).expect("proxy starts");
+    let addr = proxy.addr("plain");
+    let call = tokio::spawn(async move { client::get_plain(addr, "web.test", "/sse").await });
+    let deadline = std::time::Instant::now() + WAIT;
+    while up.hits() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    up.release();
+    let got = tokio::time::timeout(WAIT, call)
+        .await
+        .expect("the cut stream ends")
+        .expect("task");
+    match got {
+        Ok((status, _, body)) => {
+            assert_eq!(status, 200, "{body}");
+            assert!(!body.contains("second"), "unpaid frame forwarded: {body}");
+        }
+        // The usual ending: the response breaks off after the paid frame.
+        Err(_) => {}
+    }
+    assert_eq!(exhausted(&proxy, "web", "mid_stream").await, 1.0);
+}
