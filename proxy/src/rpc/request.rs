@@ -4,12 +4,12 @@
 
 use super::{RpcCall, refuse};
 use crate::http::body::{Exchange, RequestBody};
+use crate::http::client_body::ClientBody;
 use crate::http::errors::ProxyError;
 use bytes::{Bytes, BytesMut};
 use http::request::Parts;
 use http::{HeaderValue, Method, header};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate_filters::rpc::base64_stream::Base64Decoder;
@@ -26,7 +26,7 @@ static TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
 pub async fn translate(
     call: &RpcCall,
     parts: &mut Parts,
-    body: Incoming,
+    body: ClientBody,
     max_body: Option<u64>,
     exchange: Option<Arc<Exchange>>,
     idle: Duration,
@@ -123,7 +123,7 @@ fn too_large(limit: u64) -> ProxyError {
 }
 
 /// Reads a whole (unary) request body, refusing more than `limit` bytes.
-async fn collect(mut body: Incoming, limit: u64, idle: Duration) -> Result<Bytes, ProxyError> {
+async fn collect(mut body: ClientBody, limit: u64, idle: Duration) -> Result<Bytes, ProxyError> {
     let mut out = BytesMut::new();
     loop {
         let frame = match tokio::time::timeout(idle, body.frame()).await {
