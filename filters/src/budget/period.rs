@@ -4,6 +4,7 @@
 //! (proleptic Gregorian), so no date library is needed.
 
 use std::time::{SystemTime, UNIX_EPOCH};
+use tollgate_certs::{civil_from_days, days_from_civil};
 use tollgate_routing::BudgetPeriod;
 
 const DAY: u64 = 86_400;
@@ -39,29 +40,6 @@ pub fn period_window(period: BudgetPeriod, now: SystemTime) -> PeriodWindow {
 
 fn unix_day(days: i64) -> u64 {
     u64::try_from(days).unwrap_or(0).saturating_mul(DAY)
-}
-
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m as u32, d as u32)
-}
-
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
