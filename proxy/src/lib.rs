@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod control_client;
 pub mod demo;
+pub mod files;
 pub mod http;
 pub mod l4;
 pub mod limits;

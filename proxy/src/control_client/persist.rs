@@ -6,7 +6,6 @@
 
 use crate::metrics::Metrics;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -36,33 +35,7 @@ pub fn read(path: &Path) -> Result<Option<PersistedState>, String> {
 /// Replaces `path` with `state`: write a temp file next to it, fsync, rename, fsync
 /// the folder. A crash leaves either the old file or the new one, never a torn one.
 pub fn write_atomic(path: &Path, state: &PersistedState) -> std::io::Result<()> {
-    let bytes = serde_json::to_vec(state)?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut f = options.open(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result?;
-    // Makes the rename itself durable; not every file system supports it.
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    crate::files::write_atomic(path, &serde_json::to_vec(state)?)
 }
 
 /// Hands states to a background writer; the newest wins when writes fall behind.

@@ -5,8 +5,9 @@
 use super::metrics::UsageMetrics;
 use super::recorder::{UsageCount, UsageDelta, UsageRecorder};
 use super::send::{Sender, Sent};
-use super::spool::{Added, BATCH_RECORDS, Spool, write_atomic};
+use super::spool::{Added, BATCH_RECORDS, Spool};
 use crate::control_client::{Backoff, ControlSettings};
+use crate::files::write_atomic;
 use bytes::Bytes;
 use http::Uri;
 use std::path::PathBuf;
