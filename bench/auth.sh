@@ -53,28 +53,7 @@ SIG=$(printf %s "$HDR.$PAY" | openssl dgst -sha256 -sign "$RUN/rsa.pem" | b64u)
 JWT=$HDR.$PAY.$SIG
 
 # ---- upstream, IdP, tollgate
-mkdir -p "$RUN/upstream-tmp"
-cat >"$RUN/upstream.conf" <<EOF
-daemon off;
-worker_processes 1;
-pid $RUN/upstream.pid;
-error_log $RUN/upstream-error.log warn;
-events { worker_connections 16384; }
-http {
-    access_log off;
-    client_body_temp_path $RUN/upstream-tmp/body;
-    proxy_temp_path $RUN/upstream-tmp/proxy;
-    fastcgi_temp_path $RUN/upstream-tmp/fastcgi;
-    uwsgi_temp_path $RUN/upstream-tmp/uwsgi;
-    scgi_temp_path $RUN/upstream-tmp/scgi;
-    keepalive_requests 10000000;
-    keepalive_timeout 300s;
-    server {
-        listen 127.0.0.1:$UP backlog=4096;
-        location / { default_type text/plain; return 200 "hello from the tollgate bench upstream\n"; }
-    }
-}
-EOF
+write_upstream_conf
 cat >"$RUN/tollgate.toml" <<EOF
 [admin]
 listen = "127.0.0.1:$TG_ADMIN"

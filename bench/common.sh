@@ -37,3 +37,29 @@ wait_port() {
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done
   echo "$BENCH_NAME.sh: nothing on :$1" >&2; return 1
 }
+
+# Writes $RUN/upstream.conf: a one-worker nginx answering 200 on 127.0.0.1:$UP.
+write_upstream_conf() {
+  mkdir -p "$RUN/upstream-tmp"
+  cat >"$RUN/upstream.conf" <<EOF
+daemon off;
+worker_processes 1;
+pid $RUN/upstream.pid;
+error_log $RUN/upstream-error.log warn;
+events { worker_connections 16384; }
+http {
+    access_log off;
+    client_body_temp_path $RUN/upstream-tmp/body;
+    proxy_temp_path $RUN/upstream-tmp/proxy;
+    fastcgi_temp_path $RUN/upstream-tmp/fastcgi;
+    uwsgi_temp_path $RUN/upstream-tmp/uwsgi;
+    scgi_temp_path $RUN/upstream-tmp/scgi;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    server {
+        listen 127.0.0.1:$UP backlog=4096;
+        location / { default_type text/plain; return 200 "hello from the tollgate bench upstream\n"; }
+    }
+}
+EOF
+}

@@ -41,28 +41,8 @@ TG=$((BASE_PORT + 11)) TG_ADMIN=$((BASE_PORT + 19)) TG2=$((BASE_PORT + 21)) TG2_
 bench_init limits
 
 # ---- upstream nginx, Redis
-mkdir -p "$RUN/upstream-tmp" "$RUN/redis"
-cat >"$RUN/upstream.conf" <<EOF
-daemon off;
-worker_processes 1;
-pid $RUN/upstream.pid;
-error_log $RUN/upstream-error.log warn;
-events { worker_connections 16384; }
-http {
-    access_log off;
-    client_body_temp_path $RUN/upstream-tmp/body;
-    proxy_temp_path $RUN/upstream-tmp/proxy;
-    fastcgi_temp_path $RUN/upstream-tmp/fastcgi;
-    uwsgi_temp_path $RUN/upstream-tmp/uwsgi;
-    scgi_temp_path $RUN/upstream-tmp/scgi;
-    keepalive_requests 10000000;
-    keepalive_timeout 300s;
-    server {
-        listen 127.0.0.1:$UP backlog=4096;
-        location / { default_type text/plain; return 200 "hello from the tollgate bench upstream\n"; }
-    }
-}
-EOF
+mkdir -p "$RUN/redis"
+write_upstream_conf
 log "starting upstream nginx and redis-server (CPU $LOAD_CPUS)"
 taskset -c "$LOAD_CPUS" nginx -p "$RUN" -c "$RUN/upstream.conf" >"$RUN/upstream.log" 2>&1 & PIDS+=($!)
 taskset -c "$LOAD_CPUS" redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no \
