@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# Streaming throughput of gRPC-Web and Connect through tollgate, as ratios to gRPC
+# straight to the upstream, measured interleaved in one run (bench/EXTRA.md).
+#
+#   rpc-load ──h2c──────────────────────────────────────────────> upstream   grpc-direct
+#   rpc-load ──h2c (or TLS)──> tollgate ──h2c, gRPC──> upstream               grpc-proxy
+#                              (translates)                                   grpc-web, connect-proto, connect-json
+# The upstream is the tonic tollgate.test.v1.TestService (`rpc-load --serve`); every
+# stream is one ServerStream call of STREAM_MESSAGES messages of one payload size.
+# rpc-load (bench/rpc-load, its own cargo project) speaks the wire protocols itself over
+# one HTTP/2 connection with CONCURRENCY streams, and counts messages and bytes from the
+# envelopes; bytes are what the client received (JSON carries the payload as base64).
+#
+# Environment: DURATION [5] WARMUP [1] ROUNDS [3] SIZES ["64 16384"] (payload bytes)
+#              CONCURRENCY [32] CONNECTIONS [1] STREAM_MESSAGES [2000] CLIENT_TLS [0]
+#              PROXY_CPUS [0] LOAD_CPUS [1] UPSTREAM_CPUS [1] BASE_PORT [18400] SKIP_BUILD [0]
+set -euo pipefail
+BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$BENCH")
+DURATION=${DURATION:-5}; DURATION=${DURATION%s}; WARMUP=${WARMUP:-1}; ROUNDS=${ROUNDS:-3}
+SIZES=${SIZES:-64 16384}; CONCURRENCY=${CONCURRENCY:-32}; CONNECTIONS=${CONNECTIONS:-1}
+STREAM_MESSAGES=${STREAM_MESSAGES:-2000}; CLIENT_TLS=${CLIENT_TLS:-0}
+PROXY_CPUS=${PROXY_CPUS:-0}; LOAD_CPUS=${LOAD_CPUS:-1}; UPSTREAM_CPUS=${UPSTREAM_CPUS:-1}
+BASE_PORT=${BASE_PORT:-18400}; SKIP_BUILD=${SKIP_BUILD:-0}
+for t in cargo python3 taskset openssl; do
+  command -v $t >/dev/null || { echo "connect.sh: $t missing; run bench/setup.sh" >&2; exit 1; }
+done
+UP=$((BASE_PORT + 1)) TG=$((BASE_PORT + 11)) TGS=$((BASE_PORT + 12)) TG_ADMIN=$((BASE_PORT + 19))
+HOST=rpc.bench
+# shellcheck source=bench/common.sh
+. "$BENCH/common.sh"
+bench_init connect
+
+# The load tool shares the main target folder, so it reuses the compiled dependencies.
+if [[ $SKIP_BUILD != 1 || ! -x $ROOT/target/release/rpc-load ]]; then
+  log "building rpc-load (release)"
+  CARGO_TARGET_DIR=$ROOT/target cargo build --release -q --manifest-path "$BENCH/rpc-load/Cargo.toml"
+fi
+cp "$ROOT/target/release/rpc-load" "$RUN/rpc-load"
+
+# A TLS listener too, for CLIENT_TLS=1 (browsers reach the edge over TLS).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \
+  -subj "/CN=$HOST" -addext "subjectAltName=DNS:$HOST" \
+  -keyout "$RUN/key.pem" -out "$RUN/cert.pem" 2>/dev/null
+cat >"$RUN/tollgate.toml" <<EOF
+default_certificate = "$HOST"
+
+[admin]
+listen = "127.0.0.1:$TG_ADMIN"
+[log]
+format = "text"
+access_log = false
+
+[[listeners]]
+name = "plain"
+listen = "127.0.0.1:$TG"
+
+[[listeners]]
+name = "tls"
+listen = "127.0.0.1:$TGS"
+[listeners.tls]
+alpn = ["h2"]
+
+[[certificates]]
+cert_file = "$RUN/cert.pem"
+key_file = "$RUN/key.pem"
+
+[[apps]]
+id = "rpc"
+hostnames = ["$HOST"]
+[apps.upstreams.default]
+endpoints = [{ address = "127.0.0.1:$UP" }]
+protocol = "h2c"
+[apps.rpc]
+descriptor_set = "builtin"
+EOF
+log "starting the TestService upstream (CPU $UPSTREAM_CPUS), tollgate (CPU $PROXY_CPUS, 1 worker)"
+taskset -c "$UPSTREAM_CPUS" "$RUN/rpc-load" --serve "127.0.0.1:$UP" --threads 1 >"$RUN/upstream.log" 2>&1 &
+UP_PID=$!; PIDS+=($UP_PID)
+wait_port $UP
+TOKIO_WORKER_THREADS=1 RUST_LOG=${RUST_LOG:-warn} taskset -c "$PROXY_CPUS" \
+  "$RUN/tollgate" proxy --config "$RUN/tollgate.toml" --ready-file "$RUN/ready.json" >"$RUN/tollgate.log" 2>&1 &
+TG_PID=$!; PIDS+=($TG_PID)
+for _ in $(seq 100); do [[ -s $RUN/ready.json ]] && break; sleep 0.1; done
+[[ -s $RUN/ready.json ]] || { echo "connect.sh: tollgate not ready:" >&2; cat "$RUN/tollgate.log" >&2; exit 1; }
+
+if [[ $CLIENT_TLS == 1 ]]; then
+  PROXY_URL=(--url "https://$HOST:$TGS" --connect "127.0.0.1:$TGS" --ca "$RUN/cert.pem")
+else
+  PROXY_URL=(--url "http://$HOST:$TG" --connect "127.0.0.1:$TG")
+fi
+TARGETS=(grpc-direct grpc-proxy grpc-web connect-proto connect-json)
+# load TARGET PAYLOAD SECONDS WARMUP -> one JSON line
+load() {
+  local proto=$1 where=("${PROXY_URL[@]}")
+  case $1 in
+    grpc-direct) proto=grpc; where=(--url "http://127.0.0.1:$UP") ;;
+    grpc-proxy) proto=grpc ;;
+  esac
+  taskset -c "$LOAD_CPUS" "$RUN/rpc-load" "${where[@]}" --protocol "$proto" \
+    --concurrency "$CONCURRENCY" --connections "$CONNECTIONS" --stream-messages "$STREAM_MESSAGES" \
+    --payload-bytes "$2" --duration "$3" --warmup "$4" --cpu "proxy=$TG_PID" --cpu "upstream=$UP_PID"
+}
+# Sanity: every target streams without an error, for every size.
+for size in $SIZES; do
+  for t in "${TARGETS[@]}"; do
+    line=$(load "$t" "$size" 1 0) || { echo "connect.sh: $t failed" >&2; cat "$RUN/tollgate.log" >&2; exit 1; }
+    python3 -c 'import json,sys; r=json.loads(sys.argv[1]); sys.exit(r["errors"] > 0 and r.get("first_error", "errors"))' "$line" ||
+      { echo "connect.sh: $t ($size B) had errors: $line" >&2; exit 1; }
+  done
+done
+log "sanity ok: every target streams without errors; measuring $ROUNDS rounds x $DURATION s (+${WARMUP} s warm-up)"
+
+RES=$OUT/connect.jsonl
+: >"$RES"
+ORDER=("${TARGETS[@]}")
+for ((round = 1; round <= ROUNDS; round++)); do
+  for size in $SIZES; do
+    for t in "${ORDER[@]}"; do
+      line=$(load "$t" "$size" "$DURATION" "$WARMUP")
+      python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r.update(round=int(sys.argv[2]), target=sys.argv[3]); print(json.dumps(r))' \
+        "$line" "$round" "$t" >>"$RES"
+      log "round $round, $size B, $t: $line"
+    done
+  done
+  ORDER=("${ORDER[@]:1}" "${ORDER[0]}") # rotate the order each round
+done
+
+COMMIT="$(git -C "$ROOT" log -1 --format='%h' 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
+python3 - "$RES" "$CLIENT_TLS" "$COMMIT" <<'EOF' | tee "$OUT/summary.txt"
+import json, os, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+client = "TLS" if sys.argv[2] == "1" else "h2c"
+targets = ["grpc-direct", "grpc-proxy", "grpc-web", "connect-proto", "connect-json"]
+rounds = sorted({r["round"] for r in rows})
+ncpu = os.cpu_count() or 1
+def other(r):  # % of the machine busy with anything but the load tool, proxy and upstream
+    c = r["cpu_s"]
+    rest = c["machine"] - c["load"] - c.get("proxy", 0) - c.get("upstream", 0)
+    return max(0.0, 100 * rest / r["seconds"] / ncpu)
+r0 = rows[0]
+print(f"tollgate {sys.argv[3]}; {ncpu} CPUs; median of {len(rounds)} rounds x {r0['seconds']:.0f} s; "
+      f"{r0['concurrency']} streams on {r0['connections']} HTTP/2 connection(s); client to proxy: {client}")
+print("MB = 10^6 bytes of envelopes received (JSON carries payloads as base64); "
+      "ratio = same-round msgs/s over grpc-direct's, median; other = rest of the machine busy (% of all CPUs)")
+for size in sorted({r["payload_bytes"] for r in rows}):
+    rs = [r for r in rows if r["payload_bytes"] == size]
+    get = lambda t, rd: next(r for r in rs if r["target"] == t and r["round"] == rd)
+    med = lambda t, f: statistics.median(f(r) for r in rs if r["target"] == t)
+    print(f"\npayload {size} B\n")
+    print("| target | msgs/s | MB/s | vs grpc-direct | per round | proxy CPU % | msgs per proxy CPU-s | other % | errors |")
+    print("|---|---:|---:|---:|---|---:|---:|---:|---:|")
+    for t in targets:
+        ratios = [get(t, rd)["msgs_per_s"] / get("grpc-direct", rd)["msgs_per_s"] for rd in rounds]
+        direct = t == "grpc-direct"
+        cpu = "-" if direct else f"{med(t, lambda r: 100 * r['cpu_s']['proxy'] / r['seconds']):.0f}"
+        per_cpu = "-" if direct else f"{med(t, lambda r: r['messages'] / max(r['cpu_s']['proxy'], 0.01)):.0f}"
+        errors = sum(r["errors"] + r["cancelled_streams"] for r in rs if r["target"] == t)
+        busy = med(t, other)
+        print(f"| {t}{' (!)' if busy > 10 else ''} | {med(t, lambda r: r['msgs_per_s']):.0f} | "
+              f"{med(t, lambda r: r['mb_per_s']):.1f} | **{statistics.median(ratios):.2f}** | "
+              f"{', '.join(f'{x:.2f}' for x in ratios)} | {cpu} | {per_cpu} | {busy:.0f} | {errors} |")
+print("\n(!) other processes kept more than 10 % of the machine busy during this target's rounds (median).")
+EOF
+log "results in $OUT"
