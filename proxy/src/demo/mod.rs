@@ -1,6 +1,7 @@
 //! `tollgate demo`: the whole system on this machine. The control service runs on an
 //! embedded SQLite event log, the demo tenants are created through its HTTP API, and
-//! the proxy follows it over gRPC, with a self-signed certificate and an API key.
+//! the proxy follows it over gRPC, with a self-signed certificate and an API key. One
+//! tenant is the gRPC `TestService`, reached with Connect and gRPC-Web through the edge.
 //!
 //! The demo writes an ordinary proxy config file and runs the ordinary server on it,
 //! so what it shows is what `tollgate control` plus `tollgate proxy --config` do.
@@ -64,8 +65,11 @@ pub async fn run(args: DemoArgs) -> Result<(), ServerError> {
     let cert = tollgate_certs::self_signed(&[format!("*.{DOMAIN}"), "localhost".to_string()])
         .map_err(|e| demo_err("certificate", e))?;
     std::fs::write(dir.join("demo-cert.pem"), &cert.cert_pem)?;
-    let acme = upstreams::start("acme").await?;
-    let globex = upstreams::start("globex").await?;
+    let tenants = seed::Tenants {
+        acme: upstreams::start("acme").await?,
+        globex: upstreams::start("globex").await?,
+        grpc: upstreams::start_grpc().await?,
+    };
 
     let (admin_token, proxy_token) = (token()?, token()?);
     let control = tollgate_control::start(ControlOptions {
@@ -82,7 +86,7 @@ pub async fn run(args: DemoArgs) -> Result<(), ServerError> {
         addr: control.http_addr,
         token: admin_token.clone(),
     };
-    let seeded = seed::seed(&api, DOMAIN, &cert, acme, globex)
+    let seeded = seed::seed(&api, DOMAIN, &cert, &tenants)
         .await
         .map_err(|e| demo_err("seeding", e))?;
 
@@ -124,7 +128,7 @@ state_dir = "state"
         &seeded.key,
         &admin_token,
         control.http_addr,
-        globex,
+        tenants.globex,
     );
     let served = server::run(RunOptions {
         config: path,
@@ -135,6 +139,22 @@ state_dir = "state"
     control.shutdown();
     let _ = control.wait().await;
     served
+}
+
+const ECHO: &str = "tollgate.test.v1.TestService/Echo";
+const STREAM: &str = "tollgate.test.v1.TestService/ServerStream";
+/// The tour's `StreamRequest`, in proto3 JSON.
+const STREAM_REQUEST: &str = r#"{"count":3,"intervalMs":500,"payloadBytes":3}"#;
+
+/// A shell `printf` writing `json` as one Connect streaming envelope: flags 0, the
+/// 4-byte big-endian length (octal escapes), then the message.
+fn connect_envelope(json: &str) -> String {
+    let escapes: String = (json.len() as u32)
+        .to_be_bytes()
+        .iter()
+        .map(|b| format!("\\{b:o}"))
+        .collect();
+    format!("printf '\\0{escapes}%s' '{json}'")
 }
 
 fn print_tour(
@@ -172,6 +192,15 @@ Tollgate demo is starting: control service on {cp} (event log {db}), proxy confi
   # plain HTTP with h2c prior knowledge
   curl --http2-prior-knowledge -H 'host: globex.{DOMAIN}' http://127.0.0.1:{http}/
 
+  # a gRPC tenant (tonic, h2c): Connect and gRPC-Web calls are translated to gRPC at the edge
+  # Connect unary, JSON
+  {grpc}/{ECHO} -H 'content-type: application/json' -d '{{"message":"hi"}}'
+  # Connect GET, for methods without side effects
+  {grpc}/{ECHO} -G --data-urlencode encoding=json --data-urlencode 'message={{"message":"hi"}}'
+  # a server stream over Connect JSON: one enveloped request in, a message every 500 ms out,
+  # then Connect's end-of-stream message ({{}}: no error); tr puts each message on a line
+  {stream_body} | {grpc}/{STREAM} -sN -H 'content-type: application/connect+json' --data-binary @- | tr -cs '[:print:]' '\n'
+
   # add a tenant through the control service; the proxy picks it up within moments
   export CP=http://{cp} AUTH='authorization: Bearer {admin_token}'
   curl -H "$AUTH" -X POST $CP/api/v1/apps -d '{{"id": "hooli"}}'
@@ -191,7 +220,19 @@ Tollgate demo is starting: control service on {cp} (event log {db}), proxy confi
         acme = curl("acme"),
         globex = curl("globex"),
         hooli = curl("hooli"),
+        grpc = curl("grpc"),
+        stream_body = connect_envelope(STREAM_REQUEST),
         http = args.http_port,
         admin = args.admin_port,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn connect_envelope_prefixes_flags_and_length() {
+        assert_eq!(super::connect_envelope("{}"), r"printf '\0\0\0\0\2%s' '{}'");
+        let long = "x".repeat(300);
+        assert!(super::connect_envelope(&long).starts_with(r"printf '\0\0\0\1\54%s'"));
+    }
 }

@@ -54,14 +54,22 @@ impl Api {
     }
 }
 
+/// The demo tenants' upstream addresses.
+pub struct Tenants {
+    pub acme: SocketAddr,
+    pub globex: SocketAddr,
+    /// The gRPC `TestService` (h2c).
+    pub grpc: SocketAddr,
+}
+
 /// Creates the demo platform settings, certificate and tenants.
 pub async fn seed(
     api: &Api,
     domain: &str,
     cert: &tollgate_certs::CertSource,
-    acme: SocketAddr,
-    globex: SocketAddr,
+    tenants: &Tenants,
 ) -> Result<Seeded, String> {
+    let Tenants { acme, globex, .. } = *tenants;
     use Method as M;
     api.call(
         M::PUT,
@@ -108,5 +116,38 @@ pub async fn seed(
         .as_str()
         .ok_or("no key in the answer")?
         .to_string();
+    seed_grpc(api, domain, tenants.grpc).await?;
     Ok(Seeded { key })
+}
+
+/// The gRPC tenant: an app whose upstream speaks h2c, and a route on `grpc.<domain>`
+/// marked as a gRPC service, so browsers' gRPC-Web and Connect calls (JSON through the
+/// built-in descriptor set) are translated, from any origin.
+async fn seed_grpc(api: &Api, domain: &str, addr: SocketAddr) -> Result<(), String> {
+    use Method as M;
+    api.call(M::POST, "/api/v1/apps", json!({"id": "grpcdemo"}))
+        .await?;
+    api.call(
+        M::PUT,
+        "/api/v1/apps/grpcdemo/upstreams/default",
+        json!({"protocol": "h2c"}),
+    )
+    .await?;
+    api.call(
+        M::POST,
+        "/api/v1/apps/grpcdemo/upstreams/default/instances",
+        json!({"address": addr.to_string()}),
+    )
+    .await?;
+    api.call(
+        M::POST,
+        "/api/v1/routes",
+        json!({
+            "id": "grpcdemo", "hostname": format!("grpc.{domain}"), "path_prefix": "/",
+            "app": "grpcdemo", "rpc": {"descriptor_set": "builtin"},
+            "cors": {"allowed_origins": ["*"]}
+        }),
+    )
+    .await?;
+    Ok(())
 }

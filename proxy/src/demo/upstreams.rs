@@ -1,5 +1,5 @@
 //! Small in-process tenant services for the demo: a JSON echo with a server-sent
-//! events stream, and a plain-text greeter.
+//! events stream, a plain-text greeter, and the gRPC `TestService`.
 
 use bytes::Bytes;
 use http::{Request, Response, header};
@@ -31,6 +31,21 @@ pub async fn start(name: &'static str) -> std::io::Result<SocketAddr> {
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
             });
+        }
+    });
+    Ok(addr)
+}
+
+/// Starts the tonic `tollgate.test.v1.TestService` (h2c) on an ephemeral loopback
+/// port; returns its address.
+pub async fn start_grpc() -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) =
+            tollgate_proto::serve(listener, tollgate_proto::TestServiceImpl::new()).await
+        {
+            tracing::warn!(error = %e, "demo gRPC tenant stopped");
         }
     });
     Ok(addr)
