@@ -251,7 +251,16 @@ async fn forward<'a>(
         let admission = admit(limits, &ctx.shared.limit_engine, &ctx.shared.metrics, &keys).await?;
         ctx.permit = admission.permit;
         meter = match (admission.meter, &rpc_call) {
-            (Some(m), Some(call)) => Some(budget_filter(ctx, limits, m, call.method.as_ref())),
+            (Some(meter), Some(call)) => {
+                // A field budget reads the response type, even for binary calls.
+                let method = match (&call.method, &limits.unit, m.rpc) {
+                    (None, BudgetUnit::Field(_), Some(spec)) => {
+                        rpc::schema_of(spec, state).and_then(|s| s.method(path_and_query.path()))
+                    }
+                    _ => call.method.clone(),
+                };
+                Some(budget_filter(ctx, limits, meter, method.as_ref()))
+            }
             // Plain HTTP has no messages: only bytes are metered as they stream.
             (Some(m), None) if limits.unit == BudgetUnit::Bytes => {
                 Some(budget_filter(ctx, limits, m, None))

@@ -17,14 +17,14 @@ use crate::state::ProxyState;
 use http::{HeaderMap, Method, header};
 use std::time::Duration;
 use tollgate_filters::rpc::compression::accepts_gzip;
-use tollgate_filters::rpc::{Code, Codec, MethodSchema, RpcProtocol, connect, timeout};
+use tollgate_filters::rpc::{Code, Codec, MethodSchema, RpcProtocol, Schema, connect, timeout};
 use tollgate_routing::RpcSpec;
 
 /// One translated call: what the client speaks and what the translation needs.
 #[derive(Debug, Clone)]
 pub struct RpcCall {
     pub protocol: RpcProtocol,
-    /// The method's schema, when the route has a descriptor set that knows it.
+    /// The method's schema, for JSON and GET calls.
     pub method: Option<MethodSchema>,
     pub max_message_bytes: u64,
     /// The client takes gzip-compressed responses.
@@ -42,6 +42,13 @@ impl RpcCall {
 
 fn refuse(code: Code, message: impl Into<String>) -> ProxyError {
     ProxyError::Rpc(code, message.into())
+}
+
+/// The route's schema, when it names a descriptor set.
+pub fn schema_of<'a>(spec: &RpcSpec, state: &'a ProxyState) -> Option<&'a Schema> {
+    spec.descriptor_set
+        .as_deref()
+        .and_then(|name| state.schemas.get(name))
 }
 
 /// Reads the request head of a call to a gRPC service; `path` is the upstream path.
@@ -85,11 +92,9 @@ pub fn begin(
         deadline = timeout::parse_grpc_timeout(v);
     }
     let json = protocol.codec() == Codec::Json;
-    let schema = spec
-        .descriptor_set
-        .as_deref()
-        .and_then(|name| state.schemas.get(name));
-    let schema_method = schema.and_then(|s| s.method(path));
+    let schema = schema_of(spec, state);
+    // Only JSON and GET need the method's schema; binary calls skip the lookup.
+    let schema_method = schema.filter(|_| json || get).and_then(|s| s.method(path));
     match (&schema_method, schema.is_some()) {
         (None, true) if json || get => {
             return Err(refuse(
