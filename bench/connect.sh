@@ -40,7 +40,7 @@ cp "$ROOT/target/release/rpc-load" "$RUN/rpc-load"
 
 # A TLS listener too, for CLIENT_TLS=1 (browsers reach the edge over TLS).
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \
-  -subj "/CN=$HOST" -addext "subjectAltName=DNS:$HOST" \
+  -subj "/CN=$HOST" -addext "subjectAltName=DNS:$HOST" -addext "basicConstraints=critical,CA:FALSE" \
   -keyout "$RUN/key.pem" -out "$RUN/cert.pem" 2>/dev/null
 cat >"$RUN/tollgate.toml" <<EOF
 default_certificate = "$HOST"

@@ -25,6 +25,8 @@ use tokio::time::Instant;
 struct Totals {
     messages: AtomicU64,
     bytes: AtomicU64,
+    /// HTTP/2 DATA frames (body chunks) received: messages per chunk shows batching.
+    chunks: AtomicU64,
     streams: AtomicU64,
     errors: AtomicU64,
     first_error: Mutex<Option<String>>,
@@ -40,6 +42,7 @@ struct Totals {
 struct Snapshot {
     messages: u64,
     bytes: u64,
+    chunks: u64,
     streams: u64,
     errors: u64,
 }
@@ -49,12 +52,14 @@ impl Totals {
         Snapshot {
             messages: self.messages.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
+            chunks: self.chunks.load(Ordering::Relaxed),
             streams: self.streams.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
         }
     }
 
     fn add(&self, c: wire::Counted) {
+        self.chunks.fetch_add(1, Ordering::Relaxed);
         if c.messages == 0 {
             return;
         }
@@ -164,6 +169,7 @@ pub async fn run(args: &Args) -> Result<String, String> {
         "connections": args.connections,
         "messages": messages,
         "bytes": bytes,
+        "chunks": now.chunks - base.chunks,
         "seconds": round3(seconds),
         "msgs_per_s": round3(messages as f64 / seconds),
         "mb_per_s": round3(bytes as f64 / seconds / 1e6),

@@ -107,10 +107,24 @@ fn main() -> ExitCode {
 }
 
 /// Runs `tollgate_proto::serve` until the process is stopped.
+///
+/// The listening socket has `TCP_NODELAY`, which Linux passes on to accepted sockets:
+/// `serve` does not set it on its connections, and without it Nagle's algorithm holds
+/// back the small writes of a stream of small messages (64-byte messages ran at ~57 %
+/// of the rate with it), unlike a tonic server bound with `Server::serve`.
 async fn serve(addr: SocketAddr) -> Result<(), String> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("bind {addr}: {e}"))?;
+    let bind = |addr: SocketAddr| -> std::io::Result<tokio::net::TcpListener> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_nodelay(true)?;
+        socket.bind(addr)?;
+        socket.listen(1024)
+    };
+    let listener = bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
     tollgate_proto::serve(listener, tollgate_proto::TestServiceImpl::new())
         .await
         .map_err(|e| format!("serve: {e}"))
