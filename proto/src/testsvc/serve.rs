@@ -2,18 +2,29 @@
 
 use std::future::Future;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Error, Server};
 
 use super::TestServiceImpl;
 use crate::test::v1::test_service_server::TestServiceServer;
 
+/// Accepted connections with Nagle's algorithm off: small streamed messages go out at
+/// once (tonic applies its own `tcp_nodelay` only to listeners it binds itself).
+fn incoming(listener: TcpListener) -> impl tokio_stream::Stream<Item = std::io::Result<TcpStream>> {
+    TcpListenerStream::new(listener).map(|conn| {
+        let conn = conn?;
+        conn.set_nodelay(true)?;
+        Ok(conn)
+    })
+}
+
 /// Serves `svc` on `listener` (plaintext HTTP/2) until the listener fails.
 pub async fn serve(listener: TcpListener, svc: TestServiceImpl) -> Result<(), Error> {
     Server::builder()
         .add_service(TestServiceServer::new(svc))
-        .serve_with_incoming(TcpListenerStream::new(listener))
+        .serve_with_incoming(incoming(listener))
         .await
 }
 
@@ -25,6 +36,6 @@ pub async fn serve_with_shutdown(
 ) -> Result<(), Error> {
     Server::builder()
         .add_service(TestServiceServer::new(svc))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+        .serve_with_incoming_shutdown(incoming(listener), signal)
         .await
 }
