@@ -23,6 +23,7 @@
 
 mod follower;
 mod grpc;
+pub mod http;
 pub mod persist;
 mod poll;
 pub mod settings;

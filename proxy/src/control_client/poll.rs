@@ -8,10 +8,9 @@ use super::settings::ControlSettings;
 use bytes::Bytes;
 use http::{HeaderValue, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
@@ -69,20 +68,8 @@ pub(super) struct Poller {
 
 impl Poller {
     pub(super) fn new(url: &Uri, settings: &ControlSettings) -> Result<Self, String> {
-        let tls = tollgate_certs::client_config(settings.ca_file.as_deref())
-            .map_err(|e| format!("[control] ca_file: {e}"))?;
-        let mut tcp = HttpConnector::new();
-        tcp.enforce_http(false);
-        tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(Duration::from_secs(5)));
-        let connector = HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(tcp);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
+        let client = super::http::client(settings.ca_file.as_deref(), Duration::from_secs(5))
+            .map_err(|e| format!("[control] {e}"))?;
         let bearer = settings
             .bearer()
             .map(|b| HeaderValue::from_str(&b))

@@ -4,10 +4,9 @@
 use bytes::Bytes;
 use http::{HeaderValue, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -52,19 +51,7 @@ impl Sender {
         ca_file: Option<&str>,
         timeout: Duration,
     ) -> Result<Self, String> {
-        let tls = tollgate_certs::client_config(ca_file).map_err(|e| format!("ca_file: {e}"))?;
-        let mut tcp = HttpConnector::new();
-        tcp.enforce_http(false);
-        tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(CONNECT_TIMEOUT.min(timeout)));
-        let connector = HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(tcp);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
+        let client = crate::control_client::http::client(ca_file, CONNECT_TIMEOUT.min(timeout))?;
         let url: Uri = format!("{}/v1/usage", base.to_string().trim_end_matches('/'))
             .parse()
             .map_err(|e| format!("http_url `{base}`: {e}"))?;
