@@ -30,6 +30,8 @@ pub struct ProxyState {
     pub schemas: HashMap<String, Schema>,
     /// Compiled rate limits, quotas and budgets of the apps that have them.
     pub limits: HashMap<String, Arc<AppLimits>>,
+    /// Routes with limits of their own (instead of their app's), by route id.
+    pub route_limits: HashMap<String, Arc<AppLimits>>,
 }
 
 impl ProxyState {
@@ -48,13 +50,15 @@ impl ProxyState {
         let issuers = IssuerRegistry::build(&spec.oidc_issuers, previous.map(|p| &p.auth.issuers))
             .map_err(|e| invalid(&e))?;
         let schemas = load_schemas(spec, previous.map(|p| &p.schemas))?;
-        let limits = limits::build(spec, previous.map(|p| &p.limits), engine);
+        let limits = limits::build_apps(spec, previous.map(|p| &p.limits), engine);
+        let route_limits = limits::build_routes(spec, previous.map(|p| &p.route_limits), engine);
         Ok(ProxyState {
             snapshot,
             upstreams,
             auth: AuthState { keys, issuers },
             schemas,
             limits,
+            route_limits,
         })
     }
 }

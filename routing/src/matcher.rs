@@ -116,6 +116,7 @@ impl RouteTable {
                     auth: None,
                     rpc: None,
                     cors: None,
+                    limits: None,
                 };
                 table.insert(&route, app.clone());
             }
@@ -136,15 +137,8 @@ impl RouteTable {
     }
 
     fn insert(&mut self, spec: &RouteSpec, app: Arc<AppSpec>) {
-        let id = spec.id.clone().unwrap_or_else(|| {
-            let port = spec
-                .listen_port
-                .map(|p| format!(":{p}"))
-                .unwrap_or_default();
-            format!("{}{}{}", spec.hostname, port, spec.path_prefix)
-        });
         let route = CompiledRoute {
-            id: id.into(),
+            id: spec.metrics_id().into(),
             prefix: spec.path_prefix.as_str().into(),
             rewrite: spec.rewrite_prefix.as_deref().map(Into::into),
             port: spec.listen_port,

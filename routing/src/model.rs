@@ -338,9 +338,24 @@ pub struct RouteSpec {
     /// Cross-origin access here; the app's when absent.
     #[serde(default)]
     pub cors: Option<CorsSpec>,
+    /// Rate limits and stream quota of this route alone, instead of the app's; the
+    /// budget stays the app's.
+    #[serde(default)]
+    pub limits: Option<LimitsSpec>,
 }
 
 impl RouteSpec {
+    /// The id used in metrics and logs: `id`, else host, port and prefix.
+    pub fn metrics_id(&self) -> String {
+        self.id.clone().unwrap_or_else(|| {
+            let port = self
+                .listen_port
+                .map(|p| format!(":{p}"))
+                .unwrap_or_default();
+            format!("{}{}{}", self.hostname, port, self.path_prefix)
+        })
+    }
+
     /// Whether this route is served at layer 4 (no HTTP termination).
     pub fn is_l4(&self) -> bool {
         self.protocol_hint != ProtocolHint::HttpTerminate

@@ -274,6 +274,17 @@ fn check_route(
         r.add(format!("{at}.app"), format!("no app `{}`", route.app));
     }
     check_rpc(r, at, route.rpc.as_ref(), route.cors.as_ref());
+    if let Some(limits) = &route.limits {
+        for problem in limits.validate() {
+            r.add(format!("{at}.limits"), problem);
+        }
+        if limits.budget.is_some() {
+            r.add(
+                format!("{at}.limits.budget"),
+                "budgets are per app; set it on the app",
+            );
+        }
+    }
     if !route.path_prefix.starts_with('/') {
         r.add(format!("{at}.path_prefix"), "must start with `/`");
     }
@@ -318,8 +329,11 @@ fn check_l4_route(r: &mut Report, at: &str, route: &RouteSpec, policy: &PortPoli
             }
         }
     }
-    if route.rpc.is_some() || route.cors.is_some() {
-        r.add(at, "L4 routes see no HTTP: rpc and cors do not apply");
+    if route.rpc.is_some() || route.cors.is_some() || route.limits.is_some() {
+        r.add(
+            at,
+            "L4 routes see no HTTP: rpc, cors and limits do not apply",
+        );
     }
     if route.path_prefix != "/" || route.rewrite_prefix.is_some() || route.max_body_bytes.is_some()
     {

@@ -504,3 +504,47 @@ async fn rate_limited_rpc_calls_get_resource_exhausted_in_their_own_protocol() {
         .expect("metrics");
     assert_eq!(refused, 4.0, "every refusal counted");
 }
+
+/// A route with limits of its own: its requests are limited, the rest of the app's are not.
+#[tokio::test]
+async fn a_route_can_have_its_own_rate_limit() {
+    let up = Upstream::start("web").await;
+    let cfg = Config::new()
+        .listener("plain")
+        .raw(&format!(
+            "[[apps]]\nid = \"web\"\nhostnames = [\"web.test\"]\n\
+             [apps.upstreams.default]\nendpoints = [{{ address = \"{}\" }}]\n\
+             [[routes]]\nid = \"limited\"\nhostname = \"web.test\"\npath_prefix = \"/limited\"\napp = \"web\"\n\
+             [routes.limits]\n[[routes.limits.rate]]\nkey = \"app\"\nper_minute = 2",
+            up.addr
+        ))
+        .build();
+    let proxy = ProxyProcess::start(&cfg, &[]).expect("proxy starts");
+    let addr = proxy.addr("plain");
+    let mut limited = Vec::new();
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        limited.push(
+            client::get_plain(addr, "web.test", "/limited/x")
+                .await
+                .expect("GET")
+                .0,
+        );
+        open.push(
+            client::get_plain(addr, "web.test", "/other")
+                .await
+                .expect("GET")
+                .0,
+        );
+    }
+    assert_eq!(
+        limited,
+        vec![200, 200, 429],
+        "the route's own limit of 2 a minute"
+    );
+    assert_eq!(
+        open,
+        vec![200, 200, 200],
+        "the app's other paths have no limit"
+    );
+}

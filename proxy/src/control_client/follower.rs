@@ -10,6 +10,8 @@ use tollgate_certs::{CertSource, CertStore};
 use tollgate_routing::{EdgeConfig, EdgeEvent};
 
 /// One message of the feed, decoded.
+// Updates pass one at a time from the feed to the applier; their size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Update {
     /// The whole model as of `event_id`.

@@ -240,7 +240,11 @@ async fn forward<'a>(
         None => None,
     };
     let mut meter = None;
-    if let Some(limits) = state.limits.get(app_id) {
+    let app_limits = state
+        .route_limits
+        .get(&**m.route_id)
+        .or_else(|| state.limits.get(app_id));
+    if let Some(limits) = app_limits {
         let keys = RequestKeys {
             app: app_id,
             api_key: identity.as_ref().and_then(|i| i.key_id.as_deref()),

@@ -126,7 +126,9 @@ impl std::fmt::Debug for AppLimits {
 }
 
 impl AppLimits {
-    fn build(app: &str, spec: &LimitsSpec, engine: &LimitEngine) -> Self {
+    /// `scope` names the limiter's counters; `owner` is the app whose budget applies.
+    fn build(scope: &str, owner: &str, spec: &LimitsSpec, engine: &LimitEngine) -> Self {
+        let app = scope;
         let limiter = (!spec.rate.is_empty()).then(|| {
             let l = AppLimiter::new(app, spec, engine.cluster.clone().map(ClusterLimiter::new));
             spawn_housekeeping(l.local(), HOUSEKEEPING);
@@ -137,7 +139,7 @@ impl AppLimits {
             app: app.into(),
             limiter,
             quota: spec.max_concurrent_streams.map(StreamQuota::new),
-            account: spec.budget.as_ref().map(|b| BudgetAccount::new(app, b)),
+            account: spec.budget.as_ref().map(|b| BudgetAccount::new(owner, b)),
             unit: spec
                 .budget
                 .as_ref()
@@ -147,23 +149,56 @@ impl AppLimits {
     }
 }
 
-/// Compiles every app's limits, reusing the previous generation's where unchanged.
-pub fn build(
+/// Compiles every app's limits, keyed by app id, reusing the previous generation's
+/// where unchanged.
+pub fn build_apps(
     spec: &RoutingSpec,
     previous: Option<&HashMap<String, Arc<AppLimits>>>,
     engine: &LimitEngine,
 ) -> HashMap<String, Arc<AppLimits>> {
-    spec.apps
-        .iter()
-        .filter_map(|app| {
-            let limits = app.limits.as_ref()?;
+    let apps = spec.apps.iter().filter_map(|app| {
+        let limits = app.limits.clone()?;
+        Some((app.id.clone(), app.id.clone(), app.id.as_str(), limits))
+    });
+    compile(apps, previous, engine)
+}
+
+/// Compiles every route's own limits, keyed by the route's metrics id. A route's rate
+/// counters are its own (namespace `<app>~<route>`); its app's budget still applies.
+pub fn build_routes(
+    spec: &RoutingSpec,
+    previous: Option<&HashMap<String, Arc<AppLimits>>>,
+    engine: &LimitEngine,
+) -> HashMap<String, Arc<AppLimits>> {
+    let routes = spec.routes.iter().filter_map(|r| {
+        let mut limits = r.limits.clone()?;
+        limits.budget = spec
+            .apps
+            .iter()
+            .find(|a| a.id == r.app)
+            .and_then(|a| a.limits.as_ref())
+            .and_then(|l| l.budget.clone());
+        let id = r.metrics_id();
+        let scope = format!("{}~{id}", r.app);
+        Some((id, scope, r.app.as_str(), limits))
+    });
+    compile(routes, previous, engine)
+}
+
+fn compile<'a>(
+    items: impl Iterator<Item = (String, String, &'a str, LimitsSpec)>,
+    previous: Option<&HashMap<String, Arc<AppLimits>>>,
+    engine: &LimitEngine,
+) -> HashMap<String, Arc<AppLimits>> {
+    items
+        .map(|(key, scope, owner, limits)| {
             let reused = previous
-                .and_then(|p| p.get(&app.id))
-                .filter(|old| old.spec == *limits)
+                .and_then(|p| p.get(&key))
+                .filter(|old| old.spec == limits && *old.app == *scope)
                 .cloned();
-            let built =
-                reused.unwrap_or_else(|| Arc::new(AppLimits::build(&app.id, limits, engine)));
-            Some((app.id.clone(), built))
+            let built = reused
+                .unwrap_or_else(|| Arc::new(AppLimits::build(&scope, owner, &limits, engine)));
+            (key, built)
         })
         .collect()
 }
