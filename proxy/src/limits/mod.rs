@@ -1,8 +1,8 @@
 //! Rate limits, concurrent-stream quotas and budgets on the request path.
 //!
 //! [`LimitEngine`] holds the proxy-wide backends (Redis, the budget store) made once
-//! at start; [`AppLimits`] is one app's compiled limits, kept across config
-//! generations while the app's spec is unchanged so counters are not reset by
+//! at start; [`AppLimits`] is one app's (or one route's) compiled limits, kept across
+//! config generations while its spec is unchanged so counters are not reset by
 //! unrelated updates. [`admit`] runs at request head; [`meter`] follows a stream.
 
 pub mod admit;
@@ -105,7 +105,7 @@ impl LimitEngine {
     }
 }
 
-/// One app's limits, compiled.
+/// One app's or route's limits, compiled.
 pub struct AppLimits {
     spec: LimitsSpec,
     pub app: Arc<str>,
