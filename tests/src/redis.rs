@@ -7,7 +7,6 @@
 //! `key_prefix`). [`Private`] is a server of the test's own that it may stop and restart
 //! on the same port, as an outage. [`command`] speaks just enough RESP to look inside.
 
-use crate::BoxError;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -15,6 +14,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Self-contained (no `crate::` paths) so the filters crate's tests include this file too.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A Redis server a test can reach; stopped on drop when this process started it.
 pub struct Server {
@@ -122,6 +124,27 @@ impl Private {
     pub fn restart(&mut self) {
         self.stop();
         self.child = Some(spawn(self.port, self.dir.path()));
+    }
+
+    /// Freezes the process (SIGSTOP): connections stay open, nothing answers.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Undoes [`Private::freeze`].
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let ok = Command::new("kill")
+                .arg(sig)
+                .arg(c.id().to_string())
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill {sig} failed");
+        }
     }
 
     pub fn is_running(&self) -> bool {

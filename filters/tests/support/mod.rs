@@ -1,3 +1,6 @@
 //! Helpers shared by the limit and budget tests.
 
+/// The end-to-end tests' Redis harness, the one copy of it.
+#[allow(dead_code)]
+#[path = "../../../tests/src/redis.rs"]
 pub mod redis;
