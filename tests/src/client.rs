@@ -120,6 +120,28 @@ pub async fn text(resp: Response<Incoming>) -> Result<(u16, HeaderMap, String), 
     ))
 }
 
+/// One Connect unary call with a JSON body (`connect-protocol-version: 1`) over a fresh
+/// plain HTTP/1.1 connection: what a browser's Connect client sends.
+pub async fn connect_json_plain(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    json: &'static str,
+) -> Result<(u16, HeaderMap, String), BoxError> {
+    let mut s = connect_plain(addr, false).await?;
+    let mut req = request(&s, "POST", "http", host, path, full(json));
+    let h = req.headers_mut();
+    h.insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        "connect-protocol-version",
+        http::HeaderValue::from_static("1"),
+    );
+    text(s.send(req).await?).await
+}
+
 /// One HTTP/1.1 GET over a fresh plain connection.
 pub async fn get_plain(
     addr: SocketAddr,

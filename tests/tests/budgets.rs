@@ -546,26 +546,18 @@ async fn a_spent_budget_refuses_calls_before_the_upstream() {
     let out = s.node_call("req-connect", "connect stream", &stream).await;
     assert_node_refused("connect stream, budget spent", &out);
 
-    let mut h1 = client::connect_plain(s.proxy.addr("plain"), false)
-        .await
-        .expect("connect");
-    let mut req = client::request(
-        &h1,
-        "POST",
-        "http",
-        &host("req-connect"),
-        ECHO,
-        client::full(r#"{"message":"raw"}"#),
-    );
-    req.headers_mut()
-        .insert("content-type", HeaderValue::from_static("application/json"));
-    req.headers_mut()
-        .insert("connect-protocol-version", HeaderValue::from_static("1"));
-    let resp = tokio::time::timeout(WAIT, h1.send(req))
-        .await
-        .expect("in time")
-        .expect("response");
-    let (status, _, body) = client::text(resp).await.expect("body");
+    let (status, _, body) = tokio::time::timeout(
+        WAIT,
+        client::connect_json_plain(
+            s.proxy.addr("plain"),
+            &host("req-connect"),
+            ECHO,
+            r#"{"message":"raw"}"#,
+        ),
+    )
+    .await
+    .expect("in time")
+    .expect("response");
     assert_eq!(status, 429, "Connect unary, budget spent: {body}");
     let v = json(&body);
     assert_eq!(v["code"], "resource_exhausted", "{body}");

@@ -450,26 +450,18 @@ async fn rate_limited_rpc_calls_get_resource_exhausted_in_their_own_protocol() {
     assert_eq!(err.code(), Code::ResourceExhausted, "gRPC: {err:?}");
 
     // Connect unary, raw: HTTP 429 with a Connect JSON error and the rate-limit fields.
-    let mut h1 = client::connect_plain(proxy.addr("plain"), false)
-        .await
-        .expect("connect");
-    let mut req = client::request(
-        &h1,
-        "POST",
-        "http",
-        HOST,
-        "/tollgate.test.v1.TestService/Echo",
-        client::full(r#"{"message":"hi"}"#),
-    );
-    req.headers_mut()
-        .insert("content-type", HeaderValue::from_static("application/json"));
-    req.headers_mut()
-        .insert("connect-protocol-version", HeaderValue::from_static("1"));
-    let resp = tokio::time::timeout(WAIT, h1.send(req))
-        .await
-        .expect("in time")
-        .expect("response");
-    let (status, headers, body) = client::text(resp).await.expect("body");
+    let (status, headers, body) = tokio::time::timeout(
+        WAIT,
+        client::connect_json_plain(
+            proxy.addr("plain"),
+            HOST,
+            "/tollgate.test.v1.TestService/Echo",
+            r#"{"message":"hi"}"#,
+        ),
+    )
+    .await
+    .expect("in time")
+    .expect("response");
     assert_eq!(status, 429, "Connect unary: {body}");
     assert_eq!(
         json(&body)["code"],
