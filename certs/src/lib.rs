@@ -3,7 +3,9 @@
 //! This crate owns:
 //! - validating PEM certificate/key pairs handed to it ([`CertSource`] →
 //!   [`CertStore::build`]): parsing, key/certificate match, validity window,
-//!   hostname coverage, duplicate names;
+//!   hostname coverage, duplicate names; a certificate that expired after it was
+//!   accepted can still be served ([`Expiry`], [`CertStore::build_isolated`]), so
+//!   one lapsed certificate never refuses a whole store;
 //! - picking a certificate by SNI, exact name first, then a `*.parent`
 //!   wildcard covering one label ([`CertStore::resolve`]);
 //! - the rustls resolver with atomic hot swap ([`CertResolver`]) and the
@@ -32,5 +34,5 @@ pub use error::{CertError, CertProblem};
 pub use resolver::CertResolver;
 pub use selfsigned::self_signed;
 pub use source::CertSource;
-pub use store::{CertStore, CertSummary};
+pub use store::{CertStore, CertSummary, Expiry};
 pub use tls_config::{TlsOptions, TlsVersion, known_cipher_suites, server_config};

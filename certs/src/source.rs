@@ -13,7 +13,7 @@ use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::FromDer;
 
 use crate::error::{CertError, CertProblem, label};
-use crate::store::CertSummary;
+use crate::store::{CertSummary, Expiry};
 use crate::{clock, fingerprint, names};
 
 /// Allowed clock skew for a leaf whose `notBefore` lies slightly in the future.
@@ -62,8 +62,14 @@ struct LeafInfo {
 
 impl CertSource {
     /// Validates this source at time `now` (Unix seconds). `index` is its
-    /// position, used to name it in errors before its names are known.
-    pub(crate) fn load(&self, index: usize, now: i64) -> Result<Loaded, CertError> {
+    /// position, used to name it in errors before its names are known; `expiry`
+    /// says whether a leaf outside its validity window is refused.
+    pub(crate) fn load(
+        &self,
+        index: usize,
+        now: i64,
+        expiry: Expiry<'_>,
+    ) -> Result<Loaded, CertError> {
         let unnamed = match &self.names {
             Some(given) => label(given),
             None => format!("source #{}", index + 1),
@@ -90,16 +96,20 @@ impl CertSource {
 
         let names = bound_names(explicit, &leaf).map_err(|p| fail(&unnamed, p))?;
         let cert = label(&names);
-        check_validity(&leaf, now).map_err(|p| fail(&cert, p))?;
-        let key = certified_key(chain, &self.key_pem).map_err(|p| fail(&cert, p))?;
-
-        let sha256_fingerprint = key
-            .cert
+        let sha256_fingerprint = chain
             .first()
             .map(|der| fingerprint::sha256_hex(der))
             .unwrap_or_default();
+        if let Err(p) = check_validity(&leaf, now)
+            && !expiry.tolerates(&sha256_fingerprint)
+        {
+            return Err(fail(&cert, p));
+        }
+        let key = certified_key(chain, &self.key_pem).map_err(|p| fail(&cert, p))?;
+
         let summary = CertSummary {
             names: names.clone(),
+            not_before_unix: leaf.not_before,
             not_after_unix: leaf.not_after,
             sha256_fingerprint,
         };

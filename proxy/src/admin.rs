@@ -105,13 +105,7 @@ fn config_view(shared: &Shared) -> Value {
             })
         })
         .collect();
-    let certs: Vec<Value> = shared
-        .certs
-        .current()
-        .summaries()
-        .into_iter()
-        .map(|s| json!({"names": s.names, "not_after_unix": s.not_after_unix, "sha256": s.sha256_fingerprint}))
-        .collect();
+    let (certs, certs_refused) = shared.cert_health.view(&shared.certs.current());
     json!({
         "version": state.snapshot.version,
         "api_hosts": state.snapshot.spec.api_hosts,
@@ -119,6 +113,7 @@ fn config_view(shared: &Shared) -> Value {
         "routes": state.snapshot.spec.routes,
         "upstreams": upstreams,
         "certificates": certs,
+        "certificates_refused": certs_refused,
         "control": control,
     })
 }

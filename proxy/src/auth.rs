@@ -2,8 +2,9 @@
 //! OIDC access token), verifies it against the active config, applies the route's
 //! policy (scopes, roles, tenant), and sets the identity headers the upstream sees.
 //!
-//! Identity comes only from what was verified: every `x-tollgate-*` header a client
-//! sends is removed before forwarding, whether or not the route requires auth.
+//! Identity comes only from what was verified: every `x-tollgate-*` header and every
+//! configured identity header (`x-tenant-id`, `x-actor-id`, `x-user-id` by default) a
+//! client sends is removed before forwarding, whether or not the route requires auth.
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -173,24 +174,66 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// Headers carrying identity to the upstream; clients can never set them.
 const IDENTITY_PREFIX: &str = "x-tollgate-";
 
-/// Removes every `x-tollgate-*` header a client sent.
-pub fn strip_identity_headers(headers: &mut HeaderMap) {
+static X_TENANT_ID: HeaderName = HeaderName::from_static("x-tenant-id");
+static X_ACTOR_ID: HeaderName = HeaderName::from_static("x-actor-id");
+
+/// Identity headers the platform's backends trust (`limits.identity_headers`), parsed
+/// once when the config is read.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "Vec<String>")]
+pub struct IdentityHeaders(pub Vec<HeaderName>);
+
+impl Default for IdentityHeaders {
+    fn default() -> Self {
+        IdentityHeaders(vec![
+            X_TENANT_ID.clone(),
+            X_ACTOR_ID.clone(),
+            HeaderName::from_static("x-user-id"),
+        ])
+    }
+}
+
+impl TryFrom<Vec<String>> for IdentityHeaders {
+    type Error = String;
+
+    fn try_from(names: Vec<String>) -> Result<Self, String> {
+        names
+            .iter()
+            .map(|n| {
+                HeaderName::from_bytes(n.as_bytes())
+                    .map_err(|_| format!("`{n}` is not a header name"))
+            })
+            .collect::<Result<_, _>>()
+            .map(IdentityHeaders)
+    }
+}
+
+/// Removes every `x-tollgate-*` header and every header of `identity` a client sent.
+pub fn strip_identity_headers(headers: &mut HeaderMap, identity: &IdentityHeaders) {
     let spoofed: Vec<HeaderName> = headers
         .keys()
         .filter(|k| k.as_str().starts_with(IDENTITY_PREFIX))
         .cloned()
         .collect();
-    for name in spoofed {
+    for name in spoofed.iter().chain(&identity.0) {
         headers.remove(name);
     }
 }
 
-/// Sets the verified identity for the upstream; API keys never leave the edge.
-pub fn set_identity_headers(headers: &mut HeaderMap, id: &Identity) {
+/// Sets the verified identity for the upstream, `x-tenant-id` to `app` (the app the
+/// credential was verified for) and `x-actor-id` to the key id or the token's subject.
+/// API keys never leave the edge.
+pub fn set_identity_headers(headers: &mut HeaderMap, id: &Identity, app: &HeaderValue) {
     if id.method == "api_key" {
         headers.remove(header::AUTHORIZATION);
         headers.remove("x-api-key");
     }
+    headers.insert(X_TENANT_ID.clone(), app.clone());
+    let actor = id.key_id.as_deref().unwrap_or(&id.subject);
+    match HeaderValue::from_str(actor) {
+        Ok(v) => headers.insert(X_ACTOR_ID.clone(), v),
+        Err(_) => headers.remove(&X_ACTOR_ID),
+    };
     let mut set = |name: &'static str, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
             headers.insert(HeaderName::from_static(name), v);
@@ -212,5 +255,51 @@ pub fn set_identity_headers(headers: &mut HeaderMap, id: &Identity) {
     }
     if !id.scopes.is_empty() {
         set("x-tollgate-scopes", &id.scopes.join(" "));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(key_id: Option<&str>) -> Identity {
+        Identity {
+            method: if key_id.is_some() { "api_key" } else { "token" },
+            subject: "user-7".into(),
+            key_id: key_id.map(Into::into),
+            issuer: None,
+            tenant: None,
+            roles: Vec::new(),
+            scopes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn client_identity_headers_are_replaced_by_the_verified_ones() {
+        let names: IdentityHeaders =
+            serde_json::from_str(r#"["X-Tenant-Id", "x-actor-id", "x-user-id", "x-org"]"#).unwrap();
+        let mut h = HeaderMap::new();
+        for name in [
+            "x-tenant-id",
+            "x-actor-id",
+            "x-user-id",
+            "x-org",
+            "x-tollgate-subject",
+        ] {
+            h.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static("spoof"),
+            );
+        }
+        strip_identity_headers(&mut h, &names);
+        assert!(h.is_empty(), "{h:?}");
+        let app = HeaderValue::from_static("acme");
+        set_identity_headers(&mut h, &identity(Some("k1")), &app);
+        assert_eq!(h["x-tenant-id"], "acme");
+        assert_eq!(h["x-actor-id"], "k1");
+        set_identity_headers(&mut h, &identity(None), &app);
+        assert_eq!(h["x-actor-id"], "user-7");
+        assert!(serde_json::from_str::<IdentityHeaders>(r#"["bad name"]"#).is_err());
+        assert_eq!(IdentityHeaders::default().0.len(), 3);
     }
 }

@@ -6,11 +6,13 @@
 
 use crate::control_client::ControlConfig;
 use serde::Deserialize;
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use tollgate_certs::{CertSource, CertStore, TlsOptions, TlsVersion};
+use tollgate_certs::{CertSource, CertStore, Expiry, TlsOptions, TlsVersion};
 use tollgate_routing::{
-    ApiKeySpec, AppSpec, OidcIssuerSpec, PortPolicy, RouteSpec, RoutingSpec, Snapshot,
+    ApiKeySpec, AppSpec, EscapedSlashes, OidcIssuerSpec, PathPolicy, PortPolicy, RouteSpec,
+    RoutingSpec, Snapshot,
 };
 
 /// The whole file.
@@ -23,6 +25,9 @@ pub struct ProxyConfig {
     pub log: LogConfig,
     #[serde(default)]
     pub limits: Limits,
+    /// How request paths are normalised before matching.
+    #[serde(default)]
+    pub paths: PathsConfig,
     #[serde(default)]
     pub listeners: Vec<ListenerConfig>,
     #[serde(default)]
@@ -50,6 +55,37 @@ pub struct ProxyConfig {
     /// Where rate limits and budgets keep their counters.
     #[serde(default)]
     pub rate_limiting: RateLimitingConfig,
+}
+
+/// Path normalisation (see `tollgate_routing::path`): dot segments are always removed.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathsConfig {
+    /// Collapse repeated slashes (default true).
+    #[serde(default = "yes")]
+    pub merge_slashes: bool,
+    /// `reject` (default, 400), `keep` or `decode` for `%2F` and `%5C`.
+    #[serde(default)]
+    pub escaped_slashes: EscapedSlashes,
+}
+
+impl Default for PathsConfig {
+    fn default() -> Self {
+        let p = PathPolicy::default();
+        PathsConfig {
+            merge_slashes: p.merge_slashes,
+            escaped_slashes: p.escaped_slashes,
+        }
+    }
+}
+
+impl PathsConfig {
+    pub fn policy(&self) -> PathPolicy {
+        PathPolicy {
+            merge_slashes: self.merge_slashes,
+            escaped_slashes: self.escaped_slashes,
+        }
+    }
 }
 
 /// Backends for rate limits and budgets, shared by every app.
@@ -133,9 +169,19 @@ pub struct Limits {
     /// Total request header bytes (names + values); larger requests get 431.
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
-    /// Time a client has to send its request head.
+    /// Largest upstream response head (HTTP/1.1 head, HTTP/2 header list); larger: 502.
+    #[serde(default = "default_max_response_header_bytes")]
+    pub max_response_header_bytes: usize,
+    /// Time a client has to send its request head; also bounds the wait for the first
+    /// request of a connection, from accept (TLS: from the end of the handshake).
     #[serde(default = "default_header_read_timeout")]
     pub header_read_timeout_ms: u64,
+    /// A connection with no request in flight for this long is closed (GOAWAY on HTTP/2).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_ms: u64,
+    /// Open client connections per HTTP listener; beyond it new ones are closed on accept.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     #[serde(default = "default_tls_handshake_timeout")]
     pub tls_handshake_timeout_ms: u64,
     /// How long SIGTERM waits for in-flight requests before exiting.
@@ -149,18 +195,25 @@ pub struct Limits {
     /// Trust and extend `x-forwarded-*` from clients (only behind another proxy).
     #[serde(default)]
     pub trust_forwarded_headers: bool,
+    /// Identity headers backends trust; client copies are removed on every route.
+    #[serde(default)]
+    pub identity_headers: crate::auth::IdentityHeaders,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_header_bytes: default_max_header_bytes(),
+            max_response_header_bytes: default_max_response_header_bytes(),
             header_read_timeout_ms: default_header_read_timeout(),
+            idle_timeout_ms: default_idle_timeout(),
+            max_connections: default_max_connections(),
             tls_handshake_timeout_ms: default_tls_handshake_timeout(),
             drain_timeout_ms: default_drain_timeout(),
             h2_max_concurrent_streams: default_h2_streams(),
             h2_keepalive_interval_ms: default_h2_keepalive(),
             trust_forwarded_headers: false,
+            identity_headers: Default::default(),
         }
     }
 }
@@ -176,6 +229,9 @@ pub struct ListenerConfig {
     /// TLS termination; plain HTTP/1.1 and h2c (prior knowledge) without it.
     #[serde(default)]
     pub tls: Option<ListenerTls>,
+    /// This listener's own connection cap instead of `limits.max_connections`.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
 }
 
 /// What a listener does with its connections.
@@ -332,6 +388,18 @@ impl ProxyConfig {
                 )));
             }
         }
+        if self.limits.max_connections == 0
+            || self.listeners.iter().any(|l| l.max_connections == Some(0))
+        {
+            return Err(ConfigError::Invalid(
+                "max_connections must be at least 1".into(),
+            ));
+        }
+        if self.limits.idle_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.idle_timeout_ms must be at least 1".into(),
+            ));
+        }
         if self.limits.max_header_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "limits.max_header_bytes must be at least 1024".into(),
@@ -341,8 +409,21 @@ impl ProxyConfig {
     }
 }
 
-/// Reads and validates a config file and the certificates it names.
+/// Reads and validates a config file and the certificates it names, at start.
+///
+/// A certificate outside its validity window is served (and reported), not refused:
+/// a restart must not take every tenant down because one certificate lapsed.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    load_with(path, Expiry::Serve)
+}
+
+/// Like [`load`], for a reload: certificates the proxy serves already (by
+/// fingerprint) may have lapsed, a newly added one must be within its window.
+pub fn load_for_reload(path: &Path, serving: &HashSet<String>) -> Result<Loaded, ConfigError> {
+    load_with(path, Expiry::ServeKnown(serving))
+}
+
+fn load_with(path: &Path, expiry: Expiry<'_>) -> Result<Loaded, ConfigError> {
     let text = read(path)?;
     let mut config = ProxyConfig::parse(&text, path)?;
     config.check()?;
@@ -358,7 +439,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
             names: c.names.clone(),
         });
     }
-    let mut certs = CertStore::build(&sources)?;
+    let mut certs = CertStore::build_with(&sources, expiry)?;
     // With [control] the certificates, and so the default's, come from the service.
     if let Some(name) = &config.default_certificate
         && config.control.is_none()
@@ -395,8 +476,17 @@ fn default_admin_listen() -> SocketAddr {
 fn default_max_header_bytes() -> usize {
     32 * 1024
 }
+fn default_max_response_header_bytes() -> usize {
+    64 * 1024
+}
 fn default_header_read_timeout() -> u64 {
     30_000
+}
+fn default_idle_timeout() -> u64 {
+    60_000
+}
+fn default_max_connections() -> usize {
+    100_000
 }
 fn default_tls_handshake_timeout() -> u64 {
     10_000

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod cert_health;
 pub mod clock;
 pub mod config;
 pub mod control_client;

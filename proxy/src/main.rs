@@ -73,6 +73,21 @@ fn main() -> ExitCode {
                     l.routing.routes.len(),
                     l.certs.len()
                 );
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                for s in l
+                    .certs
+                    .summary_list()
+                    .iter()
+                    .filter(|s| s.out_of_window(now))
+                {
+                    eprintln!(
+                        "warning: certificate for {:?} is outside its validity window \
+                         (notAfter {}); it is served until replaced",
+                        s.names, s.not_after_unix
+                    );
+                }
                 Ok(())
             }
             Err(e) => Err(e.to_string()),

@@ -23,11 +23,13 @@ pub async fn reload(shared: &Arc<Shared>, path: &Path, trigger: &str) -> Result<
     let _one_at_a_time = shared.reload_lock.lock().await;
     let owned = path.to_path_buf();
     let target = shared.clone();
+    let serving = shared.certs.current().fingerprints();
     // Loading reads files (config, certificates, CA bundles): keep it off the async workers.
-    let result =
-        tokio::task::spawn_blocking(move || config::load(&owned).and_then(|l| target.apply(l)))
-            .await
-            .unwrap_or_else(|e| Err(ConfigError::Invalid(format!("reload task failed: {e}"))));
+    let result = tokio::task::spawn_blocking(move || {
+        config::load_for_reload(&owned, &serving).and_then(|l| target.apply(l))
+    })
+    .await
+    .unwrap_or_else(|e| Err(ConfigError::Invalid(format!("reload task failed: {e}"))));
     match &result {
         Ok(version) => {
             shared

@@ -124,6 +124,7 @@ pub async fn run(opts: RunOptions) -> Result<(), ServerError> {
         initial,
         stop_rx.clone(),
     ));
+    tokio::spawn(watch_certificates(shared.clone(), stop_rx.clone()));
     if let (Some(follower), Some(settings)) = (follower, control) {
         tokio::spawn(control_client::run(follower, settings, stop_rx.clone()));
     }
@@ -169,4 +170,17 @@ pub async fn run(opts: RunOptions) -> Result<(), ServerError> {
     let _ = admin_stop_tx.send(true);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Looks at the serving certificates now and then, so one that lapses between
+/// config changes shows in metrics and the log.
+async fn watch_certificates(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let every = Duration::from_secs(crate::cert_health::CHECK_EVERY_SECS);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        shared.cert_health.observe(&shared.certs.current());
+    }
 }

@@ -2,6 +2,7 @@
 //! the certificate resolver, metrics and settings fixed at start.
 
 use crate::auth::AuthState;
+use crate::cert_health::CertHealth;
 use crate::config::{ConfigError, Limits, Loaded};
 use crate::control_client::ControlStatus;
 use crate::limits::{self, AppLimits, LimitEngine};
@@ -18,7 +19,7 @@ use tollgate_certs::{CertResolver, CertStore};
 use tollgate_filters::apikey::KeyStore;
 use tollgate_filters::oidc::IssuerRegistry;
 use tollgate_filters::rpc::Schema;
-use tollgate_routing::{RoutingSpec, Snapshot};
+use tollgate_routing::{PathPolicy, RoutingSpec, Snapshot};
 
 /// One config generation: routes and the upstream clusters they point at.
 #[derive(Debug)]
@@ -41,11 +42,17 @@ impl ProxyState {
         previous: Option<&ProxyState>,
         metrics: &Metrics,
         engine: &LimitEngine,
+        max_response_header_bytes: usize,
     ) -> Result<Self, ConfigError> {
         let invalid = |e: &dyn std::fmt::Display| ConfigError::Invalid(e.to_string());
         let spec = &snapshot.spec;
-        let upstreams = Upstreams::build(spec, previous.map(|p| &p.upstreams), metrics)
-            .map_err(|e| invalid(&e))?;
+        let upstreams = Upstreams::build(
+            spec,
+            previous.map(|p| &p.upstreams),
+            metrics,
+            max_response_header_bytes,
+        )
+        .map_err(|e| invalid(&e))?;
         let keys = KeyStore::build(&spec.api_keys).map_err(|e| invalid(&e))?;
         let issuers = IssuerRegistry::build(&spec.oidc_issuers, previous.map(|p| &p.auth.issuers))
             .map_err(|e| invalid(&e))?;
@@ -61,6 +68,23 @@ impl ProxyState {
             route_limits,
         })
     }
+}
+
+/// Counts the apps refused for a config problem, logging each new problem once.
+fn report_degraded(next: &RoutingSpec, previous: &RoutingSpec, metrics: &Metrics) {
+    let mut count = 0;
+    for app in &next.apps {
+        let Some(why) = &app.degraded else { continue };
+        count += 1;
+        let known = previous
+            .apps
+            .iter()
+            .any(|p| p.id == app.id && p.degraded.as_ref() == Some(why));
+        if !known {
+            tracing::error!(app = %app.id, problem = %why, "app refused until its config is fixed");
+        }
+    }
+    metrics.apps_degraded.set(count);
 }
 
 /// Name of the schema compiled into the binary (the `proto/` crate's files).
@@ -108,8 +132,12 @@ fn load_schemas(
 pub struct Shared {
     pub state: ArcSwap<ProxyState>,
     pub certs: Arc<CertResolver>,
+    /// Expired and refused certificates, made visible.
+    pub cert_health: CertHealth,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
+    /// How request paths are normalised before matching.
+    pub paths: PathPolicy,
     pub access_log: bool,
     draining: AtomicBool,
     pub streams_h1: IntGauge,
@@ -131,16 +159,26 @@ impl Shared {
         metrics: Arc<Metrics>,
         limit_engine: Arc<LimitEngine>,
     ) -> Result<Arc<Self>, ConfigError> {
-        let state =
-            ProxyState::build(Arc::new(loaded.snapshot(1)?), None, &metrics, &limit_engine)?;
+        let state = ProxyState::build(
+            Arc::new(loaded.snapshot(1)?),
+            None,
+            &metrics,
+            &limit_engine,
+            loaded.config.limits.max_response_header_bytes,
+        )?;
         metrics.config_version.set(1);
         metrics.certificates_loaded.set(loaded.certs.len() as i64);
+        let cert_health = CertHealth::register(&metrics.registry)
+            .map_err(|e| ConfigError::Invalid(format!("metrics: {e}")))?;
+        cert_health.observe(&loaded.certs);
         let shared = Shared {
+            cert_health,
             state: ArcSwap::from_pointee(state),
             certs: Arc::new(CertResolver::new(loaded.certs)),
             streams_h1: metrics.streams_active.with_label_values(&["http1"]),
             streams_h2: metrics.streams_active.with_label_values(&["http2"]),
             limits: loaded.config.limits.clone(),
+            paths: loaded.config.paths.policy(),
             access_log: loaded.config.log.access_log,
             draining: AtomicBool::new(false),
             reload_lock: tokio::sync::Mutex::new(()),
@@ -168,10 +206,13 @@ impl Shared {
             Some(&current),
             &self.metrics,
             &self.limit_engine,
+            self.limits.max_response_header_bytes,
         )?;
+        report_degraded(&state.snapshot.spec, &current.snapshot.spec, &self.metrics);
         let cert_count = certs.len();
         // Routes and certificates change together, right after each other.
         self.state.store(Arc::new(state));
+        self.cert_health.observe(&certs);
         self.certs.swap(certs);
         self.metrics.config_version.set(version as i64);
         self.metrics.certificates_loaded.set(cert_count as i64);

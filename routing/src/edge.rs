@@ -407,28 +407,36 @@ impl EdgeConfig {
         let apps = self
             .apps
             .values()
-            .map(|a| AppSpec {
-                id: a.id.clone(),
-                status: a.status,
-                hostnames: self
-                    .hostnames
-                    .iter()
-                    .filter(|(_, app)| **app == a.id)
-                    .map(|(h, _)| h.clone())
-                    .collect(),
-                api_rewrite: "/".into(),
-                upstreams: a.upstreams.clone(),
-                default_upstream: "default".into(),
-                splits: Vec::new(),
-                max_body_bytes: None,
-                auth: a.auth.clone(),
-                rpc: None,
-                cors: None,
-                // Refused by the control service when invalid, so none is lost here.
-                limits: self
-                    .limits
-                    .get(&a.id)
-                    .and_then(|v| crate::limits::LimitsSpec::from_json(v).ok()),
+            .map(|a| {
+                let (limits, degraded) = match self.limits.get(&a.id) {
+                    None => (None, None),
+                    Some(v) => match crate::limits::LimitsSpec::from_json(v) {
+                        Ok(spec) => (Some(spec), None),
+                        // Refused visibly: serving the app without its limits would
+                        // fail open.
+                        Err(e) => (None, Some(e)),
+                    },
+                };
+                AppSpec {
+                    id: a.id.clone(),
+                    status: a.status,
+                    hostnames: self
+                        .hostnames
+                        .iter()
+                        .filter(|(_, app)| **app == a.id)
+                        .map(|(h, _)| h.clone())
+                        .collect(),
+                    api_rewrite: "/".into(),
+                    upstreams: a.upstreams.clone(),
+                    default_upstream: "default".into(),
+                    splits: Vec::new(),
+                    max_body_bytes: None,
+                    auth: a.auth.clone(),
+                    rpc: None,
+                    cors: None,
+                    limits,
+                    degraded,
+                }
             })
             .collect();
         let deleting = |app: &str| {

@@ -12,6 +12,7 @@ pub mod l4;
 pub mod limits;
 pub mod matcher;
 pub mod model;
+pub mod path;
 pub mod rpc;
 pub mod snapshot;
 pub mod validate;
@@ -29,6 +30,7 @@ pub use model::{
     PortPolicy, ProtocolHint, RISKY_PORTS, RetrySpec, RouteSpec, RoutingSpec, SplitBackend,
     SplitSpec, UpstreamProtocol,
 };
+pub use path::{EscapedSlashes, PathError, PathPolicy};
 pub use rpc::{CorsSpec, RpcSpec};
 pub use snapshot::Snapshot;
 pub use validate::{ValidationError, validate};

@@ -110,6 +110,12 @@ pub struct AppSpec {
     /// Rate limits, concurrent-stream quota and budget for the whole app.
     #[serde(default)]
     pub limits: Option<LimitsSpec>,
+    /// Why part of this app's config from the control service cannot be served
+    /// (say, a limits block this proxy cannot parse). The app alone is refused (503)
+    /// until it is fixed: failing open would drop its limits, failing the whole config
+    /// would take every tenant down. Never read from files.
+    #[serde(default, skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<String>,
 }
 
 /// Sends requests carrying a header to several clusters by weight.
@@ -200,6 +206,10 @@ pub struct OutlierSpec {
     pub consecutive_failures: u32,
     #[serde(default = "default_ejection_ms")]
     pub ejection_ms: u64,
+    /// Most of the cluster's endpoints (percent, rounded down) out at once, ejected or
+    /// failing health checks; below 100 the last endpoint is never ejected.
+    #[serde(default = "default_max_ejection_percent")]
+    pub max_ejection_percent: u32,
 }
 
 impl Default for OutlierSpec {
@@ -207,6 +217,7 @@ impl Default for OutlierSpec {
         Self {
             consecutive_failures: default_consecutive_failures(),
             ejection_ms: default_ejection_ms(),
+            max_ejection_percent: default_max_ejection_percent(),
         }
     }
 }
@@ -391,6 +402,9 @@ fn default_consecutive_failures() -> u32 {
 }
 fn default_ejection_ms() -> u64 {
     30_000
+}
+fn default_max_ejection_percent() -> u32 {
+    50
 }
 fn default_budget_percent() -> u32 {
     20

@@ -3,7 +3,7 @@
 //! The proxy refuses a config file and the control service refuses a command whose
 //! result would not validate, so a bad route never reaches a running snapshot.
 
-use crate::host::check_pattern;
+use crate::host::{check_pattern, wildcard_parent};
 use crate::model::{
     AppSpec, BalancePolicy, ClusterSpec, PortPolicy, ProtocolHint, RouteSpec, RoutingSpec,
     SplitSpec,
@@ -106,6 +106,16 @@ pub fn validate(spec: &RoutingSpec) -> Result<(), ValidationError> {
             );
         }
     }
+    for (i, owner) in cross_tenant_routes(spec) {
+        let route = &spec.routes[i];
+        r.add(
+            format!("routes[{}].app", route.metrics_id()),
+            format!(
+                "`{}` belongs to app `{owner}`; a route on it cannot send to app `{}`",
+                route.hostname, route.app
+            ),
+        );
+    }
     check_port_kinds(&mut r, &spec.routes);
     crate::validate_auth::check(&mut r, spec);
     if r.0.is_empty() {
@@ -113,6 +123,33 @@ pub fn validate(spec: &RoutingSpec) -> Result<(), ValidationError> {
     } else {
         Err(ValidationError(r.0))
     }
+}
+
+/// Routes on a hostname bound to one app that send to another (a hostname belongs to one
+/// app): their indexes in `spec.routes`, each with the app the hostname belongs to. A
+/// name is bound by an app's exact hostname, else by an app's wildcard covering it.
+///
+/// [`validate`] refuses them; a proxy following the control service leaves them out
+/// instead, so one such route in an existing log costs only itself.
+pub fn cross_tenant_routes(spec: &RoutingSpec) -> Vec<(usize, &str)> {
+    let mut owners: HashMap<&str, &str> = HashMap::new();
+    for app in &spec.apps {
+        for h in &app.hostnames {
+            // A name bound twice is reported on its own; the first binding owns it.
+            owners.entry(h).or_insert(&app.id);
+        }
+    }
+    let owner = |host: &str| {
+        owners.get(host).copied().or_else(|| {
+            let parent = wildcard_parent(host).filter(|_| !host.starts_with("*."))?;
+            owners.get(format!("*.{parent}").as_str()).copied()
+        })
+    };
+    spec.routes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| owner(&r.hostname).filter(|o| *o != r.app).map(|o| (i, o)))
+        .collect()
 }
 
 /// The gRPC and CORS sections of an app or route.
@@ -224,6 +261,12 @@ fn check_cluster(r: &mut Report, at: &str, c: &ClusterSpec) {
         r.add(
             format!("{at}.outlier.consecutive_failures"),
             "must be at least 1",
+        );
+    }
+    if c.outlier.max_ejection_percent > 100 {
+        r.add(
+            format!("{at}.outlier.max_ejection_percent"),
+            "must be 0 to 100",
         );
     }
     if c.retry.max_retries > 5 {

@@ -1,6 +1,7 @@
 //! Route matching and validation against a spec written as the config file would be.
 
 use tollgate_routing::matcher::Miss;
+use tollgate_routing::validate::cross_tenant_routes;
 use tollgate_routing::{AppStatus, RoutingSpec, Snapshot};
 
 const SPEC: &str = r#"
@@ -35,7 +36,7 @@ app = "globex"
 hostname = "acme.tenant.example"
 path_prefix = "/static"
 rewrite_prefix = "/assets/"
-app = "globex"
+app = "acme"
 max_body_bytes = 10
 
 [[routes]]
@@ -92,14 +93,18 @@ fn tenant_host_longest_prefix_and_port() {
         .table
         .lookup("acme.tenant.example", 443, "/static/a.css")
         .unwrap();
-    assert_eq!(m.app.id, "globex");
+    assert_eq!(m.app.id, "acme");
     assert_eq!(m.rewrite("/static/a.css").as_deref(), Some("/assets/a.css"));
     assert_eq!(m.max_body_bytes, Some(10));
     let p = s
         .table
         .lookup("acme.tenant.example", 8443, "/static/a.css")
         .unwrap();
-    assert_eq!(p.app.id, "acme", "port-bound route wins on its port");
+    assert_eq!(
+        (p.rewrite("/static/a.css"), p.max_body_bytes),
+        (None, None),
+        "port-bound route wins on its port"
+    );
     let root = s
         .table
         .lookup("acme.tenant.example", 443, "/staticky")
@@ -133,6 +138,51 @@ fn invalid_specs_list_every_problem() {
     assert!(text.contains("expected host:port"), "{text}");
     assert!(text.contains("already bound to app `acme`"), "{text}");
     assert!(text.contains("no upstream named `ghost`"), "{text}");
+}
+
+#[test]
+fn a_route_cannot_send_a_hostname_of_one_app_to_another() {
+    let with_route = |hostname: &str, app: &str| {
+        let mut spec: RoutingSpec = toml::from_str(SPEC).unwrap();
+        spec.apps[1].hostnames.push("*.globex.example".into());
+        let mut route = spec.routes[1].clone();
+        route.id = Some("r1".into());
+        route.hostname = hostname.into();
+        route.path_prefix = "/admin".into();
+        route.app = app.into();
+        spec.routes.push(route);
+        spec
+    };
+    let refused = [
+        ("acme.tenant.example", "globex", "acme"),
+        ("a.globex.example", "acme", "globex"),
+        ("*.globex.example", "acme", "globex"),
+    ];
+    for (host, app, owner) in refused {
+        let spec = with_route(host, app);
+        let last = spec.routes.len() - 1;
+        assert_eq!(cross_tenant_routes(&spec), vec![(last, owner)], "{host}");
+        let err = Snapshot::build(spec, 2).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert_eq!(err.0[0].at, "routes[r1].app");
+        assert!(
+            err.0[0]
+                .reason
+                .contains(&format!("belongs to app `{owner}`")),
+            "{err}"
+        );
+    }
+    // The owner's own routes, and names no app binds, stay free.
+    for (host, app) in [
+        ("acme.tenant.example", "acme"),
+        ("a.globex.example", "globex"),
+        ("a.b.globex.example", "acme"),
+        ("elsewhere.example", "acme"),
+    ] {
+        let spec = with_route(host, app);
+        assert!(cross_tenant_routes(&spec).is_empty(), "{host}");
+        Snapshot::build(spec, 2).unwrap_or_else(|e| panic!("{host}: {e}"));
+    }
 }
 
 #[test]

@@ -27,12 +27,35 @@ impl TestCert {
         }
     }
 
+    /// A self-signed certificate valid from `not_before` to `not_after` (Unix seconds):
+    /// one that expired, or one that will while a test runs.
+    pub fn valid_between(names: &[&str], not_before: u64, not_after: u64) -> Self {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(names).expect("certificate names");
+        let epoch = rcgen::date_time_ymd(1970, 1, 1);
+        params.not_before = epoch + std::time::Duration::from_secs(not_before);
+        params.not_after = epoch + std::time::Duration::from_secs(not_after);
+        let key = rcgen::KeyPair::generate().expect("key pair");
+        let cert = params.self_signed(&key).expect("self-signed certificate");
+        TestCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
     /// DER of the certificate, to compare with what a server presented.
     pub fn der(&self) -> Vec<u8> {
         CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
             .expect("certificate PEM")
             .to_vec()
     }
+}
+
+/// Now, in Unix seconds.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// A client config trusting `trusted`, offering `alpn`, TLS 1.2 and 1.3.

@@ -117,7 +117,8 @@ async fn dead_endpoint_gives_502_then_is_ejected_with_503() {
     let proxy = start(&[app(
         "dead",
         &[dead],
-        "outlier = { consecutive_failures = 3, ejection_ms = 600000 }\nretry = { max_retries = 0 }",
+        // 100%: the only endpoint may go (the default ceiling, 50%, keeps it).
+        "outlier = { consecutive_failures = 3, ejection_ms = 600000, max_ejection_percent = 100 }\nretry = { max_retries = 0 }",
     )]);
     let mut s = conn(&proxy).await;
     let ejections = [label("app", "dead")];

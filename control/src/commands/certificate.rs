@@ -12,7 +12,7 @@ use super::check::source;
 use super::{CommandError, Commands, Ctx, Plan, Target, Written, check_id};
 use crate::ids;
 use serde::{Deserialize, Serialize};
-use tollgate_certs::{CertSource, CertStore};
+use tollgate_certs::{CertSource, CertStore, Expiry};
 use tollgate_routing::{EdgeCert, EdgeEvent};
 
 const KIND: &str = "certificate";
@@ -40,22 +40,29 @@ pub struct CertView {
     pub not_after_unix: Option<i64>,
     /// Lowercase hex SHA-256 of the leaf's DER.
     pub sha256_fingerprint: Option<String>,
-    /// Why it would not load now (e.g. expired since upload).
+    /// Whether the leaf is outside its validity window now (it lapsed since upload);
+    /// proxies still serve it for its names until it is rotated.
+    pub expired: bool,
+    /// Why it would not load at all.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
 /// Loads one certificate for display.
 pub fn cert_view(cert: &EdgeCert) -> CertView {
-    match CertStore::build(&[source(cert)]) {
+    match CertStore::build_with(&[source(cert)], Expiry::Serve) {
         Ok(store) => {
             let s = store.summaries().into_iter().next();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
             CertView {
                 id: cert.id.clone(),
                 names: s
                     .as_ref()
                     .map_or_else(|| cert.names.clone(), |s| s.names.clone()),
                 not_after_unix: s.as_ref().map(|s| s.not_after_unix),
+                expired: s.as_ref().is_some_and(|s| s.out_of_window(now)),
                 sha256_fingerprint: s.map(|s| s.sha256_fingerprint),
                 error: None,
             }
@@ -65,6 +72,7 @@ pub fn cert_view(cert: &EdgeCert) -> CertView {
             names: cert.names.clone(),
             not_after_unix: None,
             sha256_fingerprint: None,
+            expired: false,
             error: Some(e.to_string()),
         },
     }

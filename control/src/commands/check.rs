@@ -2,8 +2,9 @@
 //!
 //! The events are applied to a clone of the current config; the clone's routing
 //! spec must validate and, for certificate commands, all of its certificates must
-//! build into one [`CertStore`] (parse, key matches, names covered, not expired, no
-//! name claimed twice) — exactly what a proxy does with the result.
+//! build into one [`CertStore`] (parse, key matches, names covered, no name claimed
+//! twice, and not expired unless it already was served before) — what a proxy does
+//! with the result.
 //!
 //! A problem that the current config already has (say, a state written by another
 //! control instance) does not block unrelated commands: when the current config
@@ -11,7 +12,8 @@
 
 use super::CommandError;
 use serde::Serialize;
-use tollgate_certs::{CertSource, CertStore};
+use std::collections::HashSet;
+use tollgate_certs::{CertSource, CertStore, Expiry};
 use tollgate_routing::{EdgeCert, EdgeConfig, EdgeEvent, validate};
 
 /// One validation problem, located by a dotted path.
@@ -71,19 +73,28 @@ pub(crate) fn source(cert: &EdgeCert) -> CertSource {
     }
 }
 
-fn build(config: &EdgeConfig) -> Result<CertStore, String> {
-    let sources: Vec<CertSource> = config.certificates.values().map(source).collect();
-    CertStore::build(&sources).map_err(|e| e.to_string())
+fn sources(config: &EdgeConfig) -> Vec<CertSource> {
+    config.certificates.values().map(source).collect()
+}
+
+/// Builds `config`'s certificates as a proxy would, except that only those in
+/// `known` (leaf fingerprints) may be outside their validity window: a certificate
+/// that lapsed after upload is served on, a new one must be current.
+fn build(config: &EdgeConfig, known: &HashSet<String>) -> Result<CertStore, String> {
+    CertStore::build_with(&sources(config), Expiry::ServeKnown(known)).map_err(|e| e.to_string())
 }
 
 fn check_certs(current: &EdgeConfig, next: &EdgeConfig) -> Result<(), CommandError> {
-    let Err(reason) = build(next) else {
+    let known = CertStore::build_isolated(&sources(current))
+        .0
+        .fingerprints();
+    let Err(reason) = build(next, &known) else {
         return Ok(());
     };
-    // The same failure as now (e.g. a certificate that expired since it was
-    // uploaded) is not this command's doing, provided the certificates the command
-    // touched are fine on their own.
-    if build(current).err().as_deref() == Some(reason.as_str()) {
+    // The same failure as now (say, a state written by another control instance) is
+    // not this command's doing, provided the certificates it touched are fine on
+    // their own.
+    if build(current, &known).err().as_deref() == Some(reason.as_str()) {
         let touched_ok = next
             .certificates
             .iter()

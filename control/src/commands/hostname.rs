@@ -4,7 +4,8 @@
 //! another app is a 409; moving it is the explicit rebind from one app to another
 //! (409 when it is not bound to `from`). Binding it again to the same app changes
 //! nothing. Hostnames are stored lowercase without a trailing dot; the result must
-//! validate (422: pattern, API hosts, clashes with `/` routes on the same host).
+//! validate (422: pattern, API hosts, clashes with `/` routes on the same host,
+//! routes of another app on the name).
 
 use super::{CommandError, Commands, Ctx, Plan, Target, Written};
 use crate::ids;

@@ -3,7 +3,7 @@
 //! A route without an id gets `r_` and 16 random characters. The route's app must
 //! exist (404) and the id be free (409); the result must validate (422: hostname
 //! pattern, path prefixes, L4 port policy, clashes with other routes or bound
-//! hostnames, auth policies).
+//! hostnames, a hostname bound to another app, auth policies).
 
 use super::{CommandError, Commands, Ctx, Plan, Target, Written, check_id};
 use crate::ids;

@@ -6,6 +6,11 @@
 //! chunk is returned as a slice of it without copying, and it refuses a length
 //! above its limit as soon as the 5-byte header is complete, before any of the
 //! message is buffered.
+//!
+//! Flag bits a protocol does not define are refused, not passed on as a message:
+//! gRPC-Web defines 0x01 (compressed) and 0x80 (trailers), Connect 0x01 and 0x02
+//! (end of stream), and a request message may only be compressed.
+//! [`EnvelopeScanner`] checks the headers of a stream that is passed on unchanged.
 
 use std::collections::VecDeque;
 
@@ -17,6 +22,9 @@ pub const FLAG_COMPRESSED: u8 = 0x01;
 pub const FLAG_END_STREAM: u8 = 0x02;
 /// gRPC-Web: the message is the trailer block.
 pub const FLAG_TRAILERS: u8 = 0x80;
+
+/// The only flag a request message may carry, in every protocol here.
+pub const REQUEST_FLAGS: u8 = FLAG_COMPRESSED;
 
 /// Length of the envelope header.
 pub const HEADER_LEN: usize = 5;
@@ -57,6 +65,8 @@ pub enum FrameError {
     TooLarge { size: u64, limit: u64 },
     #[error("body ended inside a message ({buffered} bytes of it buffered)")]
     Truncated { buffered: usize },
+    #[error("message flags 0x{flags:02x} are not allowed here")]
+    Flags { flags: u8 },
 }
 
 /// Incremental decoder: feed chunks in any split, take whole envelopes out.
@@ -70,6 +80,8 @@ pub struct EnvelopeDecoder {
     pending: Option<(u8, usize)>,
     /// Set on the first error; the stream is unusable after it.
     failed: Option<FrameError>,
+    /// Flag bits an envelope may carry.
+    allowed: u8,
 }
 
 impl EnvelopeDecoder {
@@ -81,7 +93,14 @@ impl EnvelopeDecoder {
             buffered: 0,
             pending: None,
             failed: None,
+            allowed: u8::MAX,
         }
+    }
+
+    /// Refuses envelopes with any flag bit outside `allowed` (all pass by default).
+    pub fn allow_flags(mut self, allowed: u8) -> Self {
+        self.allowed = allowed;
+        self
     }
 
     /// Adds a body chunk. Dropped after an error.
@@ -109,6 +128,11 @@ impl EnvelopeDecoder {
                 self.take_into(&mut head);
                 let [flags, a, b, c, d] = head;
                 let size = u32::from_be_bytes([a, b, c, d]);
+                if flags & !self.allowed != 0 {
+                    let e = FrameError::Flags { flags };
+                    self.fail(e.clone());
+                    return Err(e);
+                }
                 if u64::from(size) > self.limit {
                     let e = FrameError::TooLarge {
                         size: u64::from(size),
@@ -214,6 +238,84 @@ impl EnvelopeDecoder {
             }
         }
         self.buffered -= filled;
+    }
+}
+
+/// Checks the envelope headers of a stream passed on unchanged: flags only, nothing
+/// buffered beyond a split header.
+#[derive(Debug)]
+pub struct EnvelopeScanner {
+    allowed: u8,
+    /// Header bytes read of the next envelope (0 to 4 between calls).
+    head: [u8; HEADER_LEN],
+    have: usize,
+    /// Message bytes still to skip before the next header.
+    skip: u64,
+    failed: Option<FrameError>,
+}
+
+impl EnvelopeScanner {
+    /// A scanner refusing any flag bit outside `allowed`.
+    pub fn new(allowed: u8) -> Self {
+        EnvelopeScanner {
+            allowed,
+            head: [0; HEADER_LEN],
+            have: 0,
+            skip: 0,
+            failed: None,
+        }
+    }
+
+    /// Checks the headers that start or end in `chunk`. After an error every call
+    /// returns the same error.
+    pub fn push(&mut self, mut chunk: &[u8]) -> Result<(), FrameError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        while !chunk.is_empty() {
+            if self.skip > 0 {
+                let n = usize::try_from(self.skip)
+                    .unwrap_or(usize::MAX)
+                    .min(chunk.len());
+                chunk = chunk.get(n..).unwrap_or_default();
+                self.skip -= n as u64;
+                continue;
+            }
+            let n = (HEADER_LEN - self.have).min(chunk.len());
+            if let (Some(d), Some(s)) =
+                (self.head.get_mut(self.have..self.have + n), chunk.get(..n))
+            {
+                d.copy_from_slice(s);
+            }
+            chunk = chunk.get(n..).unwrap_or_default();
+            self.have += n;
+            if self.have < HEADER_LEN {
+                break;
+            }
+            let [flags, a, b, c, d] = self.head;
+            if flags & !self.allowed != 0 {
+                let e = FrameError::Flags { flags };
+                self.failed = Some(e.clone());
+                return Err(e);
+            }
+            self.have = 0;
+            self.skip = u64::from(u32::from_be_bytes([a, b, c, d]));
+        }
+        Ok(())
+    }
+
+    /// Call at end of body: `Err(Truncated)` inside an envelope, or the earlier error.
+    pub fn finish(&self) -> Result<(), FrameError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        if self.have == 0 && self.skip == 0 {
+            Ok(())
+        } else {
+            Err(FrameError::Truncated {
+                buffered: self.have,
+            })
+        }
     }
 }
 
@@ -354,6 +456,59 @@ mod tests {
         d.push(Bytes::from_static(&[0, 0, 0, 0, 4, b'a', b'b']));
         assert_eq!(d.next_envelope(), Ok(None));
         assert_eq!(d.finish(), Err(FrameError::Truncated { buffered: 7 }));
+    }
+
+    #[test]
+    fn undefined_flags_are_refused() {
+        // 0x7e: every bit between compressed and trailers.
+        let wire = encode(0x7e, b"smuggled");
+        let mut d = EnvelopeDecoder::new(1024).allow_flags(REQUEST_FLAGS);
+        d.push(wire.clone());
+        let err = FrameError::Flags { flags: 0x7e };
+        assert_eq!(d.next_envelope(), Err(err.clone()));
+        assert_eq!(d.finish(), Err(err));
+        // A trailers or end-stream flag is no request message either.
+        for flags in [FLAG_TRAILERS, FLAG_END_STREAM, 0x04, 0x40] {
+            let mut d = EnvelopeDecoder::new(1024).allow_flags(REQUEST_FLAGS);
+            d.push(encode(flags, b"x"));
+            assert_eq!(d.next_envelope(), Err(FrameError::Flags { flags }));
+        }
+        // Defined request flags pass; a decoder without a mask takes every flag.
+        for flags in [0, FLAG_COMPRESSED] {
+            let mut d = EnvelopeDecoder::new(1024).allow_flags(REQUEST_FLAGS);
+            d.push(encode(flags, b"ok"));
+            assert_eq!(d.next_envelope().unwrap().unwrap().flags, flags);
+        }
+        let mut d = EnvelopeDecoder::new(1024);
+        d.push(wire);
+        assert_eq!(d.next_envelope().unwrap().unwrap().flags, 0x7e);
+    }
+
+    #[test]
+    fn scanner_checks_every_header_at_every_split_point() {
+        let (_, good) = sample_stream();
+        let allowed = FLAG_COMPRESSED | FLAG_TRAILERS;
+        let mut bad = good.clone();
+        bad.extend_from_slice(&encode(0x7e, b"tail"));
+        for i in 0..=good.len() {
+            let mut s = EnvelopeScanner::new(allowed);
+            assert_eq!(s.push(&good[..i]), Ok(()));
+            assert_eq!(s.push(&good[i..]), Ok(()), "split at {i}");
+            assert_eq!(s.finish(), Ok(()));
+        }
+        for i in 0..=bad.len() {
+            let mut s = EnvelopeScanner::new(allowed);
+            let r = s.push(&bad[..i]).and_then(|()| s.push(&bad[i..]));
+            assert_eq!(r, Err(FrameError::Flags { flags: 0x7e }), "split at {i}");
+            assert_eq!(s.push(b"more"), Err(FrameError::Flags { flags: 0x7e }));
+        }
+        // A message cut short, or a header cut short, is reported at the end.
+        let mut s = EnvelopeScanner::new(allowed);
+        s.push(&encode(0, b"abc")[..6]).unwrap();
+        assert!(matches!(s.finish(), Err(FrameError::Truncated { .. })));
+        let mut s = EnvelopeScanner::new(allowed);
+        s.push(&[0, 0]).unwrap();
+        assert_eq!(s.finish(), Err(FrameError::Truncated { buffered: 2 }));
     }
 
     #[test]

@@ -7,7 +7,8 @@ use crate::config::ConfigError;
 use crate::state::Shared;
 use std::sync::Arc;
 use tollgate_certs::{CertSource, CertStore};
-use tollgate_routing::{EdgeConfig, EdgeEvent};
+use tollgate_routing::validate::cross_tenant_routes;
+use tollgate_routing::{EdgeConfig, EdgeEvent, RoutingSpec};
 
 /// One message of the feed, decoded.
 // Updates pass one at a time from the feed to the applier; their size does not matter.
@@ -261,7 +262,8 @@ impl Follower {
     /// Builds the servable config from the model and swaps it in; on error the running
     /// config stays. Persists the model after a successful swap when `persist`.
     async fn publish(&mut self, persist: bool) -> Result<u64, ConfigError> {
-        let routing = self.model.routing_spec();
+        let mut routing = self.model.routing_spec();
+        drop_cross_tenant_routes(&mut routing);
         let sources: Vec<CertSource> = self
             .model
             .certificates
@@ -280,7 +282,12 @@ impl Follower {
         // Certificate parsing and compiling routes take a while for big configs:
         // keep them off the async workers.
         let result = tokio::task::spawn_blocking(move || {
-            let mut certs = CertStore::build(&sources)?;
+            // Each certificate was validated on upload; one that lapsed since, or
+            // that cannot load here, degrades its own names only.
+            let (mut certs, refused) = CertStore::build_isolated(&sources);
+            target
+                .cert_health
+                .set_refused(refused.iter().map(ToString::to_string).collect());
             if let Some(name) = default {
                 certs = match certs.clone().with_default(&name) {
                     Ok(c) => c,
@@ -326,4 +333,28 @@ impl Follower {
         }
         result
     }
+}
+
+/// Leaves out routes that send a hostname bound to one app to another. The control
+/// service refuses them now, but an older log may hold one: it costs only itself.
+fn drop_cross_tenant_routes(spec: &mut RoutingSpec) {
+    let bad: Vec<usize> = cross_tenant_routes(spec)
+        .into_iter()
+        .map(|(i, owner)| {
+            let r = &spec.routes[i];
+            tracing::warn!(
+                route = %r.metrics_id(),
+                hostname = %r.hostname,
+                app = %r.app,
+                owner,
+                "route on a hostname of another app left out"
+            );
+            i
+        })
+        .collect();
+    let mut i = 0;
+    spec.routes.retain(|_| {
+        i += 1;
+        !bad.contains(&(i - 1))
+    });
 }

@@ -2,7 +2,7 @@
 //! timeout and completion accounting. Frames (data and trailers) pass through one
 //! by one, so nothing is buffered and backpressure reaches the sender.
 
-use super::client_body::ClientBody;
+use super::client_body::{ClientBody, ClientFault};
 use super::completion::{Completion, Outcome};
 use crate::clock::now_ms;
 use crate::rpc::request::Transform;
@@ -11,8 +11,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
@@ -31,6 +31,9 @@ pub enum BodyError {
     /// The client's body could not be translated for the upstream.
     #[error("invalid request body: {0}")]
     Invalid(String),
+    /// The client's body broke: bad framing, an abort or a reset.
+    #[error("request body from the client failed: {1}")]
+    Client(ClientFault, #[source] hyper::Error),
     #[error(transparent)]
     Hyper(#[from] hyper::Error),
 }
@@ -41,14 +44,17 @@ pub struct Exchange {
     last_activity_ms: AtomicU64,
     request_too_large: AtomicBool,
     request_bytes: AtomicU64,
+    /// The request body's last poll is waiting for the client to send more.
+    waiting_on_client: AtomicBool,
+    /// The first failure of the client's body, with a message for the client.
+    client_fault: OnceLock<(ClientFault, String)>,
 }
 
 impl Exchange {
     pub fn new() -> Self {
         Exchange {
             last_activity_ms: AtomicU64::new(now_ms()),
-            request_too_large: AtomicBool::new(false),
-            request_bytes: AtomicU64::new(0),
+            ..Exchange::default()
         }
     }
     fn touch(&self) {
@@ -65,6 +71,22 @@ impl Exchange {
     /// Whether the request body was cut for exceeding its limit.
     pub fn request_too_large(&self) -> bool {
         self.request_too_large.load(Relaxed)
+    }
+
+    /// Whether the upstream is waiting for request body bytes the client has not sent
+    /// (rather than the body being done, or the upstream not reading it).
+    pub fn waiting_on_client(&self) -> bool {
+        self.waiting_on_client.load(Relaxed)
+    }
+
+    /// How the client's body failed, if it did: the upstream may then see only a
+    /// reset stream, with our body error lost on the way.
+    pub fn client_fault(&self) -> Option<&(ClientFault, String)> {
+        self.client_fault.get()
+    }
+
+    fn fail(&self, fault: ClientFault, message: String) {
+        let _ = self.client_fault.set((fault, message));
     }
 }
 
@@ -133,7 +155,19 @@ impl RequestBody {
     fn invalid(&mut self, why: String) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         self.inner = None;
         self.transform = None;
+        if let Some(x) = &self.exchange {
+            x.fail(ClientFault::Invalid, format!("invalid request body: {why}"));
+        }
         Poll::Ready(Some(Err(BodyError::Invalid(why))))
+    }
+
+    fn client_error(&mut self, e: hyper::Error) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        self.inner = None;
+        let fault = ClientFault::of(&e);
+        if let Some(x) = &self.exchange {
+            x.fail(fault, fault.describe().to_string());
+        }
+        Poll::Ready(Some(Err(BodyError::Client(fault, e))))
     }
 }
 
@@ -153,9 +187,13 @@ impl Body for RequestBody {
             let Some(inner) = this.inner.as_mut() else {
                 return Poll::Ready(None);
             };
-            let frame = match ready!(Pin::new(inner).poll_frame(cx)) {
+            let polled = Pin::new(inner).poll_frame(cx);
+            if let Some(x) = &this.exchange {
+                x.waiting_on_client.store(polled.is_pending(), Relaxed);
+            }
+            let frame = match ready!(polled) {
                 Some(Ok(f)) => f,
-                Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+                Some(Err(e)) => return this.client_error(e),
                 None => {
                     this.inner = None;
                     if let Some(Err(why)) = this.transform.as_ref().map(|t| t.finish()) {

@@ -5,6 +5,9 @@
 //! it and the client could lose the answer (Node reports `write EPIPE`). So a body
 //! dropped unread is drained in the background, bounded in bytes and time, before it
 //! goes (RFC 9112 section 9.6, lingering close); hyper keeps the connection meanwhile.
+//!
+//! [`ClientFault`] names what went wrong on the client's side of a body, so that the
+//! failure is answered as the client's and never charged to the upstream.
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -13,6 +16,71 @@ use hyper::body::Incoming;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
+
+/// Why a client's request body failed; a bounded set, used as a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFault {
+    /// Framing the proxy cannot read: a bad chunk size, a bare LF, an overflow.
+    Malformed,
+    /// The client closed or reset the stream before its body was complete.
+    Aborted,
+    /// The body stopped arriving while the upstream waited for it.
+    Timeout,
+    /// Well framed, but its content cannot be translated (gRPC-Web text, envelopes).
+    Invalid,
+}
+
+impl ClientFault {
+    /// What hyper's error on the client's body means.
+    pub fn of(e: &hyper::Error) -> Self {
+        if e.is_timeout() {
+            return ClientFault::Timeout;
+        }
+        let mut src = std::error::Error::source(e);
+        while let Some(s) = src {
+            if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                return match io.kind() {
+                    std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData => {
+                        ClientFault::Malformed
+                    }
+                    std::io::ErrorKind::TimedOut => ClientFault::Timeout,
+                    _ => ClientFault::Aborted,
+                };
+            }
+            // A stream our side reset for bad framing (more data than content-length).
+            if let Some(h2) = s.downcast_ref::<h2::Error>() {
+                let ours = !h2.is_remote();
+                return if ours && h2.reason() == Some(h2::Reason::PROTOCOL_ERROR) {
+                    ClientFault::Malformed
+                } else {
+                    ClientFault::Aborted
+                };
+            }
+            src = s.source();
+        }
+        ClientFault::Aborted
+    }
+
+    /// The metric label and error code.
+    pub fn reason(self) -> &'static str {
+        match self {
+            ClientFault::Malformed => "body_malformed",
+            ClientFault::Aborted => "body_aborted",
+            ClientFault::Timeout => "body_timeout",
+            ClientFault::Invalid => "body_invalid",
+        }
+    }
+
+    /// A message for the client.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ClientFault::Malformed => "malformed request body",
+            ClientFault::Aborted => "request body aborted",
+            ClientFault::Timeout => "request body stalled",
+            ClientFault::Invalid => "invalid request body",
+        }
+    }
+}
 
 /// Most bytes read from a body nobody wants before giving up on it.
 const DRAIN_MAX_BYTES: u64 = 1 << 20;

@@ -4,6 +4,7 @@
 //! (`content-type: application/grpc...`) get a trailers-only response with `grpc-status`.
 
 use super::body::ResponseBody;
+use super::client_body::ClientFault;
 use super::headers::X_REQUEST_ID;
 use crate::rpc::reply::status_response;
 use bytes::Bytes;
@@ -23,10 +24,16 @@ pub enum ProxyError {
     UnknownApp(String),
     #[error("app `{0}` is suspended")]
     Suspended(String),
+    /// Part of the app's config cannot be served; the app alone is refused.
+    #[error("app `{0}` is unavailable: its configuration cannot be served")]
+    Degraded(String),
     #[error("request headers exceed {0} bytes")]
     HeadersTooLarge(usize),
     #[error("request body exceeds {0} bytes")]
     BodyTooLarge(u64),
+    /// The client's side of the request body failed; never charged to the upstream.
+    #[error("{1}")]
+    ClientBody(ClientFault, String),
     #[error("no healthy endpoint for app `{0}`")]
     NoHealthyEndpoint(String),
     #[error("could not connect to the upstream")]
@@ -39,8 +46,17 @@ pub enum ProxyError {
     UpgradeUnsupported,
     #[error("invalid request: {0}")]
     BadRequest(&'static str),
+    /// The path cannot be normalised (bad escape, encoded slash, above the root).
+    #[error("invalid path: {0}")]
+    BadPath(tollgate_routing::PathError),
+    /// A head the parser let through that the RFCs call malformed.
+    #[error("malformed request: {}", .0.message())]
+    Malformed(super::headers::Malformed),
     #[error("the proxy is shutting down")]
     Draining,
+    /// TLS: the host is not served by the certificate this connection presented.
+    #[error("this connection's certificate does not serve the requested host")]
+    Misdirected,
     /// Credentials missing (`invalid: false`) or not valid.
     #[error("authentication required")]
     Unauthenticated { invalid: bool },
@@ -70,13 +86,19 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         use ProxyError::*;
         match self {
-            MissingHost | BadRequest(_) => StatusCode::BAD_REQUEST,
+            MissingHost | BadRequest(_) | BadPath(_) => StatusCode::BAD_REQUEST,
             NoRoute | UnknownApp(_) => StatusCode::NOT_FOUND,
-            Suspended(_) | NoHealthyEndpoint(_) | Draining => StatusCode::SERVICE_UNAVAILABLE,
+            Misdirected => StatusCode::MISDIRECTED_REQUEST,
+            Suspended(_) | Degraded(_) | NoHealthyEndpoint(_) | Draining => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ClientBody(ClientFault::Timeout, _) => StatusCode::REQUEST_TIMEOUT,
+            ClientBody(..) => StatusCode::BAD_REQUEST,
             UpstreamConnect | UpstreamProtocol | UpgradeUnsupported => StatusCode::BAD_GATEWAY,
             UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Malformed(_) => StatusCode::BAD_REQUEST,
             Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             Forbidden { .. } | CorsRefused(_) => StatusCode::FORBIDDEN,
             Rpc(code, _) => code.connect_http_status(),
@@ -93,17 +115,22 @@ impl ProxyError {
         match self {
             MissingHost => "missing_host",
             BadRequest(_) => "bad_request",
+            BadPath(e) => e.reason(),
             NoRoute => "no_route",
             UnknownApp(_) => "unknown_app",
             Suspended(_) => "app_suspended",
+            Degraded(_) => "app_config_invalid",
             HeadersTooLarge(_) => "headers_too_large",
             BodyTooLarge(_) => "body_too_large",
+            ClientBody(fault, _) => fault.reason(),
             NoHealthyEndpoint(_) => "no_healthy_upstream",
             UpstreamConnect => "upstream_connect_failed",
             UpstreamTimeout(_) => "upstream_timeout",
             UpstreamProtocol => "upstream_protocol_error",
             UpgradeUnsupported => "upgrade_unsupported",
             Draining => "draining",
+            Misdirected => "misdirected_request",
+            Malformed(m) => m.reason(),
             Unauthenticated { .. } => "unauthenticated",
             Forbidden { .. } => "permission_denied",
             Rpc(code, _) => code.connect_name(),
@@ -121,20 +148,36 @@ impl ProxyError {
     pub fn grpc_code(&self) -> Code {
         use ProxyError::*;
         match self {
-            MissingHost | BadRequest(_) => Code::InvalidArgument,
+            MissingHost | BadRequest(_) | BadPath(_) => Code::InvalidArgument,
             NoRoute | UnknownApp(_) | UpgradeUnsupported | UnsupportedMediaType
             | MethodNotAllowed => Code::Unimplemented,
             HeadersTooLarge(_) | BodyTooLarge(_) | RateLimited(_) | TooManyStreams
             | BudgetExceeded => Code::ResourceExhausted,
-            LimitBackend => Code::Unavailable,
+            LimitBackend | Misdirected => Code::Unavailable,
             UpstreamTimeout(_) => Code::DeadlineExceeded,
-            Suspended(_) | NoHealthyEndpoint(_) | UpstreamConnect | UpstreamProtocol | Draining => {
-                Code::Unavailable
-            }
+            Malformed(_) => Code::InvalidArgument,
+            Suspended(_) | Degraded(_) | NoHealthyEndpoint(_) | UpstreamConnect
+            | UpstreamProtocol | Draining => Code::Unavailable,
             Unauthenticated { .. } => Code::Unauthenticated,
             Forbidden { .. } | CorsRefused(_) => Code::PermissionDenied,
             Rpc(code, _) => *code,
+            ClientBody(ClientFault::Malformed | ClientFault::Invalid, _) => Code::InvalidArgument,
+            ClientBody(ClientFault::Aborted, _) => Code::Canceled,
+            ClientBody(ClientFault::Timeout, _) => Code::DeadlineExceeded,
         }
+    }
+
+    /// The client-side failure behind this error, if it is one.
+    pub fn client_fault(&self) -> Option<ClientFault> {
+        match self {
+            ProxyError::ClientBody(fault, _) => Some(*fault),
+            _ => None,
+        }
+    }
+
+    /// A client body failure with its usual message.
+    pub fn client_body(fault: ClientFault) -> Self {
+        ProxyError::ClientBody(fault, fault.describe().to_string())
     }
 
     /// The response a client gets for this error.
@@ -144,6 +187,9 @@ impl ProxyError {
         request_id: &HeaderValue,
         protocol: Option<RpcProtocol>,
     ) -> Response<ResponseBody> {
+        // A 421 stays an HTTP status for every client: it tells the client's HTTP stack
+        // to retry on a new connection.
+        let protocol = protocol.filter(|_| !matches!(self, ProxyError::Misdirected));
         let mut resp = if let Some(protocol) = protocol {
             let status = RpcStatus::new(self.grpc_code(), self.to_string());
             status_response(protocol, &status, &HeaderMap::new())
@@ -217,6 +263,24 @@ mod tests {
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.headers()["grpc-status"], "4");
         assert_eq!(resp.headers()["content-type"], "application/grpc");
+    }
+
+    #[test]
+    fn client_body_failures_are_the_clients() {
+        let cases = [
+            (ClientFault::Malformed, 400, Code::InvalidArgument),
+            (ClientFault::Invalid, 400, Code::InvalidArgument),
+            (ClientFault::Aborted, 400, Code::Canceled),
+            (ClientFault::Timeout, 408, Code::DeadlineExceeded),
+        ];
+        for (fault, status, grpc) in cases {
+            let err = ProxyError::client_body(fault);
+            assert_eq!(err.status(), status, "{fault:?}");
+            assert_eq!(err.grpc_code(), grpc, "{fault:?}");
+            assert_eq!(err.code(), fault.reason());
+            assert_eq!(err.client_fault(), Some(fault));
+        }
+        assert_eq!(ProxyError::UpstreamProtocol.client_fault(), None);
     }
 
     #[tokio::test]

@@ -1,8 +1,8 @@
 //! The request path: route the request, check it, pick an upstream endpoint, forward,
 //! retry where safe, and stream the answer back with its accounting attached.
 
-use super::body::{Exchange, RequestBody, ResponseBody};
-use super::client_body::ClientBody;
+use super::body::{BodyError, Exchange, RequestBody, ResponseBody};
+use super::client_body::{ClientBody, ClientFault};
 use super::completion::{AccessRecord, Completion, StreamGuard};
 use super::errors::ProxyError;
 use super::headers::{self, X_APP_ID, X_REQUEST_ID};
@@ -21,6 +21,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, hea
 use http_body::Body;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, LazyLock};
@@ -30,11 +31,11 @@ use tollgate_filters::cors;
 use tollgate_filters::filter::StreamFilter;
 use tollgate_filters::limit::{RequestKeys, StreamPermit};
 use tollgate_filters::rpc::MethodSchema;
+use tollgate_filters::rpc::RpcProtocol;
 use tollgate_filters::rpc::schema::FieldPath;
-use tollgate_filters::rpc::{Code, RpcProtocol};
+use tollgate_routing::BudgetUnit;
 use tollgate_routing::matcher::Miss;
 use tollgate_routing::{AppSpec, AppStatus, AuthPolicy, CorsSpec, host};
-use tollgate_routing::{BudgetUnit, OnBackendError};
 
 /// What the listener knows about the connection a request came on.
 #[derive(Debug, Clone)]
@@ -44,6 +45,8 @@ pub struct ConnInfo {
     pub tls: bool,
     /// The client IP as a header value, built once per connection.
     pub client_ip: HeaderValue,
+    /// TLS with SNI: the certificate presented, which bounds the hosts served (421).
+    pub presented: Option<super::misdirected::PresentedCert>,
 }
 
 impl ConnInfo {
@@ -55,6 +58,7 @@ impl ConnInfo {
             local_port,
             tls,
             client_ip,
+            presented: None,
         }
     }
 }
@@ -132,7 +136,19 @@ pub async fn handle(
     let mut resp = match forward(&state, &mut ctx, req, protocol).await {
         Ok(resp) => resp,
         Err(err) => {
-            shared.metrics.local_responses.inc();
+            shared
+                .metrics
+                .local_responses
+                .with_label_values(&[err.code()])
+                .inc();
+            if let Some(fault) = err.client_fault() {
+                let reason = fault.reason();
+                shared
+                    .metrics
+                    .client_errors
+                    .with_label_values(&[reason])
+                    .inc();
+            }
             err.to_response(&ctx.request_id, ctx.protocol)
         }
     };
@@ -180,6 +196,9 @@ async fn forward<'a>(
     if headers::header_bytes(req.headers()) > limits.max_header_bytes {
         return Err(ProxyError::HeadersTooLarge(limits.max_header_bytes));
     }
+    if let Some(why) = headers::malformed(req.version(), req.headers()) {
+        return Err(ProxyError::Malformed(why));
+    }
     let host_hv = host_value(&req).ok_or(ProxyError::MissingHost)?;
     let host_str = host_hv
         .to_str()
@@ -188,7 +207,11 @@ async fn forward<'a>(
     if host.is_empty() {
         return Err(ProxyError::MissingHost);
     }
-    let path = req.uri().path();
+    super::misdirected::check(ctx.conn, &ctx.shared.certs, &host)?;
+    // Matched and forwarded in normal form, so `/x/../admin` is `/admin` everywhere.
+    let normalized = tollgate_routing::path::normalize(req.uri().path(), ctx.shared.paths)
+        .map_err(ProxyError::BadPath)?;
+    let path: &str = &normalized;
     let m = state
         .snapshot
         .table
@@ -218,6 +241,9 @@ async fn forward<'a>(
     if m.app.status == AppStatus::Suspended {
         return Err(ProxyError::Suspended(app_id.to_string()));
     }
+    if m.app.degraded.is_some() {
+        return Err(ProxyError::Degraded(app_id.to_string()));
+    }
     if let Some(limit) = m.max_body_bytes
         && req.body().size_hint().lower() > limit
     {
@@ -227,7 +253,10 @@ async fn forward<'a>(
         Some(policy) => Some(authenticate(ctx, state, policy, app_id, req.headers()).await?),
         None => None,
     };
-    let path_and_query = upstream_path(req.uri(), m.rewrite(path))?;
+    let rewritten = m
+        .rewrite(path)
+        .or_else(|| matches!(normalized, Cow::Owned(_)).then(|| path.to_owned()));
+    let path_and_query = upstream_path(req.uri(), rewritten)?;
     let rpc_call = match m.rpc {
         Some(spec) => Some(rpc::begin(
             spec,
@@ -298,12 +327,12 @@ async fn forward<'a>(
     parts
         .headers
         .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
-    auth::strip_identity_headers(&mut parts.headers);
+    auth::strip_identity_headers(&mut parts.headers, &limits.identity_headers);
     parts
         .headers
         .insert(X_APP_ID.clone(), ups.app_header.clone());
     if let Some(id) = &identity {
-        auth::set_identity_headers(&mut parts.headers, id);
+        auth::set_identity_headers(&mut parts.headers, id, &ups.app_header);
     }
     if cluster.spec.protocol.is_http2() {
         // HTTP/2 upstreams get the endpoint as :authority; the client's host is in x-forwarded-host.
@@ -378,16 +407,12 @@ fn budget_filter(
         }
         BudgetUnit::Messages | BudgetUnit::Requests => Units::Messages,
     };
-    let fail_open = limits
-        .limiter
-        .as_ref()
-        .is_some_and(|l| l.on_backend_error() == OnBackendError::Allow);
     let filter = BudgetFilter::new(
         meter,
         units,
         limits.app.clone(),
         ctx.shared.metrics.clone(),
-        fail_open,
+        limits.budget_fails_open(),
     );
     ctx.units = Some(filter.spent.clone());
     Box::new(filter)
@@ -540,25 +565,19 @@ impl Attempt<'_> {
             let sent = tokio::time::timeout(wait, cluster.client.request(up)).await;
             let err = match sent {
                 Ok(Ok(resp)) => {
-                    if matches!(resp.status().as_u16(), 502..=504) {
-                        self.failed(ctx, idx);
-                    } else {
+                    // A gateway error caused by the client's broken body is not the endpoint's.
+                    let client_broke = exchange.is_some_and(|x| x.client_fault().is_some());
+                    if !matches!(resp.status().as_u16(), 502..=504) {
                         ep.record_success();
+                    } else if !client_broke {
+                        self.failed(ctx, idx);
                     }
                     return Ok((resp, in_flight));
                 }
                 Ok(Err(e)) => {
-                    match body_error_of(&e) {
-                        Some(super::body::BodyError::TooLarge(n)) => {
-                            return Err(ProxyError::BodyTooLarge(*n));
-                        }
-                        Some(super::body::BodyError::Invalid(why)) => {
-                            return Err(ProxyError::Rpc(Code::InvalidArgument, why.clone()));
-                        }
-                        _ if exchange.is_some_and(Exchange::request_too_large) => {
-                            return Err(ProxyError::BodyTooLarge(0));
-                        }
-                        _ => {}
+                    if let Some(err) = client_failure(&e, exchange) {
+                        tracing::debug!(app = self.app_id, error = %error_chain(&e), "request failed on the client's side");
+                        return Err(err);
                     }
                     tracing::warn!(app = self.app_id, endpoint = %ep.address, error = %error_chain(&e), "upstream request failed");
                     if e.is_connect() {
@@ -566,6 +585,10 @@ impl Attempt<'_> {
                     } else {
                         ProxyError::UpstreamProtocol
                     }
+                }
+                // The upstream is waiting for the rest of a body the client does not send.
+                Err(_) if exchange.is_some_and(Exchange::waiting_on_client) => {
+                    return Err(ProxyError::client_body(ClientFault::Timeout));
                 }
                 Err(_) => {
                     tracing::warn!(app = self.app_id, endpoint = %ep.address, "upstream response headers timed out");
@@ -615,11 +638,35 @@ impl Attempt<'_> {
     }
 }
 
+/// The client's side of a failed upstream request: its body ran over the limit,
+/// broke, or could not be translated. None of these is charged to the upstream.
+fn client_failure(
+    e: &hyper_util::client::legacy::Error,
+    exchange: Option<&Exchange>,
+) -> Option<ProxyError> {
+    match body_error_of(e) {
+        Some(BodyError::TooLarge(n)) => return Some(ProxyError::BodyTooLarge(*n)),
+        Some(BodyError::Invalid(why)) => {
+            let message = format!("invalid request body: {why}");
+            return Some(ProxyError::ClientBody(ClientFault::Invalid, message));
+        }
+        Some(BodyError::Client(fault, _)) => return Some(ProxyError::client_body(*fault)),
+        _ => {}
+    }
+    // An HTTP/2 upstream sees only a reset stream: the exchange tells what happened.
+    let x = exchange?;
+    if x.request_too_large() {
+        return Some(ProxyError::BodyTooLarge(0));
+    }
+    x.client_fault()
+        .map(|(fault, message)| ProxyError::ClientBody(*fault, message.clone()))
+}
+
 /// Our own request body error, when that is what failed the upstream request.
-fn body_error_of(e: &hyper_util::client::legacy::Error) -> Option<&super::body::BodyError> {
+fn body_error_of(e: &hyper_util::client::legacy::Error) -> Option<&BodyError> {
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = src {
-        if let Some(b) = s.downcast_ref::<super::body::BodyError>() {
+        if let Some(b) = s.downcast_ref::<BodyError>() {
             return Some(b);
         }
         src = s.source();

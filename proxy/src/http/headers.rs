@@ -1,5 +1,7 @@
-//! Header rules at the proxy boundary: hop-by-hop removal, `x-forwarded-*`, request ids.
+//! Header rules at the proxy boundary: hop-by-hop removal, `x-forwarded-*`, request ids,
+//! and the head checks the HTTP parsers leave to us.
 
+use http::Version;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -7,9 +9,12 @@ pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-fo
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static X_APP_ID: HeaderName = HeaderName::from_static("x-tollgate-app-id");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
-/// Headers that describe one connection and never cross the proxy (RFC 9110 §7.6.1).
-static HOP_BY_HOP: [HeaderName; 8] = [
+/// Headers that describe one connection and never cross the proxy (RFC 9110 §7.6.1),
+/// with `http2-settings`, which belongs to an h2c upgrade we never pass on.
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -18,6 +23,7 @@ static HOP_BY_HOP: [HeaderName; 8] = [
     header::TE,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
+    HeaderName::from_static("http2-settings"),
 ];
 
 /// Removes hop-by-hop headers and those the `Connection` header lists.
@@ -29,18 +35,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
         return;
     }
-    if let Some(conn) = headers.get(header::CONNECTION).cloned()
-        && let Ok(list) = conn.to_str()
-    {
-        for name in list.split(',') {
-            let name = name.trim();
-            if upgrade && name.eq_ignore_ascii_case("upgrade") {
-                continue;
-            }
-            if !name.is_empty() {
-                headers.remove(name);
-            }
-        }
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|list| list.split(','))
+        .map(str::trim)
+        .filter(|name| !(upgrade && name.eq_ignore_ascii_case("upgrade")))
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
     }
     let keep_te = headers
         .get(header::TE)
@@ -55,6 +60,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 }
 
 /// Sets `x-forwarded-for/-proto/-host`; client-sent values are replaced unless trusted.
+/// The client's `forwarded` (RFC 7239) and `x-real-ip` are removed unless trusted.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     client_ip: &HeaderValue,
@@ -62,6 +68,10 @@ pub fn set_forwarded(
     host: Option<&HeaderValue>,
     trust_client: bool,
 ) {
+    if !trust_client {
+        headers.remove(&FORWARDED);
+        headers.remove(&X_REAL_IP);
+    }
     let ip = client_ip.clone();
     let prior = trust_client
         .then(|| headers.get(&X_FORWARDED_FOR).cloned())
@@ -122,16 +132,63 @@ pub fn header_bytes(headers: &HeaderMap) -> usize {
         .sum()
 }
 
-/// Whether the request asks for an HTTP/1.1 protocol upgrade (WebSocket and such).
+/// Whether the request is a WebSocket upgrade, the only HTTP/1.1 upgrade passed on.
+///
+/// Any other `Upgrade` (`h2c` above all: a 101 would tunnel past routing and auth) makes
+/// no upgrade: the request goes on as a plain one, its upgrade headers stripped.
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
+    let mut upgrade = headers.get_all(header::UPGRADE).iter();
+    let websocket = upgrade
+        .next()
+        .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket"))
+        && upgrade.next().is_none();
+    websocket
         && headers
-            .get(header::CONNECTION)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            })
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// A request head the HTTP parsers accept but the RFCs call malformed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Malformed {
+    /// More than one `Host` field (RFC 9112 §3.2).
+    DuplicateHost,
+    /// An HTTP/2 field value starting or ending with SP or HTAB (RFC 9113 §8.2.1).
+    Whitespace,
+}
+
+impl Malformed {
+    /// Metrics label.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Malformed::DuplicateHost => "duplicate_host",
+            Malformed::Whitespace => "header_whitespace",
+        }
+    }
+
+    /// What the client is told.
+    pub fn message(self) -> &'static str {
+        match self {
+            Malformed::DuplicateHost => "more than one Host header",
+            Malformed::Whitespace => "header value with leading or trailing whitespace",
+        }
+    }
+}
+
+/// Checks a request head for what [`Malformed`] lists.
+pub fn malformed(version: Version, headers: &HeaderMap) -> Option<Malformed> {
+    if headers.get_all(header::HOST).iter().nth(1).is_some() {
+        return Some(Malformed::DuplicateHost);
+    }
+    let padded = |v: &HeaderValue| {
+        let b = v.as_bytes();
+        let ws = |c: Option<&u8>| matches!(c, Some(b' ' | b'\t'));
+        ws(b.first()) || ws(b.last())
+    };
+    (version == Version::HTTP_2 && headers.values().any(padded)).then_some(Malformed::Whitespace)
 }
 
 #[cfg(test)]
@@ -178,10 +235,53 @@ mod tests {
     }
 
     #[test]
+    fn only_websocket_upgrades_pass() {
+        let ws = map(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "WebSocket"),
+        ]);
+        assert!(is_upgrade(&ws));
+        for other in ["h2c", "websocket, h2c", "h2c, websocket", "tls/1.2"] {
+            assert!(!is_upgrade(&map(&[
+                ("connection", "upgrade"),
+                ("upgrade", other)
+            ])));
+        }
+        let twice = map(&[
+            ("connection", "upgrade"),
+            ("upgrade", "websocket"),
+            ("upgrade", "h2c"),
+        ]);
+        assert!(!is_upgrade(&twice));
+        let mut h2c = map(&[
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+            ("x-kept", "1"),
+        ]);
+        let upgrade = is_upgrade(&h2c);
+        strip_hop_by_hop(&mut h2c, upgrade);
+        assert_eq!(h2c.len(), 1, "{h2c:?}");
+    }
+
+    #[test]
+    fn every_connection_line_is_honoured() {
+        let mut h = map(&[
+            ("connection", "keep-alive"),
+            ("connection", "x-secret"),
+            ("x-secret", "1"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.is_empty(), "{h:?}");
+    }
+
+    #[test]
     fn forwarded_headers_replace_spoofed_values() {
         let mut h = map(&[
             ("x-forwarded-for", "6.6.6.6"),
             ("x-forwarded-proto", "https"),
+            ("forwarded", "for=6.6.6.6"),
+            ("x-real-ip", "6.6.6.6"),
         ]);
         let host = HeaderValue::from_static("a.example");
         let ip = HeaderValue::from_static("10.0.0.1");
@@ -189,9 +289,32 @@ mod tests {
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "a.example");
-        let mut t = map(&[("x-forwarded-for", "1.2.3.4")]);
+        assert!(!h.contains_key("forwarded") && !h.contains_key("x-real-ip"));
+        let mut t = map(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("forwarded", "for=1.2.3.4"),
+            ("x-real-ip", "1.2.3.4"),
+        ]);
         set_forwarded(&mut t, &ip, true, None, true);
         assert_eq!(t.get("x-forwarded-for").unwrap(), "1.2.3.4, 10.0.0.1");
+        assert_eq!(t.get("forwarded").unwrap(), "for=1.2.3.4");
+        assert_eq!(t.get("x-real-ip").unwrap(), "1.2.3.4");
+    }
+
+    #[test]
+    fn malformed_heads_are_named() {
+        let two_hosts = map(&[("host", "a.example"), ("host", "b.example")]);
+        assert_eq!(
+            malformed(Version::HTTP_11, &two_hosts),
+            Some(Malformed::DuplicateHost)
+        );
+        for v in [" x", "x\t", "\tx", "x "] {
+            let h = map(&[("x-v", v)]);
+            assert_eq!(malformed(Version::HTTP_2, &h), Some(Malformed::Whitespace));
+            assert_eq!(malformed(Version::HTTP_11, &h), None);
+        }
+        let fine = map(&[("host", "a.example"), ("x-v", "a b"), ("x-e", "")]);
+        assert_eq!(malformed(Version::HTTP_2, &fine), None);
     }
 
     #[test]

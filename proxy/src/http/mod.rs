@@ -6,4 +6,5 @@ pub mod completion;
 pub mod errors;
 pub mod handler;
 pub mod headers;
+pub mod misdirected;
 pub mod upgrade;

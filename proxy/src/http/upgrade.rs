@@ -1,4 +1,5 @@
-//! HTTP/1.1 protocol upgrades (WebSocket): after both sides agree with a 101, the two
+//! HTTP/1.1 protocol upgrades, WebSocket only ([`super::headers::is_upgrade`]: an h2c
+//! tunnel would bypass routing and auth): after both sides agree with a 101, the two
 //! connections are spliced and bytes flow untouched until either side closes.
 
 use crate::metrics::Metrics;

@@ -60,8 +60,7 @@ pub async fn admit(
         });
     };
     let budget = engine.budget();
-    let fail_open =
-        limits.limiter.as_ref().map(|l| l.on_backend_error()) == Some(OnBackendError::Allow);
+    let fail_open = limits.budget_fails_open();
     let spent = match limits.unit {
         // Requests are paid for up front, exactly.
         BudgetUnit::Requests => budget.reserve(account, 1).await.map(|g| g.units == 0),

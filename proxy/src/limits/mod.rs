@@ -18,7 +18,7 @@ use tollgate_filters::budget::{
 use tollgate_filters::limit::{
     AppLimiter, ClusterLimiter, RedisBackend, RedisConfig, StreamQuota, spawn_housekeeping,
 };
-use tollgate_routing::{BudgetUnit, LimitsSpec, RoutingSpec};
+use tollgate_routing::{BudgetUnit, LimitsSpec, OnBackendError, RoutingSpec};
 
 /// How often idle rate-limit keys are dropped and in-process budgets saved.
 const HOUSEKEEPING: Duration = Duration::from_secs(30);
@@ -114,6 +114,8 @@ pub struct AppLimits {
     pub quota: Option<Arc<StreamQuota>>,
     pub account: Option<BudgetAccount>,
     pub unit: BudgetUnit,
+    /// The owning app's `on_backend_error`, the budget's policy when its store fails.
+    budget_on_error: OnBackendError,
 }
 
 impl std::fmt::Debug for AppLimits {
@@ -126,8 +128,22 @@ impl std::fmt::Debug for AppLimits {
 }
 
 impl AppLimits {
-    /// `scope` names the limiter's counters; `owner` is the app whose budget applies.
-    fn build(scope: &str, owner: &str, spec: &LimitsSpec, engine: &LimitEngine) -> Self {
+    /// Whether requests go on unmetered while the budget store fails: only with
+    /// `on_backend_error = "allow"`. `local` refuses like `deny`: a budget has no local
+    /// copy to fall back to. Read from the spec, so it holds without rate rules too.
+    pub fn budget_fails_open(&self) -> bool {
+        self.budget_on_error == OnBackendError::Allow
+    }
+
+    /// `scope` names the limiter's counters; `owner` is the app whose budget applies
+    /// with the policy `budget_on_error`.
+    fn build(
+        scope: &str,
+        owner: &str,
+        spec: &LimitsSpec,
+        budget_on_error: OnBackendError,
+        engine: &LimitEngine,
+    ) -> Self {
         let app = scope;
         let limiter = (!spec.rate.is_empty()).then(|| {
             let l = AppLimiter::new(app, spec, engine.cluster.clone().map(ClusterLimiter::new));
@@ -145,6 +161,7 @@ impl AppLimits {
                 .as_ref()
                 .map(|b| b.unit.clone())
                 .unwrap_or_default(),
+            budget_on_error,
         }
     }
 }
@@ -158,7 +175,14 @@ pub fn build_apps(
 ) -> HashMap<String, Arc<AppLimits>> {
     let apps = spec.apps.iter().filter_map(|app| {
         let limits = app.limits.clone()?;
-        Some((app.id.clone(), app.id.clone(), app.id.as_str(), limits))
+        let policy = limits.on_backend_error;
+        Some((
+            app.id.clone(),
+            app.id.clone(),
+            app.id.as_str(),
+            limits,
+            policy,
+        ))
     });
     compile(apps, previous, engine)
 }
@@ -172,32 +196,39 @@ pub fn build_routes(
 ) -> HashMap<String, Arc<AppLimits>> {
     let routes = spec.routes.iter().filter_map(|r| {
         let mut limits = r.limits.clone()?;
-        limits.budget = spec
+        let app_limits = spec
             .apps
             .iter()
             .find(|a| a.id == r.app)
-            .and_then(|a| a.limits.as_ref())
-            .and_then(|l| l.budget.clone());
+            .and_then(|a| a.limits.as_ref());
+        limits.budget = app_limits.and_then(|l| l.budget.clone());
+        let policy = app_limits.map(|l| l.on_backend_error).unwrap_or_default();
         let id = r.metrics_id();
         let scope = format!("{}~{id}", r.app);
-        Some((id, scope, r.app.as_str(), limits))
+        Some((id, scope, r.app.as_str(), limits, policy))
     });
     compile(routes, previous, engine)
 }
 
+/// (key, counter scope, owning app, limits, the budget's `on_backend_error`)
+type Item<'a> = (String, String, &'a str, LimitsSpec, OnBackendError);
+
 fn compile<'a>(
-    items: impl Iterator<Item = (String, String, &'a str, LimitsSpec)>,
+    items: impl Iterator<Item = Item<'a>>,
     previous: Option<&HashMap<String, Arc<AppLimits>>>,
     engine: &LimitEngine,
 ) -> HashMap<String, Arc<AppLimits>> {
     items
-        .map(|(key, scope, owner, limits)| {
+        .map(|(key, scope, owner, limits, policy)| {
             let reused = previous
                 .and_then(|p| p.get(&key))
-                .filter(|old| old.spec == limits && *old.app == *scope)
+                .filter(|old| {
+                    old.spec == limits && *old.app == *scope && old.budget_on_error == policy
+                })
                 .cloned();
-            let built = reused
-                .unwrap_or_else(|| Arc::new(AppLimits::build(&scope, owner, &limits, engine)));
+            let built = reused.unwrap_or_else(|| {
+                Arc::new(AppLimits::build(&scope, owner, &limits, policy, engine))
+            });
             (key, built)
         })
         .collect()

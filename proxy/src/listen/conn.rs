@@ -1,96 +1,167 @@
 //! One client connection: optional TLS handshake (bounded by a timeout), protocol
-//! choice, and serving requests until it closes or the listener drains.
+//! choice, and serving requests until it closes, stays idle too long, or the
+//! listener drains.
+//!
+//! One timer per connection bounds the wait for the first request
+//! (`header_read_timeout`, from accept or from the end of the TLS handshake; hyper's
+//! own head timeout only starts with the first byte, and nothing bounds an HTTP/2
+//! preface) and then the time without a request in flight (`idle_timeout`). Either
+//! ends in a graceful shutdown (HTTP/2: GOAWAY); a connection still open a grace
+//! period later with nothing in flight is dropped.
 
+use super::idle::{Activity, CloseReason, Tracked, Verdict};
+use super::io::{ClientIo, Slot};
 use super::protocol::HttpBuilders;
+use crate::clock::now_ms;
 use crate::http::handler::{ConnInfo, handle};
+use crate::http::misdirected::PresentedCert;
 use crate::state::Shared;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::Watcher;
-use prometheus::IntGauge;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use prometheus::IntCounter;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+/// The longest a connection may take to close after its graceful shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A listener's name and the counters its connections share.
+pub(super) struct ListenerStats {
+    pub name: Arc<str>,
+    pub closed_first_request: IntCounter,
+    pub closed_idle: IntCounter,
+}
+
+impl ListenerStats {
+    fn closed(&self, reason: CloseReason) -> &IntCounter {
+        match reason {
+            CloseReason::FirstRequest => &self.closed_first_request,
+            CloseReason::Idle => &self.closed_idle,
+        }
+    }
+}
 
 pub(super) struct Conn {
     pub shared: Arc<Shared>,
     pub builders: Arc<HttpBuilders>,
-    pub listener: Arc<str>,
-    pub active: IntGauge,
+    pub listener: Arc<ListenerStats>,
     pub peer: SocketAddr,
     pub local_port: u16,
     pub tls: Option<TlsAcceptor>,
-    pub watcher: Watcher,
-}
-
-struct ActiveGuard(IntGauge);
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
+    /// Flips to true when the listener drains.
+    pub stop: watch::Receiver<bool>,
 }
 
 impl Conn {
-    pub async fn run(self, stream: TcpStream) {
-        self.active.inc();
-        let _active = ActiveGuard(self.active.clone());
-        let info = Arc::new(ConnInfo::new(
-            self.peer,
-            self.local_port,
-            self.tls.is_some(),
-        ));
-        let shared = self.shared.clone();
-        let service = service_fn(move |req| {
-            let shared = shared.clone();
-            let info = info.clone();
-            async move { Ok::<_, Infallible>(handle(shared, info, req).await) }
-        });
-        let Some(acceptor) = &self.tls else {
-            let conn = self
-                .builders
-                .auto
-                .serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(e) = self.watcher.watch(conn.into_owned()).await {
-                tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
+    pub async fn run(self, stream: TcpStream, slot: Slot) {
+        let mut info = ConnInfo::new(self.peer, self.local_port, self.tls.is_some());
+        let (io, builder) = match &self.tls {
+            None => (ClientIo::plain(stream, slot), &self.builders.auto),
+            Some(acceptor) => {
+                let Some(tls) = self.handshake(acceptor, stream).await else {
+                    return;
+                };
+                let session = tls.get_ref().1;
+                info.presented = PresentedCert::capture(&self.shared.certs, session.server_name());
+                let builder = match session.alpn_protocol() {
+                    Some(b"h2") => &self.builders.h2,
+                    _ => &self.builders.h1,
+                };
+                (ClientIo::tls(tls, slot), builder)
             }
-            return;
         };
+        self.serve(io, builder, info).await;
+    }
+
+    async fn handshake(
+        &self,
+        acceptor: &TlsAcceptor,
+        stream: TcpStream,
+    ) -> Option<TlsStream<TcpStream>> {
         let handshakes = &self.shared.metrics.tls_handshakes;
+        let listener = &*self.listener.name;
         let timeout = Duration::from_millis(self.shared.limits.tls_handshake_timeout_ms);
-        let tls = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        let result = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
             Ok(Ok(tls)) => {
-                handshakes.with_label_values(&[&self.listener, "ok"]).inc();
-                tls
+                handshakes.with_label_values(&[listener, "ok"]).inc();
+                return Some(tls);
             }
             Ok(Err(e)) => {
-                let result = if e.to_string().contains("no server certificate") {
+                tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed");
+                if e.to_string().contains("no server certificate") {
                     "no_certificate"
                 } else {
                     "error"
-                };
-                handshakes
-                    .with_label_values(&[&self.listener, result])
-                    .inc();
-                tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed");
-                return;
+                }
             }
-            Err(_) => {
-                handshakes
-                    .with_label_values(&[&self.listener, "timeout"])
-                    .inc();
-                return;
+            Err(_) => "timeout",
+        };
+        handshakes.with_label_values(&[listener, result]).inc();
+        None
+    }
+
+    /// Serves HTTP on `io` until the connection ends, times out or drains.
+    async fn serve(&self, io: ClientIo, builder: &Builder<TokioExecutor>, info: ConnInfo) {
+        let limits = &self.shared.limits;
+        let first_request = Duration::from_millis(limits.header_read_timeout_ms);
+        let idle = Duration::from_millis(limits.idle_timeout_ms);
+        let grace = first_request.min(SHUTDOWN_GRACE);
+        let activity = Arc::new(Activity::new(now_ms()));
+        let service = {
+            let (shared, info, activity) = (self.shared.clone(), Arc::new(info), activity.clone());
+            service_fn(move |req| {
+                let open = activity.begin();
+                let (shared, info) = (shared.clone(), info.clone());
+                async move {
+                    let resp = handle(shared, info, req).await;
+                    Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, open)))
+                }
+            })
+        };
+        let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
+        let mut stop = self.stop.clone();
+        let mut deadline = Instant::now() + first_request.min(idle);
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                ended = conn.as_mut() => {
+                    if let Err(e) = ended {
+                        tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+                _ = stop.wait_for(|stop| *stop), if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                    deadline = Instant::now() + grace;
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    let now = Instant::now();
+                    match (closing, activity.verdict(first_request, idle, now_ms())) {
+                        (true, Verdict::Busy) => deadline = now + grace,
+                        (false, Verdict::Busy) => deadline = now + idle,
+                        // Shut down a grace period ago and still open with nothing in flight.
+                        (true, _) => return,
+                        (false, Verdict::Wait(rest)) => deadline = now + rest,
+                        (false, Verdict::Close(reason)) => {
+                            tracing::debug!(peer = %self.peer, reason = reason.as_str(), "closing connection");
+                            self.listener.closed(reason).inc();
+                            conn.as_mut().graceful_shutdown();
+                            closing = true;
+                            deadline = now + grace;
+                        }
+                    }
+                }
             }
-        };
-        let builder = match tls.get_ref().1.alpn_protocol() {
-            Some(b"h2") => &self.builders.h2,
-            _ => &self.builders.h1,
-        };
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-        if let Err(e) = self.watcher.watch(conn.into_owned()).await {
-            tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
         }
     }
 }

@@ -1,18 +1,21 @@
-//! Client-facing listeners: accept loops, TLS termination with SNI certificates and
-//! ALPN, HTTP/1.1 and HTTP/2 (h2c by prior knowledge on plain listeners), and
-//! graceful draining on shutdown.
+//! Client-facing listeners: accept loops with a connection cap, TLS termination with
+//! SNI certificates and ALPN, HTTP/1.1 and HTTP/2 (h2c by prior knowledge on plain
+//! listeners), first-request and idle timeouts, and graceful draining on shutdown.
 
 mod conn;
+mod idle;
+mod io;
 mod protocol;
 
 use crate::config::{ListenerConfig, ListenerMode};
 use crate::state::Shared;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 pub use protocol::HttpBuilders;
@@ -24,6 +27,8 @@ pub struct Bound {
     pub mode: ListenerMode,
     tcp: TcpListener,
     tls: Option<TlsAcceptor>,
+    /// Open connections beyond which new ones are closed on accept.
+    max_connections: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +82,7 @@ pub async fn bind(configs: &[ListenerConfig], shared: &Shared) -> Result<Vec<Bou
             mode: c.mode,
             tcp,
             tls,
+            max_connections: c.max_connections.unwrap_or(shared.limits.max_connections),
         });
     }
     Ok(out)
@@ -88,7 +94,8 @@ impl Bound {
         self.tcp
     }
 
-    /// Accepts until `stop` flips, then waits up to `drain` for open connections.
+    /// Accepts until `stop` flips, then waits up to `drain` for open connections and
+    /// closes what is left.
     pub async fn serve(
         self,
         shared: Arc<Shared>,
@@ -96,15 +103,30 @@ impl Bound {
         mut stop: watch::Receiver<bool>,
         drain: Duration,
     ) {
-        let graceful = GracefulShutdown::new();
         let metrics = &shared.metrics;
         let accepted_total = metrics.connections.with_label_values(&[&self.name]);
+        let refused = metrics
+            .connections_refused
+            .with_label_values(&[&self.name, "limit"]);
         let active = metrics.connections_active.with_label_values(&[&self.name]);
+        let closed = |reason: &str| {
+            metrics
+                .connections_closed
+                .with_label_values(&[&*self.name, reason])
+        };
+        let stats = Arc::new(conn::ListenerStats {
+            name: self.name.clone(),
+            closed_first_request: closed("first_request_timeout"),
+            closed_idle: closed("idle"),
+        });
+        let open = Arc::new(AtomicUsize::new(0));
+        let mut tasks = JoinSet::new();
         let local_port = self.addr.port();
-        tracing::info!(listener = %self.name, addr = %self.addr, tls = self.tls.is_some(), "listening");
+        tracing::info!(listener = %self.name, addr = %self.addr, tls = self.tls.is_some(), max_connections = self.max_connections, "listening");
         loop {
             let accepted = tokio::select! {
                 a = self.tcp.accept() => a,
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
                 _ = stop.changed() => break,
             };
             let (stream, peer) = match accepted {
@@ -117,24 +139,29 @@ impl Bound {
                 }
             };
             accepted_total.inc();
+            // At the cap, closing at once keeps the file descriptors for the ones served.
+            let Some(slot) = io::Slot::take(&open, self.max_connections, &active) else {
+                refused.inc();
+                tracing::debug!(listener = %self.name, %peer, "connection refused: listener at max_connections");
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let c = conn::Conn {
                 shared: shared.clone(),
                 builders: builders.clone(),
-                listener: self.name.clone(),
-                active: active.clone(),
+                listener: stats.clone(),
                 peer,
                 local_port,
                 tls: self.tls.clone(),
-                watcher: graceful.watcher(),
+                stop: stop.clone(),
             };
-            tokio::spawn(c.run(stream));
+            tasks.spawn(c.run(stream, slot));
         }
         drop(self.tcp);
-        let open = graceful.count();
-        tracing::info!(listener = %self.name, open, "stopped accepting; draining connections");
+        tracing::info!(listener = %self.name, open = tasks.len(), "stopped accepting; draining connections");
+        let drained = async { while tasks.join_next().await.is_some() {} };
         tokio::select! {
-            _ = graceful.shutdown() => tracing::info!(listener = %self.name, "all connections drained"),
+            _ = drained => tracing::info!(listener = %self.name, "all connections drained"),
             _ = tokio::time::sleep(drain) => tracing::warn!(listener = %self.name, "drain deadline reached; closing remaining connections"),
         }
     }

@@ -4,7 +4,7 @@
 
 use super::{RpcCall, refuse};
 use crate::http::body::{Exchange, RequestBody};
-use crate::http::client_body::ClientBody;
+use crate::http::client_body::{ClientBody, ClientFault};
 use crate::http::errors::ProxyError;
 use bytes::{Bytes, BytesMut};
 use http::request::Parts;
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tollgate_filters::rpc::base64_stream::Base64Decoder;
 use tollgate_filters::rpc::compression::{self, Encoding};
-use tollgate_filters::rpc::envelope::{self, FLAG_COMPRESSED};
+use tollgate_filters::rpc::envelope::{self, EnvelopeScanner, FLAG_COMPRESSED, REQUEST_FLAGS};
 use tollgate_filters::rpc::{
     Code, Codec, EnvelopeDecoder, MethodSchema, RpcProtocol, connect, timeout,
 };
@@ -51,9 +51,14 @@ pub async fn translate(
             let encoding = Encoding::from_header(h.remove("grpc-encoding").as_ref())
                 .map_err(|m| refuse(Code::Unimplemented, m))?;
             h.remove("grpc-accept-encoding");
+            let messages =
+                (encoding == Encoding::Gzip).then(|| Messages::new(call, None, encoding));
             let t = Transform {
                 base64: text.then(Base64Decoder::new),
-                messages: (encoding == Encoding::Gzip).then(|| Messages::new(call, None, encoding)),
+                scan: messages
+                    .is_none()
+                    .then(|| EnvelopeScanner::new(REQUEST_FLAGS)),
+                messages,
             };
             RequestBody::new(body, max_body, exchange).with_transform(t)
         }
@@ -61,10 +66,14 @@ pub async fn translate(
             let encoding = Encoding::from_header(stream_encoding.as_ref())
                 .map_err(|m| refuse(Code::Unimplemented, m))?;
             let method = call.method.clone().filter(|_| codec == Codec::Json);
+            let messages = (method.is_some() || encoding == Encoding::Gzip)
+                .then(|| Messages::new(call, method, encoding));
             let t = Transform {
                 base64: None,
-                messages: (method.is_some() || encoding == Encoding::Gzip)
-                    .then(|| Messages::new(call, method, encoding)),
+                scan: messages
+                    .is_none()
+                    .then(|| EnvelopeScanner::new(REQUEST_FLAGS)),
+                messages,
             };
             RequestBody::new(body, max_body, exchange).with_transform(t)
         }
@@ -127,9 +136,9 @@ async fn collect(mut body: ClientBody, limit: u64, idle: Duration) -> Result<Byt
     let mut out = BytesMut::new();
     loop {
         let frame = match tokio::time::timeout(idle, body.frame()).await {
-            Err(_) => return Err(refuse(Code::DeadlineExceeded, "request body stalled")),
+            Err(_) => return Err(ProxyError::client_body(ClientFault::Timeout)),
             Ok(None) => break,
-            Ok(Some(Err(_))) => return Err(refuse(Code::Canceled, "request body aborted")),
+            Ok(Some(Err(e))) => return Err(ProxyError::client_body(ClientFault::of(&e))),
             Ok(Some(Ok(f))) => f,
         };
         if let Ok(data) = frame.into_data() {
@@ -156,11 +165,13 @@ fn strip_query(uri: &http::Uri) -> Result<http::Uri, ProxyError> {
 }
 
 /// Rewrites request body bytes on their way upstream: base64 text decoded, then
-/// messages inflated and transcoded from JSON, each stage only where needed.
+/// messages inflated and transcoded from JSON, each stage only where needed; messages
+/// passed on as they are still have their envelope flags checked.
 #[derive(Debug, Default)]
 pub struct Transform {
     base64: Option<Base64Decoder>,
     messages: Option<Messages>,
+    scan: Option<EnvelopeScanner>,
 }
 
 /// Message by message: gzip inflated, JSON transcoded, re-framed uncompressed.
@@ -176,7 +187,7 @@ struct Messages {
 impl Messages {
     fn new(call: &RpcCall, method: Option<MethodSchema>, encoding: Encoding) -> Self {
         Messages {
-            decoder: EnvelopeDecoder::new(call.max_message_bytes),
+            decoder: EnvelopeDecoder::new(call.max_message_bytes).allow_flags(REQUEST_FLAGS),
             method,
             encoding,
             limit: call.max_message_bytes,
@@ -211,7 +222,7 @@ impl Messages {
 impl Transform {
     /// Whether any stage is needed.
     pub fn is_noop(&self) -> bool {
-        self.base64.is_none() && self.messages.is_none()
+        self.base64.is_none() && self.messages.is_none() && self.scan.is_none()
     }
 
     /// The bytes to send upstream for `chunk` (possibly none yet).
@@ -220,6 +231,9 @@ impl Transform {
             Some(d) => d.push(&chunk).map_err(|e| e.to_string())?,
             None => chunk,
         };
+        if let Some(s) = &mut self.scan {
+            s.push(&chunk).map_err(|e| e.to_string())?;
+        }
         match &mut self.messages {
             Some(m) if !chunk.is_empty() => m.data(chunk),
             _ => Ok(chunk),
@@ -233,6 +247,9 @@ impl Transform {
         }
         if let Some(m) = &self.messages {
             m.decoder.finish().map_err(|e| e.to_string())?;
+        }
+        if let Some(s) = &self.scan {
+            s.finish().map_err(|e| e.to_string())?;
         }
         Ok(())
     }

@@ -141,18 +141,24 @@ fn weighted_schedule(endpoints: &[Arc<Endpoint>]) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::endpoint::Member;
     use prometheus::IntGauge;
 
     fn eps(weights: &[u32]) -> Vec<Arc<Endpoint>> {
-        weights
+        let addrs: Vec<String> = (0..weights.len())
+            .map(|i| format!("10.0.0.{i}:80"))
+            .collect();
+        let members = addrs
             .iter()
-            .enumerate()
-            .map(|(i, w)| {
-                let addr = format!("10.0.0.{i}:80");
-                let gauge = IntGauge::new("g", "g").unwrap();
-                Arc::new(Endpoint::new(&addr, addr.parse().unwrap(), *w, gauge))
+            .zip(weights)
+            .map(|(addr, w)| Member {
+                address: addr,
+                authority: addr.parse().unwrap(),
+                weight: *w,
+                gauge: IntGauge::new("g", "g").unwrap(),
             })
-            .collect()
+            .collect();
+        Endpoint::group(members)
     }
 
     #[test]

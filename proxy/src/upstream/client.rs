@@ -22,8 +22,12 @@ pub enum ClientError {
     Tls(#[from] rustls::Error),
 }
 
+/// The smallest HTTP/1.1 read buffer hyper accepts.
+const MIN_H1_BUFFER: usize = 8192;
+
 /// A pooled client for `spec`; keep-alive for HTTP/1.1, multiplexed for HTTP/2.
-pub fn build(spec: &ClusterSpec) -> Result<UpstreamClient, ClientError> {
+/// A response head larger than `max_head_bytes` fails the request.
+pub fn build(spec: &ClusterSpec, max_head_bytes: usize) -> Result<UpstreamClient, ClientError> {
     let mut tcp = HttpConnector::new();
     tcp.enforce_http(false);
     tcp.set_nodelay(true);
@@ -52,7 +56,10 @@ pub fn build(spec: &ClusterSpec) -> Result<UpstreamClient, ClientError> {
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(256)
-        .set_host(true);
+        .set_host(true)
+        // hyper refuses a head that does not fit its read buffer ("message head is too large").
+        .http1_max_buf_size(max_head_bytes.max(MIN_H1_BUFFER))
+        .http2_max_header_list_size(u32::try_from(max_head_bytes).unwrap_or(u32::MAX));
     if spec.protocol.is_http2() {
         b.http2_only(true)
             .http2_keep_alive_interval(Duration::from_secs(30))

@@ -3,7 +3,7 @@
 
 use super::balance::Balancer;
 use super::client::{self, ClientError, UpstreamClient};
-use super::endpoint::Endpoint;
+use super::endpoint::{Endpoint, Member};
 use super::retry::RetryBudget;
 use crate::metrics::Metrics;
 use http::uri::{Authority, Scheme};
@@ -49,8 +49,9 @@ impl Cluster {
         name: &str,
         spec: &ClusterSpec,
         metrics: &Metrics,
+        max_response_header_bytes: usize,
     ) -> Result<Self, ClusterError> {
-        let mut endpoints = Vec::with_capacity(spec.endpoints.len());
+        let mut members = Vec::with_capacity(spec.endpoints.len());
         for e in &spec.endpoints {
             let authority: Authority = e.address.parse().map_err(|_| ClusterError::Address {
                 app: app.into(),
@@ -60,14 +61,22 @@ impl Cluster {
             let gauge = metrics
                 .endpoint_healthy
                 .with_label_values(&[app, name, &e.address]);
-            endpoints.push(Arc::new(Endpoint::new(
-                &e.address, authority, e.weight, gauge,
-            )));
+            members.push(Member {
+                address: &e.address,
+                authority,
+                weight: e.weight,
+                gauge,
+            });
         }
-        let client = client::build(spec).map_err(|source| ClusterError::Client {
-            app: app.into(),
-            name: name.into(),
-            source,
+        let endpoints = Endpoint::group(members);
+        // Shown at zero from the start: with the ejection ceiling, many clusters never eject.
+        metrics.upstream_ejections.with_label_values(&[app, name]);
+        let client = client::build(spec, max_response_header_bytes).map_err(|source| {
+            ClusterError::Client {
+                app: app.into(),
+                name: name.into(),
+                source,
+            }
         })?;
         Ok(Cluster {
             app: app.into(),

@@ -72,10 +72,12 @@ impl AppUpstreams {
 
 impl Upstreams {
     /// Builds clusters for a validated spec, reusing those of `previous` whose spec is equal.
+    /// Response heads above `max_response_header_bytes` fail their request (502).
     pub fn build(
         spec: &RoutingSpec,
         previous: Option<&Upstreams>,
         metrics: &Metrics,
+        max_response_header_bytes: usize,
     ) -> Result<Self, ClusterError> {
         let mut apps = HashMap::with_capacity(spec.apps.len());
         let mut fresh = Vec::new();
@@ -90,7 +92,13 @@ impl Upstreams {
                 let cluster = match reused {
                     Some(c) => c,
                     None => {
-                        let c = Arc::new(Cluster::new(&app.id, name, cspec, metrics)?);
+                        let c = Arc::new(Cluster::new(
+                            &app.id,
+                            name,
+                            cspec,
+                            metrics,
+                            max_response_header_bytes,
+                        )?);
                         fresh.push(c.clone());
                         c
                     }
