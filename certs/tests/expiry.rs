@@ -6,20 +6,10 @@ mod common;
 use std::collections::HashSet;
 
 use common::*;
-use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
 use tollgate_certs::{CertError, CertProblem, CertSource, CertStore, Expiry};
 
 fn expired(name: &str) -> CertSource {
-    let mut params = CertificateParams::new(vec![name.to_owned()]).unwrap();
-    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-    params.not_after = rcgen::date_time_ymd(2024, 1, 1);
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    CertSource {
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-        names: None,
-    }
+    dated(name, (2020, 1, 1), (2024, 1, 1))
 }
 
 fn is_expired(err: &CertError) -> bool {

@@ -24,20 +24,6 @@ fn problem(result: Result<CertStore, CertError>) -> (String, CertProblem, String
     }
 }
 
-/// A certificate made with rcgen with a chosen validity window.
-fn dated(name: &str, not_before: (i32, u8, u8), not_after: (i32, u8, u8)) -> CertSource {
-    let mut params = CertificateParams::new(vec![name.to_owned()]).unwrap();
-    params.not_before = rcgen::date_time_ymd(not_before.0, not_before.1, not_before.2);
-    params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    CertSource {
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-        names: None,
-    }
-}
-
 #[test]
 fn garbage_pem_is_rejected() {
     let mut bad = cert(&["a.example"]);

@@ -86,6 +86,29 @@ impl Config {
     }
 }
 
+/// An `[[apps]]` section with one `default` cluster of `endpoints`; `cluster` holds extra
+/// `[apps.upstreams.default]` lines.
+pub fn cluster_app(id: &str, endpoints: &[SocketAddr], cluster: &str) -> String {
+    let eps: Vec<String> = endpoints
+        .iter()
+        .map(|a| format!("{{ address = \"{a}\" }}"))
+        .collect();
+    format!(
+        "[[apps]]\nid = \"{id}\"\n[apps.upstreams.default]\nendpoints = [{}]\n{cluster}",
+        eps.join(", ")
+    )
+}
+
+/// A plain listener `http` on the API host `api.test`, then `sections` as given.
+pub fn api_config(sections: &[String]) -> Config {
+    sections.iter().fold(
+        Config::new()
+            .top("api_hosts = [\"api.test\"]")
+            .listener("http"),
+        |cfg, s| cfg.raw(s),
+    )
+}
+
 /// Files written next to the config: certificates and anything else by name.
 #[derive(Clone, Debug, Default)]
 pub struct Files(Vec<(String, String)>);

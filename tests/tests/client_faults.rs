@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tollgate_proto::test::v1::EchoRequest;
 use tollgate_proto::{TestServiceImpl, serve};
 use tollgate_tests::client::{self, Sender};
-use tollgate_tests::config::{self, Config};
+use tollgate_tests::config::{self, Config, api_config, cluster_app as app};
 use tollgate_tests::helpers::{WAIT, error_code, eventually, json, read_to_end};
 use tollgate_tests::proxy::ProxyProcess;
 use tollgate_tests::upstream::{Upstream, dead_addr};
@@ -24,27 +24,9 @@ use tollgate_tests::upstream::{Upstream, dead_addr};
 const EJECT_FAST: &str = "outlier = { consecutive_failures = 2, ejection_ms = 600000 }\n\
                           retry = { max_retries = 0 }";
 
-/// An `[[apps]]` section with one `default` cluster; `cluster` holds extra cluster lines.
-fn app(id: &str, endpoints: &[SocketAddr], cluster: &str) -> String {
-    let eps: Vec<String> = endpoints
-        .iter()
-        .map(|a| format!("{{ address = \"{a}\" }}"))
-        .collect();
-    format!(
-        "[[apps]]\nid = \"{id}\"\n[apps.upstreams.default]\nendpoints = [{}]\n{cluster}",
-        eps.join(", ")
-    )
-}
-
 /// A proxy with a plain listener `http` and the API host `api.test`.
 fn start(sections: &[String]) -> ProxyProcess {
-    let mut cfg = Config::new()
-        .top("api_hosts = [\"api.test\"]")
-        .listener("http");
-    for s in sections {
-        cfg = cfg.raw(s);
-    }
-    ProxyProcess::start(&cfg.build(), &[]).expect("proxy starts")
+    ProxyProcess::start(&api_config(sections).build(), &[]).expect("proxy starts")
 }
 
 async fn metric(proxy: &ProxyProcess, name: &str, labels: &[&str]) -> f64 {

@@ -5,36 +5,15 @@
 
 use http::Request;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tollgate_tests::client::{self, Sender, TestBody};
-use tollgate_tests::config::Config;
+use tollgate_tests::config::{api_config, cluster_app as app};
 use tollgate_tests::helpers::{WAIT, error_code, json, read_exactly, read_to_end};
 use tollgate_tests::proxy::ProxyProcess;
 use tollgate_tests::upstream::{Upstream, dead_addr};
 
-/// An `[[apps]]` section on the API host with one `default` cluster.
-///
-/// `cluster` holds extra `[apps.upstreams.default]` lines.
-fn app(id: &str, endpoints: &[SocketAddr], cluster: &str) -> String {
-    let eps: Vec<String> = endpoints
-        .iter()
-        .map(|a| format!("{{ address = \"{a}\" }}"))
-        .collect();
-    format!(
-        "[[apps]]\nid = \"{id}\"\n[apps.upstreams.default]\nendpoints = [{}]\n{cluster}",
-        eps.join(", ")
-    )
-}
-
 fn start(apps: &[String]) -> ProxyProcess {
-    let mut cfg = Config::new()
-        .top("api_hosts = [\"api.test\"]")
-        .listener("http");
-    for a in apps {
-        cfg = cfg.raw(a);
-    }
-    ProxyProcess::start(&cfg.build(), &[]).expect("proxy starts")
+    ProxyProcess::start(&api_config(apps).build(), &[]).expect("proxy starts")
 }
 
 async fn conn(proxy: &ProxyProcess) -> Sender {

@@ -144,3 +144,17 @@ pub async fn assert_echo(tls: &mut TlsStream<TcpStream>, msg: &[u8]) {
         .expect("read echo");
     assert_eq!(back, msg);
 }
+
+/// A certificate for `name` made with rcgen, valid over the given (y, m, d) window.
+pub fn dated(name: &str, not_before: (i32, u8, u8), not_after: (i32, u8, u8)) -> CertSource {
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(not_before.0, not_before.1, not_before.2);
+    params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    CertSource {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        names: None,
+    }
+}
