@@ -126,18 +126,55 @@ pub(crate) fn check_times(
     leeway_secs: u64,
     now: i64,
 ) -> Result<(), TokenError> {
-    let leeway = i64::try_from(leeway_secs).unwrap_or(i64::MAX);
+    let leeway = leeway(leeway_secs);
     let exp = numeric_date(claims.get("exp"))?.ok_or(TokenError::MissingClaim)?;
+    check_expiry(exp, leeway, now)?;
+    check_not_before(numeric_date(claims.get("nbf"))?, leeway, now)?;
+    check_not_before(numeric_date(claims.get("iat"))?, leeway, now)
+}
+
+/// The time claims of a verified token, parsed once, so that a cached token is checked
+/// against a later `now` by the same rules as [`check_times`] without reading its claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Validity {
+    pub(crate) exp: i64,
+    nbf: Option<i64>,
+    iat: Option<i64>,
+}
+
+impl Validity {
+    pub(crate) fn of(claims: &Map<String, Value>) -> Result<Validity, TokenError> {
+        Ok(Validity {
+            exp: numeric_date(claims.get("exp"))?.ok_or(TokenError::MissingClaim)?,
+            nbf: numeric_date(claims.get("nbf"))?,
+            iat: numeric_date(claims.get("iat"))?,
+        })
+    }
+
+    /// What [`check_times`] says of the same claims at `now`.
+    pub(crate) fn check(&self, leeway_secs: u64, now: i64) -> Result<(), TokenError> {
+        let leeway = leeway(leeway_secs);
+        check_expiry(self.exp, leeway, now)?;
+        check_not_before(self.nbf, leeway, now)?;
+        check_not_before(self.iat, leeway, now)
+    }
+}
+
+fn leeway(leeway_secs: u64) -> i64 {
+    i64::try_from(leeway_secs).unwrap_or(i64::MAX)
+}
+
+fn check_expiry(exp: i64, leeway: i64, now: i64) -> Result<(), TokenError> {
     if now > exp.saturating_add(leeway) {
         return Err(TokenError::Expired);
     }
-    if let Some(nbf) = numeric_date(claims.get("nbf"))?
-        && now.saturating_add(leeway) < nbf
-    {
-        return Err(TokenError::NotYetValid);
-    }
-    if let Some(iat) = numeric_date(claims.get("iat"))?
-        && now.saturating_add(leeway) < iat
+    Ok(())
+}
+
+/// `nbf` or `iat`: refused while it lies beyond `now` plus the leeway.
+fn check_not_before(not_before: Option<i64>, leeway: i64, now: i64) -> Result<(), TokenError> {
+    if let Some(t) = not_before
+        && now.saturating_add(leeway) < t
     {
         return Err(TokenError::NotYetValid);
     }

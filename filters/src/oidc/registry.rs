@@ -3,7 +3,7 @@
 
 use super::claims::VerifiedToken;
 use super::error::TokenError;
-use super::jwks_cache::IssuerKeys;
+use super::jwks_cache::{IssuerKeys, token_digest};
 use super::verify::peek_issuer;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,8 +13,8 @@ use tollgate_routing::OidcIssuerSpec;
 #[derive(Debug, Default)]
 pub struct IssuerRegistry {
     by_issuer: HashMap<String, Arc<IssuerKeys>>,
-    /// Policy name → `iss`.
-    names: HashMap<String, String>,
+    /// Policy name → the same issuers.
+    names: HashMap<String, Arc<IssuerKeys>>,
 }
 
 impl IssuerRegistry {
@@ -51,9 +51,7 @@ impl IssuerRegistry {
             };
             // no-op when already running (reused), starts new ones
             keys.start();
-            registry
-                .names
-                .insert(spec.name.clone(), spec.issuer.clone());
+            registry.names.insert(spec.name.clone(), keys.clone());
             registry.by_issuer.insert(spec.issuer.clone(), keys);
         }
         Ok(registry)
@@ -61,23 +59,39 @@ impl IssuerRegistry {
 
     /// Verifies `token` with the issuer its `iss` names, which must be one of
     /// `allowed_issuer_names` (the route's policy); `UnknownIssuer` otherwise.
+    ///
+    /// A token already verified by one of the allowed issuers (against its current
+    /// keys) is answered from that issuer's cache without being parsed: only its times
+    /// are checked again. A token is cached by the issuer its `iss` names, whatever the
+    /// route, so a route that does not allow that issuer never finds it there and
+    /// refuses it as before.
     pub async fn verify(
         &self,
         token: &str,
         allowed_issuer_names: &[String],
         now_unix: i64,
-    ) -> Result<VerifiedToken, TokenError> {
+    ) -> Result<Arc<VerifiedToken>, TokenError> {
+        let digest = token_digest(token);
+        if let Some(digest) = &digest {
+            for name in allowed_issuer_names {
+                if let Some(keys) = self.names.get(name)
+                    && let Some(hit) = keys.cached(digest, now_unix)
+                {
+                    return hit;
+                }
+            }
+        }
         let iss = peek_issuer(token)?;
         let keys = self.by_issuer.get(&iss).ok_or(TokenError::UnknownIssuer)?;
         if !allowed_issuer_names.contains(&keys.spec().name) {
             return Err(TokenError::UnknownIssuer);
         }
-        keys.verify(token, now_unix).await
+        keys.verify_uncached(token, digest, now_unix).await
     }
 
     /// The issuer a policy calls `name`.
     pub fn by_name(&self, name: &str) -> Option<&Arc<IssuerKeys>> {
-        self.by_issuer.get(self.names.get(name)?)
+        self.names.get(name)
     }
 
     /// The issuer whose `iss` is `issuer`.
