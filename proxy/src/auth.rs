@@ -6,8 +6,8 @@
 //! configured identity header (`x-tenant-id`, `x-actor-id`, `x-user-id` by default) a
 //! client sends is removed before forwarding, whether or not the route requires auth.
 
+use crate::clock::now_unix;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
-use std::time::{SystemTime, UNIX_EPOCH};
 use tollgate_filters::apikey::{self, KeyError, KeyStore};
 use tollgate_filters::oidc::{IssuerRegistry, TokenError};
 use tollgate_routing::{AuthPolicy, KeyKind};
@@ -78,12 +78,6 @@ impl AuthFailure {
             AuthFailure::WrongTenant => "wrong_tenant",
         }
     }
-}
-
-fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Verifies the request's credential against `policy` for a call to `app_id`.

@@ -6,11 +6,11 @@
 //! certificate, and a per-certificate state in the admin `/config`. Certificates the
 //! control feed held but that could not be served at all are kept here as well.
 
+use crate::clock::now_unix;
 use prometheus::{IntGauge, Registry};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 use tollgate_certs::{CertStore, CertSummary};
 
 /// A certificate expiring within this many seconds counts as expiring soon.
@@ -96,13 +96,15 @@ impl CertHealth {
         }
     }
 
-    /// Records the certificates a control config held but could not serve.
+    /// Records the certificates a control config held but could not serve, logging
+    /// each problem the previous config did not already have.
     pub fn set_refused(&self, errors: Vec<String>) {
-        for e in &errors {
+        let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        for e in errors.iter().filter(|e| !refused.contains(e)) {
             tracing::error!(error = %e, "certificate left out of the served store");
         }
         self.refused_gauge.set(errors.len() as i64);
-        *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = errors;
+        *refused = errors;
     }
 
     /// The `/config` view: each served certificate with its state, then the refused ones.
@@ -139,12 +141,6 @@ fn cert_view(s: &CertSummary, now: i64) -> Value {
         "sha256": s.sha256_fingerprint,
         "state": state,
     })
-}
-
-fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 impl std::fmt::Debug for CertHealth {

@@ -73,9 +73,7 @@ fn main() -> ExitCode {
                     l.routing.routes.len(),
                     l.certs.len()
                 );
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                let now = tollgate_proxy::clock::now_unix();
                 for s in l
                     .certs
                     .summary_list()

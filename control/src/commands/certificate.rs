@@ -53,9 +53,7 @@ pub fn cert_view(cert: &EdgeCert) -> CertView {
     match CertStore::build_with(&[source(cert)], Expiry::Serve) {
         Ok(store) => {
             let s = store.summaries().into_iter().next();
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            let now = super::now_unix();
             CertView {
                 id: cert.id.clone(),
                 names: s

@@ -80,6 +80,8 @@ pub struct Follower {
     /// cleanly since; another resync cannot repair a structural failure now.
     fresh_from_resync: bool,
     awaiting_resync: bool,
+    /// Ids of the cross-tenant routes left out of the last config (logged once each).
+    dropped_routes: Vec<String>,
 }
 
 impl Follower {
@@ -98,6 +100,7 @@ impl Follower {
             persister,
             needs_snapshot: true,
             fresh_from_resync: false,
+            dropped_routes: Vec::new(),
             awaiting_resync: false,
         }
     }
@@ -263,7 +266,7 @@ impl Follower {
     /// config stays. Persists the model after a successful swap when `persist`.
     async fn publish(&mut self, persist: bool) -> Result<u64, ConfigError> {
         let mut routing = self.model.routing_spec();
-        drop_cross_tenant_routes(&mut routing);
+        drop_cross_tenant_routes(&mut routing, &mut self.dropped_routes);
         let sources: Vec<CertSource> = self
             .model
             .certificates
@@ -337,21 +340,28 @@ impl Follower {
 
 /// Leaves out routes that send a hostname bound to one app to another. The control
 /// service refuses them now, but an older log may hold one: it costs only itself.
-fn drop_cross_tenant_routes(spec: &mut RoutingSpec) {
+/// `dropped` holds the ids left out last time, so each is logged once.
+fn drop_cross_tenant_routes(spec: &mut RoutingSpec, dropped: &mut Vec<String>) {
+    let mut now_dropped = Vec::new();
     let bad: Vec<usize> = cross_tenant_routes(spec)
         .into_iter()
         .map(|(i, owner)| {
             let r = &spec.routes[i];
-            tracing::warn!(
-                route = %r.metrics_id(),
-                hostname = %r.hostname,
-                app = %r.app,
-                owner,
-                "route on a hostname of another app left out"
-            );
+            let id = r.metrics_id();
+            if !dropped.contains(&id) {
+                tracing::warn!(
+                    route = %id,
+                    hostname = %r.hostname,
+                    app = %r.app,
+                    owner,
+                    "route on a hostname of another app left out"
+                );
+            }
+            now_dropped.push(id);
             i
         })
         .collect();
+    *dropped = now_dropped;
     let mut i = 0;
     spec.routes.retain(|_| {
         i += 1;
