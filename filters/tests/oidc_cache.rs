@@ -7,8 +7,7 @@ mod support;
 
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::time::Duration;
-use support::{NOW, Signer, TestIdp, claims, jwks, spec};
+use support::{NOW, Signer, TestIdp, claims, jwks, spec, wait_for_keys};
 use tollgate_filters::oidc::{IssuerKeys, IssuerRegistry, TokenError};
 
 /// Keys loaded once, synchronously, with no refresh loop running: every fetch in
@@ -31,16 +30,6 @@ fn with(mut base: Value, changes: Value) -> Value {
 /// (hits, misses) of `keys`' cache.
 fn stats(keys: &IssuerKeys) -> (u64, u64) {
     (keys.cache_hits(), keys.cache_misses())
-}
-
-async fn wait_for_keys(keys: &IssuerKeys) {
-    for _ in 0..500 {
-        if keys.key_count() > 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("keys of {} never arrived", keys.spec().issuer);
 }
 
 #[tokio::test]

@@ -8,19 +8,9 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
-use support::{NOW, Signer, TestIdp, claims, jwks, spec};
+use support::{NOW, Signer, TestIdp, claims, jwks, spec, wait_for_keys};
 use tokio::task::JoinSet;
 use tollgate_filters::oidc::{IssuerKeys, IssuerRegistry, TokenError};
-
-async fn wait_for_keys(keys: &IssuerKeys) {
-    for _ in 0..500 {
-        if keys.key_count() > 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("keys of {} never arrived", keys.spec().issuer);
-}
 
 fn random_kid() -> String {
     let mut bytes = [0u8; 12];

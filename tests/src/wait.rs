@@ -33,6 +33,25 @@ pub async fn config_view(proxy: &ProxyProcess) -> serde_json::Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("/config is not JSON ({e}): {body}"))
 }
 
+/// `available` of each endpoint of `app`'s clusters in the admin `/config`, by address.
+pub async fn availability(
+    proxy: &ProxyProcess,
+    app: &str,
+) -> std::collections::HashMap<String, bool> {
+    let v = config_view(proxy).await;
+    let mut out = std::collections::HashMap::new();
+    for c in v["upstreams"].as_array().expect("upstreams") {
+        if c["app"] != app {
+            continue;
+        }
+        for e in c["endpoints"].as_array().expect("endpoints") {
+            let address = e["address"].as_str().expect("address").to_string();
+            out.insert(address, e["available"].as_bool().expect("available"));
+        }
+    }
+    out
+}
+
 /// The active config version from `/config`.
 pub async fn config_version(proxy: &ProxyProcess) -> u64 {
     let v = config_view(proxy).await;

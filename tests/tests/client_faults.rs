@@ -19,6 +19,7 @@ use tollgate_tests::config::{self, Config, api_config, cluster_app as app};
 use tollgate_tests::helpers::{WAIT, error_code, eventually, json, read_to_end};
 use tollgate_tests::proxy::ProxyProcess;
 use tollgate_tests::upstream::{Upstream, dead_addr};
+use tollgate_tests::wait::availability;
 
 /// Outlier settings that eject after two failures, for the rest of the test.
 const EJECT_FAST: &str = "outlier = { consecutive_failures = 2, ejection_ms = 600000 }\n\
@@ -55,24 +56,6 @@ async fn get(proxy: &ProxyProcess, path: &str) -> (u16, String) {
         .await
         .expect("response");
     (status, body)
-}
-
-/// `available` of each endpoint of `app` in the admin `/config`.
-async fn availability(proxy: &ProxyProcess, app: &str) -> HashMap<String, bool> {
-    let (status, body) = proxy.admin_get("/config").await.expect("admin /config");
-    assert_eq!(status, 200, "{body}");
-    let v = json(&body);
-    let mut out = HashMap::new();
-    for c in v["upstreams"].as_array().expect("upstreams") {
-        if c["app"] != app {
-            continue;
-        }
-        for e in c["endpoints"].as_array().expect("endpoints") {
-            let address = e["address"].as_str().expect("address").to_string();
-            out.insert(address, e["available"].as_bool().expect("available"));
-        }
-    }
-    out
 }
 
 /// Sends raw bytes to the proxy and reads one HTTP/1.1 response: status and body.

@@ -11,6 +11,7 @@ use tollgate_tests::config::{api_config, cluster_app as app};
 use tollgate_tests::helpers::{WAIT, error_code, json, read_exactly, read_to_end};
 use tollgate_tests::proxy::ProxyProcess;
 use tollgate_tests::upstream::{Upstream, dead_addr};
+use tollgate_tests::wait::availability;
 
 fn start(apps: &[String]) -> ProxyProcess {
     ProxyProcess::start(&api_config(apps).build(), &[]).expect("proxy starts")
@@ -65,26 +66,6 @@ fn label(k: &str, v: &str) -> String {
 async fn metric(proxy: &ProxyProcess, name: &str, labels: &[String]) -> f64 {
     let l: Vec<&str> = labels.iter().map(String::as_str).collect();
     proxy.metric(name, &l).await.expect("metrics")
-}
-
-/// `available` of each endpoint of `app`'s clusters in the admin `/config`.
-async fn availability(proxy: &ProxyProcess, app: &str) -> HashMap<String, bool> {
-    let (status, body) = proxy.admin_get("/config").await.expect("admin /config");
-    assert_eq!(status, 200, "{body}");
-    let v = json(&body);
-    let mut out = HashMap::new();
-    for c in v["upstreams"].as_array().expect("upstreams") {
-        if c["app"] != app {
-            continue;
-        }
-        for e in c["endpoints"].as_array().expect("endpoints") {
-            out.insert(
-                e["address"].as_str().expect("address").to_string(),
-                e["available"].as_bool().expect("available"),
-            );
-        }
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------
