@@ -1,7 +1,7 @@
 //! End-to-end test harness: starts the real `tollgate` binary on ephemeral ports,
 //! real upstream servers, and real TLS / HTTP/1.1 / HTTP/2 clients.
 //!
-//! Tests live in `tests/tests/`; this library is what they share. The binary must be
+//! Tests live in `tests/tests/e2e/` (one binary); this library is what they share. The binary must be
 //! built first (`cargo build --bins`, done by `scripts/test`).
 
 pub mod auth;

@@ -35,7 +35,7 @@ const ALLOWED_ORIGIN: &str = "https://web.test:8443";
 const ECHO: &str = "/tollgate.test.v1.TestService/Echo";
 const STREAM: &str = "/tollgate.test.v1.TestService/ServerStream";
 
-/// A message with non-ASCII, '%' and a literal percent-escape, as in tests/tests/grpc.rs.
+/// A message with non-ASCII, '%' and a literal percent-escape, as in the `grpc` module.
 const FAIL_MESSAGE: &str = "quota épuisée: 100% used ✓ (50%25 literal)";
 
 /// Every way the Node client reaches the proxy, labelled.

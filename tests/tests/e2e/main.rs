@@ -1,0 +1,26 @@
+//! The end-to-end suite, one test binary: each module is one area of the proxy, driven
+//! through real processes on ephemeral ports. One binary links once instead of once per
+//! file, which keeps the build's disk use and link time small.
+
+mod auth_keys;
+mod auth_oidc;
+mod budgets;
+mod client_faults;
+mod connect;
+mod connect_browser;
+mod connections;
+mod control_e2e;
+mod forwarding;
+mod grpc;
+mod header_hygiene;
+mod isolation;
+mod l4;
+mod limits;
+mod oidc_provider;
+mod operations;
+mod paths;
+mod reload;
+mod smoke;
+mod tls;
+mod tls_upstream;
+mod upstreams;
