@@ -12,7 +12,7 @@ bench_init() {
   PIDS=()
   trap bench_cleanup EXIT
   trap 'exit 130' INT TERM
-  if [[ $SKIP_BUILD != 1 ]]; then log "building tollgate (release)"; (cd "$ROOT" && cargo build --release -q -p tollgate-proxy); fi
+  if [[ $SKIP_BUILD != 1 ]]; then log "building tollgate (release)"; (cd "$ROOT" && cargo build --release -q -p tollgate); fi
   # A copy, so a rebuild during the run cannot swap the binary under it.
   cp "$ROOT/target/release/tollgate" "$RUN/tollgate"
 }

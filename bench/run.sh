@@ -125,7 +125,7 @@ wait_port() { # host:port — until it accepts TCP connections (10 s)
 # ---------------------------------------------------------------- build
 if [[ $SKIP_BUILD != 1 ]]; then
   log "building tollgate (release)"
-  (cd "$ROOT" && cargo build --release -q -p tollgate-proxy)
+  (cd "$ROOT" && cargo build --release -q -p tollgate)
 fi
 TOLLGATE=$ROOT/target/release/tollgate
 [[ -x $TOLLGATE ]] || { echo "run.sh: $TOLLGATE not built" >&2; exit 1; }

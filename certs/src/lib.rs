@@ -29,7 +29,6 @@ mod store;
 mod tls_config;
 
 pub use client::client_config;
-pub use clock::{civil_from_days, days_from_civil};
 pub use error::{CertError, CertProblem};
 pub use resolver::CertResolver;
 pub use selfsigned::self_signed;

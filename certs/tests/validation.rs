@@ -1,5 +1,7 @@
 //! Invalid inputs are rejected by `CertStore::build` / `server_config` with the right error.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::sync::Arc;

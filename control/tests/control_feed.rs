@@ -1,6 +1,8 @@
 //! What proxies follow: `EdgeFeed.Watch` over a real tonic connection and the
 //! `/v1/events` + `/v1/snapshot` polling fallback.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::*;

@@ -2,6 +2,8 @@
 //! rebuild from event 0; non-edge and unappliable events are skipped the same way;
 //! the checkpoint is saved.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::*;

@@ -2,6 +2,8 @@
 //! behaviour (advisory-lock serialisation, NOTIFY wake-ups, TRUNCATE).
 //! See `support/pg.rs` for where the server comes from.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::time::{Duration, Instant};

@@ -1,5 +1,7 @@
 //! Event store on SQLite: the shared suite plus file-specific behaviour.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::path::PathBuf;

@@ -2,6 +2,8 @@
 //! two "proxies", totals from `GET /api/v1/apps/{app}/usage`. Every test runs on
 //! SQLite and on PostgreSQL (see `support/pg.rs` for where the server comes from).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 mod support;
 

@@ -2,6 +2,8 @@
 //! cannot pay for, concurrent meters never exceed the total, unused leases come back,
 //! a spent budget refuses up front, and periods roll over on the (injected) clock.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::sync::Arc;

@@ -1,6 +1,8 @@
 //! The in-process budget store survives restarts: persisted atomically, reloaded,
 //! ended periods dropped, a damaged file refused rather than silently reset.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate_filters::budget::{

@@ -1,6 +1,8 @@
 //! Cluster-wide limits on a real Redis: three limiters (three proxies) sharing one
 //! limit, atomic multi-window charging, timeouts, and Redis stopped mid-test.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::time::{Duration, Instant};

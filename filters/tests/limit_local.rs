@@ -1,6 +1,8 @@
 //! Local GCRA: bursts, refusals with exact waits (fake clock), several windows,
 //! rendered headers, key selection and housekeeping.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use governor::clock::FakeRelativeClock;
 use http::HeaderMap;
 use std::time::Duration;

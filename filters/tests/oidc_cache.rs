@@ -2,6 +2,8 @@
 //! signature but never the clock, the key set or the route's choice of issuers;
 //! refusals are never remembered.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 #[path = "fixtures/oidc_support.rs"]
 mod support;
 

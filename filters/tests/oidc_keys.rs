@@ -1,6 +1,8 @@
 //! IssuerKeys and IssuerRegistry against a local identity provider: discovery, JWKS
 //! caching, rotation, rate-limited refetches, outages, fail-closed start.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 #[path = "fixtures/oidc_support.rs"]
 mod support;
 

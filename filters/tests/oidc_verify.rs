@@ -1,5 +1,7 @@
 //! Pure token verification with real signatures: algorithms, keys, claims, types.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 #[path = "fixtures/oidc_support.rs"]
 mod support;
 

@@ -1,5 +1,7 @@
 //! `FILE_DESCRIPTOR_SET` is a valid descriptor set describing the service.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use prost::Message;
 use prost_types::FileDescriptorSet;
 use tollgate_proto::FILE_DESCRIPTOR_SET;

@@ -1,5 +1,7 @@
 //! Server, client and bidi streaming, and upstream cancellation.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::sync::atomic::Ordering;

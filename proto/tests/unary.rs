@@ -1,5 +1,7 @@
 //! Echo, Fail and Slow over a real h2c connection.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::time::Duration;

@@ -9,6 +9,7 @@
 use crate::clock::now_unix;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 use tollgate_filters::apikey::{self, KeyError, KeyStore};
+use tollgate_filters::bearer::{self, BearerError};
 use tollgate_filters::oidc::{IssuerRegistry, TokenError};
 use tollgate_routing::{AuthPolicy, KeyKind};
 
@@ -40,6 +41,8 @@ pub struct Identity {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthFailure {
     Missing,
+    /// An `Authorization` header the bearer parser refuses (or two of them).
+    Bearer(BearerError),
     Key(KeyError),
     Token(TokenError),
     /// A credential of a kind this route does not accept.
@@ -69,6 +72,7 @@ impl AuthFailure {
     pub fn reason(self) -> &'static str {
         match self {
             AuthFailure::Missing => "missing",
+            AuthFailure::Bearer(e) => e.reason(),
             AuthFailure::Key(e) => e.reason(),
             AuthFailure::Token(e) => e.reason(),
             AuthFailure::NotAccepted => "credential_not_accepted",
@@ -81,6 +85,10 @@ impl AuthFailure {
 }
 
 /// Verifies the request's credential against `policy` for a call to `app_id`.
+///
+/// `Authorization` is read by [`bearer::from_headers`], the one bearer parser (the API
+/// key filter reads it the same way); credentials it refuses are a 401 before anything
+/// else is looked at.
 pub async fn authenticate(
     auth: &AuthState,
     policy: &AuthPolicy,
@@ -88,6 +96,7 @@ pub async fn authenticate(
     headers: &HeaderMap,
 ) -> Result<Identity, AuthFailure> {
     let now = now_unix();
+    let bearer = bearer::from_headers(headers).map_err(AuthFailure::Bearer)?;
     if let Some(key) = apikey::from_headers(headers).map_err(AuthFailure::Key)? {
         if !policy.api_keys {
             return Err(AuthFailure::NotAccepted);
@@ -116,7 +125,7 @@ pub async fn authenticate(
             scopes: id.scopes.clone(),
         });
     }
-    let Some(token) = bearer(headers) else {
+    let Some(token) = bearer else {
         return Err(AuthFailure::Missing);
     };
     if policy.issuers.is_empty() {
@@ -153,16 +162,6 @@ pub async fn authenticate(
 
 fn contains_all(have: &[String], need: &[String]) -> bool {
     need.iter().all(|n| have.contains(n))
-}
-
-/// The token of `Authorization: Bearer <token>` (scheme case-insensitive).
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
 }
 
 /// Headers carrying identity to the upstream; clients can never set them.

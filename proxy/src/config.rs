@@ -5,11 +5,18 @@
 //! a whole before anything running changes.
 
 use crate::control_client::ControlConfig;
+use crate::control_client::settings::ControlConfigError;
+use crate::limits::EngineError;
+use crate::upstream::cluster::ClusterError;
+use crate::usage::FlushError;
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use tollgate_certs::{CertSource, CertStore, Expiry, TlsOptions, TlsVersion};
+use tollgate_certs::{CertError, CertSource, CertStore, Expiry, TlsOptions, TlsVersion};
+use tollgate_filters::apikey::KeyError;
+use tollgate_filters::oidc::TokenError;
+use tollgate_filters::rpc::SchemaError;
 use tollgate_routing::{
     ApiKeySpec, AppSpec, EscapedSlashes, OidcIssuerSpec, PathPolicy, PortPolicy, RouteSpec,
     RoutingSpec, Snapshot,
@@ -260,10 +267,10 @@ pub struct ListenerTls {
 }
 
 impl ListenerTls {
-    pub fn options(&self) -> Result<TlsOptions, ConfigError> {
-        let min_version: TlsVersion = self.min_version.parse().map_err(|_| {
-            ConfigError::Invalid(format!("unknown TLS version `{}`", self.min_version))
-        })?;
+    /// The settings for `tollgate_certs::server_config`; an unknown `min_version` is
+    /// [`CertError::UnknownTlsVersion`].
+    pub fn options(&self) -> Result<TlsOptions, CertError> {
+        let min_version: TlsVersion = self.min_version.parse()?;
         Ok(TlsOptions {
             min_version,
             cipher_suites: self.cipher_suites.clone(),
@@ -283,6 +290,11 @@ pub struct CertificateConfig {
     pub names: Option<Vec<String>>,
 }
 
+/// Why a config (the file, or a snapshot from the control service) cannot be used.
+///
+/// Each variant says which part is wrong; the message names it and includes the
+/// cause's own message (printed on exit and logged on a refused reload), and
+/// `source()` returns that cause.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
@@ -295,9 +307,52 @@ pub enum ConfigError {
     #[error("invalid routes: {0}")]
     Routes(#[from] tollgate_routing::ValidationError),
     #[error("invalid certificates: {0}")]
-    Certs(#[from] tollgate_certs::CertError),
+    Certs(#[from] CertError),
+    #[error("duplicate listener name `{0}`")]
+    DuplicateListener(String),
+    #[error("listener `{0}`: [tls] applies to http listeners; L4 listeners never terminate TLS")]
+    TlsOnL4Listener(String),
+    /// A listener's `[tls]` settings the file alone can refuse (`min_version`).
+    #[error("listener `{name}`: {source}")]
+    ListenerTls { name: String, source: CertError },
+    /// A setting under its lower bound.
+    #[error("{field} must be at least {min}")]
+    Limits { field: &'static str, min: u64 },
+    #[error("[control] {0}")]
+    Control(#[from] ControlConfigError),
+    /// `[control]` together with routing the file declares itself.
+    #[error(
+        "[control] is set, so routing comes only from the control service; remove {} from the file",
+        .sections.join(", ")
+    )]
+    RoutingBesideControl { sections: Vec<&'static str> },
     #[error("{0}")]
-    Invalid(String),
+    Upstream(#[from] ClusterError),
+    /// Which record is logged when the key store is built.
+    #[error("api_keys: {0}")]
+    ApiKeys(#[source] KeyError),
+    /// Which issuer is logged when the registry is built.
+    #[error("oidc_issuers: {0}")]
+    Issuers(#[source] TokenError),
+    #[error("cannot read descriptor set {path}: {source}")]
+    DescriptorSetRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("descriptor set {name}: {source}")]
+    Schema { name: String, source: SchemaError },
+    #[error("{0}")]
+    RateLimiting(#[from] EngineError),
+    #[error("{0}")]
+    UsageFlusher(#[from] FlushError),
+    #[error("metrics: {0}")]
+    Metrics(#[source] prometheus::Error),
+    /// The blocking task that loads or applies a config panicked or was cancelled.
+    #[error("{what} task failed: {source}")]
+    Task {
+        what: &'static str,
+        source: tokio::task::JoinError,
+    },
 }
 
 /// A config file turned into what the proxy runs: routes and certificates, validated.
@@ -352,24 +407,21 @@ impl ProxyConfig {
         let mut names = std::collections::HashSet::new();
         for l in &self.listeners {
             if !names.insert(&l.name) {
-                return Err(ConfigError::Invalid(format!(
-                    "duplicate listener name `{}`",
-                    l.name
-                )));
+                return Err(ConfigError::DuplicateListener(l.name.clone()));
             }
             if let Some(tls) = &l.tls {
                 if l.mode != ListenerMode::Http {
-                    return Err(ConfigError::Invalid(format!(
-                        "listener `{}`: [tls] applies to http listeners; L4 listeners never terminate TLS",
-                        l.name
-                    )));
+                    return Err(ConfigError::TlsOnL4Listener(l.name.clone()));
                 }
-                tls.options()?;
+                tls.options().map_err(|source| ConfigError::ListenerTls {
+                    name: l.name.clone(),
+                    source,
+                })?;
             }
         }
         if let Some(control) = &self.control {
             control.check()?;
-            let declared: Vec<&str> = [
+            let declared: Vec<&'static str> = [
                 ("apps", !self.apps.is_empty()),
                 ("routes", !self.routes.is_empty()),
                 ("api_keys", !self.api_keys.is_empty()),
@@ -382,28 +434,28 @@ impl ProxyConfig {
             .filter_map(|(name, set)| set.then_some(name))
             .collect();
             if !declared.is_empty() {
-                return Err(ConfigError::Invalid(format!(
-                    "[control] is set, so routing comes only from the control service; remove {} from the file",
-                    declared.join(", ")
-                )));
+                return Err(ConfigError::RoutingBesideControl { sections: declared });
             }
         }
         if self.limits.max_connections == 0
             || self.listeners.iter().any(|l| l.max_connections == Some(0))
         {
-            return Err(ConfigError::Invalid(
-                "max_connections must be at least 1".into(),
-            ));
+            return Err(ConfigError::Limits {
+                field: "max_connections",
+                min: 1,
+            });
         }
         if self.limits.idle_timeout_ms == 0 {
-            return Err(ConfigError::Invalid(
-                "limits.idle_timeout_ms must be at least 1".into(),
-            ));
+            return Err(ConfigError::Limits {
+                field: "limits.idle_timeout_ms",
+                min: 1,
+            });
         }
         if self.limits.max_header_bytes < 1024 {
-            return Err(ConfigError::Invalid(
-                "limits.max_header_bytes must be at least 1024".into(),
-            ));
+            return Err(ConfigError::Limits {
+                field: "limits.max_header_bytes",
+                min: 1024,
+            });
         }
         Ok(())
     }
@@ -505,4 +557,68 @@ fn default_min_tls() -> String {
 }
 fn default_alpn() -> Vec<String> {
     vec!["h2".into(), "http/1.1".into()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    fn refused(text: &str) -> ConfigError {
+        let config = ProxyConfig::parse(text, Path::new("t.toml")).unwrap();
+        config.check().unwrap_err()
+    }
+
+    #[test]
+    fn check_says_what_is_wrong_by_type_and_in_words() {
+        let two = "[[listeners]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\n";
+        let e = refused(&format!("{two}{two}"));
+        assert!(
+            matches!(&e, ConfigError::DuplicateListener(n) if n == "a"),
+            "{e:?}"
+        );
+        assert_eq!(e.to_string(), "duplicate listener name `a`");
+
+        let e = refused(&format!("{two}[listeners.tls]\nmin_version = \"1.4\"\n"));
+        assert!(matches!(&e, ConfigError::ListenerTls { name, .. } if name == "a"));
+        assert!(
+            e.to_string()
+                .starts_with("listener `a`: unknown TLS version `1.4`")
+        );
+        let source = e.source().and_then(|s| s.downcast_ref::<CertError>());
+        assert!(
+            matches!(source, Some(CertError::UnknownTlsVersion(_))),
+            "{e:?}"
+        );
+
+        let e = refused("[limits]\nmax_header_bytes = 10\n");
+        assert!(matches!(e, ConfigError::Limits { min: 1024, .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "limits.max_header_bytes must be at least 1024"
+        );
+    }
+
+    #[test]
+    fn control_problems_keep_their_table_name() {
+        let e = refused("[control]\ngrpc_url = \"ftp://x\"\n");
+        assert_eq!(
+            e.to_string(),
+            "[control] grpc_url `ftp://x`: needs http:// or https://"
+        );
+        let e = refused("[control]\nhttp_url = \"http://x\"\npoll_interval_ms = 1\n");
+        assert!(matches!(
+            e,
+            ConfigError::Control(ControlConfigError::TooSmall {
+                field: "poll_interval_ms",
+                ..
+            })
+        ));
+        let e = refused("api_hosts = [\"a.test\"]\n[control]\nhttp_url = \"http://x\"\n");
+        assert_eq!(
+            e.to_string(),
+            "[control] is set, so routing comes only from the control service; \
+             remove api_hosts from the file"
+        );
+    }
 }

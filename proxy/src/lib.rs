@@ -1,28 +1,54 @@
 //! The Tollgate data plane.
 //!
-//! Owns the listeners (HTTP/1.1, h2c, TLS with SNI certificates), the request path
-//! from route match to upstream stream, upstream pools with balancing, health checks
-//! and retries, metrics, the admin API, config reload, and the `tollgate` binary.
-//! It reads config as immutable snapshots from `tollgate-routing` and never blocks a
-//! request on a config change.
+//! This crate owns:
+//! - the listeners: HTTP/1.1, h2c and HTTP/2, TLS with certificates picked by SNI,
+//!   L4 SNI passthrough with PROXY v2, and their connection limits and timeouts;
+//! - the request path from route match to upstream stream: auth, limits and budgets,
+//!   gRPC-Web/Connect translation, header hygiene, retries, the access log;
+//! - upstream pools with balancing, health checks and outlier ejection;
+//! - metrics, the admin API, config reload from files, and the control client that
+//!   follows the control service and persists what it applied;
+//! - usage records per app and day, spooled and sent to the control service.
+//!
+//! Its public API is what the `tollgate` binary runs: [`load_config`] (`--check`),
+//! [`run`] with [`RunOptions`] (`tollgate proxy`), [`init_logging`]; and [`usage`],
+//! the recorder and flusher. It reads config as immutable snapshots from
+//! `tollgate-routing` and never blocks a request on a config change. It must not
+//! depend on the control service's crate: both sides share types through
+//! `tollgate-routing` (the edge config and its events, usage batches) and speak
+//! over the wire (`tollgate-proto`, HTTP).
 
-pub mod admin;
-pub mod auth;
-pub mod cert_health;
-pub mod clock;
-pub mod config;
-pub mod control_client;
-pub mod demo;
-pub mod files;
-pub mod http;
-pub mod l4;
-pub mod limits;
-pub mod listen;
-pub mod logging;
-pub mod metrics;
-pub mod reload;
-pub mod rpc;
-pub mod server;
-pub mod state;
-pub mod upstream;
+mod admin;
+mod auth;
+mod cert_health;
+mod chain;
+mod clock;
+mod config;
+mod control_client;
+mod files;
+mod http;
+mod l4;
+mod limits;
+mod listen;
+mod logging;
+mod metrics;
+mod reload;
+mod rpc;
+mod server;
+mod state;
+mod upstream;
 pub mod usage;
+
+pub use clock::now_unix;
+pub use config::{ConfigError, Loaded, LogFormat, ProxyConfig, load as load_config};
+pub use logging::init as init_logging;
+pub use server::{RunOptions, ServerError, run};
+
+/// Parsers and decoders the fuzz targets in `proxy/fuzz/` drive directly. Not a
+/// stable API: it follows the internals it re-exports.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::control_client::Update;
+    pub use crate::control_client::persist::PersistedState;
+    pub use crate::l4::{client_hello, proxy_v2};
+}

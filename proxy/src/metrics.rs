@@ -41,6 +41,8 @@ pub struct Metrics {
     pub rate_limit_decisions: IntCounterVec,
     pub budget_exhausted: IntCounterVec,
     pub stream_quota_refused: IntCounterVec,
+    /// Redirects the proxy answered itself, by kind (`https`, `route`).
+    pub http_redirects: IntCounterVec,
     pub control_connected: IntGauge,
     pub control_last_event_id: IntGauge,
     pub control_apply_errors: IntCounterVec,
@@ -232,6 +234,11 @@ impl Metrics {
                 "tollgate_stream_quota_refused_total",
                 "Requests refused because the app's concurrent-stream quota was full.",
                 &["app"],
+            )?,
+            http_redirects: counter(
+                "tollgate_http_redirects_total",
+                "Redirects answered at the edge, by kind (https: plaintext to HTTPS; route: a route's host or path redirect).",
+                &["kind"],
             )?,
             certificates_loaded,
             apps_degraded,

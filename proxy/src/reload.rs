@@ -29,7 +29,12 @@ pub async fn reload(shared: &Arc<Shared>, path: &Path, trigger: &str) -> Result<
         config::load_for_reload(&owned, &serving).and_then(|l| target.apply(l))
     })
     .await
-    .unwrap_or_else(|e| Err(ConfigError::Invalid(format!("reload task failed: {e}"))));
+    .unwrap_or_else(|source| {
+        Err(ConfigError::Task {
+            what: "reload",
+            source,
+        })
+    });
     match &result {
         Ok(version) => {
             shared

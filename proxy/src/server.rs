@@ -60,7 +60,10 @@ pub async fn run(opts: RunOptions) -> Result<(), ServerError> {
     let path = opts.config.clone();
     let loaded = tokio::task::spawn_blocking(move || config::load(&path))
         .await
-        .map_err(|e| ConfigError::Invalid(e.to_string()))??;
+        .map_err(|source| ConfigError::Task {
+            what: "config load",
+            source,
+        })??;
     logging::init(loaded.config.log.format);
     let control = match &loaded.config.control {
         Some(c) => Some(ControlSettings::resolve(
@@ -75,14 +78,14 @@ pub async fn run(opts: RunOptions) -> Result<(), ServerError> {
     let drain = Duration::from_millis(loaded.config.limits.drain_timeout_ms);
     let engine = LimitEngine::start(&loaded.config.rate_limiting)
         .await
-        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        .map_err(ConfigError::RateLimiting)?;
     let shared = Shared::new(loaded, Arc::new(Metrics::new()?), engine)?;
     let usage_metrics = UsageMetrics::register(&shared.metrics.registry)?;
     // Usage goes to the control service; without one it is only counted here.
     let usage_flusher = match control.as_ref().and_then(FlushConfig::from_control) {
         Some(cfg) => Some(
             spawn_flusher(shared.usage.clone(), cfg, usage_metrics)
-                .map_err(|e| ConfigError::Invalid(e.to_string()))?,
+                .map_err(ConfigError::UsageFlusher)?,
         ),
         None => None,
     };

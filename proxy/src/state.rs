@@ -3,6 +3,7 @@
 
 use crate::auth::AuthState;
 use crate::cert_health::CertHealth;
+use crate::chain::{PlanParts, RoutePlan, build_plans};
 use crate::config::{ConfigError, Limits, Loaded};
 use crate::control_client::ControlStatus;
 use crate::limits::{self, AppLimits, LimitEngine};
@@ -33,6 +34,8 @@ pub struct ProxyState {
     pub limits: HashMap<String, Arc<AppLimits>>,
     /// Routes with limits of their own (instead of their app's), by route id.
     pub route_limits: HashMap<String, Arc<AppLimits>>,
+    /// Each route's plan (resolved parts and filter chain), by route index.
+    pub(crate) routes: Box<[RoutePlan]>,
 }
 
 impl ProxyState {
@@ -44,21 +47,28 @@ impl ProxyState {
         engine: &LimitEngine,
         max_response_header_bytes: usize,
     ) -> Result<Self, ConfigError> {
-        let invalid = |e: &dyn std::fmt::Display| ConfigError::Invalid(e.to_string());
         let spec = &snapshot.spec;
         let upstreams = Upstreams::build(
             spec,
             previous.map(|p| &p.upstreams),
             metrics,
             max_response_header_bytes,
-        )
-        .map_err(|e| invalid(&e))?;
-        let keys = KeyStore::build(&spec.api_keys).map_err(|e| invalid(&e))?;
+        )?;
+        let keys = KeyStore::build(&spec.api_keys).map_err(ConfigError::ApiKeys)?;
         let issuers = IssuerRegistry::build(&spec.oidc_issuers, previous.map(|p| &p.auth.issuers))
-            .map_err(|e| invalid(&e))?;
+            .map_err(ConfigError::Issuers)?;
         let schemas = load_schemas(spec, previous.map(|p| &p.schemas))?;
         let limits = limits::build_apps(spec, previous.map(|p| &p.limits), engine);
         let route_limits = limits::build_routes(spec, previous.map(|p| &p.route_limits), engine);
+        let routes = build_plans(
+            &snapshot.table,
+            &PlanParts {
+                upstreams: &upstreams,
+                limits: &limits,
+                route_limits: &route_limits,
+                schemas: &schemas,
+            },
+        );
         Ok(ProxyState {
             snapshot,
             upstreams,
@@ -66,6 +76,7 @@ impl ProxyState {
             schemas,
             limits,
             route_limits,
+            routes,
         })
     }
 }
@@ -116,11 +127,15 @@ fn load_schemas(
                 let bytes = if name == BUILTIN_SCHEMA {
                     tollgate_proto::FILE_DESCRIPTOR_SET.to_vec()
                 } else {
-                    std::fs::read(name)
-                        .map_err(|e| ConfigError::Invalid(format!("descriptor set {name}: {e}")))?
+                    std::fs::read(name).map_err(|source| ConfigError::DescriptorSetRead {
+                        path: name.into(),
+                        source,
+                    })?
                 };
-                Schema::from_bytes(&bytes)
-                    .map_err(|e| ConfigError::Invalid(format!("descriptor set {name}: {e}")))?
+                Schema::from_bytes(&bytes).map_err(|source| ConfigError::Schema {
+                    name: name.to_string(),
+                    source,
+                })?
             }
         };
         out.insert(name.to_string(), schema);
@@ -168,8 +183,7 @@ impl Shared {
         )?;
         metrics.config_version.set(1);
         metrics.certificates_loaded.set(loaded.certs.len() as i64);
-        let cert_health = CertHealth::register(&metrics.registry)
-            .map_err(|e| ConfigError::Invalid(format!("metrics: {e}")))?;
+        let cert_health = CertHealth::register(&metrics.registry).map_err(ConfigError::Metrics)?;
         cert_health.observe(&loaded.certs);
         let shared = Shared {
             cert_health,

@@ -435,6 +435,10 @@ impl EdgeConfig {
                     rpc: None,
                     cors: None,
                     limits,
+                    https_redirect: None,
+                    hsts: None,
+                    headers: None,
+                    security_headers: None,
                     degraded,
                 }
             })

@@ -1,12 +1,15 @@
 //! The route model shared by the proxy and the control service.
 //!
-//! This crate owns what a route *is* ([`model`]), what makes a set of routes valid
-//! ([`validate`]), and the compiled, immutable [`Snapshot`] a proxy serves from
-//! ([`matcher`], [`snapshot`]). It does no I/O and holds no runtime state: connection
-//! pools, health and counters live in the proxy, keyed by the specs defined here.
+//! This crate owns what a route *is* ([`model`], its edge settings in [`gateway`]),
+//! what makes a set of routes valid ([`validate`]), and the compiled, immutable
+//! [`Snapshot`] a proxy serves from ([`matcher`], [`snapshot`]). It does no I/O and
+//! holds no runtime state: connection pools, health and counters live in the proxy,
+//! keyed by the specs defined here. It also holds the other types both sides speak:
+//! the usage batches a proxy reports and the control service stores ([`usage`]).
 
 pub mod auth;
 pub mod edge;
+pub mod gateway;
 pub mod host;
 pub mod l4;
 pub mod limits;
@@ -15,11 +18,17 @@ pub mod model;
 pub mod path;
 pub mod rpc;
 pub mod snapshot;
+pub mod usage;
 pub mod validate;
 mod validate_auth;
+mod validate_gateway;
 
 pub use auth::{ApiKeySpec, AuthPolicy, KeyKind, OidcIssuerSpec, SUPPORTED_ALGORITHMS};
 pub use edge::{EdgeApp, EdgeCert, EdgeConfig, EdgeError, EdgeEvent};
+pub use gateway::{
+    FrameOptions, HeaderOpsSpec, HeaderRulesSpec, HstsSpec, HttpsRedirectSpec, RedirectSpec,
+    SecurityHeadersSpec, Switch,
+};
 pub use l4::{L4Route, L4Table};
 pub use limits::{
     BudgetPeriod, BudgetSpec, BudgetUnit, LimitScope, LimitsSpec, OnBackendError, RateKey, RateRule,

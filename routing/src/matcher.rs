@@ -1,7 +1,10 @@
 //! The compiled route table: host lookup by hash, then the longest path prefix.
 //!
 //! Lookups allocate nothing; the upstream path is described as "replace the first
-//! `strip` bytes with `replace`" so the caller builds the new URI once.
+//! `strip` bytes with `replace`" so the caller builds the new URI once. Every route,
+//! including each app's `/v1/<app_id>` route on the API hosts, has a dense `index`: a
+//! proxy compiles what it needs per route into a `Vec` in that order, so a request
+//! makes one lookup here and none afterwards.
 
 use crate::auth::AuthPolicy;
 use crate::host::wildcard_parent;
@@ -13,6 +16,8 @@ use std::sync::Arc;
 /// A route ready for matching.
 #[derive(Debug)]
 pub struct CompiledRoute {
+    /// Position in [`RouteTable::routes`].
+    pub index: usize,
     /// Bounded label for metrics and logs.
     pub id: Arc<str>,
     prefix: Box<str>,
@@ -24,11 +29,16 @@ pub struct CompiledRoute {
     auth: Option<AuthPolicy>,
     rpc: Option<RpcSpec>,
     cors: Option<CorsSpec>,
+    /// The configured route, or `None` for an app's hostname and API routes.
+    source: Option<Arc<RouteSpec>>,
 }
 
 /// The outcome of a successful lookup.
 #[derive(Debug, Clone, Copy)]
 pub struct Matched<'a> {
+    /// Dense route index: the slot of this route in per-route tables built from
+    /// [`RouteTable::routes`].
+    pub index: usize,
     pub route_id: &'a Arc<str>,
     pub app: &'a Arc<AppSpec>,
     /// Bytes of the request path replaced by `replace` upstream.
@@ -43,6 +53,8 @@ pub struct Matched<'a> {
     pub rpc: Option<&'a RpcSpec>,
     /// Cross-origin access: the route's, else the app's.
     pub cors: Option<&'a CorsSpec>,
+    /// The configured route, or `None` for an app's hostname and API routes.
+    pub source: Option<&'a RouteSpec>,
 }
 
 impl Matched<'_> {
@@ -81,8 +93,10 @@ pub struct RouteTable {
     wildcard: HashMap<Box<str>, Vec<CompiledRoute>>,
     api_hosts: HashSet<Box<str>>,
     apps: HashMap<Box<str>, Arc<AppSpec>>,
-    /// Metrics label of every `/v1/<app_id>` match on an API host.
-    api_route_id: Arc<str>,
+    /// Each app's route on the API hosts (`/v1/<app_id>`), by app id.
+    api: HashMap<Box<str>, CompiledRoute>,
+    /// How many routes there are: indexes run from 0 to `count - 1`.
+    count: usize,
 }
 
 impl RouteTable {
@@ -95,10 +109,31 @@ impl RouteTable {
             .collect();
         let mut table = RouteTable {
             api_hosts: spec.api_hosts.iter().map(|h| h.as_str().into()).collect(),
-            api_route_id: "api".into(),
             ..Default::default()
         };
-        for app in apps.values() {
+        // Metrics label of every `/v1/<app_id>` match on an API host.
+        let api_id: Arc<str> = "api".into();
+        for app in &spec.apps {
+            let Some(app) = apps.get(app.id.as_str()) else {
+                continue;
+            };
+            let route = CompiledRoute {
+                index: table.next_index(),
+                id: api_id.clone(),
+                prefix: "/v1/".into(),
+                rewrite: Some(app.api_rewrite.as_str().into()),
+                port: None,
+                max_body_bytes: app.max_body_bytes,
+                upstream: None,
+                auth: app.auth.clone(),
+                rpc: app.rpc.clone(),
+                cors: app.cors.clone(),
+                source: None,
+                app: app.clone(),
+            };
+            table.api.insert(app.id.as_str().into(), route);
+        }
+        for app in spec.apps.iter().filter_map(|a| apps.get(a.id.as_str())) {
             for host in &app.hostnames {
                 let route = RouteSpec {
                     id: Some(format!("host:{host}")),
@@ -117,13 +152,18 @@ impl RouteTable {
                     rpc: None,
                     cors: None,
                     limits: None,
+                    redirect: None,
+                    https_redirect: None,
+                    hsts: None,
+                    headers: None,
+                    security_headers: None,
                 };
-                table.insert(&route, app.clone());
+                table.insert(&route, None, app.clone());
             }
         }
         for route in spec.routes.iter().filter(|r| !r.is_l4()) {
             if let Some(app) = apps.get(route.app.as_str()) {
-                table.insert(route, app.clone());
+                table.insert(route, Some(Arc::new(route.clone())), app.clone());
             }
         }
         for routes in table.exact.values_mut().chain(table.wildcard.values_mut()) {
@@ -136,8 +176,14 @@ impl RouteTable {
         table
     }
 
-    fn insert(&mut self, spec: &RouteSpec, app: Arc<AppSpec>) {
+    fn next_index(&mut self) -> usize {
+        self.count += 1;
+        self.count - 1
+    }
+
+    fn insert(&mut self, spec: &RouteSpec, source: Option<Arc<RouteSpec>>, app: Arc<AppSpec>) {
         let route = CompiledRoute {
+            index: self.next_index(),
             id: spec.metrics_id().into(),
             prefix: spec.path_prefix.as_str().into(),
             rewrite: spec.rewrite_prefix.as_deref().map(Into::into),
@@ -147,6 +193,7 @@ impl RouteTable {
             auth: spec.auth.clone().or_else(|| app.auth.clone()),
             rpc: spec.rpc.clone().or_else(|| app.rpc.clone()),
             cors: spec.cors.clone().or_else(|| app.cors.clone()),
+            source,
             app,
         };
         let (map, key) = match spec.hostname.strip_prefix("*.") {
@@ -163,6 +210,22 @@ impl RouteTable {
     /// An app by id.
     pub fn app(&self, id: &str) -> Option<&Arc<AppSpec>> {
         self.apps.get(id)
+    }
+
+    /// How many routes the table holds; every [`Matched::index`] is below it.
+    pub fn route_count(&self) -> usize {
+        self.count
+    }
+
+    /// Every route, as a lookup would return it (with nothing to strip), in no
+    /// particular order; each index from 0 to [`Self::route_count`] appears once.
+    pub fn routes(&self) -> impl Iterator<Item = Matched<'_>> {
+        self.exact
+            .values()
+            .chain(self.wildcard.values())
+            .flatten()
+            .chain(self.api.values())
+            .map(|r| r.matched(0))
     }
 
     /// Finds the route for a normalised `host`, the listener `port` and a request `path`.
@@ -183,17 +246,7 @@ impl RouteTable {
         for routes in candidates {
             for r in routes {
                 if r.port.is_none_or(|p| p == port) && prefix_matches(&r.prefix, path) {
-                    return Ok(Matched {
-                        route_id: &r.id,
-                        app: &r.app,
-                        strip: r.prefix.len(),
-                        replace: r.rewrite.as_deref(),
-                        max_body_bytes: r.max_body_bytes,
-                        upstream: r.upstream.as_deref(),
-                        auth: r.auth.as_ref(),
-                        rpc: r.rpc.as_ref(),
-                        cors: r.cors.as_ref(),
-                    });
+                    return Ok(r.matched(r.prefix.len()));
                 }
             }
         }
@@ -206,18 +259,26 @@ impl RouteTable {
         if app_id.is_empty() {
             return Err(Miss::NoRoute);
         }
-        let app = self.apps.get(app_id).ok_or(Miss::UnknownApp(app_id))?;
-        Ok(Matched {
-            route_id: &self.api_route_id,
-            app,
-            strip: "/v1/".len() + app_id.len(),
-            replace: Some(&app.api_rewrite),
-            max_body_bytes: app.max_body_bytes,
-            upstream: None,
-            auth: app.auth.as_ref(),
-            rpc: app.rpc.as_ref(),
-            cors: app.cors.as_ref(),
-        })
+        let route = self.api.get(app_id).ok_or(Miss::UnknownApp(app_id))?;
+        Ok(route.matched("/v1/".len() + app_id.len()))
+    }
+}
+
+impl CompiledRoute {
+    fn matched(&self, strip: usize) -> Matched<'_> {
+        Matched {
+            index: self.index,
+            route_id: &self.id,
+            app: &self.app,
+            strip,
+            replace: self.rewrite.as_deref(),
+            max_body_bytes: self.max_body_bytes,
+            upstream: self.upstream.as_deref(),
+            auth: self.auth.as_ref(),
+            rpc: self.rpc.as_ref(),
+            cors: self.cors.as_ref(),
+            source: self.source.as_deref(),
+        }
     }
 }
 

@@ -5,6 +5,9 @@
 //! production gateway for long-lived streams wants (no total timeout, 600 s idle).
 
 use crate::auth::{ApiKeySpec, AuthPolicy, OidcIssuerSpec};
+use crate::gateway::{
+    HeaderRulesSpec, HstsSpec, HttpsRedirectSpec, RedirectSpec, SecurityHeadersSpec, Switch,
+};
 use crate::limits::LimitsSpec;
 use crate::rpc::{CorsSpec, RpcSpec};
 use serde::{Deserialize, Serialize};
@@ -110,6 +113,18 @@ pub struct AppSpec {
     /// Rate limits, concurrent-stream quota and budget for the whole app.
     #[serde(default)]
     pub limits: Option<LimitsSpec>,
+    /// Plaintext requests redirected to HTTPS, unless a route sets its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_redirect: Option<Switch<HttpsRedirectSpec>>,
+    /// `Strict-Transport-Security` on TLS answers, unless a route sets its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hsts: Option<Switch<HstsSpec>>,
+    /// Request and response header rules, unless a route sets its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<HeaderRulesSpec>,
+    /// Response security headers, unless a route sets its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_headers: Option<Switch<SecurityHeadersSpec>>,
     /// Why part of this app's config from the control service cannot be served
     /// (say, a limits block this proxy cannot parse). The app alone is refused (503)
     /// until it is fixed: failing open would drop its limits, failing the whole config
@@ -353,6 +368,21 @@ pub struct RouteSpec {
     /// budget stays the app's.
     #[serde(default)]
     pub limits: Option<LimitsSpec>,
+    /// Answers every request with a redirect to another host or path prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<RedirectSpec>,
+    /// Plaintext requests redirected to HTTPS here; the app's setting when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_redirect: Option<Switch<HttpsRedirectSpec>>,
+    /// `Strict-Transport-Security` here; the app's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hsts: Option<Switch<HstsSpec>>,
+    /// Header rules here; the app's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<HeaderRulesSpec>,
+    /// Response security headers here; the app's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_headers: Option<Switch<SecurityHeadersSpec>>,
 }
 
 impl RouteSpec {

@@ -56,10 +56,28 @@ pub struct CorsSpec {
     /// Response headers exposed besides the gRPC-Web and Connect ones.
     #[serde(default)]
     pub expose_headers: Vec<String>,
+    /// Methods a preflight may ask for (case-sensitive tokens); GET and POST, what
+    /// gRPC-Web and Connect use, by default.
+    #[serde(
+        default = "default_allow_methods",
+        skip_serializing_if = "is_default_allow_methods"
+    )]
+    pub allow_methods: Vec<String>,
 }
 
 fn default_max_age() -> u32 {
     7200
+}
+
+/// The methods preflights allow unless `allow_methods` says otherwise.
+pub const DEFAULT_ALLOW_METHODS: [&str; 2] = ["GET", "POST"];
+
+fn default_allow_methods() -> Vec<String> {
+    DEFAULT_ALLOW_METHODS.map(String::from).to_vec()
+}
+
+fn is_default_allow_methods(methods: &[String]) -> bool {
+    methods == DEFAULT_ALLOW_METHODS
 }
 
 impl CorsSpec {
@@ -95,15 +113,32 @@ impl CorsSpec {
             ));
         }
         for h in self.allowed_headers.iter().chain(&self.expose_headers) {
-            let token = !h.is_empty()
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-            if !token {
+            if !is_token(h) {
                 out.push((at.to_string(), "a header name is not valid"));
+            }
+        }
+        if self.allow_methods.is_empty() {
+            out.push((format!("{at}.allow_methods"), "list at least one method"));
+        }
+        for (i, m) in self.allow_methods.iter().enumerate() {
+            if !is_token(m) {
+                out.push((
+                    format!("{at}.allow_methods"),
+                    "a method is a token such as `PUT` (letters, digits, !#$%&'*+-.^_`|~)",
+                ));
+            } else if self.allow_methods[..i].contains(m) {
+                out.push((format!("{at}.allow_methods"), "a method is listed twice"));
             }
         }
         out
     }
+}
+
+/// An RFC 9110 token: what header names and methods are made of.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 impl RpcSpec {
@@ -123,5 +158,48 @@ impl RpcSpec {
             ));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cors(methods: Option<&str>) -> CorsSpec {
+        let line = methods.map_or(String::new(), |m| format!("allow_methods = {m}"));
+        toml::from_str(&format!("allowed_origins = [\"https://web.test\"]\n{line}")).unwrap()
+    }
+
+    #[test]
+    fn allow_methods_default_to_get_and_post_and_are_tokens() {
+        let default = cors(None);
+        assert_eq!(default.allow_methods, ["GET", "POST"]);
+        assert!(default.problems("cors").is_empty());
+        // The default is left out when written, so existing configs read back unchanged.
+        let json = serde_json::to_value(&default).unwrap();
+        assert!(json.get("allow_methods").is_none(), "{json}");
+
+        let custom = cors(Some("[\"GET\", \"PUT\", \"PATCH\"]"));
+        assert!(custom.problems("cors").is_empty());
+        let json = serde_json::to_value(&custom).unwrap();
+        assert_eq!(
+            json["allow_methods"],
+            serde_json::json!(["GET", "PUT", "PATCH"])
+        );
+
+        for (bad, why) in [
+            ("[]", "list at least one method"),
+            ("[\"GET POST\"]", "a method is a token"),
+            ("[\"\"]", "a method is a token"),
+            ("[\"PUT\", \"PUT\"]", "listed twice"),
+        ] {
+            let problems = cors(Some(bad)).problems("cors");
+            assert!(
+                problems
+                    .iter()
+                    .any(|(at, r)| at == "cors.allow_methods" && r.contains(why)),
+                "{bad}: {problems:?}"
+            );
+        }
     }
 }

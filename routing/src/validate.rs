@@ -163,6 +163,7 @@ fn check_rpc(r: &mut Report, at: &str, rpc: Option<&RpcSpec>, cors: Option<&Cors
 
 fn check_app(r: &mut Report, at: &str, app: &AppSpec) {
     check_rpc(r, at, app.rpc.as_ref(), app.cors.as_ref());
+    crate::validate_gateway::check_app(r, at, app);
     for problem in app.limits.iter().flat_map(|l| l.validate()) {
         r.add(format!("{at}.limits"), problem);
     }
@@ -317,6 +318,7 @@ fn check_route(
         r.add(format!("{at}.app"), format!("no app `{}`", route.app));
     }
     check_rpc(r, at, route.rpc.as_ref(), route.cors.as_ref());
+    crate::validate_gateway::check_route(r, at, route);
     if let Some(limits) = &route.limits {
         for problem in limits.validate() {
             r.add(format!("{at}.limits"), problem);
@@ -441,7 +443,8 @@ fn check_address(addr: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-fn is_app_id(id: &str) -> bool {
+/// An app id: 1 to 63 of `a-z 0-9 - _`, starting with a letter or digit.
+pub fn is_app_id(id: &str) -> bool {
     let b = id.as_bytes();
     !b.is_empty()
         && b.len() <= 63

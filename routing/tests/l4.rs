@@ -1,5 +1,7 @@
 //! L4 routes: port policy, one kind per port, SNI lookup and the no-SNI rule.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use tollgate_routing::{RoutingSpec, Snapshot};
 
 fn spec(routes: &str, policy: &str) -> RoutingSpec {

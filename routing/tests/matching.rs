@@ -1,5 +1,7 @@
 //! Route matching and validation against a spec written as the config file would be.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use tollgate_routing::matcher::Miss;
 use tollgate_routing::validate::cross_tenant_routes;
 use tollgate_routing::{AppStatus, RoutingSpec, Snapshot};
@@ -189,4 +191,61 @@ fn a_route_cannot_send_a_hostname_of_one_app_to_another() {
 fn unknown_fields_are_refused() {
     let bad = SPEC.replace("api_rewrite = \"/\"", "api_rewrit = \"/\"");
     assert!(toml::from_str::<RoutingSpec>(&bad).is_err());
+}
+
+#[test]
+fn every_route_has_one_dense_index_and_lookups_return_it() {
+    let s = snapshot();
+    let count = s.table.route_count();
+    // Two API routes (one per app), one hostname route, three configured routes.
+    assert_eq!(count, 6);
+    let mut seen = vec![None; count];
+    for m in s.table.routes() {
+        assert!(m.index < count, "index {} out of range", m.index);
+        assert!(seen[m.index].is_none(), "index {} given twice", m.index);
+        seen[m.index] = Some((m.route_id.to_string(), m.app.id.clone()));
+    }
+    let probes = [
+        ("api.example.com", 443, "/v1/acme/x"),
+        ("api.example.com", 443, "/v1/globex/x"),
+        ("acme.tenant.example", 443, "/"),
+        ("acme.tenant.example", 443, "/static/a"),
+        ("acme.tenant.example", 8443, "/static/a"),
+        ("x.wild.example", 443, "/"),
+    ];
+    let mut hit = Vec::new();
+    for (host, port, path) in probes {
+        let m = s.table.lookup(host, port, path).unwrap();
+        let (route, app) = seen[m.index]
+            .clone()
+            .expect("lookup index is a known route");
+        assert_eq!(
+            (route.as_str(), app.as_str()),
+            (&**m.route_id, m.app.id.as_str())
+        );
+        hit.push(m.index);
+    }
+    hit.sort_unstable();
+    hit.dedup();
+    assert_eq!(hit.len(), count, "each probe reaches a different route");
+    // A configured route carries its source; hostname and API routes do not.
+    let m = s
+        .table
+        .lookup("acme.tenant.example", 443, "/static/a")
+        .unwrap();
+    assert_eq!(m.source.map(|r| r.path_prefix.as_str()), Some("/static"));
+    assert!(
+        s.table
+            .lookup("acme.tenant.example", 443, "/")
+            .unwrap()
+            .source
+            .is_none()
+    );
+    assert!(
+        s.table
+            .lookup("api.example.com", 443, "/v1/acme/")
+            .unwrap()
+            .source
+            .is_none()
+    );
 }

@@ -26,7 +26,7 @@ pub const MAX_RANGE_DAYS: i64 = 366;
 
 async fn post_usage(State(api): Shared, body: Bytes) -> ApiResult {
     let batch: UsageBatch = parse(&body)?;
-    if let Err(problems) = batch.check() {
+    if let Err(problems) = crate::usage::check(&batch) {
         return Err(CommandError::Invalid {
             message: "usage batch refused; nothing was stored".into(),
             problems,

@@ -13,15 +13,29 @@
 //! - **Totals** ([`UsageStore::usage`]) are sums over the stored records of an
 //!   app per period, across nodes. A period is a [`Period`] (`YYYY-MM-DD`, UTC).
 //!
-//! Proxies use [`UsageBatch`] and [`Period`] too, so both sides share one
-//! format. The HTTP side is `crate::http::usage`; see `control/API.md`.
+//! The wire types ([`UsageBatch`], [`UsageRecord`], [`Period`]) and the rules a
+//! batch must pass ([`UsageBatch::check`]) live in [`tollgate_routing::usage`],
+//! which proxies build batches with, so both sides share one format; they are
+//! re-exported here. The HTTP side is `crate::http::usage`; see `control/API.md`.
 
-mod batch;
-mod period;
 mod store;
 
-pub use batch::{
-    MAX_COUNT, MAX_NODE_ID_BYTES, MAX_RECORDS_PER_BATCH, UsageBatch, UsageRecord, is_app_id,
-};
-pub use period::Period;
+use crate::commands::Problem;
+
 pub use store::{PeriodUsage, Recorded, UsageStore};
+pub use tollgate_routing::usage::{
+    MAX_COUNT, MAX_NODE_ID_BYTES, MAX_RECORDS_PER_BATCH, Period, UsageBatch, UsageRecord, is_app_id,
+};
+
+/// [`UsageBatch::check`], with its problems in the form the API answers with.
+pub fn check(batch: &UsageBatch) -> Result<(), Vec<Problem>> {
+    batch.check().map_err(|problems| {
+        problems
+            .into_iter()
+            .map(|p| Problem {
+                at: p.at,
+                reason: p.reason,
+            })
+            .collect()
+    })
+}

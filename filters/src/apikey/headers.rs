@@ -1,8 +1,8 @@
 //! Finding the API key a request presents.
 
 use super::KeyError;
+use crate::bearer::{self, BearerError};
 use http::HeaderMap;
-use http::header::AUTHORIZATION;
 
 /// The dedicated API key header.
 pub const API_KEY_HEADER: &str = "x-api-key";
@@ -14,24 +14,29 @@ pub fn looks_like_key(token: &str) -> bool {
 
 /// The API key a request presents, if any.
 ///
-/// Keys come from `Authorization: Bearer <sk_…|pk_…>` (scheme case-insensitive) or
-/// from `x-api-key`. Bearer tokens that are not API keys (JWTs) and other schemes are
-/// left for the OIDC filter: they yield `Ok(None)`. An `x-api-key` value is always
-/// taken as a key attempt. The returned string is not validated; [`KeyStore::verify`]
-/// parses it. Repeated headers carrying the same key are accepted; two different
-/// keys are [`KeyError::Ambiguous`], and a key-shaped value that is not visible ASCII
-/// is [`KeyError::Malformed`].
+/// Keys come from `Authorization: Bearer <sk_…|pk_…>`, read by [`bearer::from_headers`]
+/// (the one bearer parser), or from `x-api-key`. Well-formed bearer tokens that are not
+/// API keys (JWTs) and other schemes are left for the OIDC filter: they yield
+/// `Ok(None)`. Bearer credentials the parser refuses are [`KeyError::Malformed`] (two
+/// `Authorization` headers: [`KeyError::Ambiguous`]): what they meant is not guessed.
+/// An `x-api-key` value is always taken as a key attempt. The returned string is not
+/// validated; [`KeyStore::verify`] parses it. Repeated `x-api-key` headers carrying the
+/// same key as each other and as the bearer token are accepted; two different keys are
+/// [`KeyError::Ambiguous`], and an `x-api-key` value that is not visible ASCII is
+/// [`KeyError::Malformed`].
 ///
 /// [`KeyStore::verify`]: super::KeyStore::verify
 pub fn from_headers(headers: &HeaderMap) -> Result<Option<&str>, KeyError> {
     let mut found = None;
-    for v in headers.get_all(AUTHORIZATION) {
-        if let Some(key) = bearer_key(v.as_bytes())? {
-            merge(&mut found, key)?;
-        }
+    match bearer::from_headers(headers) {
+        Ok(Some(token)) if looks_like_key(token) => found = Some(token),
+        Ok(_) => {}
+        Err(BearerError::Malformed) => return Err(KeyError::Malformed),
+        Err(BearerError::Repeated) => return Err(KeyError::Ambiguous),
     }
     for v in headers.get_all(API_KEY_HEADER) {
-        let key = std::str::from_utf8(trim_ows(v.as_bytes())).map_err(|_| KeyError::Malformed)?;
+        let key =
+            std::str::from_utf8(bearer::trim_ows(v.as_bytes())).map_err(|_| KeyError::Malformed)?;
         if !key.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(KeyError::Malformed);
         }
@@ -51,43 +56,11 @@ fn merge<'a>(found: &mut Option<&'a str>, key: &'a str) -> Result<(), KeyError> 
     }
 }
 
-/// The key in an `Authorization: Bearer sk_…` value; `None` for other credentials.
-fn bearer_key(value: &[u8]) -> Result<Option<&str>, KeyError> {
-    let value = trim_ows(value);
-    let Some(sp) = value.iter().position(|&b| b == b' ') else {
-        return Ok(None);
-    };
-    let (scheme, token) = value.split_at(sp);
-    if !scheme.eq_ignore_ascii_case(b"bearer") {
-        return Ok(None);
-    }
-    let token = trim_ows(token);
-    if !(token.starts_with(b"sk_") || token.starts_with(b"pk_")) {
-        return Ok(None);
-    }
-    if !token.iter().all(|b| b.is_ascii_graphic()) {
-        return Err(KeyError::Malformed);
-    }
-    // All visible ASCII, hence UTF-8.
-    std::str::from_utf8(token)
-        .map(Some)
-        .map_err(|_| KeyError::Malformed)
-}
-
-fn trim_ows(mut v: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = v {
-        v = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = v {
-        v = rest;
-    }
-    v
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use http::HeaderValue;
+    use http::header::AUTHORIZATION;
 
     const K1: &str = "sk_live_acme_0123456789abcdefghijABCDEFGHIJzZ";
     const K2: &str = "pk_test_acme_0123456789abcdefghijABCDEFGHIJzZ";
@@ -115,8 +88,6 @@ mod tests {
         for v in [
             "Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln",
             "Basic dXNlcjpwYXNz",
-            "Bearer",
-            "Bearer ",
             "",
             &format!("Basic {K1}"),
             &format!("Bearer{K1}"),
@@ -129,6 +100,27 @@ mod tests {
             );
         }
         assert_eq!(from_headers(&HeaderMap::new()), Ok(None));
+    }
+
+    #[test]
+    fn bearer_credentials_the_parser_refuses_are_not_guessed_at() {
+        for v in [
+            "Bearer",
+            "Bearer ",
+            &format!("Bearer\t{K1}"),
+            &format!("Bearer {K1} x"),
+            "Bearer eyJ.a.b extra",
+        ] {
+            assert_eq!(
+                from_headers(&map(&[("authorization", v)])),
+                Err(KeyError::Malformed),
+                "{v:?}"
+            );
+        }
+        // Authorization is a singleton field: two are refused, even when equal.
+        let bearer = format!("Bearer {K1}");
+        let h = map(&[("authorization", &bearer), ("authorization", &bearer)]);
+        assert_eq!(from_headers(&h), Err(KeyError::Ambiguous));
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! CORS at the edge: preflights answered by the proxy, and the headers that let a
 //! browser on an allowed origin read gRPC-Web and Connect responses (statuses,
 //! messages, details and Connect's own headers), error responses included.
+//!
+//! A route's [`CorsSpec`] is compiled once into a [`CorsPolicy`] (the allowed methods
+//! and exposed headers as ready header values).
 
 use http::{HeaderMap, HeaderValue, Method, header};
 use tollgate_routing::CorsSpec;
@@ -27,8 +30,59 @@ const EXPOSED_HEADERS: &str = "grpc-status, grpc-message, grpc-status-details-bi
     grpc-encoding, connect-content-encoding, connect-accept-encoding, content-encoding, \
     x-request-id, x-tollgate-app-id, retry-after, ratelimit, ratelimit-policy";
 
-/// Methods gRPC-Web and Connect use (GET for Connect's idempotent calls).
-static ALLOWED_METHODS: HeaderValue = HeaderValue::from_static("GET, POST");
+/// Methods gRPC-Web and Connect use (GET for Connect's idempotent calls): the
+/// answer when `allow_methods` cannot be compiled, which validation prevents.
+static DEFAULT_METHODS: HeaderValue = HeaderValue::from_static("GET, POST");
+
+/// A route's CORS settings, compiled.
+#[derive(Debug, Clone)]
+pub struct CorsPolicy {
+    spec: CorsSpec,
+    /// `Access-Control-Allow-Methods` of every successful preflight.
+    allow_methods: HeaderValue,
+    /// `Access-Control-Expose-Headers` of every answer to an allowed origin.
+    expose: HeaderValue,
+}
+
+impl CorsPolicy {
+    pub fn new(spec: CorsSpec) -> Self {
+        let allow_methods = HeaderValue::from_str(&spec.allow_methods.join(", "))
+            .unwrap_or_else(|_| DEFAULT_METHODS.clone());
+        let expose = if spec.expose_headers.is_empty() {
+            HeaderValue::from_static(EXPOSED_HEADERS)
+        } else {
+            let mut s = String::from(EXPOSED_HEADERS);
+            for h in &spec.expose_headers {
+                s.push_str(", ");
+                s.push_str(h);
+            }
+            HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static(EXPOSED_HEADERS))
+        };
+        CorsPolicy {
+            spec,
+            allow_methods,
+            expose,
+        }
+    }
+
+    pub fn spec(&self) -> &CorsSpec {
+        &self.spec
+    }
+
+    /// The headers of a successful preflight answer (204), or why it is refused.
+    pub fn preflight(&self, req: &HeaderMap) -> Result<HeaderMap, Refusal> {
+        preflight(self, req)
+    }
+
+    /// Adds the CORS headers to an actual response when `origin` is allowed.
+    pub fn apply(&self, origin: &HeaderValue, resp: &mut HeaderMap) {
+        if !self.spec.allows(origin.as_bytes()) {
+            return;
+        }
+        allow_origin(&self.spec, origin, resp);
+        resp.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, self.expose.clone());
+    }
+}
 
 /// Why a preflight was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -48,8 +102,8 @@ pub fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
         && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
-/// The headers of a successful preflight answer (204), or why it is refused.
-pub fn preflight(spec: &CorsSpec, req: &HeaderMap) -> Result<HeaderMap, Refusal> {
+fn preflight(policy: &CorsPolicy, req: &HeaderMap) -> Result<HeaderMap, Refusal> {
+    let spec = &policy.spec;
     let origin = req.get(header::ORIGIN).ok_or(Refusal::Origin)?;
     if !spec.allows(origin.as_bytes()) {
         return Err(Refusal::Origin);
@@ -57,7 +111,8 @@ pub fn preflight(spec: &CorsSpec, req: &HeaderMap) -> Result<HeaderMap, Refusal>
     let method = req
         .get(header::ACCESS_CONTROL_REQUEST_METHOD)
         .map(HeaderValue::as_bytes);
-    if !matches!(method, Some(b"GET" | b"POST")) {
+    let allowed = method.is_some_and(|m| spec.allow_methods.iter().any(|a| a.as_bytes() == m));
+    if !allowed {
         return Err(Refusal::Method);
     }
     let mut out = HeaderMap::new();
@@ -78,7 +133,7 @@ pub fn preflight(spec: &CorsSpec, req: &HeaderMap) -> Result<HeaderMap, Refusal>
     allow_origin(spec, origin, &mut out);
     out.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
-        ALLOWED_METHODS.clone(),
+        policy.allow_methods.clone(),
     );
     out.insert(
         header::ACCESS_CONTROL_MAX_AGE,
@@ -89,25 +144,6 @@ pub fn preflight(spec: &CorsSpec, req: &HeaderMap) -> Result<HeaderMap, Refusal>
 
 fn asked_value(asked: &str) -> Result<HeaderValue, Refusal> {
     HeaderValue::from_str(asked).map_err(|_| Refusal::Header)
-}
-
-/// Adds the CORS headers to an actual response when `origin` is allowed.
-pub fn apply(spec: &CorsSpec, origin: &HeaderValue, resp: &mut HeaderMap) {
-    if !spec.allows(origin.as_bytes()) {
-        return;
-    }
-    allow_origin(spec, origin, resp);
-    let exposed = if spec.expose_headers.is_empty() {
-        HeaderValue::from_static(EXPOSED_HEADERS)
-    } else {
-        let mut s = String::from(EXPOSED_HEADERS);
-        for h in &spec.expose_headers {
-            s.push_str(", ");
-            s.push_str(h);
-        }
-        HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static(EXPOSED_HEADERS))
-    };
-    resp.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, exposed);
 }
 
 fn allow_origin(spec: &CorsSpec, origin: &HeaderValue, out: &mut HeaderMap) {
@@ -133,14 +169,15 @@ fn allow_origin(spec: &CorsSpec, origin: &HeaderValue, out: &mut HeaderMap) {
 mod tests {
     use super::*;
 
-    fn spec(origins: &[&str]) -> CorsSpec {
-        CorsSpec {
+    fn spec(origins: &[&str]) -> CorsPolicy {
+        CorsPolicy::new(CorsSpec {
             allowed_origins: origins.iter().map(|s| s.to_string()).collect(),
             allow_credentials: false,
             max_age_secs: 600,
             allowed_headers: vec!["x-custom".into()],
             expose_headers: vec![],
-        }
+            allow_methods: vec!["GET".into(), "POST".into()],
+        })
     }
 
     fn req(origin: &str, method: &str, headers: Option<&str>) -> HeaderMap {
@@ -162,15 +199,13 @@ mod tests {
     #[test]
     fn allowed_preflight_echoes_origin_and_headers() {
         let s = spec(&["https://web.test:8443"]);
-        let out = preflight(
-            &s,
-            &req(
+        let out = s
+            .preflight(&req(
                 "https://web.test:8443",
                 "POST",
                 Some("content-type,connect-protocol-version, X-Custom"),
-            ),
-        )
-        .unwrap();
+            ))
+            .unwrap();
         assert_eq!(
             out[header::ACCESS_CONTROL_ALLOW_ORIGIN],
             "https://web.test:8443"
@@ -187,15 +222,15 @@ mod tests {
     fn refusals() {
         let s = spec(&["https://web.test"]);
         assert_eq!(
-            preflight(&s, &req("https://evil.test", "POST", None)),
+            s.preflight(&req("https://evil.test", "POST", None)),
             Err(Refusal::Origin)
         );
         assert_eq!(
-            preflight(&s, &req("https://web.test", "DELETE", None)),
+            s.preflight(&req("https://web.test", "DELETE", None)),
             Err(Refusal::Method)
         );
         assert_eq!(
-            preflight(&s, &req("https://web.test", "POST", Some("x-other"))),
+            s.preflight(&req("https://web.test", "POST", Some("x-other"))),
             Err(Refusal::Header)
         );
     }
@@ -204,18 +239,40 @@ mod tests {
     fn responses_expose_grpc_headers_only_to_allowed_origins() {
         let s = spec(&["https://web.test"]);
         let mut out = HeaderMap::new();
-        apply(&s, &HeaderValue::from_static("https://evil.test"), &mut out);
+        s.apply(&HeaderValue::from_static("https://evil.test"), &mut out);
         assert!(out.is_empty());
-        apply(&s, &HeaderValue::from_static("https://web.test"), &mut out);
+        s.apply(&HeaderValue::from_static("https://web.test"), &mut out);
         let exposed = out[header::ACCESS_CONTROL_EXPOSE_HEADERS].to_str().unwrap();
         assert!(exposed.contains("grpc-status-details-bin"));
         assert!(exposed.contains("connect-content-encoding"));
     }
 
     #[test]
+    fn configured_methods_are_allowed_and_answered() {
+        let mut cfg = spec(&["https://web.test"]).spec().clone();
+        cfg.allow_methods = vec!["GET".into(), "PUT".into(), "PATCH".into()];
+        let s = CorsPolicy::new(cfg);
+        let out = s.preflight(&req("https://web.test", "PUT", None)).unwrap();
+        assert_eq!(out[header::ACCESS_CONTROL_ALLOW_METHODS], "GET, PUT, PATCH");
+        assert!(s.preflight(&req("https://web.test", "PATCH", None)).is_ok());
+        for refused in ["POST", "DELETE", "put"] {
+            assert_eq!(
+                s.preflight(&req("https://web.test", refused, None)),
+                Err(Refusal::Method),
+                "{refused}"
+            );
+        }
+        let default = spec(&["https://web.test"]);
+        let out = default
+            .preflight(&req("https://web.test", "GET", None))
+            .unwrap();
+        assert_eq!(out[header::ACCESS_CONTROL_ALLOW_METHODS], "GET, POST");
+    }
+
+    #[test]
     fn wildcard_without_credentials_answers_star() {
         let s = spec(&["*"]);
-        let out = preflight(&s, &req("https://any.test", "GET", None)).unwrap();
+        let out = s.preflight(&req("https://any.test", "GET", None)).unwrap();
         assert_eq!(out[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
     }
 }

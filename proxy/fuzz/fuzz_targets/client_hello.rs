@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tollgate_proxy::l4::client_hello::parse;
+use tollgate_proxy::fuzzing::client_hello::parse;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(info) = parse(data)

@@ -18,7 +18,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
-use tollgate_proxy::config::ProxyConfig;
+use tollgate_proxy::ProxyConfig;
 use tollgate_routing::path::normalize;
 use tollgate_routing::{RoutingSpec, Snapshot, validate};
 

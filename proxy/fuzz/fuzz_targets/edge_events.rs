@@ -22,8 +22,7 @@
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use tollgate_certs::{CertSource, CertStore};
-use tollgate_proxy::control_client::Update;
-use tollgate_proxy::control_client::persist::PersistedState;
+use tollgate_proxy::fuzzing::{PersistedState, Update};
 use tollgate_routing::limits::LimitsSpec;
 use tollgate_routing::validate::cross_tenant_routes;
 use tollgate_routing::{EdgeConfig, EdgeEvent, Snapshot, validate};

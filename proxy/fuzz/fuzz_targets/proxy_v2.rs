@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use tollgate_proxy::l4::proxy_v2::{decode, encode};
+use tollgate_proxy::fuzzing::proxy_v2::{decode, encode};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(d) = decode(data) {

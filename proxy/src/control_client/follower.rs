@@ -303,7 +303,12 @@ impl Follower {
             target.apply_parts(routing, certs)
         })
         .await
-        .unwrap_or_else(|e| Err(ConfigError::Invalid(format!("apply task failed: {e}"))));
+        .unwrap_or_else(|source| {
+            Err(ConfigError::Task {
+                what: "apply",
+                source,
+            })
+        });
         match &result {
             Ok(version) => {
                 self.status.set_serving(event_id);

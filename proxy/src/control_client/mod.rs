@@ -28,7 +28,7 @@ pub mod persist;
 mod poll;
 pub mod settings;
 
-pub use follower::{Follower, Outcome, Update};
+pub use follower::{Follower, Update};
 pub use settings::{ControlConfig, ControlSettings};
 
 use crate::state::Shared;

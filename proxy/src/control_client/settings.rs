@@ -70,12 +70,57 @@ impl fmt::Debug for ControlConfig {
     }
 }
 
+/// What is wrong with `[control]`; [`ConfigError::Control`] prefixes it with the table.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlConfigError {
+    #[error("needs grpc_url, http_url or both")]
+    NoUrl,
+    #[error("{key} `{url}`: {problem}")]
+    Url {
+        key: &'static str,
+        url: String,
+        problem: UrlProblem,
+    },
+    #[error("set token or token_env, not both")]
+    TokenTwice,
+    #[error("token_env: environment variable `{var}` is not set")]
+    TokenEnvUnset {
+        var: String,
+        source: std::env::VarError,
+    },
+    #[error("the token contains characters not allowed in a header")]
+    TokenNotHeaderSafe(#[source] http::header::InvalidHeaderValue),
+    #[error("node_id must not be empty")]
+    EmptyNodeId,
+    #[error("{field} must be at least {min}")]
+    TooSmall { field: &'static str, min: u64 },
+}
+
+/// Why a control service URL is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UrlProblem {
+    #[error("not a URL")]
+    NotAUrl(#[source] http::uri::InvalidUri),
+    #[error("needs http:// or https://")]
+    Scheme,
+    #[error("needs a host")]
+    NoHost,
+    #[error("must not have a query")]
+    Query,
+}
+
 impl ControlConfig {
     /// Checks what can be checked without the environment or the file system.
-    pub fn check(&self) -> Result<(), ConfigError> {
-        let invalid = |m: String| Err(ConfigError::Invalid(format!("[control] {m}")));
+    pub fn check(&self) -> Result<(), ControlConfigError> {
+        let at_least = |value: u64, field, min| {
+            if value < min {
+                Err(ControlConfigError::TooSmall { field, min })
+            } else {
+                Ok(())
+            }
+        };
         if self.grpc_url.is_none() && self.http_url.is_none() {
-            return invalid("needs grpc_url, http_url or both".into());
+            return Err(ControlConfigError::NoUrl);
         }
         for (key, url) in [("grpc_url", &self.grpc_url), ("http_url", &self.http_url)] {
             if let Some(url) = url {
@@ -83,23 +128,19 @@ impl ControlConfig {
             }
         }
         if self.token.is_some() && self.token_env.is_some() {
-            return invalid("set token or token_env, not both".into());
+            return Err(ControlConfigError::TokenTwice);
         }
         if self.node_id.as_deref().is_some_and(|n| n.trim().is_empty()) {
-            return invalid("node_id must not be empty".into());
+            return Err(ControlConfigError::EmptyNodeId);
         }
-        if self.usage_flush_interval_ms < 100 {
-            return invalid("usage_flush_interval_ms must be at least 100".into());
-        }
-        if self.poll_interval_ms < 50 {
-            return invalid("poll_interval_ms must be at least 50".into());
-        }
-        if self.reconnect_max_ms < 100 {
-            return invalid("reconnect_max_ms must be at least 100".into());
-        }
-        if self.fallback_after_failures == 0 {
-            return invalid("fallback_after_failures must be at least 1".into());
-        }
+        at_least(self.usage_flush_interval_ms, "usage_flush_interval_ms", 100)?;
+        at_least(self.poll_interval_ms, "poll_interval_ms", 50)?;
+        at_least(self.reconnect_max_ms, "reconnect_max_ms", 100)?;
+        at_least(
+            self.fallback_after_failures.into(),
+            "fallback_after_failures",
+            1,
+        )?;
         Ok(())
     }
 }
@@ -145,21 +186,20 @@ impl ControlSettings {
     ) -> Result<Self, ConfigError> {
         cfg.check()?;
         let base = config_path.parent().unwrap_or(Path::new("."));
-        let token = match (&cfg.token, &cfg.token_env) {
-            (Some(t), _) => Some(t.clone()),
-            (None, Some(var)) => Some(std::env::var(var).map_err(|_| {
-                ConfigError::Invalid(format!(
-                    "[control] token_env: environment variable `{var}` is not set"
-                ))
-            })?),
-            (None, None) => std::env::var(DEFAULT_TOKEN_ENV).ok(),
-        };
-        if let Some(t) = &token
-            && http::HeaderValue::from_str(&format!("Bearer {t}")).is_err()
-        {
-            return Err(ConfigError::Invalid(
-                "[control] the token contains characters not allowed in a header".into(),
-            ));
+        let token =
+            match (&cfg.token, &cfg.token_env) {
+                (Some(t), _) => Some(t.clone()),
+                (None, Some(var)) => Some(std::env::var(var).map_err(|source| {
+                    ControlConfigError::TokenEnvUnset {
+                        var: var.clone(),
+                        source,
+                    }
+                })?),
+                (None, None) => std::env::var(DEFAULT_TOKEN_ENV).ok(),
+            };
+        if let Some(t) = &token {
+            http::HeaderValue::from_str(&format!("Bearer {t}"))
+                .map_err(ControlConfigError::TokenNotHeaderSafe)?;
         }
         let state_dir = match &cfg.state_dir {
             Some(d) if d.is_relative() => base.join(d),
@@ -200,18 +240,22 @@ impl ControlSettings {
     }
 }
 
-fn parse_url(key: &str, url: &str) -> Result<Uri, ConfigError> {
-    let bad = |why: &str| ConfigError::Invalid(format!("[control] {key} `{url}`: {why}"));
-    let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
+fn parse_url(key: &'static str, url: &str) -> Result<Uri, ControlConfigError> {
+    let bad = |problem| ControlConfigError::Url {
+        key,
+        url: url.to_owned(),
+        problem,
+    };
+    let uri: Uri = url.parse().map_err(|e| bad(UrlProblem::NotAUrl(e)))?;
     match uri.scheme_str() {
         Some("http" | "https") => {}
-        _ => return Err(bad("needs http:// or https://")),
+        _ => return Err(bad(UrlProblem::Scheme)),
     }
     if uri.authority().is_none() {
-        return Err(bad("needs a host"));
+        return Err(bad(UrlProblem::NoHost));
     }
     if uri.query().is_some() {
-        return Err(bad("must not have a query"));
+        return Err(bad(UrlProblem::Query));
     }
     Ok(uri)
 }

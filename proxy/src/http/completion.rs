@@ -74,7 +74,8 @@ pub struct Completion {
     pub app: Option<Arc<AppSpec>>,
     pub protocol: &'static str,
     pub status: u16,
-    pub stream: Option<StreamGuard>,
+    /// Counts the stream as open until the exchange is recorded.
+    pub _stream: Option<StreamGuard>,
     pub in_flight: Option<InFlight>,
     pub access: Option<Box<AccessRecord>>,
     /// A slot of the app's concurrent-stream quota, freed when this is dropped.

@@ -52,8 +52,6 @@ pub enum ProxyError {
     /// A head the parser let through that the RFCs call malformed.
     #[error("malformed request: {}", .0.message())]
     Malformed(super::headers::Malformed),
-    #[error("the proxy is shutting down")]
-    Draining,
     /// TLS: the host is not served by the certificate this connection presented.
     #[error("this connection's certificate does not serve the requested host")]
     Misdirected,
@@ -89,9 +87,7 @@ impl ProxyError {
             MissingHost | BadRequest(_) | BadPath(_) => StatusCode::BAD_REQUEST,
             NoRoute | UnknownApp(_) => StatusCode::NOT_FOUND,
             Misdirected => StatusCode::MISDIRECTED_REQUEST,
-            Suspended(_) | Degraded(_) | NoHealthyEndpoint(_) | Draining => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Suspended(_) | Degraded(_) | NoHealthyEndpoint(_) => StatusCode::SERVICE_UNAVAILABLE,
             HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ClientBody(ClientFault::Timeout, _) => StatusCode::REQUEST_TIMEOUT,
@@ -128,7 +124,6 @@ impl ProxyError {
             UpstreamTimeout(_) => "upstream_timeout",
             UpstreamProtocol => "upstream_protocol_error",
             UpgradeUnsupported => "upgrade_unsupported",
-            Draining => "draining",
             Misdirected => "misdirected_request",
             Malformed(m) => m.reason(),
             Unauthenticated { .. } => "unauthenticated",
@@ -157,7 +152,7 @@ impl ProxyError {
             UpstreamTimeout(_) => Code::DeadlineExceeded,
             Malformed(_) => Code::InvalidArgument,
             Suspended(_) | Degraded(_) | NoHealthyEndpoint(_) | UpstreamConnect
-            | UpstreamProtocol | Draining => Code::Unavailable,
+            | UpstreamProtocol => Code::Unavailable,
             Unauthenticated { .. } => Code::Unauthenticated,
             Forbidden { .. } | CorsRefused(_) => Code::PermissionDenied,
             Rpc(code, _) => *code,

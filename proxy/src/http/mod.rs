@@ -1,5 +1,6 @@
 //! The HTTP request path: from a client request to an upstream response stream.
 
+mod attempt;
 pub mod body;
 pub mod client_body;
 pub mod completion;

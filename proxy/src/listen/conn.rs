@@ -28,11 +28,20 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::server::Acceptor;
 use tokio_rustls::server::TlsStream;
+use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor};
 
 /// The longest a connection may take to close after its graceful shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Why a TLS handshake failed, as counted in `tollgate_tls_handshakes_total`.
+enum HandshakeFailure {
+    /// No certificate covers the server name the client asked for (or none was sent
+    /// and there is no default).
+    NoCertificate,
+    Other,
+}
 
 /// A listener's name and the counters its connections share.
 pub(super) struct ListenerStats {
@@ -90,23 +99,46 @@ impl Conn {
         let handshakes = &self.shared.metrics.tls_handshakes;
         let listener = &*self.listener.name;
         let timeout = Duration::from_millis(self.shared.limits.tls_handshake_timeout_ms);
-        let result = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        let result = match tokio::time::timeout(timeout, self.accept(acceptor, stream)).await {
             Ok(Ok(tls)) => {
                 handshakes.with_label_values(&[listener, "ok"]).inc();
                 return Some(tls);
             }
-            Ok(Err(e)) => {
+            Ok(Err((failure, e))) => {
                 tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed");
-                if e.to_string().contains("no server certificate") {
-                    "no_certificate"
-                } else {
-                    "error"
+                match failure {
+                    HandshakeFailure::NoCertificate => "no_certificate",
+                    HandshakeFailure::Other => "error",
                 }
             }
             Err(_) => "timeout",
         };
         handshakes.with_label_values(&[listener, result]).inc();
         None
+    }
+
+    /// Reads the ClientHello, then completes the handshake with the listener's config.
+    ///
+    /// rustls reports a server name no certificate covers only as `Error::General`
+    /// text, so the resolver's store is asked first, with the name the resolver will
+    /// be given: a failed handshake for a name it does not cover is `NoCertificate`.
+    async fn accept(
+        &self,
+        acceptor: &TlsAcceptor,
+        stream: TcpStream,
+    ) -> Result<TlsStream<TcpStream>, (HandshakeFailure, std::io::Error)> {
+        let start = LazyConfigAcceptor::new(Acceptor::default(), stream)
+            .await
+            .map_err(|e| (HandshakeFailure::Other, e))?;
+        let hello = start.client_hello();
+        let failure = match self.shared.certs.current().resolve(hello.server_name()) {
+            Some(_) => HandshakeFailure::Other,
+            None => HandshakeFailure::NoCertificate,
+        };
+        start
+            .into_stream(acceptor.config().clone())
+            .await
+            .map_err(|e| (failure, e))
     }
 
     /// Serves HTTP on `io` until the connection ends, times out or drains.

@@ -44,8 +44,6 @@ pub enum ListenError {
         name: String,
         source: tollgate_certs::CertError,
     },
-    #[error("listener `{name}`: {reason}")]
-    Config { name: String, reason: String },
 }
 
 /// Binds every configured listener; fails without serving if any cannot bind.
@@ -54,9 +52,9 @@ pub async fn bind(configs: &[ListenerConfig], shared: &Shared) -> Result<Vec<Bou
     for c in configs {
         let tls = match &c.tls {
             Some(t) => {
-                let opts = t.options().map_err(|e| ListenError::Config {
+                let opts = t.options().map_err(|source| ListenError::Tls {
                     name: c.name.clone(),
-                    reason: e.to_string(),
+                    source,
                 })?;
                 let cfg = tollgate_certs::server_config(shared.certs.clone(), &opts).map_err(
                     |source| ListenError::Tls {

@@ -13,7 +13,6 @@ pub mod response;
 pub mod unary;
 
 use crate::http::errors::ProxyError;
-use crate::state::ProxyState;
 use http::{HeaderMap, Method, header};
 use std::time::Duration;
 use tollgate_filters::rpc::compression::accepts_gzip;
@@ -44,17 +43,11 @@ fn refuse(code: Code, message: impl Into<String>) -> ProxyError {
     ProxyError::Rpc(code, message.into())
 }
 
-/// The route's schema, when it names a descriptor set.
-pub fn schema_of<'a>(spec: &RpcSpec, state: &'a ProxyState) -> Option<&'a Schema> {
-    spec.descriptor_set
-        .as_deref()
-        .and_then(|name| state.schemas.get(name))
-}
-
-/// Reads the request head of a call to a gRPC service; `path` is the upstream path.
+/// Reads the request head of a call to a gRPC service; `path` is the upstream path
+/// and `schema` the route's descriptor set, when it names one.
 pub fn begin(
     spec: &RpcSpec,
-    state: &ProxyState,
+    schema: Option<&Schema>,
     protocol: Option<RpcProtocol>,
     method: &Method,
     headers: &HeaderMap,
@@ -92,7 +85,6 @@ pub fn begin(
         deadline = timeout::parse_grpc_timeout(v);
     }
     let json = protocol.codec() == Codec::Json;
-    let schema = schema_of(spec, state);
     // Only JSON and GET need the method's schema; binary calls skip the lookup.
     let schema_method = schema.filter(|_| json || get).and_then(|s| s.method(path));
     match (&schema_method, schema.is_some()) {

@@ -18,7 +18,7 @@ use tollgate_routing::RoutingSpec;
 /// Runtime upstreams of all apps.
 #[derive(Debug, Default)]
 pub struct Upstreams {
-    apps: HashMap<Box<str>, AppUpstreams>,
+    apps: HashMap<Box<str>, Arc<AppUpstreams>>,
 }
 
 /// The clusters of one app and how a request picks among them.
@@ -136,12 +136,12 @@ impl Upstreams {
                 HeaderValue::from_str(&app.id).unwrap_or(HeaderValue::from_static("invalid"));
             apps.insert(
                 app.id.as_str().into(),
-                AppUpstreams {
+                Arc::new(AppUpstreams {
                     app_header,
                     clusters,
                     default,
                     splits,
-                },
+                }),
             );
         }
         for c in &fresh {
@@ -150,11 +150,11 @@ impl Upstreams {
         Ok(Upstreams { apps })
     }
 
-    pub fn app(&self, id: &str) -> Option<&AppUpstreams> {
+    pub fn app(&self, id: &str) -> Option<&Arc<AppUpstreams>> {
         self.apps.get(id)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &AppUpstreams)> {
-        self.apps.iter().map(|(k, v)| (k.as_ref(), v))
+        self.apps.iter().map(|(k, v)| (k.as_ref(), &**v))
     }
 }

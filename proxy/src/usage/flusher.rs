@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tollgate_control::usage::{MAX_COUNT, UsageBatch, UsageRecord, is_app_id};
+use tollgate_routing::usage::{MAX_COUNT, UsageBatch, UsageRecord, is_app_id};
 
 /// Default time between drains.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);

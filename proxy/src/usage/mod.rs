@@ -1,5 +1,7 @@
 //! Usage records for billing: per app and UTC day, the requests, bytes in, bytes
 //! out and metered units this proxy served, flushed to the control service.
+//! The batches and days are `tollgate_routing::usage`'s, the format the control
+//! service stores.
 //!
 //! - [`UsageRecorder::record`] is called once per finished request. It adds to
 //!   per-app atomic counters found through a lock-free map: no global lock, no
@@ -15,7 +17,7 @@
 //!   `batch_seq` are reloaded) neither loses nor double counts.
 //! - The spool is bounded by merging, not by dropping: with
 //!   [`FlushConfig::max_pending`] batches waiting, new usage is summed into the
-//!   newest pending batch, which was never sent (see [`spool`]).
+//!   newest pending batch, which was never sent (see `spool.rs`).
 //! - A batch the service refuses for good (4xx other than 401, 403, 404, 408,
 //!   429) is kept as `usage-rejected-<seq>.json` beside the spool, logged and
 //!   counted (`tollgate_usage_batches_rejected_total`), and the next is sent.
@@ -29,7 +31,7 @@ mod flusher;
 mod metrics;
 mod recorder;
 mod send;
-pub mod spool;
+mod spool;
 
 pub use flusher::{
     DEFAULT_INTERVAL, DEFAULT_MAX_PENDING, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_MAX, FlushConfig,

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::SystemTime;
-use tollgate_control::usage::Period;
+use tollgate_routing::usage::Period;
 
 /// Usage of one finished request (or any amount to add).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -17,7 +17,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
-use tollgate_control::usage::{MAX_COUNT, UsageBatch, UsageRecord};
+use tollgate_routing::usage::{MAX_COUNT, UsageBatch, UsageRecord};
 
 /// Name of the spool file inside the spool folder.
 pub const SPOOL_FILE: &str = "usage-spool.json";
@@ -100,10 +100,6 @@ impl Spool {
         }
     }
 
-    pub fn max_pending(&self) -> usize {
-        self.max_pending
-    }
-
     /// Batches waiting, oldest first.
     pub fn len(&self) -> usize {
         self.pending.len()
@@ -124,6 +120,7 @@ impl Spool {
     }
 
     /// The `batch_seq` the next new batch gets.
+    #[cfg(test)]
     pub fn next_seq(&self) -> i64 {
         self.next_seq
     }

@@ -14,14 +14,15 @@ use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::Instant;
 use tokio::net::TcpListener;
+use tollgate_proto::TestServiceImpl;
 use tollgate_proto::test::v1::{
     EchoRequest, EchoResponse, ErrorDetail, StreamRequest, StreamResponse,
 };
 use tollgate_proto::testsvc::{ERROR_DETAIL_DOMAIN, ERROR_DETAIL_REASON};
-use tollgate_proto::{TestServiceImpl, serve};
 use tollgate_tests::client::{self, Sender, TestBody};
 use tollgate_tests::config::{Config, Files};
 use tollgate_tests::connect::{Call, CallResult, NodeClient, Outcome, RpcError, Transport};
+use tollgate_tests::grpc::serve_without_server_timer;
 use tollgate_tests::helpers::{WAIT, read_to_end};
 use tollgate_tests::proxy::ProxyProcess;
 use tollgate_tests::tls::{TestCert, client_config};
@@ -65,12 +66,14 @@ struct Setup {
 impl Setup {
     /// The test service (h2c) behind a proxy TLS listener `tls`, as two apps: `grpc.test`
     /// with the built-in descriptor set and CORS for [`ALLOWED_ORIGIN`], `bare.test` with
-    /// neither.
+    /// neither. The service runs without tonic's server-side deadline timer, so a call
+    /// over its deadline ends in `Slow`'s `deadline_exceeded` (or the proxy's), never in
+    /// that timer's `canceled`.
     async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let up = listener.local_addr().expect("addr");
         let svc = TestServiceImpl::new();
-        tokio::spawn(serve(listener, svc.clone()));
+        tokio::spawn(serve_without_server_timer(listener, svc.clone()));
         let cert = TestCert::new(&[HOST, BARE]);
         let cfg = Config::new()
             .tls_listener("tls", "")

@@ -12,7 +12,7 @@ use tollgate_proto::test::v1::{EchoRequest, ErrorDetail, FailRequest, SlowReques
 use tollgate_proto::testsvc::{ERROR_DETAIL_DOMAIN, ERROR_DETAIL_REASON};
 use tollgate_proto::{TestServiceImpl, serve};
 use tollgate_tests::config::{Config, Files};
-use tollgate_tests::grpc::{h2c_channel, tls_channel};
+use tollgate_tests::grpc::{UntimedChannel, h2c_channel, serve_without_server_timer, tls_channel};
 use tollgate_tests::helpers::WAIT;
 use tollgate_tests::proxy::ProxyProcess;
 use tollgate_tests::tls::{TestCert, client_config};
@@ -67,6 +67,21 @@ impl Setup {
         let ch = h2c_channel(self.proxy.addr("plain"), HOST)
             .await
             .expect("h2c channel");
+        TestServiceClient::new(ch)
+    }
+
+    /// A client whose calls carry their grpc-timeout without tonic arming a timer of
+    /// its own on it: TLS (ALPN h2) or h2c.
+    async fn untimed_client(&self, tls: bool) -> TestServiceClient<UntimedChannel> {
+        let (addr, tls) = if tls {
+            let cfg = client_config(&[&self.cert], &[b"h2"]);
+            (self.proxy.addr("tls"), Some(cfg))
+        } else {
+            (self.proxy.addr("plain"), None)
+        };
+        let ch = UntimedChannel::connect(addr, HOST, tls)
+            .await
+            .expect("untimed channel");
         TestServiceClient::new(ch)
     }
 
@@ -257,24 +272,48 @@ async fn failures_keep_code_message_and_details_through_the_proxy() {
 
 #[tokio::test]
 async fn deadline_shorter_than_the_call_gives_deadline_exceeded() {
-    let (up, _svc) = start_service().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let up = listener.local_addr().expect("addr");
+    tokio::spawn(serve_without_server_timer(listener, TestServiceImpl::new()));
     let setup = Setup::start(up);
-    for (kind, mut client) in setup.clients().await {
-        // grpc-timeout travels through the proxy; the service gives up before it runs out.
+    for (kind, tls) in [("tls", true), ("h2c", false)] {
+        // The deadline as a header only: the client arms no timer on it (tonic's
+        // `Channel` would, and its `CANCELLED` could come first); the proxy passes a
+        // native gRPC call's grpc-timeout on untouched and keeps no timer of its own on
+        // it (it does for the calls it translates: gRPC-Web, Connect); the service gives
+        // up when its budget is nearly spent. Nothing else can end the call, however slow
+        // the machine. Should the proxy come to enforce native deadlines too, its answer
+        // and the service's would race here: assert the code alone then.
+        let mut client = setup.untimed_client(tls).await;
         let mut req = Request::new(SlowRequest { delay_ms: 10_000 });
-        req.set_timeout(Duration::from_millis(300));
+        req.metadata_mut()
+            .insert("grpc-timeout", "300m".parse().expect("value"));
         let status = in_time(client.slow(req))
             .await
             .expect("in time")
             .expect_err("deadline");
         assert_eq!(status.code(), Code::DeadlineExceeded, "{kind}: {status:?}");
-        // Within the deadline the call succeeds.
+        // The service's own answer, with the deadline it received: 300 ms.
+        assert_eq!(
+            status.message(),
+            "delay of 10000ms exceeds the 300ms deadline",
+            "{kind}: {status:?}"
+        );
+        assert_eq!(
+            status.metadata().get("x-tollgate-app-id").expect("app id"),
+            "grpc",
+            "{kind}: the answer came through the proxy"
+        );
+    }
+
+    // Within the deadline the call succeeds.
+    for (kind, mut client) in setup.clients().await {
         let mut req = Request::new(SlowRequest { delay_ms: 1 });
         req.set_timeout(Duration::from_secs(30));
         let ok = in_time(client.slow(req))
             .await
             .expect("in time")
-            .expect("slow call");
+            .unwrap_or_else(|s| panic!("{kind}: {s:?}"));
         assert_eq!(ok.into_inner().message, "slept 1ms");
     }
 }

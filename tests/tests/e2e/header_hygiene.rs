@@ -383,8 +383,10 @@ async fn a_followed_log_holding_such_a_route_costs_only_that_route() {
 async fn a_budget_follows_its_on_backend_error_with_the_store_down_and_no_rate_rules() {
     let mut store = Private::start();
     let up = Upstream::start("web").await;
+    // A store that is down refuses connections at once; the timeout only has to be long
+    // enough for a store that is up (first connection included) on a busy machine.
     let mut cfg = Config::new().listener("http").raw(&format!(
-        "[rate_limiting]\nredis_url = \"{}\"\nredis_timeout_ms = 200\nbudget_store = \"redis\"\n\
+        "[rate_limiting]\nredis_url = \"{}\"\nredis_timeout_ms = 1000\nbudget_store = \"redis\"\n\
          key_prefix = \"{}\"",
         store.url(),
         redis::prefix("budget-policy")

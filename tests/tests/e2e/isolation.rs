@@ -204,6 +204,9 @@ async fn serves(proxy: &ProxyProcess, host: &str) {
     .await;
 }
 
+/// Seconds the short-lived certificate stays valid after it is made.
+const LAPSE: u64 = 10;
+
 #[tokio::test]
 async fn a_certificate_that_lapses_under_the_control_service_takes_no_tenant_down() {
     let mut cp = ControlProcess::start()
@@ -211,9 +214,10 @@ async fn a_certificate_that_lapses_under_the_control_service_takes_no_tenant_dow
         .expect("control service starts");
     let upstream = Upstream::start("up").await;
     tenant(&cp, "alpha", "a.test", &upstream).await;
-    // Valid when uploaded (the API checks), lapsing a few seconds later.
+    // Valid when uploaded (the API checks) and when the proxy first loads it, lapsing
+    // seconds later: 10 s leaves a busy machine room for the upload and the start.
     let now = now_unix();
-    let short = TestCert::valid_between(&["a.test"], now - DAY, now + 3);
+    let short = TestCert::valid_between(&["a.test"], now - DAY, now + LAPSE);
     let (status, v) = cp
         .api(
             "POST",
@@ -227,7 +231,7 @@ async fn a_certificate_that_lapses_under_the_control_service_takes_no_tenant_dow
     let config = edge_config(&cp, state.path());
     let proxy = ProxyProcess::start(&config, &[]).expect("proxy starts");
     serves(&proxy, "a.test").await;
-    wait_past(now + 3).await;
+    wait_past(now + LAPSE).await;
 
     // Every later change still reaches the edge.
     let last = tenant(&cp, "beta", "b.test", &upstream).await;

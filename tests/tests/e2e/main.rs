@@ -11,6 +11,7 @@ mod connect_browser;
 mod connections;
 mod control_e2e;
 mod forwarding;
+mod gateway_filters;
 mod grpc;
 mod header_hygiene;
 mod isolation;

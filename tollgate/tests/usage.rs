@@ -2,6 +2,8 @@
 //! on SQLite): totals read back from `GET /api/v1/apps/{app}/usage` equal what was
 //! recorded, through a control outage, lost answers and a proxy restart.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use prometheus::Registry;
 use serde_json::Value;
 use std::future::Future;

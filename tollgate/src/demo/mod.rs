@@ -9,13 +9,12 @@
 mod seed;
 mod upstreams;
 
-use crate::config::ConfigError;
-use crate::server::{self, RunOptions, ServerError};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 use tollgate_control::ControlOptions;
 use tollgate_filters::apikey;
+use tollgate_proxy::{RunOptions, ServerError};
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -38,16 +37,37 @@ pub struct DemoArgs {
 
 const DOMAIN: &str = "tollgate.localhost";
 
-fn demo_err(what: &str, e: impl std::fmt::Display) -> ServerError {
-    ServerError::Config(ConfigError::Invalid(format!("demo {what}: {e}")))
+/// Why the demo stopped: a piece of it could not be set up, or the proxy stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// Setting up `what` (the certificate, the control service, seeding) failed.
+    #[error("demo {what}: {source}")]
+    Setup {
+        what: &'static str,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn demo_err(
+    what: &'static str,
+    e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> DemoError {
+    DemoError::Setup {
+        what,
+        source: e.into(),
+    }
 }
 
 /// A random 32-character base62 token.
-fn token() -> Result<String, ServerError> {
+fn token() -> Result<String, DemoError> {
     apikey::random_base62(apikey::SECRET_LEN).map_err(|e| demo_err("token", e))
 }
 
-pub async fn run(args: DemoArgs) -> Result<(), ServerError> {
+pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     let dir = args
         .dir
         .clone()
@@ -130,7 +150,7 @@ state_dir = "state"
         control.http_addr,
         tenants.globex,
     );
-    let served = server::run(RunOptions {
+    let served = tollgate_proxy::run(RunOptions {
         config: path,
         ready_file: None,
         poll: Duration::from_secs(1),
@@ -138,7 +158,7 @@ state_dir = "state"
     .await;
     control.shutdown();
     let _ = control.wait().await;
-    served
+    Ok(served?)
 }
 
 const ECHO: &str = "tollgate.test.v1.TestService/Echo";

@@ -2,7 +2,8 @@
 //! is stored. Proxies build the same types, so both sides agree on the format.
 
 use super::Period;
-use crate::commands::Problem;
+use crate::validate::Problem;
+pub use crate::validate::is_app_id;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
@@ -52,7 +53,8 @@ impl UsageRecord {
 }
 
 impl UsageBatch {
-    /// Every reason the batch cannot be stored (at most 20), or `Ok`.
+    /// Every reason the control service refuses to store the batch (at most 20),
+    /// each located by a path such as `records[3].period`, or `Ok`.
     pub fn check(&self) -> Result<(), Vec<Problem>> {
         let mut problems = Vec::new();
         let mut add = |at: String, reason: String| {
@@ -123,17 +125,6 @@ impl UsageBatch {
             Err(problems)
         }
     }
-}
-
-/// The rule of `tollgate_routing`'s validator for app ids, so every app a proxy
-/// serves can be billed.
-pub fn is_app_id(id: &str) -> bool {
-    let b = id.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b[0].is_ascii_alphanumeric()
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'_')
 }
 
 #[cfg(test)]

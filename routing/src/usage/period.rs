@@ -3,11 +3,13 @@
 use std::fmt;
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
-use tollgate_certs::{civil_from_days, days_from_civil};
+use time::{Date, Month};
 
 const SECONDS_PER_DAY: u64 = 86_400;
 /// 9999-12-31: four-digit years only, so periods sort as text.
 const LAST_DAY: i64 = 2_932_896;
+/// Julian day number of 1970-01-01.
+const UNIX_EPOCH_JULIAN_DAY: i64 = 2_440_588;
 
 /// A UTC day from 1970-01-01 to 9999-12-31.
 ///
@@ -53,21 +55,33 @@ impl Period {
             })
         };
         let (y, m, d) = (number(0..4)?, number(5..7)?, number(8..10)?);
-        if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-            return None;
-        }
-        let days = days_from_civil(y, m, d);
-        // A day past the month's end (2026-02-30) lands in the next month.
-        (civil_from_days(days) == (y, m, d))
-            .then_some(())
-            .and_then(|()| Period::from_unix_days(days))
+        // `time` refuses a month outside 1-12 and a day past the month's end (2026-02-30).
+        let month = Month::try_from(u8::try_from(m).ok()?).ok()?;
+        let date =
+            Date::from_calendar_date(i32::try_from(y).ok()?, month, u8::try_from(d).ok()?).ok()?;
+        Period::from_unix_days(i64::from(date.to_julian_day()) - UNIX_EPOCH_JULIAN_DAY)
+    }
+
+    /// The calendar date of this day.
+    fn date(self) -> Date {
+        // `days` is within 1970-01-01..=9999-12-31, which `time` always represents.
+        i32::try_from(self.days + UNIX_EPOCH_JULIAN_DAY)
+            .ok()
+            .and_then(|j| Date::from_julian_day(j).ok())
+            .unwrap_or(Date::MIN)
     }
 }
 
 impl fmt::Display for Period {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (y, m, d) = civil_from_days(self.days);
-        write!(f, "{y:04}-{m:02}-{d:02}")
+        let date = self.date();
+        write!(
+            f,
+            "{:04}-{:02}-{:02}",
+            date.year(),
+            u8::from(date.month()),
+            date.day()
+        )
     }
 }
 
@@ -78,8 +92,6 @@ impl FromStr for Period {
         Period::parse(s).ok_or_else(|| format!("`{s}` is not a date (YYYY-MM-DD, UTC)"))
     }
 }
-
-// Howard Hinnant's civil calendar algorithms (proleptic Gregorian).
 
 #[cfg(test)]
 mod tests {
@@ -125,6 +137,40 @@ mod tests {
         }
         assert!(Period::from_unix_days(-1).is_none());
         assert!(Period::from_unix_days(LAST_DAY + 1).is_none());
+    }
+
+    #[test]
+    fn leap_years_and_month_ends() {
+        // Divisible by 4 leaps, by 100 does not, by 400 does.
+        for (text, real) in [
+            ("2024-02-29", true),
+            ("2025-02-29", false),
+            ("2100-02-29", false),
+            ("2000-02-29", true),
+            ("2400-02-29", true),
+            ("2026-01-31", true),
+            ("2026-06-31", false),
+            ("2026-09-30", true),
+            ("2026-12-31", true),
+            ("2026-12-32", false),
+        ] {
+            assert_eq!(Period::parse(text).is_some(), real, "{text}");
+        }
+        // Consecutive days across a leap day and a year end.
+        let feb28 = Period::parse("2024-02-28").unwrap().unix_days();
+        let next: Vec<String> = (feb28..feb28 + 3)
+            .map(|d| Period::from_unix_days(d).unwrap().to_string())
+            .collect();
+        assert_eq!(next, ["2024-02-28", "2024-02-29", "2024-03-01"]);
+        let dec31 = Period::parse("2026-12-31").unwrap().unix_days();
+        assert_eq!(
+            Period::from_unix_days(dec31 + 1).unwrap().to_string(),
+            "2027-01-01"
+        );
+        assert_eq!(
+            Period::parse("2026-03-01").unwrap().date().previous_day(),
+            Date::from_calendar_date(2026, Month::February, 28).ok()
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The proxy following a control service: a fake `EdgeFeed` on the real tonic server,
 //! a fake HTTP control API on hyper, and the real `tollgate` binary in between.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;

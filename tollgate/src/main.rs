@@ -1,12 +1,18 @@
 //! The `tollgate` command: `proxy` runs the data plane from a config file, `demo`
 //! runs it with demo tenants on this machine, `control` runs the control service
 //! (see control/API.md).
+//!
+//! A thin crate over both sides: it parses the command line and hands over to
+//! `tollgate-proxy` or `tollgate-control`, which know nothing of each other. What
+//! runs a request or stores an event belongs in those crates, not here.
+
+mod demo;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use tollgate_proxy::{config, demo, server};
+use tollgate_proxy::LogFormat;
 
 #[derive(Parser)]
 #[command(name = "tollgate", version, about = "Multi-tenant edge proxy")]
@@ -60,7 +66,7 @@ fn main() -> ExitCode {
             config: path,
             check: true,
             ..
-        } => match config::load(&path) {
+        } => match tollgate_proxy::load_config(&path) {
             Ok(l) if l.config.control.is_some() => {
                 println!("{}: ok (routing from the control service)", path.display());
                 Ok(())
@@ -73,7 +79,7 @@ fn main() -> ExitCode {
                     l.routing.routes.len(),
                     l.certs.len()
                 );
-                let now = tollgate_proxy::clock::now_unix();
+                let now = tollgate_proxy::now_unix();
                 for s in l
                     .certs
                     .summary_list()
@@ -96,7 +102,7 @@ fn main() -> ExitCode {
             poll_ms,
             ..
         } => runtime
-            .block_on(server::run(server::RunOptions {
+            .block_on(tollgate_proxy::run(tollgate_proxy::RunOptions {
                 config,
                 ready_file,
                 poll: Duration::from_millis(poll_ms.max(100)),
@@ -104,10 +110,10 @@ fn main() -> ExitCode {
             .map_err(|e| e.to_string()),
         Command::Demo(args) => runtime.block_on(demo::run(args)).map_err(|e| e.to_string()),
         Command::Control { options, log_json } => {
-            tollgate_proxy::logging::init(if log_json {
-                config::LogFormat::Json
+            tollgate_proxy::init_logging(if log_json {
+                LogFormat::Json
             } else {
-                config::LogFormat::Text
+                LogFormat::Text
             });
             runtime
                 .block_on(tollgate_control::run(options))

@@ -1,0 +1,101 @@
+//! Rate limits, the concurrent-stream quota and the budget: admits the request or
+//! refuses it (429, or the RPC equivalent) before anything reaches the upstream, and
+//! for an admitted request with a budget, starts the stream filter that pays for each
+//! response message or byte as it streams.
+
+use super::{HeadFilter, RequestCx, Step};
+use crate::limits::AppLimits;
+use crate::limits::admit::admit;
+use crate::limits::meter::{BudgetFilter, Units};
+use crate::metrics::Metrics;
+use std::sync::Arc;
+use tollgate_filters::budget::Meter;
+use tollgate_filters::limit::RequestKeys;
+use tollgate_filters::rpc::schema::FieldPath;
+use tollgate_filters::rpc::{MethodSchema, Schema};
+use tollgate_routing::BudgetUnit;
+
+#[derive(Debug)]
+pub struct Admission {
+    /// The route's limits, else its app's.
+    limits: Arc<AppLimits>,
+    /// The route's schema: a field budget reads the response type, even for binary calls.
+    schema: Option<Schema>,
+}
+
+impl Admission {
+    pub fn new(limits: Arc<AppLimits>, schema: Option<Schema>) -> Self {
+        Admission { limits, schema }
+    }
+}
+
+impl HeadFilter for Admission {
+    fn on_request<'a>(
+        &'a self,
+        head: &'a mut http::request::Parts,
+        cx: &'a mut RequestCx<'_>,
+    ) -> Step<'a> {
+        Step::Wait(Box::pin(async move {
+            let app = cx.plan.app.id.as_str();
+            let keys = RequestKeys {
+                app,
+                api_key: cx.identity.as_ref().and_then(|i| i.key_id.as_deref()),
+                subject: cx.identity.as_ref().map(|i| i.subject.as_str()),
+                client_ip: Some(cx.conn.client.ip()),
+                headers: Some(&head.headers),
+            };
+            let limits = &*self.limits;
+            let admission =
+                admit(limits, &cx.shared.limit_engine, &cx.shared.metrics, &keys).await?;
+            cx.permit = admission.permit;
+            let Some(meter) = admission.meter else {
+                return Ok(None);
+            };
+            let method = match &cx.rpc {
+                Some(call) => match (&call.method, &limits.unit) {
+                    (None, BudgetUnit::Field(_)) => self
+                        .schema
+                        .as_ref()
+                        .and_then(|s| s.method(cx.upstream_path)),
+                    (method, _) => method.clone(),
+                },
+                // Plain HTTP has no messages: only bytes are metered as they stream.
+                None if limits.unit == BudgetUnit::Bytes => None,
+                None => return Ok(None),
+            };
+            let filter = budget_filter(limits, meter, method.as_ref(), &cx.shared.metrics);
+            cx.units = Some(filter.spent.clone());
+            cx.meter = Some(Box::new(filter));
+            Ok(None)
+        }))
+    }
+}
+
+/// The stream filter paying for each response message from the app's budget.
+fn budget_filter(
+    limits: &AppLimits,
+    meter: Meter,
+    method: Option<&MethodSchema>,
+    metrics: &Arc<Metrics>,
+) -> BudgetFilter {
+    let units = match &limits.unit {
+        BudgetUnit::Bytes => Units::Bytes,
+        BudgetUnit::Field(path) => {
+            match method.and_then(|m| FieldPath::resolve(m.output(), path)) {
+                Some(field) => Units::Field(field),
+                None => {
+                    tracing::warn!(app = %limits.app, field = %path, "budget field not in the route's schema; metering messages");
+                    Units::Messages
+                }
+            }
+        }
+        BudgetUnit::Messages | BudgetUnit::Requests => Units::Messages,
+    };
+    BudgetFilter::new(
+        meter,
+        units,
+        limits.app.clone(),
+        metrics.clone(),
+        limits.budget_fails_open(),
+    )
+}

@@ -1,0 +1,72 @@
+//! Credentials: runs the route's auth policy (API key or OIDC access token), counts
+//! the result per app, refuses with 401 or 403, and passes the verified identity to
+//! the upstream in the identity headers.
+
+use super::{HeadFilter, RequestCx, Step};
+use crate::auth::{self, AuthFailure};
+use crate::http::errors::ProxyError;
+use http::HeaderMap;
+use tollgate_routing::AuthPolicy;
+
+#[derive(Debug)]
+pub struct Auth {
+    app: String,
+    policy: AuthPolicy,
+}
+
+impl Auth {
+    pub fn new(app: &str, policy: AuthPolicy) -> Self {
+        Auth {
+            app: app.to_string(),
+            policy,
+        }
+    }
+
+    fn refusal(&self, failure: AuthFailure) -> ProxyError {
+        tracing::debug!(
+            app = %self.app,
+            reason = failure.reason(),
+            "request refused by auth policy"
+        );
+        if failure.is_forbidden() {
+            ProxyError::Forbidden {
+                scope: failure == AuthFailure::InsufficientScope,
+            }
+        } else {
+            ProxyError::Unauthenticated {
+                invalid: failure != AuthFailure::Missing,
+            }
+        }
+    }
+}
+
+impl HeadFilter for Auth {
+    fn on_request<'a>(
+        &'a self,
+        head: &'a mut http::request::Parts,
+        cx: &'a mut RequestCx<'_>,
+    ) -> Step<'a> {
+        Step::Wait(Box::pin(async move {
+            let result =
+                auth::authenticate(&cx.state.auth, &self.policy, &self.app, &head.headers).await;
+            let label = match &result {
+                Ok(id) if id.method == "api_key" => "ok_api_key",
+                Ok(_) => "ok_token",
+                Err(f) => f.reason(),
+            };
+            cx.shared
+                .metrics
+                .auth_results
+                .with_label_values(&[self.app.as_str(), label])
+                .inc();
+            cx.identity = Some(result.map_err(|f| self.refusal(f))?);
+            Ok(None)
+        }))
+    }
+
+    fn on_upstream_request(&self, cx: &RequestCx<'_>, headers: &mut HeaderMap) {
+        if let (Some(id), Some(ups)) = (&cx.identity, &cx.plan.upstreams) {
+            auth::set_identity_headers(headers, id, &ups.app_header);
+        }
+    }
+}
