@@ -27,7 +27,8 @@ pub struct Attempt<'a> {
     pub path_and_query: PathAndQuery,
     /// Only bodies known in full can be sent again: streamed bodies are never buffered.
     pub retryable: bool,
-    /// The call's own deadline: no point waiting longer for response headers.
+    /// The call's own deadline (gRPC, gRPC-Web, Connect): no point waiting longer for
+    /// response headers, and a wait it ends is not the endpoint's failure.
     pub deadline: Option<Duration>,
 }
 
@@ -69,6 +70,12 @@ impl Attempt<'_> {
         } else {
             Version::HTTP_11
         };
+        // No point waiting past the call's own deadline; when that is what ends the
+        // wait, the endpoint is not at fault.
+        let (wait, client_deadline) = match self.deadline {
+            Some(d) if d < cluster.response_header_timeout => (d, true),
+            _ => (cluster.response_header_timeout, false),
+        };
         cluster.retry.deposit();
         let mut body = Some(body);
         let mut exclude = None;
@@ -106,9 +113,6 @@ impl Attempt<'_> {
             *up.headers_mut() = headers;
 
             let in_flight = ep.begin();
-            let wait = self.deadline.map_or(cluster.response_header_timeout, |d| {
-                d.min(cluster.response_header_timeout)
-            });
             let sent = tokio::time::timeout(wait, cluster.client.request(up)).await;
             let err = match sent {
                 Ok(Ok(resp)) => {
@@ -137,6 +141,8 @@ impl Attempt<'_> {
                 Err(_) if exchange.is_some_and(Exchange::waiting_on_client) => {
                     return Err(ProxyError::client_body(ClientFault::Timeout));
                 }
+                // The call's own deadline, shorter than the cluster's wait, ran out.
+                Err(_) if client_deadline => return Err(ProxyError::DeadlineExceeded(wait)),
                 Err(_) => {
                     tracing::warn!(app = self.app_id, endpoint = %ep.address, "upstream response headers timed out");
                     ProxyError::UpstreamTimeout(wait)

@@ -40,6 +40,10 @@ pub enum ProxyError {
     UpstreamConnect,
     #[error("upstream sent no response headers within {0:?}")]
     UpstreamTimeout(Duration),
+    /// The call's own deadline (`grpc-timeout`, `connect-timeout-ms`) ran out first:
+    /// the client's choice, never counted against the endpoint.
+    #[error("the call's deadline of {0:?} passed before the upstream answered")]
+    DeadlineExceeded(Duration),
     #[error("upstream connection failed before a response")]
     UpstreamProtocol,
     #[error("protocol upgrades need an HTTP/1.1 upstream")]
@@ -93,7 +97,7 @@ impl ProxyError {
             ClientBody(ClientFault::Timeout, _) => StatusCode::REQUEST_TIMEOUT,
             ClientBody(..) => StatusCode::BAD_REQUEST,
             UpstreamConnect | UpstreamProtocol | UpgradeUnsupported => StatusCode::BAD_GATEWAY,
-            UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamTimeout(_) | DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
             Malformed(_) => StatusCode::BAD_REQUEST,
             Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             Forbidden { .. } | CorsRefused(_) => StatusCode::FORBIDDEN,
@@ -122,6 +126,7 @@ impl ProxyError {
             NoHealthyEndpoint(_) => "no_healthy_upstream",
             UpstreamConnect => "upstream_connect_failed",
             UpstreamTimeout(_) => "upstream_timeout",
+            DeadlineExceeded(_) => "deadline_exceeded",
             UpstreamProtocol => "upstream_protocol_error",
             UpgradeUnsupported => "upgrade_unsupported",
             Misdirected => "misdirected_request",
@@ -149,7 +154,7 @@ impl ProxyError {
             HeadersTooLarge(_) | BodyTooLarge(_) | RateLimited(_) | TooManyStreams
             | BudgetExceeded => Code::ResourceExhausted,
             LimitBackend | Misdirected => Code::Unavailable,
-            UpstreamTimeout(_) => Code::DeadlineExceeded,
+            UpstreamTimeout(_) | DeadlineExceeded(_) => Code::DeadlineExceeded,
             Malformed(_) => Code::InvalidArgument,
             Suspended(_) | Degraded(_) | NoHealthyEndpoint(_) | UpstreamConnect
             | UpstreamProtocol => Code::Unavailable,

@@ -207,6 +207,8 @@ async fn forward<'a>(
     ctx.done.permit = cx.permit.take();
     ctx.done.units = cx.units.take();
     let meter = cx.meter.take();
+    // Native gRPC passes through untranslated, but its deadline still bounds the wait.
+    let deadline = cx.rpc.as_ref().and_then(|c| c.deadline);
     let rpc_call = cx.rpc.take().filter(|c| c.translates() || meter.is_some());
 
     let cluster = match &plan.cluster {
@@ -260,7 +262,7 @@ async fn forward<'a>(
         headers: head.headers,
         path_and_query,
         retryable: body.replay().is_some(),
-        deadline: rpc_call.as_ref().and_then(|c| c.deadline),
+        deadline,
     };
     let (resp, in_flight) = attempt
         .send(&ctx.shared.metrics, body, exchange.as_deref())

@@ -278,12 +278,11 @@ async fn deadline_shorter_than_the_call_gives_deadline_exceeded() {
     let setup = Setup::start(up);
     for (kind, tls) in [("tls", true), ("h2c", false)] {
         // The deadline as a header only: the client arms no timer on it (tonic's
-        // `Channel` would, and its `CANCELLED` could come first); the proxy passes a
-        // native gRPC call's grpc-timeout on untouched and keeps no timer of its own on
-        // it (it does for the calls it translates: gRPC-Web, Connect); the service gives
-        // up when its budget is nearly spent. Nothing else can end the call, however slow
-        // the machine. Should the proxy come to enforce native deadlines too, its answer
-        // and the service's would race here: assert the code alone then.
+        // `Channel` would, and its `CANCELLED` could come first). Two parties act on it:
+        // the service gives up when its budget is nearly spent, and the proxy stops
+        // waiting for the answer when the deadline passes; whichever is first, the code
+        // is DEADLINE_EXCEEDED, so only the code is asserted. (The proxy's own answer,
+        // and that it is not charged to the endpoint: `upstreams::a_calls_own_deadline_…`.)
         let mut client = setup.untimed_client(tls).await;
         let mut req = Request::new(SlowRequest { delay_ms: 10_000 });
         req.metadata_mut()
@@ -293,12 +292,6 @@ async fn deadline_shorter_than_the_call_gives_deadline_exceeded() {
             .expect("in time")
             .expect_err("deadline");
         assert_eq!(status.code(), Code::DeadlineExceeded, "{kind}: {status:?}");
-        // The service's own answer, with the deadline it received: 300 ms.
-        assert_eq!(
-            status.message(),
-            "delay of 10000ms exceeds the 300ms deadline",
-            "{kind}: {status:?}"
-        );
         assert_eq!(
             status.metadata().get("x-tollgate-app-id").expect("app id"),
             "grpc",

@@ -215,6 +215,97 @@ async fn slow_response_headers_give_504() {
     assert_eq!((status, body.as_str()), (200, "slow"));
 }
 
+/// A gRPC or Connect call to `path` on the API host with `headers`; status, headers, body.
+async fn rpc_call(
+    s: &mut Sender,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &'static [u8],
+) -> (u16, http::HeaderMap, String) {
+    let mut req = client::request(s, "POST", "http", "api.test", path, client::full(body));
+    for (k, v) in headers {
+        let name = http::HeaderName::from_bytes(k.as_bytes()).expect("header name");
+        req.headers_mut()
+            .insert(name, v.parse().expect("header value"));
+    }
+    let resp = tokio::time::timeout(WAIT, s.send(req))
+        .await
+        .expect("answer in time")
+        .expect("response");
+    client::text(resp).await.expect("body")
+}
+
+#[tokio::test]
+async fn a_calls_own_deadline_ends_the_wait_and_is_never_charged_to_the_endpoint() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    // Two failures in a row would eject an endpoint; the cluster itself waits 30 s.
+    let proxy = start(&[app(
+        "dl",
+        &[a.addr, b.addr],
+        "protocol = \"h2c\"\nresponse_header_timeout_ms = 30000\n\
+         outlier = { consecutive_failures = 2, ejection_ms = 600000 }\n[apps.rpc]",
+    )]);
+    let mut s = client::connect_plain(proxy.addr("http"), true)
+        .await
+        .expect("connect");
+    // An empty message, framed for gRPC; Connect unary sends it bare.
+    const FRAME: &[u8] = &[0, 0, 0, 0, 0];
+    let grpc = [
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+        ("grpc-timeout", "200m"),
+    ];
+    let connect = [
+        ("content-type", "application/proto"),
+        ("connect-protocol-version", "1"),
+        ("connect-timeout-ms", "200"),
+    ];
+    // The upstream would answer after 5 s: the client's 200 ms deadline ends each wait.
+    for _ in 0..3 {
+        // Native gRPC passes through untranslated, yet its deadline holds.
+        let (status, headers, body) = rpc_call(&mut s, "/v1/dl/slow/5000", &grpc, FRAME).await;
+        assert_eq!(status, 200, "{body}");
+        let code = headers.get("grpc-status").map(|v| v.to_str().unwrap_or(""));
+        assert_eq!(code, Some("4"), "DEADLINE_EXCEEDED: {headers:?}");
+        let (status, _, body) = rpc_call(&mut s, "/v1/dl/slow/5000", &connect, b"").await;
+        assert_eq!(status, 504, "{body}");
+        assert_eq!(json(&body)["code"], "deadline_exceeded", "{body}");
+    }
+    let deadlines = [label("code", "deadline_exceeded")];
+    assert_eq!(
+        metric(&proxy, "tollgate_http_local_responses_total", &deadlines).await,
+        6.0
+    );
+    // Six timeouts, three per endpoint, and none of them the endpoints' fault.
+    let timeouts = [label("kind", "upstream_timeout")];
+    assert_eq!(
+        metric(&proxy, "tollgate_upstream_errors_total", &timeouts).await,
+        0.0
+    );
+    assert_eq!(
+        metric(&proxy, "tollgate_upstream_ejections_total", &[]).await,
+        0.0,
+        "{}",
+        proxy.logs()
+    );
+    // Both endpoints still take calls.
+    let relaxed = [
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+        ("grpc-timeout", "10S"),
+    ];
+    let before = (a.hits(), b.hits());
+    for _ in 0..4 {
+        let (status, _, body) = rpc_call(&mut s, "/v1/dl/slow/0", &relaxed, FRAME).await;
+        assert_eq!((status, body.as_str()), (200, "slow"));
+    }
+    assert!(
+        a.hits() > before.0 && b.hits() > before.1,
+        "both endpoints serve"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // 10. Active health checks
 
