@@ -73,6 +73,7 @@ EOF
 
 [[apps]]
 id = "$app"
+metrics = "detailed"
 hostnames = ["$app.bench"]
 [apps.upstreams.default]
 endpoints = [{ address = "127.0.0.1:$UP" }]

@@ -205,6 +205,10 @@ pub struct Limits {
     /// Identity headers backends trust; client copies are removed on every route.
     #[serde(default)]
     pub identity_headers: crate::auth::IdentityHeaders,
+    /// Apps whose metrics may carry their id (`metrics = "detailed"`); the rest of
+    /// those asking fall back to the bounded labels.
+    #[serde(default = "default_max_detailed_metrics_apps")]
+    pub max_detailed_metrics_apps: usize,
 }
 
 impl Default for Limits {
@@ -221,6 +225,7 @@ impl Default for Limits {
             h2_keepalive_interval_ms: default_h2_keepalive(),
             trust_forwarded_headers: false,
             identity_headers: Default::default(),
+            max_detailed_metrics_apps: default_max_detailed_metrics_apps(),
         }
     }
 }
@@ -536,6 +541,9 @@ fn default_header_read_timeout() -> u64 {
 }
 fn default_idle_timeout() -> u64 {
     60_000
+}
+fn default_max_detailed_metrics_apps() -> usize {
+    100
 }
 fn default_max_connections() -> usize {
     100_000

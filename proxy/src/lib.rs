@@ -31,6 +31,7 @@ mod l4;
 mod limits;
 mod listen;
 mod logging;
+mod metric_scope;
 mod metrics;
 mod reload;
 mod rpc;

@@ -1,7 +1,11 @@
 //! Prometheus metrics of the data plane, named `tollgate_<area>_<what>_<unit>`.
 //!
-//! Labels are bounded by config (route, app, listener, endpoint) or by code (status
-//! class, protocol, error kind); never paths, hosts from requests or user ids.
+//! Labels are bounded by code (route kind, status class, protocol, error kind) or by
+//! config the operator owns (listener); never paths, hosts from requests or user ids.
+//! App and route ids are labels only for apps marked `metrics = "detailed"`, at most
+//! `limits.max_detailed_metrics_apps` of them ([`crate::metric_scope`]); every other
+//! app's series carry `app="_other"` (and `route="_other"`), so the exposition does
+//! not grow with the number of tenants. Per-tenant totals are the usage records.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -11,8 +15,6 @@ use prometheus::{
 /// Every metric the proxy exports, registered in one registry.
 pub struct Metrics {
     pub registry: Registry,
-    pub requests: IntCounterVec,
-    pub request_duration: HistogramVec,
     pub upstream_errors: IntCounterVec,
     /// Requests failed by their client (bad body framing, abort, stall), by reason.
     pub client_errors: IntCounterVec,
@@ -47,6 +49,12 @@ pub struct Metrics {
     pub control_last_event_id: IntGauge,
     pub control_apply_errors: IntCounterVec,
     pub control_updates: IntCounterVec,
+    /// Apps whose series carry their id, and those refused that for the cap.
+    pub detailed_apps: IntGauge,
+    pub detailed_apps_overflow: IntGauge,
+    /// `tollgate_http_requests_total` and `tollgate_http_request_duration_seconds`: the
+    /// series shared by apps without detailed metrics, and the families.
+    pub(crate) bounded: crate::metric_scope::BoundedSeries,
 }
 
 impl Metrics {
@@ -73,9 +81,24 @@ impl Metrics {
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                 10.0, 60.0, 600.0,
             ]),
-            &["route", "app", "protocol"],
+            &["route_kind", "app", "route", "protocol"],
         )?;
         registry.register(Box::new(request_duration.clone()))?;
+        let requests = counter(
+            "tollgate_http_requests_total",
+            "Requests by route kind (api, host, route; none when unrouted), response status class and client protocol; app and route are ids only for detailed apps, else _other (- when unrouted).",
+            &["route_kind", "app", "route", "status_class", "protocol"],
+        )?;
+        let detailed_apps = IntGauge::new(
+            "tollgate_metrics_detailed_apps",
+            "Apps whose series carry their app id (metrics = \"detailed\", up to limits.max_detailed_metrics_apps).",
+        )?;
+        registry.register(Box::new(detailed_apps.clone()))?;
+        let detailed_apps_overflow = IntGauge::new(
+            "tollgate_metrics_detailed_apps_overflow",
+            "Apps marked metrics = \"detailed\" beyond limits.max_detailed_metrics_apps: their series use app=\"_other\".",
+        )?;
+        registry.register(Box::new(detailed_apps_overflow.clone()))?;
         let apply_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "tollgate_config_apply_duration_seconds",
@@ -133,15 +156,12 @@ impl Metrics {
             )?,
             control_connected,
             control_last_event_id,
-            requests: counter(
-                "tollgate_http_requests_total",
-                "Requests by route, app, response status class and client protocol.",
-                &["route", "app", "status_class", "protocol"],
-            )?,
-            request_duration,
+            bounded: crate::metric_scope::BoundedSeries::new(&requests, &request_duration)?,
+            detailed_apps,
+            detailed_apps_overflow,
             upstream_errors: counter(
                 "tollgate_upstream_errors_total",
-                "Failed upstream attempts by app and kind.",
+                "Failed upstream attempts by kind; app is the id for detailed apps, else _other.",
                 &["app", "kind"],
             )?,
             client_errors: counter(
@@ -151,17 +171,17 @@ impl Metrics {
             )?,
             upstream_retries: counter(
                 "tollgate_upstream_retries_total",
-                "Retries by app and outcome (sent, budget_exhausted).",
+                "Retries by outcome (sent, budget_exhausted); app is the id for detailed apps, else _other.",
                 &["app", "outcome"],
             )?,
             upstream_ejections: counter(
                 "tollgate_upstream_ejections_total",
-                "Endpoints ejected after consecutive failures.",
+                "Endpoints ejected after consecutive failures, by cluster name; app is the id for detailed apps, else _other.",
                 &["app", "upstream"],
             )?,
             endpoint_healthy: gauge(
                 "tollgate_upstream_endpoint_healthy",
-                "1 when an endpoint passes health checks and is not ejected.",
+                "1 when an endpoint passes health checks and is not ejected; exported for detailed apps only.",
                 &["app", "upstream", "endpoint"],
             )?,
             connections_active: gauge(
@@ -217,22 +237,22 @@ impl Metrics {
             )?,
             auth_results: counter(
                 "tollgate_auth_results_total",
-                "Credential checks by app and result (ok_api_key, ok_token, or the refusal reason).",
+                "Credential checks by result (ok_api_key, ok_token, or the refusal reason); app is the id for detailed apps, else _other.",
                 &["app", "result"],
             )?,
             rate_limit_decisions: counter(
                 "tollgate_rate_limit_decisions_total",
-                "Rate-limit checks by app, result (allowed, refused) and where the answer came from (local, cluster, fallback_*).",
+                "Rate-limit checks by result (allowed, refused) and where the answer came from (local, cluster, fallback_*); app is the id for detailed apps, else _other.",
                 &["app", "result", "source"],
             )?,
             budget_exhausted: counter(
                 "tollgate_budget_exhausted_total",
-                "Requests refused (before) or streams cut (mid_stream) because the app's budget was spent.",
+                "Requests refused (before) or streams cut (mid_stream) because the app's budget was spent; app is the id for detailed apps, else _other.",
                 &["app", "when"],
             )?,
             stream_quota_refused: counter(
                 "tollgate_stream_quota_refused_total",
-                "Requests refused because the app's concurrent-stream quota was full.",
+                "Requests refused because the app's concurrent-stream quota was full; app is the id for detailed apps, else _other.",
                 &["app"],
             )?,
             http_redirects: counter(

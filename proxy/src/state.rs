@@ -7,6 +7,7 @@ use crate::chain::{PlanParts, RoutePlan, build_plans};
 use crate::config::{ConfigError, Limits, Loaded};
 use crate::control_client::ControlStatus;
 use crate::limits::{self, AppLimits, LimitEngine};
+use crate::metric_scope::MetricScope;
 use crate::metrics::Metrics;
 use crate::upstream::Upstreams;
 use crate::usage::UsageRecorder;
@@ -36,6 +37,8 @@ pub struct ProxyState {
     pub route_limits: HashMap<String, Arc<AppLimits>>,
     /// Each route's plan (resolved parts and filter chain), by route index.
     pub(crate) routes: Box<[RoutePlan]>,
+    /// The apps whose metrics carry their id.
+    pub(crate) metric_scope: MetricScope,
 }
 
 impl ProxyState {
@@ -45,14 +48,20 @@ impl ProxyState {
         previous: Option<&ProxyState>,
         metrics: &Metrics,
         engine: &LimitEngine,
-        max_response_header_bytes: usize,
+        settings: &Limits,
     ) -> Result<Self, ConfigError> {
         let spec = &snapshot.spec;
+        let metric_scope = MetricScope::build(
+            spec,
+            settings.max_detailed_metrics_apps,
+            previous.map(|p| &p.metric_scope),
+        );
         let upstreams = Upstreams::build(
             spec,
             previous.map(|p| &p.upstreams),
             metrics,
-            max_response_header_bytes,
+            &metric_scope,
+            settings.max_response_header_bytes,
         )?;
         let keys = KeyStore::build(&spec.api_keys).map_err(ConfigError::ApiKeys)?;
         let issuers = IssuerRegistry::build(&spec.oidc_issuers, previous.map(|p| &p.auth.issuers))
@@ -67,6 +76,8 @@ impl ProxyState {
                 limits: &limits,
                 route_limits: &route_limits,
                 schemas: &schemas,
+                metrics,
+                metric_scope: &metric_scope,
             },
         );
         Ok(ProxyState {
@@ -77,6 +88,7 @@ impl ProxyState {
             limits,
             route_limits,
             routes,
+            metric_scope,
         })
     }
 }
@@ -179,9 +191,10 @@ impl Shared {
             None,
             &metrics,
             &limit_engine,
-            loaded.config.limits.max_response_header_bytes,
+            &loaded.config.limits,
         )?;
         metrics.config_version.set(1);
+        state.metric_scope.publish(&metrics);
         metrics.certificates_loaded.set(loaded.certs.len() as i64);
         let cert_health = CertHealth::register(&metrics.registry).map_err(ConfigError::Metrics)?;
         cert_health.observe(&loaded.certs);
@@ -220,11 +233,12 @@ impl Shared {
             Some(&current),
             &self.metrics,
             &self.limit_engine,
-            self.limits.max_response_header_bytes,
+            &self.limits,
         )?;
         report_degraded(&state.snapshot.spec, &current.snapshot.spec, &self.metrics);
         let cert_count = certs.len();
         // Routes and certificates change together, right after each other.
+        state.metric_scope.publish(&self.metrics);
         self.state.store(Arc::new(state));
         self.cert_health.observe(&certs);
         self.certs.swap(certs);

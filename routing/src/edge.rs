@@ -404,6 +404,16 @@ impl EdgeConfig {
 
     /// The routing model proxies compile; apps being deleted keep no keys.
     pub fn routing_spec(&self) -> RoutingSpec {
+        // Grouped once: looking each app's hostnames up in the whole map made this
+        // quadratic in the number of tenants. The map is ordered, so each app's list
+        // comes out sorted, as before.
+        let mut hostnames_of: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for (h, app) in &self.hostnames {
+            hostnames_of
+                .entry(app.as_str())
+                .or_default()
+                .push(h.clone());
+        }
         let apps = self
             .apps
             .values()
@@ -420,12 +430,7 @@ impl EdgeConfig {
                 AppSpec {
                     id: a.id.clone(),
                     status: a.status,
-                    hostnames: self
-                        .hostnames
-                        .iter()
-                        .filter(|(_, app)| **app == a.id)
-                        .map(|(h, _)| h.clone())
-                        .collect(),
+                    hostnames: hostnames_of.remove(a.id.as_str()).unwrap_or_default(),
                     api_rewrite: "/".into(),
                     upstreams: a.upstreams.clone(),
                     default_upstream: "default".into(),
@@ -439,6 +444,7 @@ impl EdgeConfig {
                     hsts: None,
                     headers: None,
                     security_headers: None,
+                    metrics: Default::default(),
                     degraded,
                 }
             })

@@ -35,9 +35,9 @@ pub use limits::{
 };
 pub use matcher::{Matched, RouteTable};
 pub use model::{
-    AppSpec, AppStatus, BalancePolicy, ClusterSpec, EndpointSpec, HealthCheckSpec, OutlierSpec,
-    PortPolicy, ProtocolHint, RISKY_PORTS, RetrySpec, RouteSpec, RoutingSpec, SplitBackend,
-    SplitSpec, UpstreamProtocol,
+    AppSpec, AppStatus, BalancePolicy, ClusterSpec, EndpointSpec, HealthCheckSpec, MetricsDetail,
+    OutlierSpec, PortPolicy, ProtocolHint, RISKY_PORTS, RetrySpec, RouteSpec, RoutingSpec,
+    SplitBackend, SplitSpec, UpstreamProtocol,
 };
 pub use path::{EscapedSlashes, PathError, PathPolicy};
 pub use rpc::{CorsSpec, RpcSpec};

@@ -157,6 +157,7 @@ impl RouteTable {
                     hsts: None,
                     headers: None,
                     security_headers: None,
+                    metrics: Default::default(),
                 };
                 table.insert(&route, None, app.clone());
             }

@@ -125,6 +125,10 @@ pub struct AppSpec {
     /// Response security headers, unless a route sets its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_headers: Option<Switch<SecurityHeadersSpec>>,
+    /// `detailed`: the app's metrics carry its id and route ids (capped by the proxy's
+    /// `limits.max_detailed_metrics_apps`); bounded labels only by default.
+    #[serde(default, skip_serializing_if = "MetricsDetail::is_default")]
+    pub metrics: MetricsDetail,
     /// Why part of this app's config from the control service cannot be served
     /// (say, a limits block this proxy cannot parse). The app alone is refused (503)
     /// until it is fixed: failing open would drop its limits, failing the whole config
@@ -383,6 +387,29 @@ pub struct RouteSpec {
     /// Response security headers here; the app's when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_headers: Option<Switch<SecurityHeadersSpec>>,
+    /// `detailed`: this route's metrics carry its app and route ids (the app counts
+    /// against the proxy's cap on detailed apps); bounded labels only by default.
+    #[serde(default, skip_serializing_if = "MetricsDetail::is_default")]
+    pub metrics: MetricsDetail,
+}
+
+/// How much of an app's or route's identity its metrics carry. At 10,000 tenants a
+/// label with the app id multiplies every series by the tenant count, so only apps an
+/// operator picks get their own series.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricsDetail {
+    /// Bounded labels only (route kind, protocol, status class); `app="_other"`.
+    #[default]
+    Default,
+    /// Series of its own, labelled with the app id (and route id).
+    Detailed,
+}
+
+impl MetricsDetail {
+    pub fn is_default(&self) -> bool {
+        *self == MetricsDetail::Default
+    }
 }
 
 impl RouteSpec {

@@ -71,6 +71,15 @@ impl Config {
         ))
     }
 
+    /// [`Config::app`] with `metrics = "detailed"`: its series carry its id.
+    pub fn detailed_app(self, id: &str, hostnames: &[&str], upstream: SocketAddr) -> Self {
+        let hosts: Vec<String> = hostnames.iter().map(|h| format!("\"{h}\"")).collect();
+        self.raw(&format!(
+            "[[apps]]\nid = \"{id}\"\nmetrics = \"detailed\"\nhostnames = [{}]\n[apps.upstreams.default]\nendpoints = [{{ address = \"{upstream}\" }}]",
+            hosts.join(", ")
+        ))
+    }
+
     /// An explicit route of `hostname` (all paths) to `app`.
     pub fn route(self, hostname: &str, app: &str) -> Self {
         self.raw(&format!(
@@ -97,6 +106,15 @@ pub fn cluster_app(id: &str, endpoints: &[SocketAddr], cluster: &str) -> String 
         "[[apps]]\nid = \"{id}\"\n[apps.upstreams.default]\nendpoints = [{}]\n{cluster}",
         eps.join(", ")
     )
+}
+
+/// An `[[apps]]` section (as [`cluster_app`] gives) marked `metrics = "detailed"`, so
+/// its metrics carry its id rather than `app="_other"`.
+pub fn detailed(app_section: &str) -> String {
+    match app_section.strip_prefix("[[apps]]\n") {
+        Some(rest) => format!("[[apps]]\nmetrics = \"detailed\"\n{rest}"),
+        None => app_section.to_string(),
+    }
 }
 
 /// A plain listener `http` on the API host `api.test`, then `sections` as given.

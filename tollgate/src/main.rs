@@ -8,6 +8,11 @@
 
 mod demo;
 
+/// mimalloc instead of glibc's malloc: fewer instructions per allocation on the request
+/// path and per-thread free lists (bench/instructions.sh, bench/EXTRA.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -7,8 +7,8 @@ use super::{HeadFilter, RequestCx, Step};
 use crate::limits::AppLimits;
 use crate::limits::admit::admit;
 use crate::limits::meter::{BudgetFilter, Units};
-use crate::metrics::Metrics;
-use std::sync::Arc;
+use prometheus::IntCounter;
+use std::sync::{Arc, OnceLock};
 use tollgate_filters::budget::Meter;
 use tollgate_filters::limit::RequestKeys;
 use tollgate_filters::rpc::schema::FieldPath;
@@ -21,11 +21,17 @@ pub struct Admission {
     limits: Arc<AppLimits>,
     /// The route's schema: a field budget reads the response type, even for binary calls.
     schema: Option<Schema>,
+    /// The mid-stream budget counter of the route's app, resolved on first use.
+    exhausted: OnceLock<IntCounter>,
 }
 
 impl Admission {
     pub fn new(limits: Arc<AppLimits>, schema: Option<Schema>) -> Self {
-        Admission { limits, schema }
+        Admission {
+            limits,
+            schema,
+            exhausted: OnceLock::new(),
+        }
     }
 }
 
@@ -45,8 +51,9 @@ impl HeadFilter for Admission {
                 headers: Some(&head.headers),
             };
             let limits = &*self.limits;
-            let admission =
-                admit(limits, &cx.shared.limit_engine, &cx.shared.metrics, &keys).await?;
+            let label = &cx.plan.series.app;
+            let metrics = &cx.shared.metrics;
+            let admission = admit(limits, &cx.shared.limit_engine, metrics, label, &keys).await?;
             cx.permit = admission.permit;
             let Some(meter) = admission.meter else {
                 return Ok(None);
@@ -63,7 +70,12 @@ impl HeadFilter for Admission {
                 None if limits.unit == BudgetUnit::Bytes => None,
                 None => return Ok(None),
             };
-            let filter = budget_filter(limits, meter, method.as_ref(), &cx.shared.metrics);
+            let exhausted = self.exhausted.get_or_init(|| {
+                metrics
+                    .budget_exhausted
+                    .with_label_values(&[&**label, "mid_stream"])
+            });
+            let filter = budget_filter(limits, meter, method.as_ref(), exhausted.clone());
             cx.units = Some(filter.spent.clone());
             cx.meter = Some(Box::new(filter));
             Ok(None)
@@ -76,7 +88,7 @@ fn budget_filter(
     limits: &AppLimits,
     meter: Meter,
     method: Option<&MethodSchema>,
-    metrics: &Arc<Metrics>,
+    exhausted: IntCounter,
 ) -> BudgetFilter {
     let units = match &limits.unit {
         BudgetUnit::Bytes => Units::Bytes,
@@ -95,7 +107,7 @@ fn budget_filter(
         meter,
         units,
         limits.app.clone(),
-        metrics.clone(),
+        exhausted,
         limits.budget_fails_open(),
     )
 }

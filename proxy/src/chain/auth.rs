@@ -57,7 +57,7 @@ impl HeadFilter for Auth {
             cx.shared
                 .metrics
                 .auth_results
-                .with_label_values(&[self.app.as_str(), label])
+                .with_label_values(&[&cx.plan.series.app, label])
                 .inc();
             cx.identity = Some(result.map_err(|f| self.refusal(f))?);
             Ok(None)

@@ -23,6 +23,8 @@ pub struct RoutePlan {
     /// The route is a gRPC service: errors are rendered in the client's RPC protocol.
     pub rpc: bool,
     pub max_body_bytes: Option<u64>,
+    /// The route's request series and its app's metric label, resolved once.
+    pub series: Arc<crate::metric_scope::RouteSeries>,
     pub(super) head: Box<[Box<dyn HeadFilter>]>,
 }
 
@@ -41,6 +43,8 @@ pub struct Parts<'a> {
     pub limits: &'a HashMap<String, Arc<AppLimits>>,
     pub route_limits: &'a HashMap<String, Arc<AppLimits>>,
     pub schemas: &'a HashMap<String, Schema>,
+    pub metrics: &'a crate::metrics::Metrics,
+    pub metric_scope: &'a crate::metric_scope::MetricScope,
 }
 
 /// One plan per route of `table`, indexed by [`Matched::index`].
@@ -109,6 +113,7 @@ fn plan(m: &Matched<'_>, parts: &Parts<'_>) -> RoutePlan {
         cluster,
         rpc: m.rpc.is_some(),
         max_body_bytes: m.max_body_bytes,
+        series: parts.metric_scope.route_series(m, parts.metrics),
         head: head.into_boxed_slice(),
     }
 }
@@ -165,7 +170,9 @@ app = "acme"
         let spec: RoutingSpec = toml::from_str(SPEC).expect("spec parses");
         let snapshot = Snapshot::build(spec, 1).expect("spec is valid");
         let metrics = Metrics::new().expect("metrics");
-        let upstreams = Upstreams::build(&snapshot.spec, None, &metrics, 65536).expect("clusters");
+        let scope = crate::metric_scope::MetricScope::default();
+        let upstreams =
+            Upstreams::build(&snapshot.spec, None, &metrics, &scope, 65536).expect("clusters");
         let none = HashMap::new();
         let plans = build_plans(
             &snapshot.table,
@@ -174,6 +181,8 @@ app = "acme"
                 limits: &none,
                 route_limits: &none,
                 schemas: &HashMap::new(),
+                metrics: &metrics,
+                metric_scope: &scope,
             },
         );
         assert_eq!(plans.len(), snapshot.table.route_count());

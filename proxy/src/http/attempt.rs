@@ -151,7 +151,7 @@ impl Attempt<'_> {
             drop(in_flight);
             metrics
                 .upstream_errors
-                .with_label_values(&[self.app_id, err.code()])
+                .with_label_values(&[&self.cluster.metrics_app, err.code()])
                 .inc();
             self.failed(metrics, idx);
             if last || !safe_to_retry(&err, &self.method) {
@@ -160,13 +160,13 @@ impl Attempt<'_> {
             if !cluster.retry.withdraw() {
                 metrics
                     .upstream_retries
-                    .with_label_values(&[self.app_id, "budget_exhausted"])
+                    .with_label_values(&[&self.cluster.metrics_app, "budget_exhausted"])
                     .inc();
                 return Err(err);
             }
             metrics
                 .upstream_retries
-                .with_label_values(&[self.app_id, "sent"])
+                .with_label_values(&[&self.cluster.metrics_app, "sent"])
                 .inc();
             tries += 1;
             exclude = Some(idx);
@@ -179,7 +179,7 @@ impl Attempt<'_> {
             tracing::warn!(app = self.app_id, endpoint = %ep.address, "endpoint ejected after consecutive failures");
             metrics
                 .upstream_ejections
-                .with_label_values(&[self.app_id, &self.cluster.name])
+                .with_label_values(&[&self.cluster.metrics_app, &self.cluster.name])
                 .inc();
         }
     }

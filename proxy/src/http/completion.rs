@@ -2,7 +2,8 @@
 //! release of the in-flight counts, exactly once, however the stream ended.
 
 use super::body::Exchange;
-use crate::metrics::{Metrics, status_class};
+use crate::metric_scope::RouteSeries;
+use crate::metrics::Metrics;
 use crate::upstream::endpoint::InFlight;
 use crate::usage::{UsageDelta, UsageRecorder};
 use http::{HeaderValue, Method, Uri};
@@ -72,6 +73,8 @@ pub struct Completion {
     pub started: Instant,
     pub route: Arc<str>,
     pub app: Option<Arc<AppSpec>>,
+    /// The route's request series; the unrouted one when no route matched.
+    pub series: Option<Arc<RouteSeries>>,
     pub protocol: &'static str,
     pub status: u16,
     /// Counts the stream as open until the exchange is recorded.
@@ -103,14 +106,11 @@ impl Completion {
                 },
             );
         }
-        self.metrics
-            .requests
-            .with_label_values(&[&*self.route, app, status_class(self.status), self.protocol])
-            .inc();
-        self.metrics
-            .request_duration
-            .with_label_values(&[&*self.route, app, self.protocol])
-            .observe(elapsed.as_secs_f64());
+        let series = match &self.series {
+            Some(s) => s,
+            None => &self.metrics.bounded.unrouted,
+        };
+        series.record(self.status, self.protocol, elapsed.as_secs_f64());
         if let Some(a) = &self.access {
             let upstream = self
                 .in_flight

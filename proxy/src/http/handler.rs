@@ -108,6 +108,7 @@ pub async fn handle(
         started,
         route: NO_ROUTE.clone(),
         app: None,
+        series: None,
         protocol: if http2 { "http2" } else { "http1" },
         status: 0,
         _stream: Some(stream),
@@ -327,6 +328,7 @@ fn route<'a>(
     ctx.done.route = m.route_id.clone();
     ctx.done.app = Some(m.app.clone());
     let plan = state.routes.get(m.index).ok_or(ProxyError::NoRoute)?;
+    ctx.done.series = Some(plan.series.clone());
     let upstreams = plan
         .upstreams
         .as_ref()

@@ -17,14 +17,14 @@ pub struct Admission {
     pub meter: Option<Meter>,
 }
 
-/// Checks one request against its app's limits.
+/// Checks one request against its app's limits; `app` is its metrics label.
 pub async fn admit(
     limits: &AppLimits,
     engine: &LimitEngine,
     metrics: &Metrics,
+    app: &str,
     keys: &RequestKeys<'_>,
 ) -> Result<Admission, ProxyError> {
-    let app = &*limits.app;
     let permit = match &limits.quota {
         Some(q) => match q.try_acquire() {
             Some(p) => Some(p),

@@ -2,8 +2,8 @@
 //! forwarded; the first one the budget cannot pay for ends the stream with
 //! `CANCELLED` and a `BUDGET_EXCEEDED` error detail, and the upstream stream is reset.
 
-use crate::metrics::Metrics;
 use bytes::Bytes;
+use prometheus::IntCounter;
 use prost::Message;
 use std::future::Future;
 use std::pin::Pin;
@@ -44,7 +44,8 @@ pub struct BudgetFilter {
     paying: Option<Paying>,
     units: Units,
     app: Arc<str>,
-    metrics: Arc<Metrics>,
+    /// `tollgate_budget_exhausted_total{app, when="mid_stream"}` of the app.
+    exhausted: IntCounter,
     /// Units paid so far, read by the request's usage record.
     pub spent: Arc<AtomicU64>,
     /// Forward messages unmetered when the budget store fails (`on_backend_error = allow`).
@@ -56,7 +57,7 @@ impl BudgetFilter {
         meter: Meter,
         units: Units,
         app: Arc<str>,
-        metrics: Arc<Metrics>,
+        exhausted: IntCounter,
         fail_open: bool,
     ) -> Self {
         BudgetFilter {
@@ -64,7 +65,7 @@ impl BudgetFilter {
             paying: None,
             units,
             app,
-            metrics,
+            exhausted,
             spent: Arc::new(AtomicU64::new(0)),
             fail_open,
         }
@@ -77,10 +78,7 @@ impl BudgetFilter {
                 Verdict::Continue
             }
             Ok(Paid::Exhausted) => {
-                self.metrics
-                    .budget_exhausted
-                    .with_label_values(&[&self.app, "mid_stream"])
-                    .inc();
+                self.exhausted.inc();
                 tracing::info!(app = %self.app, "budget spent: stream cut");
                 Verdict::Stop(budget_exceeded(&self.app))
             }

@@ -5,6 +5,7 @@ use super::balance::Balancer;
 use super::client::{self, ClientError, UpstreamClient};
 use super::endpoint::{Endpoint, Member};
 use super::retry::RetryBudget;
+use crate::metric_scope::MetricScope;
 use crate::metrics::Metrics;
 use http::uri::{Authority, Scheme};
 use std::sync::{Arc, Mutex};
@@ -31,6 +32,8 @@ pub enum ClusterError {
 #[derive(Debug)]
 pub struct Cluster {
     pub app: Arc<str>,
+    /// The `app` label of the cluster's metrics: the app id when detailed, else `_other`.
+    pub metrics_app: Arc<str>,
     pub name: Arc<str>,
     pub spec: ClusterSpec,
     pub endpoints: Vec<Arc<Endpoint>>,
@@ -49,8 +52,10 @@ impl Cluster {
         name: &str,
         spec: &ClusterSpec,
         metrics: &Metrics,
+        scope: &MetricScope,
         max_response_header_bytes: usize,
     ) -> Result<Self, ClusterError> {
+        let metrics_app = scope.app_label(app, metrics);
         let mut members = Vec::with_capacity(spec.endpoints.len());
         for e in &spec.endpoints {
             let authority: Authority = e.address.parse().map_err(|_| ClusterError::Address {
@@ -58,9 +63,7 @@ impl Cluster {
                 name: name.into(),
                 address: e.address.clone(),
             })?;
-            let gauge = metrics
-                .endpoint_healthy
-                .with_label_values(&[app, name, &e.address]);
+            let gauge = scope.endpoint_gauge(app, name, &e.address, metrics);
             members.push(Member {
                 address: &e.address,
                 authority,
@@ -70,7 +73,9 @@ impl Cluster {
         }
         let endpoints = Endpoint::group(members);
         // Shown at zero from the start: with the ejection ceiling, many clusters never eject.
-        metrics.upstream_ejections.with_label_values(&[app, name]);
+        metrics
+            .upstream_ejections
+            .with_label_values(&[&metrics_app, name]);
         let client = client::build(spec, max_response_header_bytes).map_err(|source| {
             ClusterError::Client {
                 app: app.into(),
@@ -80,6 +85,7 @@ impl Cluster {
         })?;
         Ok(Cluster {
             app: app.into(),
+            metrics_app,
             name: name.into(),
             balancer: Balancer::new(spec.balance.clone(), &endpoints),
             endpoints,

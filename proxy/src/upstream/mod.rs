@@ -8,6 +8,7 @@ pub mod endpoint;
 pub mod health;
 pub mod retry;
 
+use crate::metric_scope::MetricScope;
 use crate::metrics::Metrics;
 use cluster::{Cluster, ClusterError};
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -77,17 +78,19 @@ impl Upstreams {
         spec: &RoutingSpec,
         previous: Option<&Upstreams>,
         metrics: &Metrics,
+        scope: &MetricScope,
         max_response_header_bytes: usize,
     ) -> Result<Self, ClusterError> {
         let mut apps = HashMap::with_capacity(spec.apps.len());
         let mut fresh = Vec::new();
         for app in &spec.apps {
             let mut clusters = HashMap::with_capacity(app.upstreams.len());
+            let metrics_app = scope.app_label(&app.id, metrics);
             for (name, cspec) in &app.upstreams {
                 let reused = previous
                     .and_then(|p| p.apps.get(app.id.as_str()))
                     .and_then(|a| a.clusters.get(name.as_str()))
-                    .filter(|c| c.spec == *cspec)
+                    .filter(|c| c.spec == *cspec && c.metrics_app == metrics_app)
                     .cloned();
                 let cluster = match reused {
                     Some(c) => c,
@@ -97,6 +100,7 @@ impl Upstreams {
                             name,
                             cspec,
                             metrics,
+                            scope,
                             max_response_header_bytes,
                         )?);
                         fresh.push(c.clone());

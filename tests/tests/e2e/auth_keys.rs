@@ -136,11 +136,12 @@ impl Fixture {
 
     /// `api.test` serves `/v1/<app>`; apps `acme` and `globex` take API keys; `acme.test`
     /// has `/admin` (needs `orders:write`) and `/browser` (public keys allowed); app
-    /// `open` (`open.test`) has no auth at all.
+    /// `open` (`open.test`) has no auth at all. Every app has detailed metrics: the
+    /// tests read each app's own auth results.
     fn config(&self, keys: &[&Key]) -> String {
         let app = |id: &str, host: &str, up: SocketAddr, auth: &str| {
             format!(
-                "[[apps]]\nid = \"{id}\"\nhostnames = [\"{host}\"]\n\
+                "[[apps]]\nid = \"{id}\"\nmetrics = \"detailed\"\nhostnames = [\"{host}\"]\n\
                  [apps.upstreams.default]\nendpoints = [{{ address = \"{up}\" }}]\n{auth}"
             )
         };

@@ -44,12 +44,13 @@ impl Upstreams {
 
 /// Apps `acme` and `globex` accept tokens of issuer `idp` whose `tenant` claim names
 /// them; `acme.test` has `/roles-admin`, `/roles-reader` and `/scoped` (needs `write`);
-/// `open.test` has no auth. `issuer_extra` adds lines to the issuer.
+/// `open.test` has no auth. `issuer_extra` adds lines to the issuer. Apps have
+/// detailed metrics: the tests read each app's own auth results.
 fn proxy_config(issuer: &str, issuer_extra: &str, ups: &Upstreams) -> String {
     let tenant_auth = "[apps.auth]\nissuers = [\"idp\"]\ntenant_claim = \"tenant\"";
     let app = |id: &str, host: &str, up: SocketAddr, auth: &str| {
         format!(
-            "[[apps]]\nid = \"{id}\"\nhostnames = [\"{host}\"]\n\
+            "[[apps]]\nid = \"{id}\"\nmetrics = \"detailed\"\nhostnames = [\"{host}\"]\n\
              [apps.upstreams.default]\nendpoints = [{{ address = \"{up}\" }}]\n{auth}"
         )
     };

@@ -173,10 +173,11 @@ impl Setup {
     }
 }
 
-/// A gRPC app of one h2c upstream with the built-in descriptor set and `limits`.
+/// A gRPC app of one h2c upstream with the built-in descriptor set and `limits`,
+/// marked for detailed metrics (the tests read its own series).
 fn rpc_app(id: &str, upstream: SocketAddr, limits: &str) -> String {
     format!(
-        "[[apps]]\nid = \"{id}\"\nhostnames = [\"{}\"]\n\
+        "[[apps]]\nid = \"{id}\"\nmetrics = \"detailed\"\nhostnames = [\"{}\"]\n\
          [apps.upstreams.default]\nendpoints = [{{ address = \"{upstream}\" }}]\nprotocol = \"h2c\"\n\
          [apps.rpc]\ndescriptor_set = \"builtin\"\n[apps.limits]\n{limits}",
         host(id)
@@ -646,7 +647,7 @@ async fn a_spent_budget_refuses_http_requests_with_429() {
     let cfg = Config::new()
         .listener("plain")
         .raw(&redis_budgets(&redis, "refuse-http"))
-        .app("web", &["web.test"], up.addr)
+        .detailed_app("web", &["web.test"], up.addr)
         .raw(&format!("[apps.limits]\n{}", budget(2, "\"requests\"")))
         .build();
     let proxy = ProxyProcess::start(&cfg, &[]).expect("proxy starts");
@@ -783,7 +784,7 @@ async fn the_concurrent_stream_quota_answers_http_with_429() {
     let up = Upstream::start("web").await;
     let cfg = Config::new()
         .listener("plain")
-        .app("web", &["web.test"], up.addr)
+        .detailed_app("web", &["web.test"], up.addr)
         .raw("[apps.limits]\nmax_concurrent_streams = 2")
         .build();
     let proxy = ProxyProcess::start(&cfg, &[]).expect("proxy starts");
@@ -892,7 +893,7 @@ async fn a_bytes_budget_cuts_a_plain_http_stream() {
     let cfg = Config::new()
         .listener("plain")
         .raw(&redis_budgets(&redis, "bytes-http"))
-        .app("web", &["web.test"], up.addr)
+        .detailed_app("web", &["web.test"], up.addr)
         .raw(&format!("[apps.limits]\n{}", budget(20, "\"bytes\"")))
         .build();
     let proxy = ProxyProcess::start(&cfg, &[]).expect("proxy starts");

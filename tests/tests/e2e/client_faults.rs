@@ -25,9 +25,11 @@ use tollgate_tests::wait::availability;
 const EJECT_FAST: &str = "outlier = { consecutive_failures = 2, ejection_ms = 600000 }\n\
                           retry = { max_retries = 0 }";
 
-/// A proxy with a plain listener `http` and the API host `api.test`.
+/// A proxy with a plain listener `http` and the API host `api.test`; its apps are
+/// marked for detailed metrics, since the tests read each app's own series.
 fn start(sections: &[String]) -> ProxyProcess {
-    ProxyProcess::start(&api_config(sections).build(), &[]).expect("proxy starts")
+    let sections: Vec<String> = sections.iter().map(|s| config::detailed(s)).collect();
+    ProxyProcess::start(&api_config(&sections).build(), &[]).expect("proxy starts")
 }
 
 async fn metric(proxy: &ProxyProcess, name: &str, labels: &[&str]) -> f64 {

@@ -35,10 +35,11 @@ fn rate_limiting(url: &str, prefix: &str, timeout_ms: u64) -> String {
     )
 }
 
-/// An HTTP/1.1 app at `host` with `[apps.limits]` lines `limits`.
+/// An HTTP/1.1 app at `host` with `[apps.limits]` lines `limits`, marked for
+/// detailed metrics (the tests read its own decisions).
 fn http_app(id: &str, host: &str, upstream: SocketAddr, limits: &str) -> String {
     format!(
-        "[[apps]]\nid = \"{id}\"\nhostnames = [\"{host}\"]\n\
+        "[[apps]]\nid = \"{id}\"\nmetrics = \"detailed\"\nhostnames = [\"{host}\"]\n\
          [apps.upstreams.default]\nendpoints = [{{ address = \"{upstream}\" }}]\n\
          [apps.limits]\n{limits}"
     )
@@ -418,7 +419,7 @@ async fn rate_limited_rpc_calls_get_resource_exhausted_in_their_own_protocol() {
         .tls_listener("tls", "")
         .cert("grpc")
         .raw(&format!(
-            "[[apps]]\nid = \"grpc\"\nhostnames = [\"{HOST}\"]\n\
+            "[[apps]]\nid = \"grpc\"\nmetrics = \"detailed\"\nhostnames = [\"{HOST}\"]\n\
              [apps.upstreams.default]\nendpoints = [{{ address = \"{up}\" }}]\nprotocol = \"h2c\"\n\
              [apps.rpc]\ndescriptor_set = \"builtin\"\n\
              [apps.limits]\nscope = \"local\"\n{}",

@@ -17,6 +17,7 @@ mod header_hygiene;
 mod isolation;
 mod l4;
 mod limits;
+mod metrics_cardinality;
 mod oidc_provider;
 mod operations;
 mod paths;

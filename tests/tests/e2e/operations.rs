@@ -17,14 +17,14 @@ use tollgate_tests::wait::{SOON, config_view, until};
 
 const H2_H1: &[&[u8]] = &[b"h2", b"http/1.1"];
 
-/// A proxy with a TLS and a plain listener, app `alpha` on `a.test` and app `dead` on
-/// `dead.test` whose only endpoint refuses connections.
+/// A proxy with a TLS and a plain listener, app `alpha` on `a.test` (detailed metrics)
+/// and app `dead` on `dead.test` (bounded labels) whose only endpoint refuses connections.
 async fn traffic_proxy(alpha: &Upstream, cert: &TestCert) -> ProxyProcess {
     let cfg = Config::new()
         .tls_listener("tls", "")
         .listener("http")
         .cert("a")
-        .app("alpha", &["a.test"], alpha.addr)
+        .detailed_app("alpha", &["a.test"], alpha.addr)
         .app("dead", &["dead.test"], dead_addr())
         .build();
     ProxyProcess::start(&cfg, &Files::new().cert("a", cert).refs()).expect("proxy starts")
@@ -114,6 +114,8 @@ async fn admin_endpoints_and_metrics_after_traffic() {
         ("tollgate_http_upgrades_active", "gauge"),
         ("tollgate_config_apply_duration_seconds", "histogram"),
         ("tollgate_http_local_responses_total", "counter"),
+        ("tollgate_metrics_detailed_apps", "gauge"),
+        ("tollgate_metrics_detailed_apps_overflow", "gauge"),
     ] {
         assert!(
             text.contains(&format!("# TYPE {name} {kind}\n")),
@@ -139,13 +141,27 @@ async fn admin_endpoints_and_metrics_after_traffic() {
         1.0,
         "{text}"
     );
+    // `dead` has no detailed metrics: its series are those of every such host route.
+    let other = [
+        r#"app="_other""#,
+        r#"route="_other""#,
+        r#"route_kind="host""#,
+    ];
     assert_eq!(
-        m(requests, &[r#"app="dead""#, r#"status_class="5xx""#]),
+        m(requests, &[&other[..], &[r#"status_class="5xx""#]].concat()),
         1.0,
         "{text}"
     );
+    assert!(!text.contains(r#"app="dead""#), "{text}");
     assert_eq!(
-        m(requests, &[r#"route="-""#, r#"status_class="4xx""#]),
+        m(
+            requests,
+            &[
+                r#"route_kind="none""#,
+                r#"route="-""#,
+                r#"status_class="4xx""#
+            ]
+        ),
         1.0,
         "{text}"
     );
@@ -167,7 +183,7 @@ async fn admin_endpoints_and_metrics_after_traffic() {
     assert!(
         m(
             "tollgate_upstream_errors_total",
-            &[r#"app="dead""#, r#"kind="upstream_connect_failed""#]
+            &[r#"app="_other""#, r#"kind="upstream_connect_failed""#]
         ) >= 1.0,
         "{text}"
     );
@@ -212,6 +228,7 @@ async fn admin_endpoints_and_metrics_after_traffic() {
         1.0,
         "{text}"
     );
+    assert_eq!(m("tollgate_metrics_detailed_apps", &[]), 1.0);
     assert_eq!(m("tollgate_config_version", &[]), 1.0);
     assert_eq!(m("tollgate_certificates_loaded", &[]), 1.0);
     assert_eq!(

@@ -7,11 +7,16 @@ use http::Request;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tollgate_tests::client::{self, Sender, TestBody};
-use tollgate_tests::config::{api_config, cluster_app as app};
+use tollgate_tests::config::{api_config, cluster_app, detailed};
 use tollgate_tests::helpers::{WAIT, error_code, json, read_exactly, read_to_end};
 use tollgate_tests::proxy::ProxyProcess;
 use tollgate_tests::upstream::{Upstream, dead_addr};
 use tollgate_tests::wait::availability;
+
+/// An app marked for detailed metrics: these tests read its own series.
+fn app(id: &str, endpoints: &[std::net::SocketAddr], cluster: &str) -> String {
+    detailed(&cluster_app(id, endpoints, cluster))
+}
 
 fn start(apps: &[String]) -> ProxyProcess {
     ProxyProcess::start(&api_config(apps).build(), &[]).expect("proxy starts")
