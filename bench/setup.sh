@@ -7,6 +7,7 @@
 #   nghttp2-client  h2load, HTTP/2 load (h2c prior knowledge and h2 over TLS)
 #   openssl         self-signed certificate for bench.local; s_time for full handshakes
 #   curl            sanity checks and reading the servers' counters
+#   valgrind        callgrind's instruction counts per request (bench/instructions.sh)
 #   linux-perf      optional, for profiling tollgate when it is behind
 #
 # It never starts the system nginx service: package scripts are stopped from starting
@@ -23,6 +24,7 @@ declare -A probe=(
   [nghttp2-client]=h2load
   [openssl]=openssl
   [curl]=curl
+  [valgrind]=callgrind_control
 )
 missing=()
 for pkg in "${!probe[@]}"; do
