@@ -3,7 +3,8 @@
 //!
 //! - [`store`]: the event log (SQLite or PostgreSQL) with optimistic concurrency.
 //! - [`commands`]: the only way the edge config changes; each command checks its
-//!   result against the projected config and appends events to one aggregate.
+//!   result against the projected config and appends events to one aggregate; a
+//!   batch runs many commands as one atomic append (`POST /api/v1/batch`).
 //! - [`projection`]: the [`tollgate_routing::EdgeConfig`] the log describes, in
 //!   memory, followed by cursor.
 //! - [`feed`], [`grpc`]: `EdgeFeed.Watch`, a snapshot then deltas by event id.

@@ -17,7 +17,8 @@
 //!   projection stay identical. The outcome depends only on the log, so a rebuild
 //!   rejects the same ids.
 //! - **Readers** get an immutable [`View`] (config plus the id it is current at)
-//!   swapped in after every batch; [`Projection::wait_applied`] waits on a watch
+//!   swapped in at the end of every sync (so a batch command's events appear
+//!   together); [`Projection::wait_applied`] waits on a watch
 //!   channel for read-your-writes.
 //! - **Checkpoint.** The cursor is saved as projection `"edge"`
 //!   ([`EventStore::save_checkpoint`]) at most every [`CHECKPOINT_INTERVAL`] and on
@@ -188,17 +189,22 @@ impl Projection {
                     .extend(rejected);
             }
             work.cursor = last;
-            let view = Arc::new(View {
-                event_id: last,
-                config: work.config.clone(),
-            });
-            *self.view.write().unwrap_or_else(|e| e.into_inner()) = view;
-            self.applied.send_replace(last);
             if !full {
                 break;
             }
         }
         let cursor = work.cursor;
+        // Published once per sync, not per page read: a batch (one transaction, so
+        // either wholly in the log or not at all) is never shown half applied, and a
+        // burst costs one copy of the config.
+        if cursor > self.view().event_id {
+            let view = Arc::new(View {
+                event_id: cursor,
+                config: work.config.clone(),
+            });
+            *self.view.write().unwrap_or_else(|e| e.into_inner()) = view;
+            self.applied.send_replace(cursor);
+        }
         if cursor != work.saved && work.saved_at.elapsed() >= CHECKPOINT_INTERVAL {
             self.store.save_checkpoint(CHECKPOINT_NAME, cursor).await?;
             work.saved = cursor;

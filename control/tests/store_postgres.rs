@@ -37,6 +37,8 @@ suite_tests!(
     suite_append_only,
     suite_checkpoints,
     suite_subscribe,
+    suite_append_batch,
+    suite_concurrent_batches,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -79,8 +79,43 @@ fn existing<'a>(config: &'a EdgeConfig, id: &str) -> Result<&'a EdgeApp, Command
 }
 
 /// The view after `events`, for answers (the events were checked already).
+///
+/// App events touch only the app's own part of the config, so they are applied
+/// to a copy of that part: the cost does not grow with the number of apps.
 fn view_after(config: &EdgeConfig, events: &[EdgeEvent], id: &str) -> Option<AppView> {
-    let mut next = config.clone();
+    let mut next = EdgeConfig {
+        apps: config
+            .apps
+            .get_key_value(id)
+            .map(|(k, a)| (k.clone(), a.clone()))
+            .into_iter()
+            .collect(),
+        routes: config
+            .routes
+            .iter()
+            .filter(|(_, r)| r.app == id)
+            .map(|(k, r)| (k.clone(), r.clone()))
+            .collect(),
+        hostnames: config
+            .hostnames
+            .iter()
+            .filter(|(_, a)| *a == id)
+            .map(|(h, a)| (h.clone(), a.clone()))
+            .collect(),
+        api_keys: config
+            .api_keys
+            .iter()
+            .filter(|(_, k)| k.app == id)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        limits: config
+            .limits
+            .get_key_value(id)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .into_iter()
+            .collect(),
+        ..EdgeConfig::default()
+    };
     for e in events {
         next.apply(e).ok()?;
     }

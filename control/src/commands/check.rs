@@ -33,6 +33,17 @@ pub(crate) fn check(
     for e in events {
         next.apply(e).map_err(CommandError::from_edge)?;
     }
+    check_result(current, &next, certs)?;
+    Ok(next)
+}
+
+/// Checks `next`, the result of applying some events to `current`: the same
+/// tests as [`check`], with problems `current` already has not counted.
+pub(crate) fn check_result(
+    current: &EdgeConfig,
+    next: &EdgeConfig,
+    certs: bool,
+) -> Result<(), CommandError> {
     if let Err(err) = validate(&next.routing_spec()) {
         let existing = match validate(&current.routing_spec()) {
             Ok(()) => Vec::new(),
@@ -58,9 +69,9 @@ pub(crate) fn check(
         }
     }
     if certs {
-        check_certs(current, &next)?;
+        check_certs(current, next)?;
     }
-    Ok(next)
+    Ok(())
 }
 
 /// The source a proxy builds for a certificate: its names, or its DNS SANs when it

@@ -23,9 +23,13 @@
 //!
 //! Event payloads are the serde JSON of the [`EdgeEvent`]; its `type` tag is the
 //! stored `event_type`. A command that would change nothing appends nothing.
+//!
+//! [`Commands::batch`] runs a list of commands through the same code, atomically
+//! (see the `batch` module).
 
 mod api_key;
 mod app;
+mod batch;
 mod certificate;
 mod check;
 mod hostname;
@@ -34,6 +38,9 @@ mod route;
 
 pub use api_key::{CreateKey, CreatedKey};
 pub use app::{AppView, CreateApp, app_view};
+pub use batch::{
+    BatchCommand, BatchEntry, BatchError, BatchItem, BatchWritten, MAX_BATCH_BYTES, MAX_BATCH_ITEMS,
+};
 pub use certificate::{CertView, UploadCert, cert_view};
 pub use check::Problem;
 pub use hostname::HostnameView;
@@ -217,6 +224,9 @@ pub struct Commands {
     store: Arc<AnyStore>,
     projection: Arc<Projection>,
     lock: Mutex<()>,
+    /// Set on the private instance a batch runs its items on: commands decide
+    /// against the batch's config and collect their events instead of appending.
+    stage: Option<Mutex<batch::Stage>>,
 }
 
 impl Commands {
@@ -225,6 +235,7 @@ impl Commands {
             store,
             projection,
             lock: Mutex::new(()),
+            stage: None,
         }
     }
 
@@ -243,6 +254,9 @@ impl Commands {
         target: Target,
         decide: impl FnOnce(&EdgeConfig) -> Result<Plan<T>, CommandError>,
     ) -> Result<Written<T>, CommandError> {
+        if let Some(stage) = &self.stage {
+            return batch::execute_staged(&self.store, stage, ctx, target, decide).await;
+        }
         let label = target.label();
         let _one_at_a_time = self.lock.lock().await;
         let version = self
@@ -272,15 +286,7 @@ impl Commands {
             });
         }
         check::check(&view.config, &plan.events, plan.check_certs)?;
-        let events = plan
-            .events
-            .iter()
-            .map(|e| {
-                let payload = serde_json::to_value(e)
-                    .map_err(|err| CommandError::Store(format!("encoding the event: {err}")))?;
-                Ok(NewEvent::new(e.event_type(), payload))
-            })
-            .collect::<Result<Vec<_>, CommandError>>()?;
+        let events = encode(&plan.events)?;
         let stored = self
             .store
             .append(target.kind, &target.id, version, &ctx.actor, events)
@@ -317,6 +323,18 @@ impl Commands {
             applied,
         })
     }
+}
+
+/// The stored form of edge events: the serde JSON, tagged with its type.
+pub(crate) fn encode(events: &[EdgeEvent]) -> Result<Vec<NewEvent>, CommandError> {
+    events
+        .iter()
+        .map(|e| {
+            let payload = serde_json::to_value(e)
+                .map_err(|err| CommandError::Store(format!("encoding the event: {err}")))?;
+            Ok(NewEvent::new(e.event_type(), payload))
+        })
+        .collect()
 }
 
 /// Unix seconds now.

@@ -15,7 +15,10 @@
 //!   `If-Match: <version>` header makes the write conditional on the aggregate's
 //!   version (409 otherwise). `X-Tollgate-Actor` names the operator in the log
 //!   (`admin:<name>`; `admin` without it).
+//! - **Batches** (`POST /api/v1/batch`, the `batch` module) run many commands atomically;
+//!   a failing item is a 422 naming its index.
 
+mod batch;
 mod feed;
 mod read;
 mod usage;
@@ -52,6 +55,8 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     problems: Option<Vec<Problem>>,
+    /// More fields of the `error` object (a batch names its failing item).
+    fields: Vec<(&'static str, Value)>,
 }
 
 impl ApiError {
@@ -61,7 +66,13 @@ impl ApiError {
             code,
             message: message.into(),
             problems: None,
+            fields: Vec::new(),
         }
+    }
+    /// The same error with one more field in its `error` object.
+    pub fn with(mut self, name: &'static str, value: Value) -> Self {
+        self.fields.push((name, value));
+        self
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
@@ -91,6 +102,7 @@ impl From<CommandError> for ApiError {
             code,
             message,
             problems,
+            fields: Vec::new(),
         }
     }
 }
@@ -106,6 +118,9 @@ impl IntoResponse for ApiError {
         let mut error = json!({ "code": self.code, "message": self.message });
         if let Some(p) = self.problems {
             error["problems"] = json!(p);
+        }
+        for (k, v) in self.fields {
+            error[k] = v;
         }
         let mut response = (self.status, axum::Json(json!({ "error": error }))).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
@@ -243,6 +258,7 @@ async fn not_found() -> ApiError {
 pub fn router(api: Arc<Api>) -> Router {
     let admin = read::routes()
         .merge(write::routes())
+        .merge(batch::routes())
         .merge(usage::admin_routes())
         .route_layer(middleware::from_fn_with_state(api.clone(), admin_only));
     let proxies = feed::routes()

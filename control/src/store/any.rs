@@ -4,7 +4,7 @@ use std::path::Path;
 
 use tokio::sync::watch;
 
-use super::{EventStore, NewEvent, PgStore, SqliteStore, StoreError, StoredEvent};
+use super::{BatchEvent, EventStore, NewEvent, PgStore, SqliteStore, StoreError, StoredEvent};
 
 /// Either backend; implements [`EventStore`] by delegation.
 pub enum AnyStore {
@@ -91,6 +91,14 @@ impl EventStore for AnyStore {
         events: Vec<NewEvent>,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         delegate!(self, s => s.append(aggregate_type, aggregate_id, expected_version, actor_id, events).await)
+    }
+
+    async fn append_batch(
+        &self,
+        actor_id: &str,
+        events: Vec<BatchEvent>,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        delegate!(self, s => s.append_batch(actor_id, events).await)
     }
 
     async fn version(&self, aggregate_type: &str, aggregate_id: &str) -> Result<i64, StoreError> {

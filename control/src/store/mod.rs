@@ -41,7 +41,7 @@ use std::future::Future;
 
 pub use any::AnyStore;
 pub use error::StoreError;
-pub use model::{NewEvent, StoredEvent};
+pub use model::{BatchEvent, NewEvent, StoredEvent};
 pub use postgres::{PG_APPEND_LOCK_KEY, PG_NOTIFY_CHANNEL, PG_POLL_INTERVAL, PgStore};
 pub use sqlite::SqliteStore;
 
@@ -61,6 +61,19 @@ pub trait EventStore: Send + Sync {
         expected_version: i64,
         actor_id: &str,
         events: Vec<NewEvent>,
+    ) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send;
+
+    /// Appends events of several aggregates in one transaction, in the given
+    /// order, under the same lock as [`Self::append`]: all or nothing, and the
+    /// stored events get one contiguous range of event ids. Each event's
+    /// `expected_version` is checked against its aggregate (the database's
+    /// version for its first event in the batch, the previous event's sequence
+    /// number after that); any mismatch is a [`StoreError::Conflict`] and
+    /// nothing is appended. [`StoreError::Invalid`] as for [`Self::append`].
+    fn append_batch(
+        &self,
+        actor_id: &str,
+        events: Vec<BatchEvent>,
     ) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send;
 
     /// The aggregate's current version: its highest `aggregate_seq`, 0 if none.

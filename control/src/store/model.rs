@@ -19,6 +19,19 @@ impl NewEvent {
     }
 }
 
+/// One event of a multi-aggregate append ([`EventStore::append_batch`]).
+///
+/// [`EventStore::append_batch`]: super::EventStore::append_batch
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchEvent {
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    /// The aggregate's version before this event (0 for a new aggregate); events
+    /// of one aggregate later in the batch continue from the one before.
+    pub expected_version: i64,
+    pub event: NewEvent,
+}
+
 /// An event as stored in the log.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StoredEvent {
@@ -68,6 +81,52 @@ pub(crate) fn validate_append(
         )));
     }
     Ok(())
+}
+
+/// [`validate_append`] for a multi-aggregate batch, item by item.
+pub(crate) fn validate_batch(actor_id: &str, events: &[BatchEvent]) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Err(StoreError::Invalid("no events to append".into()));
+    }
+    for e in events {
+        validate_append(
+            &e.aggregate_type,
+            &e.aggregate_id,
+            e.expected_version,
+            actor_id,
+            std::slice::from_ref(&e.event),
+        )?;
+    }
+    Ok(())
+}
+
+/// Versions of the aggregates a batch touches, as the batch goes: each event's
+/// `expected_version` must equal its aggregate's version so far.
+#[derive(Default)]
+pub(crate) struct BatchVersions(std::collections::HashMap<(String, String), i64>);
+
+impl BatchVersions {
+    /// The version so far, if the batch touched the aggregate already.
+    pub fn get(&self, e: &BatchEvent) -> Option<i64> {
+        self.0
+            .get(&(e.aggregate_type.clone(), e.aggregate_id.clone()))
+            .copied()
+    }
+
+    /// Checks `e` against `current` (the version so far) and records its
+    /// sequence number, which it returns.
+    pub fn advance(&mut self, e: &BatchEvent, current: i64) -> Result<i64, StoreError> {
+        if current != e.expected_version {
+            return Err(StoreError::Conflict {
+                expected: e.expected_version,
+                actual: current,
+            });
+        }
+        let seq = current + 1;
+        self.0
+            .insert((e.aggregate_type.clone(), e.aggregate_id.clone()), seq);
+        Ok(seq)
+    }
 }
 
 pub(crate) fn validate_limit(limit: i64) -> Result<(), StoreError> {

@@ -9,8 +9,11 @@ use sqlx::types::Json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::model::{bump, now_millis, validate_append, validate_checkpoint, validate_limit};
-use super::{EventStore, NewEvent, StoreError, StoredEvent};
+use super::model::{
+    BatchVersions, bump, now_millis, validate_append, validate_batch, validate_checkpoint,
+    validate_limit,
+};
+use super::{BatchEvent, EventStore, NewEvent, StoreError, StoredEvent};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -35,6 +38,27 @@ macro_rules! columns {
 
 const VERSION_SQL: &str = "SELECT COALESCE(MAX(aggregate_seq), 0)::bigint FROM events \
      WHERE aggregate_type = $1 AND aggregate_id = $2";
+const INSERT_SQL: &str = concat!(
+    "INSERT INTO events (occurred_at, aggregate_type, aggregate_id, \
+     aggregate_seq, event_type, actor_id, payload) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
+    columns!()
+);
+/// The version of each `(type, id)` pair in the two arrays.
+const BATCH_VERSIONS_SQL: &str = "SELECT t.aggregate_type, t.aggregate_id, \
+     COALESCE((SELECT MAX(e.aggregate_seq) FROM events e \
+               WHERE e.aggregate_type = t.aggregate_type AND e.aggregate_id = t.aggregate_id), 0)::bigint \
+     FROM UNNEST($1::text[], $2::text[]) AS t(aggregate_type, aggregate_id)";
+/// A batch's rows in one statement, inserted (and given ids) in array order.
+const BATCH_INSERT_SQL: &str = concat!(
+    "INSERT INTO events (occurred_at, aggregate_type, aggregate_id, \
+     aggregate_seq, event_type, actor_id, payload) \
+     SELECT $1, t.aggregate_type, t.aggregate_id, t.aggregate_seq, t.event_type, $2, t.payload::jsonb \
+     FROM UNNEST($3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[]) \
+     WITH ORDINALITY AS t(aggregate_type, aggregate_id, aggregate_seq, event_type, payload, n) \
+     ORDER BY t.n RETURNING ",
+    columns!()
+);
 const LAST_ID_SQL: &str = "SELECT COALESCE(MAX(event_id), 0)::bigint FROM events";
 
 /// The event log in PostgreSQL.
@@ -244,21 +268,16 @@ impl EventStore for PgStore {
             let occurred_at = now_millis();
             let mut stored = Vec::with_capacity(events.len());
             for (seq, event) in (current + 1..).zip(&events) {
-                let row = sqlx::query(concat!(
-                    "INSERT INTO events (occurred_at, aggregate_type, aggregate_id, \
-                     aggregate_seq, event_type, actor_id, payload) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
-                    columns!()
-                ))
-                .bind(occurred_at)
-                .bind(aggregate_type)
-                .bind(aggregate_id)
-                .bind(seq)
-                .bind(&event.event_type)
-                .bind(actor_id)
-                .bind(Json(&event.payload))
-                .fetch_one(&mut *tx)
-                .await?;
+                let row = sqlx::query(INSERT_SQL)
+                    .bind(occurred_at)
+                    .bind(aggregate_type)
+                    .bind(aggregate_id)
+                    .bind(seq)
+                    .bind(&event.event_type)
+                    .bind(actor_id)
+                    .bind(Json(&event.payload))
+                    .fetch_one(&mut *tx)
+                    .await?;
                 stored.push(event_from_row(&row).map_err(Failure::Store)?);
             }
             if let Some(last) = stored.last() {
@@ -290,6 +309,117 @@ impl EventStore for PgStore {
                         expected: expected_version,
                         actual: self.version(aggregate_type, aggregate_id).await?,
                     }),
+                }
+            }
+        }
+    }
+
+    async fn append_batch(
+        &self,
+        actor_id: &str,
+        events: Vec<BatchEvent>,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        validate_batch(actor_id, &events)?;
+
+        let mut tx = self.pool.begin().await?;
+        let outcome: Result<Vec<StoredEvent>, Failure> = async {
+            // The same lock as `append`: appends and batches commit one at a time,
+            // so a batch's identity values are one contiguous range.
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(PG_APPEND_LOCK_KEY)
+                .execute(&mut *tx)
+                .await?;
+            // Two round trips whatever the batch's size: every touched aggregate's
+            // version, then one multi-row insert.
+            let mut seen = std::collections::HashSet::new();
+            let (types, ids): (Vec<&str>, Vec<&str>) = events
+                .iter()
+                .map(|e| (e.aggregate_type.as_str(), e.aggregate_id.as_str()))
+                .filter(|k| seen.insert(*k))
+                .unzip();
+            let rows = sqlx::query(BATCH_VERSIONS_SQL)
+                .bind(&types)
+                .bind(&ids)
+                .fetch_all(&mut *tx)
+                .await?;
+            let mut current = std::collections::HashMap::with_capacity(rows.len());
+            for row in &rows {
+                let key: (String, String) = (row.try_get(0)?, row.try_get(1)?);
+                current.insert(key, row.try_get::<i64, _>(2)?);
+            }
+            let mut versions = BatchVersions::default();
+            let mut seqs = Vec::with_capacity(events.len());
+            for e in &events {
+                let now = match versions.get(e) {
+                    Some(v) => v,
+                    None => current
+                        .get(&(e.aggregate_type.clone(), e.aggregate_id.clone()))
+                        .copied()
+                        .unwrap_or(0),
+                };
+                seqs.push(versions.advance(e, now).map_err(Failure::Store)?);
+            }
+            let types: Vec<&str> = events.iter().map(|e| e.aggregate_type.as_str()).collect();
+            let ids: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
+            let kinds: Vec<&str> = events.iter().map(|e| e.event.event_type.as_str()).collect();
+            let payloads = events
+                .iter()
+                .map(|e| serde_json::to_string(&e.event.payload))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| {
+                    Failure::Store(StoreError::Invalid(format!(
+                        "payload does not serialise: {e}"
+                    )))
+                })?;
+            let rows = sqlx::query(BATCH_INSERT_SQL)
+                .bind(now_millis())
+                .bind(actor_id)
+                .bind(&types)
+                .bind(&ids)
+                .bind(&seqs)
+                .bind(&kinds)
+                .bind(&payloads)
+                .fetch_all(&mut *tx)
+                .await?;
+            let mut stored = rows
+                .iter()
+                .map(event_from_row)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(Failure::Store)?;
+            // Identity values follow the insert's row order (the batch's order).
+            stored.sort_by_key(|e| e.event_id);
+            if let Some(last) = stored.last() {
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(PG_NOTIFY_CHANNEL)
+                    .bind(last.event_id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(stored)
+        }
+        .await;
+
+        match outcome {
+            Ok(stored) => {
+                tx.commit().await?;
+                if let Some(last) = stored.last() {
+                    bump(&self.last_id, last.event_id);
+                }
+                Ok(stored)
+            }
+            Err(failure) => {
+                let _ = tx.rollback().await;
+                match failure {
+                    Failure::Store(err) => Err(err),
+                    Failure::Raced => {
+                        let first = &events[0];
+                        Err(StoreError::Conflict {
+                            expected: first.expected_version,
+                            actual: self
+                                .version(&first.aggregate_type, &first.aggregate_id)
+                                .await?,
+                        })
+                    }
                 }
             }
         }

@@ -10,8 +10,11 @@ use sqlx::sqlite::{
 };
 use tokio::sync::watch;
 
-use super::model::{bump, now_millis, validate_append, validate_checkpoint, validate_limit};
-use super::{EventStore, NewEvent, StoreError, StoredEvent};
+use super::model::{
+    BatchVersions, bump, now_millis, validate_append, validate_batch, validate_checkpoint,
+    validate_limit,
+};
+use super::{BatchEvent, EventStore, NewEvent, StoreError, StoredEvent};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -29,6 +32,12 @@ macro_rules! columns {
 
 const VERSION_SQL: &str = "SELECT COALESCE(MAX(aggregate_seq), 0) FROM events \
      WHERE aggregate_type = ?1 AND aggregate_id = ?2";
+const INSERT_SQL: &str = concat!(
+    "INSERT INTO events (occurred_at, aggregate_type, aggregate_id, \
+     aggregate_seq, event_type, actor_id, payload) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING ",
+    columns!()
+);
 const LAST_ID_SQL: &str = "SELECT COALESCE(MAX(event_id), 0) FROM events";
 
 /// The event log in a SQLite file.
@@ -166,21 +175,16 @@ impl EventStore for SqliteStore {
             let occurred_at = now_millis();
             let mut stored = Vec::with_capacity(events.len());
             for (seq, (event, payload)) in (current + 1..).zip(events.iter().zip(&payloads)) {
-                let row = sqlx::query(concat!(
-                    "INSERT INTO events (occurred_at, aggregate_type, aggregate_id, \
-                     aggregate_seq, event_type, actor_id, payload) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING ",
-                    columns!()
-                ))
-                .bind(occurred_at)
-                .bind(aggregate_type)
-                .bind(aggregate_id)
-                .bind(seq)
-                .bind(&event.event_type)
-                .bind(actor_id)
-                .bind(payload)
-                .fetch_one(&mut *tx)
-                .await?;
+                let row = sqlx::query(INSERT_SQL)
+                    .bind(occurred_at)
+                    .bind(aggregate_type)
+                    .bind(aggregate_id)
+                    .bind(seq)
+                    .bind(&event.event_type)
+                    .bind(actor_id)
+                    .bind(payload)
+                    .fetch_one(&mut *tx)
+                    .await?;
                 stored.push(event_from_row(&row).map_err(Failure::Store)?);
             }
             Ok(stored)
@@ -205,6 +209,77 @@ impl EventStore for SqliteStore {
                         expected: expected_version,
                         actual: self.version(aggregate_type, aggregate_id).await?,
                     }),
+                }
+            }
+        }
+    }
+
+    async fn append_batch(
+        &self,
+        actor_id: &str,
+        events: Vec<BatchEvent>,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        validate_batch(actor_id, &events)?;
+        let payloads = events
+            .iter()
+            .map(|e| serde_json::to_string(&e.event.payload))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Invalid(format!("payload does not serialise: {e}")))?;
+
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let outcome: Result<Vec<StoredEvent>, Failure> = async {
+            let occurred_at = now_millis();
+            let mut versions = BatchVersions::default();
+            let mut stored = Vec::with_capacity(events.len());
+            for (e, payload) in events.iter().zip(&payloads) {
+                let current = match versions.get(e) {
+                    Some(v) => v,
+                    None => {
+                        sqlx::query_scalar(VERSION_SQL)
+                            .bind(&e.aggregate_type)
+                            .bind(&e.aggregate_id)
+                            .fetch_one(&mut *tx)
+                            .await?
+                    }
+                };
+                let seq = versions.advance(e, current).map_err(Failure::Store)?;
+                let row = sqlx::query(INSERT_SQL)
+                    .bind(occurred_at)
+                    .bind(&e.aggregate_type)
+                    .bind(&e.aggregate_id)
+                    .bind(seq)
+                    .bind(&e.event.event_type)
+                    .bind(actor_id)
+                    .bind(payload)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                stored.push(event_from_row(&row).map_err(Failure::Store)?);
+            }
+            Ok(stored)
+        }
+        .await;
+
+        match outcome {
+            Ok(stored) => {
+                tx.commit().await?;
+                if let Some(last) = stored.last() {
+                    bump(&self.last_id, last.event_id);
+                }
+                Ok(stored)
+            }
+            Err(failure) => {
+                let _ = tx.rollback().await;
+                match failure {
+                    Failure::Store(err) => Err(err),
+                    Failure::Raced => {
+                        let first = &events[0];
+                        Err(StoreError::Conflict {
+                            expected: first.expected_version,
+                            actual: self
+                                .version(&first.aggregate_type, &first.aggregate_id)
+                                .await?,
+                        })
+                    }
                 }
             }
         }

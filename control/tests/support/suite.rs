@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use serde_json::json;
 use tokio::sync::Barrier;
-use tollgate_control::store::{EventStore, NewEvent, StoreError, StoredEvent};
+use tollgate_control::store::{BatchEvent, EventStore, NewEvent, StoreError, StoredEvent};
 
 use super::{RawSql, unique};
 
@@ -643,4 +643,149 @@ pub async fn suite_subscribe<S: EventStore>(s: &S) {
 
     // A late subscriber starts at (at least) the current position.
     assert!(*s.subscribe().borrow() >= stored[0].event_id);
+}
+
+fn batch_ev(kind: &str, id: &str, expected: i64, event_type: &str) -> BatchEvent {
+    BatchEvent {
+        aggregate_type: kind.into(),
+        aggregate_id: id.into(),
+        expected_version: expected,
+        event: ev(event_type, json!({ "id": id })),
+    }
+}
+
+/// Multi-aggregate batches: in order, one contiguous id range, versions going
+/// on per aggregate; any stale version or bad item appends nothing.
+pub async fn suite_append_batch<S: EventStore>(s: &S) {
+    let a = unique("batch-a");
+    let b = unique("batch-b");
+    s.append("app", &a, 0, "alice", vec![ev("Created", json!({}))])
+        .await
+        .unwrap();
+    let stored = s
+        .append_batch(
+            "bob",
+            vec![
+                batch_ev("app", &a, 1, "Changed"),
+                batch_ev("hostname", &b, 0, "Bound"),
+                batch_ev("app", &a, 2, "Changed"),
+            ],
+        )
+        .await
+        .unwrap();
+    let ids: Vec<i64> = stored.iter().map(|e| e.event_id).collect();
+    assert_eq!(
+        ids,
+        vec![ids[0], ids[0] + 1, ids[0] + 2],
+        "one contiguous range"
+    );
+    let seqs: Vec<(&str, i64)> = stored
+        .iter()
+        .map(|e| (e.aggregate_type.as_str(), e.aggregate_seq))
+        .collect();
+    assert_eq!(seqs, [("app", 2), ("hostname", 1), ("app", 3)]);
+    assert!(stored.iter().all(|e| e.actor_id == "bob"));
+    assert_eq!(s.version("app", &a).await.unwrap(), 3);
+    assert_eq!(s.version("hostname", &b).await.unwrap(), 1);
+    assert_eq!(s.read_after(ids[0] - 1, 10).await.unwrap()[..3], stored[..]);
+
+    // A stale version anywhere: nothing of the batch is appended.
+    let last = s.last_event_id().await.unwrap();
+    let stale = s
+        .append_batch(
+            "bob",
+            vec![
+                batch_ev("hostname", &unique("batch-c"), 0, "Bound"),
+                batch_ev("app", &a, 2, "Changed"),
+            ],
+        )
+        .await;
+    assert!(
+        matches!(
+            stale,
+            Err(StoreError::Conflict {
+                expected: 2,
+                actual: 3
+            })
+        ),
+        "{stale:?}"
+    );
+    // A gap in one aggregate's versions within the batch is a conflict too.
+    let gap = s
+        .append_batch(
+            "bob",
+            vec![
+                batch_ev("app", &a, 3, "Changed"),
+                batch_ev("app", &a, 5, "Changed"),
+            ],
+        )
+        .await;
+    assert!(matches!(gap, Err(StoreError::Conflict { .. })), "{gap:?}");
+    for invalid in [
+        vec![],
+        vec![batch_ev("", &a, 3, "Changed")],
+        vec![batch_ev("app", &a, -1, "Changed")],
+        vec![batch_ev("app", &a, 3, "")],
+    ] {
+        let r = s.append_batch("bob", invalid).await;
+        assert!(matches!(r, Err(StoreError::Invalid(_))), "{r:?}");
+    }
+    assert!(matches!(
+        s.append_batch("", vec![batch_ev("app", &a, 3, "Changed")])
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(s.version("app", &a).await.unwrap(), 3);
+    let after: Vec<StoredEvent> = s.read_after(last, 100).await.unwrap();
+    assert!(
+        after.iter().all(|e| e.aggregate_id != a),
+        "a refused batch appended: {after:?}"
+    );
+}
+
+/// Concurrent batches and single appends: every batch's events form one
+/// contiguous range of ids holding nothing else.
+pub async fn suite_concurrent_batches<S: EventStore>(s: &S) {
+    let tag = unique("cbatch");
+    let results = join_all((0..6).map(|w| {
+        let tag = tag.clone();
+        async move {
+            let mut ranges = Vec::new();
+            for round in 0..5 {
+                let events: Vec<BatchEvent> = (0..20)
+                    .map(|i| batch_ev("app", &format!("{tag}-{w}-{round}-{i}"), 0, "Created"))
+                    .collect();
+                let stored = s.append_batch("w", events).await.unwrap();
+                ranges.push((
+                    format!("{tag}-{w}-{round}-"),
+                    stored.first().unwrap().event_id,
+                    stored.last().unwrap().event_id,
+                ));
+                s.append(
+                    "app",
+                    &format!("{tag}-single-{w}-{round}"),
+                    0,
+                    "w",
+                    vec![ev("Created", json!({}))],
+                )
+                .await
+                .unwrap();
+            }
+            ranges
+        }
+    }))
+    .await;
+    let all = read_all_after(s, 0, 1000).await;
+    for (prefix, first, last) in results.into_iter().flatten() {
+        assert_eq!(last - first + 1, 20, "{prefix}: not one contiguous range");
+        let inside: Vec<&StoredEvent> = all
+            .iter()
+            .filter(|e| e.event_id >= first && e.event_id <= last)
+            .collect();
+        assert_eq!(inside.len(), 20);
+        assert!(
+            inside.iter().all(|e| e.aggregate_id.starts_with(&prefix)),
+            "{prefix}: another writer's event inside the batch's range"
+        );
+    }
 }

@@ -1,0 +1,598 @@
+//! Batches: a list of commands applied atomically (`POST /api/v1/batch`).
+//!
+//! [`Commands::batch`] takes the command lock once, brings the projection up to
+//! the end of the log and runs every item, in order, through the same command
+//! code as the single endpoints, on a private [`Commands`] whose `execute` is
+//! staged ([`execute_staged`]): it decides against the batch's own config (the
+//! projection plus the effects of the earlier items, so an item may use what an
+//! earlier one created), applies the events to it (404/409 as for a single
+//! command) and collects them instead of appending. Then:
+//!
+//! 1. the result is checked once, as a single command's result is (routing
+//!    validation, and every certificate when an item touched certificates).
+//!    Only the batch's result has to be servable, not each step on the way. On
+//!    failure the item to blame is found by bisection: the first prefix of the
+//!    batch whose result fails ends with it;
+//! 2. all events are appended in one store transaction
+//!    ([`EventStore::append_batch`]): all or nothing, one contiguous range of
+//!    event ids, each aggregate's version checked as for single commands;
+//! 3. the projection is synced and the answer waits until it shows the batch.
+//!
+//! Any failing item fails the whole batch ([`BatchError::Item`] names it) and
+//! nothing is written.
+
+use super::check;
+use super::{
+    CommandError, Commands, CreateApp, CreateKey, Ctx, Plan, Target, UploadCert, Written, encode,
+};
+use crate::store::{AnyStore, BatchEvent, EventStore};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::HashMap;
+use tokio::sync::Mutex;
+use tollgate_routing::{
+    AuthPolicy, ClusterSpec, EdgeConfig, EdgeEvent, EndpointSpec, OidcIssuerSpec, PortPolicy,
+    RouteSpec,
+};
+
+/// Most commands in one batch.
+pub const MAX_BATCH_ITEMS: usize = 1000;
+/// Largest batch request body (certificates are a few KB each).
+pub const MAX_BATCH_BYTES: usize = 8 << 20;
+
+/// One command of a batch: `op` names it, the other fields are the single
+/// endpoint's path parameters and body (see `control/API.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum BatchCommand {
+    CreateApp {
+        id: String,
+        #[serde(default)]
+        auth: Option<AuthPolicy>,
+    },
+    SuspendApp {
+        app: String,
+    },
+    ResumeApp {
+        app: String,
+    },
+    SetAppAuth {
+        app: String,
+        auth: Option<AuthPolicy>,
+    },
+    DeleteApp {
+        app: String,
+        #[serde(default)]
+        grace_seconds: Option<u64>,
+    },
+    ConfigureUpstream {
+        app: String,
+        name: String,
+        cluster: Value,
+    },
+    AddInstance {
+        app: String,
+        upstream: String,
+        instance: EndpointSpec,
+    },
+    RemoveInstance {
+        app: String,
+        upstream: String,
+        address: String,
+    },
+    SetLimits {
+        app: String,
+        limits: Value,
+    },
+    CreateKey {
+        app: String,
+        #[serde(default)]
+        key: Option<CreateKey>,
+    },
+    RevokeKey {
+        key_id: String,
+    },
+    CreateRoute {
+        route: Box<RouteSpec>,
+    },
+    DeleteRoute {
+        id: String,
+    },
+    BindHostname {
+        hostname: String,
+        app: String,
+    },
+    RebindHostname {
+        hostname: String,
+        from: String,
+        to: String,
+    },
+    UnbindHostname {
+        hostname: String,
+    },
+    UploadCertificate {
+        certificate: UploadCert,
+    },
+    RotateCertificate {
+        id: String,
+        cert_pem: String,
+        key_pem: String,
+    },
+    RemoveCertificate {
+        id: String,
+    },
+    ConfigureIssuer {
+        issuer: OidcIssuerSpec,
+    },
+    RemoveIssuer {
+        name: String,
+    },
+    SetApiHosts {
+        hosts: Vec<String>,
+    },
+    SetPortPolicy {
+        policy: PortPolicy,
+    },
+}
+
+/// A batch item: the command and an optional `if_match` aggregate version.
+#[derive(Debug, Clone)]
+pub struct BatchEntry {
+    pub command: BatchCommand,
+    pub if_match: Option<i64>,
+}
+
+impl BatchEntry {
+    /// Parses one item of a batch body (400 with serde's message).
+    pub fn from_json(mut item: Value) -> Result<BatchEntry, CommandError> {
+        let Some(obj) = item.as_object_mut() else {
+            return Err(CommandError::BadRequest(
+                "a batch item must be a JSON object with an `op`".into(),
+            ));
+        };
+        let if_match = match obj.remove("if_match") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v.as_i64().filter(|n| *n >= 0).ok_or_else(|| {
+                CommandError::BadRequest("if_match must be an aggregate version (a number)".into())
+            })?),
+        };
+        let command = serde_json::from_value(item)
+            .map_err(|e| CommandError::BadRequest(format!("invalid command: {e}")))?;
+        Ok(BatchEntry { command, if_match })
+    }
+}
+
+impl BatchCommand {
+    /// The `op` tag.
+    pub fn op(&self) -> &'static str {
+        use BatchCommand::*;
+        match self {
+            CreateApp { .. } => "create_app",
+            SuspendApp { .. } => "suspend_app",
+            ResumeApp { .. } => "resume_app",
+            SetAppAuth { .. } => "set_app_auth",
+            DeleteApp { .. } => "delete_app",
+            ConfigureUpstream { .. } => "configure_upstream",
+            AddInstance { .. } => "add_instance",
+            RemoveInstance { .. } => "remove_instance",
+            SetLimits { .. } => "set_limits",
+            CreateKey { .. } => "create_key",
+            RevokeKey { .. } => "revoke_key",
+            CreateRoute { .. } => "create_route",
+            DeleteRoute { .. } => "delete_route",
+            BindHostname { .. } => "bind_hostname",
+            RebindHostname { .. } => "rebind_hostname",
+            UnbindHostname { .. } => "unbind_hostname",
+            UploadCertificate { .. } => "upload_certificate",
+            RotateCertificate { .. } => "rotate_certificate",
+            RemoveCertificate { .. } => "remove_certificate",
+            ConfigureIssuer { .. } => "configure_issuer",
+            RemoveIssuer { .. } => "remove_issuer",
+            SetApiHosts { .. } => "set_api_hosts",
+            SetPortPolicy { .. } => "set_port_policy",
+        }
+    }
+}
+
+/// What one item did.
+#[derive(Debug, Clone)]
+pub struct BatchItem {
+    pub op: &'static str,
+    /// The status the single endpoint would answer (201 for a create that
+    /// appended, 200 otherwise).
+    pub status: u16,
+    /// The field the single endpoint answers with (`app`, `key`, ...).
+    pub name: &'static str,
+    pub value: Value,
+    /// The aggregate's version after the item.
+    pub version: i64,
+    pub changed: bool,
+    /// First and last event id the item appended; `None` when it changed nothing.
+    pub event_ids: Option<(i64, i64)>,
+}
+
+/// What a batch did.
+#[derive(Debug, Clone)]
+pub struct BatchWritten {
+    pub items: Vec<BatchItem>,
+    /// First and last event id of the batch; `None` when nothing was appended.
+    pub event_ids: Option<(i64, i64)>,
+    /// The last appended event; the projection cursor when nothing was appended.
+    pub event_id: i64,
+    /// Whether the projection showed the events before the answer.
+    pub applied: bool,
+}
+
+/// Why a batch wrote nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// Item `index` failed (or made the result invalid).
+    #[error("command {index} ({op}): {error}")]
+    Item {
+        index: usize,
+        op: &'static str,
+        error: CommandError,
+    },
+    /// The batch as a whole: empty, too large, or the store refused it.
+    #[error(transparent)]
+    Batch(CommandError),
+}
+
+/// The batch's config and the events collected so far.
+pub(crate) struct Stage {
+    config: EdgeConfig,
+    /// Aggregate versions as of the batch so far.
+    versions: HashMap<(&'static str, String), i64>,
+    events: Vec<BatchEvent>,
+    /// The same events decoded, for re-checking prefixes of the batch.
+    edge: Vec<EdgeEvent>,
+    check_certs: bool,
+    /// The projection cursor the batch started from.
+    event_id: i64,
+}
+
+/// `Commands::execute` on a batch's private instance (see the module docs).
+pub(crate) async fn execute_staged<T>(
+    store: &AnyStore,
+    stage: &Mutex<Stage>,
+    ctx: &Ctx,
+    target: Target,
+    decide: impl FnOnce(&EdgeConfig) -> Result<Plan<T>, CommandError>,
+) -> Result<Written<T>, CommandError> {
+    let mut stage = stage.lock().await;
+    let key = (target.kind, target.id.clone());
+    let version = match stage.versions.get(&key) {
+        Some(v) => *v,
+        None => store
+            .version(target.kind, &target.id)
+            .await
+            .map_err(|e| CommandError::from_store(&target.label(), e))?,
+    };
+    if let Some(expected) = ctx.expected_version
+        && expected != version
+    {
+        return Err(CommandError::VersionConflict {
+            aggregate: target.label(),
+            expected,
+            actual: version,
+        });
+    }
+    let plan = decide(&stage.config)?;
+    if plan.events.is_empty() {
+        return Ok(Written {
+            value: plan.value,
+            event_id: stage.event_id,
+            version,
+            changed: false,
+            applied: true,
+        });
+    }
+    for e in &plan.events {
+        stage.config.apply(e).map_err(CommandError::from_edge)?;
+    }
+    let encoded = encode(&plan.events)?;
+    let new_version = version + encoded.len() as i64;
+    for (expected_version, event) in (version..).zip(encoded) {
+        stage.events.push(BatchEvent {
+            aggregate_type: target.kind.to_string(),
+            aggregate_id: target.id.clone(),
+            expected_version,
+            event,
+        });
+    }
+    stage.edge.extend(plan.events);
+    stage.check_certs |= plan.check_certs;
+    stage.versions.insert(key, new_version);
+    Ok(Written {
+        value: plan.value,
+        event_id: stage.event_id,
+        version: new_version,
+        changed: true,
+        applied: true,
+    })
+}
+
+/// An item's answer as JSON, under the name the single endpoint uses.
+type Outcome = (&'static str, bool, Written<Value>);
+
+fn json<T: serde::Serialize>(name: &'static str, created: bool, w: Written<T>) -> Outcome {
+    (
+        name,
+        created,
+        w.map(|v| serde_json::to_value(v).unwrap_or(Value::Null)),
+    )
+}
+
+/// Runs one item on the batch's private instance.
+async fn run(
+    c: &Commands,
+    ctx: &Ctx,
+    command: BatchCommand,
+    default_grace_seconds: u64,
+) -> Result<Outcome, CommandError> {
+    use BatchCommand as B;
+    Ok(match command {
+        B::CreateApp { id, auth } => json(
+            "app",
+            true,
+            c.create_app(ctx, CreateApp { id, auth }).await?,
+        ),
+        B::SuspendApp { app } => json("app", false, c.suspend_app(ctx, &app).await?),
+        B::ResumeApp { app } => json("app", false, c.resume_app(ctx, &app).await?),
+        B::SetAppAuth { app, auth } => json("app", false, c.set_app_auth(ctx, &app, auth).await?),
+        B::DeleteApp { app, grace_seconds } => {
+            let grace = grace_seconds.unwrap_or(default_grace_seconds);
+            json("app", false, c.delete_app(ctx, &app, grace).await?)
+        }
+        B::ConfigureUpstream { app, name, cluster } => {
+            let cluster = upstream_settings(cluster)?;
+            json(
+                "app",
+                false,
+                c.configure_upstream(ctx, &app, &name, cluster).await?,
+            )
+        }
+        B::AddInstance {
+            app,
+            upstream,
+            instance,
+        } => json(
+            "app",
+            true,
+            c.add_instance(ctx, &app, &upstream, instance).await?,
+        ),
+        B::RemoveInstance {
+            app,
+            upstream,
+            address,
+        } => json(
+            "app",
+            false,
+            c.remove_instance(ctx, &app, &upstream, &address).await?,
+        ),
+        B::SetLimits { app, limits } => json("app", false, c.set_limits(ctx, &app, limits).await?),
+        B::CreateKey { app, key } => {
+            let req = match key {
+                Some(k) => k,
+                None => serde_json::from_value(Value::Object(Default::default()))
+                    .map_err(|e| CommandError::BadRequest(e.to_string()))?,
+            };
+            json("key", true, c.create_key(ctx, &app, req).await?)
+        }
+        B::RevokeKey { key_id } => {
+            let w = c.revoke_key(ctx, &key_id).await?;
+            // The record without its hash, as `DELETE /api/v1/keys/{key_id}`.
+            json(
+                "key",
+                false,
+                w.map(|k| serde_json::json!({ "key_id": k.key_id, "app": k.app })),
+            )
+        }
+        B::CreateRoute { route } => json("route", true, c.create_route(ctx, *route).await?),
+        B::DeleteRoute { id } => json("route", false, c.delete_route(ctx, &id).await?),
+        B::BindHostname { hostname, app } => json(
+            "hostname",
+            true,
+            c.bind_hostname(ctx, &hostname, &app).await?,
+        ),
+        B::RebindHostname { hostname, from, to } => json(
+            "hostname",
+            false,
+            c.rebind_hostname(ctx, &hostname, &from, &to).await?,
+        ),
+        B::UnbindHostname { hostname } => {
+            json("hostname", false, c.unbind_hostname(ctx, &hostname).await?)
+        }
+        B::UploadCertificate { certificate } => json(
+            "certificate",
+            true,
+            c.upload_certificate(ctx, certificate).await?,
+        ),
+        B::RotateCertificate {
+            id,
+            cert_pem,
+            key_pem,
+        } => json(
+            "certificate",
+            false,
+            c.rotate_certificate(ctx, &id, cert_pem, key_pem).await?,
+        ),
+        B::RemoveCertificate { id } => {
+            json("certificate", false, c.remove_certificate(ctx, &id).await?)
+        }
+        B::ConfigureIssuer { issuer } => {
+            json("issuer", true, c.configure_issuer(ctx, issuer).await?)
+        }
+        B::RemoveIssuer { name } => json("issuer", false, c.remove_issuer(ctx, &name).await?),
+        B::SetApiHosts { hosts } => json("api_hosts", false, c.set_api_hosts(ctx, hosts).await?),
+        B::SetPortPolicy { policy } => {
+            json("port_policy", false, c.set_port_policy(ctx, policy).await?)
+        }
+    })
+}
+
+/// Upstream settings as `PUT .../upstreams/{name}` takes them: without endpoints.
+pub fn upstream_settings(mut value: Value) -> Result<ClusterSpec, CommandError> {
+    let Some(obj) = value.as_object_mut() else {
+        return Err(CommandError::BadRequest(
+            "upstream settings must be a JSON object".into(),
+        ));
+    };
+    obj.entry("endpoints")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    serde_json::from_value(value)
+        .map_err(|e| CommandError::BadRequest(format!("invalid upstream settings: {e}")))
+}
+
+/// The item to blame for `error`, the failure of the whole batch's result: the
+/// last item of the shortest failing prefix, found by bisection (`ends[i]` is
+/// the number of events after item `i`).
+fn culprit(
+    start: &EdgeConfig,
+    events: &[EdgeEvent],
+    ends: &[usize],
+    certs: bool,
+    error: CommandError,
+) -> (usize, CommandError) {
+    // The first `passing` items pass; the first `failing` fail with `error`.
+    let (mut passing, mut failing, mut error) = (0, ends.len(), error);
+    while failing - passing > 1 {
+        let mid = passing + (failing - passing) / 2;
+        let mut config = start.clone();
+        for e in &events[..ends[mid - 1]] {
+            // Every event applied once already, in this order.
+            let _ = config.apply(e);
+        }
+        match check::check_result(start, &config, certs) {
+            Ok(()) => passing = mid,
+            Err(e) => {
+                failing = mid;
+                error = e;
+            }
+        }
+    }
+    (failing.saturating_sub(1), error)
+}
+
+impl Commands {
+    /// Runs `entries` as one atomic batch (see the [module docs](self)).
+    pub async fn batch(
+        &self,
+        actor: &str,
+        entries: Vec<BatchEntry>,
+        default_grace_seconds: u64,
+    ) -> Result<BatchWritten, BatchError> {
+        if entries.is_empty() {
+            return Err(BatchError::Batch(CommandError::BadRequest(
+                "a batch needs at least one command".into(),
+            )));
+        }
+        if entries.len() > MAX_BATCH_ITEMS {
+            return Err(BatchError::Batch(CommandError::BadRequest(format!(
+                "a batch takes at most {MAX_BATCH_ITEMS} commands"
+            ))));
+        }
+        let _one_at_a_time = self.lock.lock().await;
+        self.projection.sync().await.map_err(batch_store)?;
+        let view = self.projection.view();
+        let staged = Commands {
+            store: self.store.clone(),
+            projection: self.projection.clone(),
+            lock: Mutex::new(()),
+            stage: Some(Mutex::new(Stage {
+                config: view.config.clone(),
+                versions: HashMap::new(),
+                events: Vec::new(),
+                edge: Vec::new(),
+                check_certs: false,
+                event_id: view.event_id,
+            })),
+        };
+        let mut items = Vec::with_capacity(entries.len());
+        let mut ends = Vec::with_capacity(entries.len());
+        for (index, entry) in entries.into_iter().enumerate() {
+            let op = entry.command.op();
+            let ctx = Ctx {
+                actor: actor.to_string(),
+                expected_version: entry.if_match,
+            };
+            let (name, created, w) = run(&staged, &ctx, entry.command, default_grace_seconds)
+                .await
+                .map_err(|error| BatchError::Item { index, op, error })?;
+            if let Some(stage) = &staged.stage {
+                ends.push(stage.lock().await.events.len());
+            }
+            items.push(BatchItem {
+                op,
+                status: if created && w.changed { 201 } else { 200 },
+                name,
+                value: w.value,
+                version: w.version,
+                changed: w.changed,
+                event_ids: None,
+            });
+        }
+        let Some(stage) = staged.stage.map(Mutex::into_inner) else {
+            return Err(BatchError::Batch(CommandError::Store(
+                "the batch lost its stage".into(),
+            )));
+        };
+        if stage.events.is_empty() {
+            return Ok(BatchWritten {
+                items,
+                event_ids: None,
+                event_id: view.event_id,
+                applied: true,
+            });
+        }
+        if let Err(error) = check::check_result(&view.config, &stage.config, stage.check_certs) {
+            let (index, error) =
+                culprit(&view.config, &stage.edge, &ends, stage.check_certs, error);
+            let op = items.get(index).map_or("?", |i| i.op);
+            return Err(BatchError::Item { index, op, error });
+        }
+        let stored = self
+            .store
+            .append_batch(actor, stage.events)
+            .await
+            .map_err(|e| {
+                BatchError::Batch(CommandError::from_store("an aggregate of the batch", e))
+            })?;
+        let mut start = 0;
+        for (item, end) in items.iter_mut().zip(&ends) {
+            if *end > start
+                && let (Some(first), Some(last)) = (stored.get(start), stored.get(end - 1))
+            {
+                item.event_ids = Some((first.event_id, last.event_id));
+            }
+            start = *end;
+        }
+        let first = stored.first().map_or(view.event_id, |e| e.event_id);
+        let last = stored.last().map_or(view.event_id, |e| e.event_id);
+        tracing::info!(
+            actor,
+            commands = items.len(),
+            events = stored.len(),
+            first_event_id = first,
+            last_event_id = last,
+            "batch applied"
+        );
+        if let Err(e) = self.projection.sync().await {
+            tracing::warn!(error = %e, "projection sync after a batch failed");
+        }
+        let applied = self
+            .projection
+            .wait_applied(last, super::READ_YOUR_WRITES_TIMEOUT)
+            .await;
+        Ok(BatchWritten {
+            items,
+            event_ids: Some((first, last)),
+            event_id: last,
+            applied,
+        })
+    }
+}
+
+fn batch_store(e: crate::store::StoreError) -> BatchError {
+    BatchError::Batch(CommandError::from(e))
+}
