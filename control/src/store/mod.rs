@@ -35,6 +35,7 @@ mod any;
 mod error;
 mod model;
 mod postgres;
+mod settle;
 mod sqlite;
 
 use std::future::Future;

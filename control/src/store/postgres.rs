@@ -13,6 +13,7 @@ use super::model::{
     BatchVersions, bump, now_millis, validate_append, validate_batch, validate_checkpoint,
     validate_limit,
 };
+use super::settle::{Expected, Failure, settle};
 use super::{BatchEvent, EventStore, NewEvent, StoreError, StoredEvent};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -195,24 +196,6 @@ async fn poll(pool: PgPool, last_id: watch::Sender<i64>, every: Duration) {
     }
 }
 
-/// Why an append transaction did not commit.
-enum Failure {
-    Store(StoreError),
-    /// A unique violation on the aggregate sequence: a writer that bypassed the
-    /// advisory lock appended concurrently.
-    Raced,
-}
-
-impl From<sqlx::Error> for Failure {
-    fn from(err: sqlx::Error) -> Self {
-        if super::error::is_unique_violation(&err) {
-            Failure::Raced
-        } else {
-            Failure::Store(err.into())
-        }
-    }
-}
-
 fn event_from_row(row: &PgRow) -> Result<StoredEvent, StoreError> {
     let Json(payload): Json<serde_json::Value> = row.try_get("payload")?;
     Ok(StoredEvent {
@@ -292,26 +275,12 @@ impl EventStore for PgStore {
         }
         .await;
 
-        match outcome {
-            Ok(stored) => {
-                tx.commit().await?;
-                if let Some(last) = stored.last() {
-                    bump(&self.last_id, last.event_id);
-                }
-                Ok(stored)
-            }
-            Err(failure) => {
-                // Roll back now (not lazily on drop) to release the advisory lock.
-                let _ = tx.rollback().await;
-                match failure {
-                    Failure::Store(err) => Err(err),
-                    Failure::Raced => Err(StoreError::Conflict {
-                        expected: expected_version,
-                        actual: self.version(aggregate_type, aggregate_id).await?,
-                    }),
-                }
-            }
-        }
+        let expected = Expected {
+            aggregate_type,
+            aggregate_id,
+            version: expected_version,
+        };
+        settle(self, &self.last_id, tx, outcome, expected).await
     }
 
     async fn append_batch(
@@ -399,30 +368,14 @@ impl EventStore for PgStore {
         }
         .await;
 
-        match outcome {
-            Ok(stored) => {
-                tx.commit().await?;
-                if let Some(last) = stored.last() {
-                    bump(&self.last_id, last.event_id);
-                }
-                Ok(stored)
-            }
-            Err(failure) => {
-                let _ = tx.rollback().await;
-                match failure {
-                    Failure::Store(err) => Err(err),
-                    Failure::Raced => {
-                        let first = &events[0];
-                        Err(StoreError::Conflict {
-                            expected: first.expected_version,
-                            actual: self
-                                .version(&first.aggregate_type, &first.aggregate_id)
-                                .await?,
-                        })
-                    }
-                }
-            }
-        }
+        // A race is reported against the batch's first aggregate.
+        let first = events.first();
+        let expected = Expected {
+            aggregate_type: first.map_or("", |e| e.aggregate_type.as_str()),
+            aggregate_id: first.map_or("", |e| e.aggregate_id.as_str()),
+            version: first.map_or(0, |e| e.expected_version),
+        };
+        settle(self, &self.last_id, tx, outcome, expected).await
     }
 
     async fn version(&self, aggregate_type: &str, aggregate_id: &str) -> Result<i64, StoreError> {
