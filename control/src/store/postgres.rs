@@ -368,14 +368,14 @@ impl EventStore for PgStore {
         }
         .await;
 
-        // A race is reported against the batch's first aggregate.
-        let first = events.first();
-        let expected = Expected {
-            aggregate_type: first.map_or("", |e| e.aggregate_type.as_str()),
-            aggregate_id: first.map_or("", |e| e.aggregate_id.as_str()),
-            version: first.map_or(0, |e| e.expected_version),
-        };
-        settle(self, &self.last_id, tx, outcome, expected).await
+        settle(
+            self,
+            &self.last_id,
+            tx,
+            outcome,
+            Expected::first_of(&events),
+        )
+        .await
     }
 
     async fn version(&self, aggregate_type: &str, aggregate_id: &str) -> Result<i64, StoreError> {

@@ -2,7 +2,7 @@
 //! appends and batches: commit and advance the feed's watch, or roll back and say why.
 
 use super::model::bump;
-use super::{EventStore, StoreError, StoredEvent};
+use super::{BatchEvent, EventStore, StoreError, StoredEvent};
 use tokio::sync::watch;
 
 /// Why an append transaction did not commit.
@@ -28,6 +28,18 @@ pub(super) struct Expected<'a> {
     pub aggregate_type: &'a str,
     pub aggregate_id: &'a str,
     pub version: i64,
+}
+
+impl<'a> Expected<'a> {
+    /// A batch's race is reported against its first aggregate.
+    pub fn first_of(events: &'a [BatchEvent]) -> Self {
+        let first = events.first();
+        Expected {
+            aggregate_type: first.map_or("", |e| e.aggregate_type.as_str()),
+            aggregate_id: first.map_or("", |e| e.aggregate_id.as_str()),
+            version: first.map_or(0, |e| e.expected_version),
+        }
+    }
 }
 
 /// Commits `tx` when `outcome` is the stored events (and raises `last_id` to the
