@@ -36,6 +36,18 @@ async fn call(
     headers: &[(&str, &str)],
     body: TestBody,
 ) -> (u16, String) {
+    let (status, _, body) = send(s, method, path, headers, body).await;
+    (status, body)
+}
+
+/// One request on `s` to the API host; returns status, headers and body text.
+async fn send(
+    s: &mut Sender,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: TestBody,
+) -> (u16, http::HeaderMap, String) {
     let mut req: Request<TestBody> = client::request(s, method, "http", "api.test", path, body);
     for (k, v) in headers {
         let name = http::HeaderName::from_bytes(k.as_bytes()).expect("header name");
@@ -46,8 +58,7 @@ async fn call(
         .await
         .expect("answer in time")
         .expect("response");
-    let (status, _, body) = client::text(resp).await.expect("body");
-    (status, body)
+    client::text(resp).await.expect("body")
 }
 
 async fn get(s: &mut Sender, path: &str) -> (u16, String) {
@@ -227,17 +238,7 @@ async fn rpc_call(
     headers: &[(&str, &str)],
     body: &'static [u8],
 ) -> (u16, http::HeaderMap, String) {
-    let mut req = client::request(s, "POST", "http", "api.test", path, client::full(body));
-    for (k, v) in headers {
-        let name = http::HeaderName::from_bytes(k.as_bytes()).expect("header name");
-        req.headers_mut()
-            .insert(name, v.parse().expect("header value"));
-    }
-    let resp = tokio::time::timeout(WAIT, s.send(req))
-        .await
-        .expect("answer in time")
-        .expect("response");
-    client::text(resp).await.expect("body")
+    send(s, "POST", path, headers, client::full(body)).await
 }
 
 #[tokio::test]
