@@ -5,6 +5,7 @@
 //! `apply` checks structure (the app exists, the route id is free); whether the
 //! result is servable is [`crate::validate`] on [`EdgeConfig::routing_spec`].
 
+use crate::acme::{AcmeChallenge, ChallengeKind, ManagedTls, TlsState};
 use crate::auth::{ApiKeySpec, AuthPolicy, OidcIssuerSpec};
 use crate::model::{
     AppSpec, AppStatus, ClusterSpec, EndpointSpec, PortPolicy, RouteSpec, RoutingSpec,
@@ -57,6 +58,12 @@ pub struct EdgeConfig {
     /// Per-app rate limits and budgets, opaque here.
     #[serde(default)]
     pub limits: BTreeMap<String, serde_json::Value>,
+    /// Hostnames whose certificates the control service obtains over ACME.
+    #[serde(default)]
+    pub managed_tls: BTreeMap<String, ManagedTls>,
+    /// The ACME challenge each hostname being validated answers, by hostname.
+    #[serde(default)]
+    pub acme_challenges: BTreeMap<String, AcmeChallenge>,
 }
 
 /// An event that changes what the edge serves. The serde tag is the `event_type`.
@@ -154,6 +161,48 @@ pub enum EdgeEvent {
     PortPolicySet {
         policy: PortPolicy,
     },
+    /// The control service is to obtain and renew `hostname`'s certificate.
+    TlsManaged {
+        hostname: String,
+        challenge: ChallengeKind,
+        at_unix: i64,
+    },
+    /// No longer managed: its challenge and issued certificate go too.
+    TlsUnmanaged {
+        hostname: String,
+    },
+    TlsOrderStarted {
+        hostname: String,
+        #[serde(default)]
+        renewal: bool,
+        at_unix: i64,
+    },
+    AcmeChallengePublished {
+        challenge: AcmeChallenge,
+        at_unix: i64,
+    },
+    /// The issued certificate replaces (or becomes) the hostname's managed one.
+    TlsIssued {
+        hostname: String,
+        cert: EdgeCert,
+        not_before_unix: i64,
+        not_after_unix: i64,
+        at_unix: i64,
+    },
+    /// Due for renewal but queued behind the CA's limits.
+    TlsRenewalDue {
+        hostname: String,
+        at_unix: i64,
+    },
+    TlsOrderFailed {
+        hostname: String,
+        error: String,
+        /// The CA refused the challenge (counts toward its failed-validation limit).
+        #[serde(default)]
+        validation: bool,
+        retry_at_unix: i64,
+        at_unix: i64,
+    },
 }
 
 impl EdgeEvent {
@@ -185,6 +234,13 @@ impl EdgeEvent {
             IssuerRemoved { .. } => "issuer_removed",
             ApiHostsSet { .. } => "api_hosts_set",
             PortPolicySet { .. } => "port_policy_set",
+            TlsManaged { .. } => "tls_managed",
+            TlsUnmanaged { .. } => "tls_unmanaged",
+            TlsOrderStarted { .. } => "tls_order_started",
+            AcmeChallengePublished { .. } => "acme_challenge_published",
+            TlsIssued { .. } => "tls_issued",
+            TlsRenewalDue { .. } => "tls_renewal_due",
+            TlsOrderFailed { .. } => "tls_order_failed",
         }
     }
 }
@@ -218,6 +274,10 @@ pub enum EdgeError {
     NoKey(String),
     #[error("no issuer `{0}`")]
     NoIssuer(String),
+    #[error("hostname `{0}` is not managed")]
+    NotManaged(String),
+    #[error("hostname `{0}` is already managed")]
+    AlreadyManaged(String),
 }
 
 impl EdgeConfig {
@@ -398,8 +458,75 @@ impl EdgeConfig {
             }
             ApiHostsSet { hosts } => self.api_hosts = hosts.clone(),
             PortPolicySet { policy } => self.port_policy = policy.clone(),
+            TlsManaged {
+                hostname,
+                challenge,
+                at_unix,
+            } => {
+                if self.managed_tls.contains_key(hostname) {
+                    return Err(EdgeError::AlreadyManaged(hostname.clone()));
+                }
+                self.managed_tls.insert(
+                    hostname.clone(),
+                    ManagedTls::new(hostname, *challenge, *at_unix),
+                );
+            }
+            TlsUnmanaged { hostname } => {
+                let m = self
+                    .managed_tls
+                    .remove(hostname)
+                    .ok_or_else(|| EdgeError::NotManaged(hostname.clone()))?;
+                self.acme_challenges.remove(hostname);
+                if let Some(id) = m.cert_id {
+                    self.certificates.remove(&id);
+                }
+            }
+            TlsOrderStarted {
+                hostname, at_unix, ..
+            } => self.managed_mut(hostname)?.order_started(*at_unix),
+            AcmeChallengePublished { challenge, at_unix } => {
+                self.managed_mut(&challenge.hostname)?
+                    .enter(TlsState::ChallengePublished, *at_unix);
+                self.acme_challenges
+                    .insert(challenge.hostname.clone(), challenge.clone());
+            }
+            TlsIssued {
+                hostname,
+                cert,
+                not_before_unix,
+                not_after_unix,
+                at_unix,
+            } => {
+                self.managed_mut(hostname)?.issued(
+                    &cert.id,
+                    (*not_before_unix, *not_after_unix),
+                    *at_unix,
+                );
+                self.acme_challenges.remove(hostname);
+                self.certificates.insert(cert.id.clone(), cert.clone());
+            }
+            TlsRenewalDue { hostname, at_unix } => self
+                .managed_mut(hostname)?
+                .enter(TlsState::RenewalDue, *at_unix),
+            TlsOrderFailed {
+                hostname,
+                error,
+                validation,
+                retry_at_unix,
+                at_unix,
+            } => {
+                self.managed_mut(hostname)?
+                    .failed(error, *validation, *retry_at_unix, *at_unix);
+                self.acme_challenges.remove(hostname);
+            }
         }
         Ok(())
+    }
+
+    fn managed_mut(&mut self, hostname: &str) -> Result<&mut ManagedTls, EdgeError> {
+        self.managed_tls
+            .get_mut(hostname)
+            .ok_or_else(|| EdgeError::NotManaged(hostname.to_string()))
     }
 
     /// The routing model proxies compile; apps being deleted keep no keys.

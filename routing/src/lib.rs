@@ -7,6 +7,7 @@
 //! keyed by the specs defined here. It also holds the other types both sides speak:
 //! the usage batches a proxy reports and the control service stores ([`usage`]).
 
+pub mod acme;
 pub mod auth;
 pub mod edge;
 pub mod gateway;
@@ -23,6 +24,7 @@ pub mod validate;
 mod validate_auth;
 mod validate_gateway;
 
+pub use acme::{AcmeChallenge, ChallengeKind, ManagedTls, TlsState, managed_cert_id};
 pub use auth::{ApiKeySpec, AuthPolicy, KeyKind, OidcIssuerSpec, SUPPORTED_ALGORITHMS};
 pub use edge::{EdgeApp, EdgeCert, EdgeConfig, EdgeError, EdgeEvent};
 pub use gateway::{

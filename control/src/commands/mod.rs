@@ -102,13 +102,15 @@ impl CommandError {
             | EdgeError::NoRoute(_)
             | EdgeError::NoCertificate(_)
             | EdgeError::NoKey(_)
-            | EdgeError::NoIssuer(_) => CommandError::NotFound(text),
+            | EdgeError::NoIssuer(_)
+            | EdgeError::NotManaged(_) => CommandError::NotFound(text),
             EdgeError::AppExists(_)
             | EdgeError::RouteExists(_)
             | EdgeError::HostnameTaken { .. }
             | EdgeError::HostnameNotBound(_)
             | EdgeError::CertificateExists(_)
-            | EdgeError::KeyExists(_) => CommandError::Conflict(text),
+            | EdgeError::KeyExists(_)
+            | EdgeError::AlreadyManaged(_) => CommandError::Conflict(text),
             EdgeError::RouteWithoutId => CommandError::BadRequest(text),
         }
     }
