@@ -15,6 +15,7 @@
 //! - [`service`]: [`run`] with [`ControlOptions`] (`tollgate control`).
 pub mod store;
 
+pub mod acme;
 pub mod commands;
 pub mod feed;
 pub mod grace;

@@ -64,6 +64,9 @@ pub struct ControlOptions {
     /// Milliseconds between checks for app deletions whose grace period ended.
     #[arg(long, default_value_t = 1000)]
     pub grace_check_ms: u64,
+    /// The ACME client (off without `--acme-directory`).
+    #[command(flatten)]
+    pub acme: crate::acme::AcmeOptions,
 }
 
 impl Default for ControlOptions {
@@ -78,6 +81,7 @@ impl Default for ControlOptions {
             default_grace_seconds: 3600,
             poll_ms: 1000,
             grace_check_ms: 1000,
+            acme: crate::acme::AcmeOptions::default(),
         }
     }
 }
@@ -209,6 +213,21 @@ pub async fn start(opts: ControlOptions) -> Result<Running, ControlError> {
         Ok(())
     }));
 
+    let acme_metrics = Arc::new(
+        crate::acme::AcmeMetrics::new()
+            .map_err(|e| ControlError::Config(format!("registering the ACME metrics: {e}")))?,
+    );
+    let acme = crate::acme::run(
+        commands.clone(),
+        opts.acme.clone(),
+        acme_metrics.clone(),
+        stop_rx.clone(),
+    );
+    spawn(Box::pin(async move {
+        acme.await;
+        Ok(())
+    }));
+
     let mut feed_tokens = vec![admin.clone()];
     feed_tokens.extend(proxy.clone());
     let api = Arc::new(Api {
@@ -216,6 +235,8 @@ pub async fn start(opts: ControlOptions) -> Result<Running, ControlError> {
         admin,
         proxy,
         default_grace_seconds: opts.default_grace_seconds,
+        acme: opts.acme.clone(),
+        acme_metrics,
     });
     let mut http_stop = stop_rx.clone();
     spawn(Box::pin(async move {

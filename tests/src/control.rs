@@ -109,20 +109,28 @@ pub struct ControlProcess {
     /// The gRPC feed address (kept across restarts).
     pub grpc: SocketAddr,
     client: ApiClient,
+    /// Flags added to every start (e.g. `--acme-directory`).
+    args: Vec<String>,
 }
 
 impl ControlProcess {
     /// Starts a service on a new SQLite store, on ephemeral ports.
     pub async fn start() -> Result<Self, BoxError> {
+        Self::start_with(&[]).await
+    }
+
+    /// [`Self::start`] with extra flags, kept for restarts.
+    pub async fn start_with(args: &[String]) -> Result<Self, BoxError> {
         let dir = tempfile::tempdir()?;
         let any: SocketAddr = "127.0.0.1:0".parse()?;
-        let (child, http, grpc) = spawn(dir.path(), any, any).await?;
+        let (child, http, grpc) = spawn(dir.path(), any, any, args).await?;
         Ok(ControlProcess {
             child: Some(child),
             dir,
             http,
             grpc,
             client: ApiClient::new(http, ADMIN_TOKEN),
+            args: args.to_vec(),
         })
     }
 
@@ -218,7 +226,7 @@ impl ControlProcess {
         if self.child.is_some() {
             return Err("the control service is still running: stop() it first".into());
         }
-        let (child, http, grpc) = spawn(self.dir.path(), self.http, self.grpc).await?;
+        let (child, http, grpc) = spawn(self.dir.path(), self.http, self.grpc, &self.args).await?;
         self.child = Some(child);
         debug_assert_eq!((http, grpc), (self.http, self.grpc));
         Ok(())
@@ -250,6 +258,7 @@ async fn spawn(
     dir: &Path,
     http: SocketAddr,
     grpc: SocketAddr,
+    args: &[String],
 ) -> Result<(Child, SocketAddr, SocketAddr), BoxError> {
     let ready = dir.join("ready.json");
     let deadline = Instant::now() + READY_TIMEOUT;
@@ -272,6 +281,7 @@ async fn spawn(
             .arg("--ready-file")
             .arg(&ready)
             .args(["--poll-ms", "200"])
+            .args(args)
             .env(
                 "RUST_LOG",
                 std::env::var("TOLLGATE_TEST_LOG").unwrap_or_else(|_| "info".into()),

@@ -47,7 +47,7 @@ enum Command {
     /// Run the control service: HTTP API, gRPC edge feed, event log (see control/API.md).
     Control {
         #[command(flatten)]
-        options: tollgate_control::ControlOptions,
+        options: Box<tollgate_control::ControlOptions>,
         /// Log JSON lines instead of text.
         #[arg(long)]
         log_json: bool,
@@ -121,7 +121,7 @@ fn main() -> ExitCode {
                 LogFormat::Text
             });
             runtime
-                .block_on(tollgate_control::run(options))
+                .block_on(tollgate_control::run(*options))
                 .map_err(|e| e.to_string())
         }
     };

@@ -13,7 +13,7 @@ use super::{CommandError, Commands, Ctx, Plan, Target, Written, check_id};
 use crate::ids;
 use serde::{Deserialize, Serialize};
 use tollgate_certs::{CertSource, CertStore, Expiry};
-use tollgate_routing::{EdgeCert, EdgeEvent};
+use tollgate_routing::{EdgeCert, EdgeConfig, EdgeEvent};
 
 const KIND: &str = "certificate";
 
@@ -105,6 +105,21 @@ fn names_for(req: &UploadCert) -> Result<Vec<String>, CommandError> {
         .collect())
 }
 
+/// Certificates issued over ACME change only through their hostname's lifecycle.
+fn refuse_managed(config: &EdgeConfig, id: &str) -> Result<(), CommandError> {
+    match config
+        .managed_tls
+        .values()
+        .find(|m| m.cert_id.as_deref() == Some(id))
+    {
+        Some(m) => Err(CommandError::Conflict(format!(
+            "certificate `{id}` is issued over ACME for `{}`; it renews itself",
+            m.hostname
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn with_certs<T>(plan: Plan<T>) -> Plan<T> {
     Plan {
         check_certs: true,
@@ -139,6 +154,11 @@ impl Commands {
                     "certificate `{id}` already exists; rotate it instead"
                 )));
             }
+            if let Some(n) = cert.names.iter().find(|n| config.managed_tls.contains_key(*n)) {
+                return Err(CommandError::Conflict(format!(
+                    "`{n}` gets its certificate over ACME; take it off first (DELETE /api/v1/hostnames/{n}/tls)"
+                )));
+            }
             let view = cert_view(&cert);
             Ok(with_certs(Plan::new(
                 vec![EdgeEvent::CertificateUploaded { cert }],
@@ -162,6 +182,7 @@ impl Commands {
                 .certificates
                 .get(id)
                 .ok_or_else(|| CommandError::NotFound(format!("no certificate `{id}`")))?;
+            refuse_managed(config, id)?;
             let next = EdgeCert {
                 cert_pem: cert_pem.clone(),
                 key_pem: key_pem.clone(),
@@ -194,6 +215,7 @@ impl Commands {
                 .certificates
                 .get(id)
                 .ok_or_else(|| CommandError::NotFound(format!("no certificate `{id}`")))?;
+            refuse_managed(config, id)?;
             Ok(with_certs(Plan::new(
                 vec![EdgeEvent::CertificateRemoved {
                     cert_id: id.to_string(),

@@ -35,6 +35,7 @@ mod check;
 mod hostname;
 mod platform;
 mod route;
+mod tls;
 
 pub use api_key::{CreateKey, CreatedKey};
 pub use app::{AppView, CreateApp, app_view};
@@ -44,6 +45,7 @@ pub use batch::{
 pub use certificate::{CertView, UploadCert, cert_view};
 pub use check::Problem;
 pub use hostname::HostnameView;
+pub use tls::{Expect, ManageTls, TlsView, tls_view};
 
 use crate::projection::Projection;
 use crate::store::{AnyStore, EventStore, NewEvent, StoreError};

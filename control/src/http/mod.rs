@@ -21,6 +21,7 @@
 mod batch;
 mod feed;
 mod read;
+mod tls;
 mod usage;
 mod write;
 
@@ -44,6 +45,10 @@ pub struct Api {
     pub proxy: Option<Token>,
     /// Grace period of `DELETE /api/v1/apps/{app}` without `grace_seconds`.
     pub default_grace_seconds: u64,
+    /// For renewal points in `GET` answers and whether ACME is on.
+    pub acme: crate::acme::AcmeOptions,
+    /// Served on `GET /metrics`.
+    pub acme_metrics: Arc<crate::acme::AcmeMetrics>,
 }
 
 type Shared = State<Arc<Api>>;
@@ -260,6 +265,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .merge(write::routes())
         .merge(batch::routes())
         .merge(usage::admin_routes())
+        .merge(tls::routes())
         .route_layer(middleware::from_fn_with_state(api.clone(), admin_only));
     let proxies = feed::routes()
         .merge(usage::proxy_routes())

@@ -35,6 +35,7 @@ pub fn options(dir: &Path) -> ControlOptions {
         default_grace_seconds: 3600,
         poll_ms: 200,
         grace_check_ms: 100,
+        ..ControlOptions::default()
     }
 }
 
