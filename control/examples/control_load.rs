@@ -73,6 +73,7 @@ async fn start(store: Option<&str>) -> Service {
         listen: "127.0.0.1:0".parse().unwrap(),
         grpc_listen: "127.0.0.1:0".parse().unwrap(),
         admin_token: Some(TOKEN.into()),
+        sealing_key_file: Some(tmp.path().join("sealing.key")),
         ..ControlOptions::default()
     };
     let running = tollgate_control::start(opts).await.unwrap();

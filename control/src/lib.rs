@@ -22,6 +22,7 @@ pub mod grace;
 pub mod grpc;
 pub mod http;
 pub mod ids;
+pub mod ownership;
 pub mod projection;
 pub mod service;
 pub mod token;

@@ -11,7 +11,7 @@ use crate::commands::Commands;
 use crate::grpc::Feed;
 use crate::http::{Api, router};
 use crate::projection::Projection;
-use crate::store::{AnyStore, StoreError};
+use crate::store::{AnyStore, StoreError, load_keyring};
 use crate::token::Token;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -64,9 +64,18 @@ pub struct ControlOptions {
     /// Milliseconds between checks for app deletions whose grace period ended.
     #[arg(long, default_value_t = 1000)]
     pub grace_check_ms: u64,
+    /// Sealing keys for private keys at rest when `TOLLGATE_SEALING_KEYS` is
+    /// unset (same format, one per line; created with a random key if missing).
+    /// Default: `sealing.key` beside the SQLite database; PostgreSQL needs the
+    /// variable or this file.
+    #[arg(long)]
+    pub sealing_key_file: Option<PathBuf>,
     /// The ACME client (off without `--acme-directory`).
     #[command(flatten)]
     pub acme: crate::acme::AcmeOptions,
+    /// Hostname claims verified by DNS.
+    #[command(flatten)]
+    pub ownership: crate::ownership::OwnershipOptions,
 }
 
 impl Default for ControlOptions {
@@ -81,7 +90,9 @@ impl Default for ControlOptions {
             default_grace_seconds: 3600,
             poll_ms: 1000,
             grace_check_ms: 1000,
+            sealing_key_file: None,
             acme: crate::acme::AcmeOptions::default(),
+            ownership: crate::ownership::OwnershipOptions::default(),
         }
     }
 }
@@ -168,10 +179,15 @@ pub async fn start(opts: ControlOptions) -> Result<Running, ControlError> {
         ))
     })?;
     let proxy = token(opts.proxy_token.as_deref(), PROXY_TOKEN_ENV, "proxy")?;
-    let store = Arc::new(AnyStore::open(&opts.store).await?);
+    // Keys first: a wrong key setup must not touch (or migrate) the database.
+    let (keyring, _) = load_keyring(&opts.store, opts.sealing_key_file.as_deref())
+        .map_err(|e| ControlError::Config(e.to_string()))?;
+    let store = Arc::new(AnyStore::open(&opts.store).await?.with_keyring(keyring));
     tracing::info!(backend = store.backend(), "event store open");
     let projection = Projection::start(store.clone()).await?;
-    let commands = Arc::new(Commands::new(store.clone(), projection.clone()));
+    let commands = Arc::new(
+        Commands::new(store.clone(), projection.clone()).with_ownership(opts.ownership.policy()),
+    );
 
     let http = TcpListener::bind(opts.listen)
         .await
@@ -225,6 +241,12 @@ pub async fn start(opts: ControlOptions) -> Result<Running, ControlError> {
     );
     spawn(Box::pin(async move {
         acme.await;
+        Ok(())
+    }));
+    let ownership =
+        crate::ownership::run(commands.clone(), opts.ownership.clone(), stop_rx.clone());
+    spawn(Box::pin(async move {
+        ownership.await;
         Ok(())
     }));
 

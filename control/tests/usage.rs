@@ -22,7 +22,8 @@ enum Backend {
 /// Keeps the database of a service alive across restarts.
 enum Db {
     Sqlite(tempfile::TempDir),
-    Postgres(support::pg::TestDb),
+    /// The database and a folder for the sealing key file.
+    Postgres(support::pg::TestDb, tempfile::TempDir),
 }
 
 struct Service {
@@ -34,7 +35,9 @@ impl Service {
     async fn start(backend: Backend) -> Service {
         let db = match backend {
             Backend::Sqlite => Db::Sqlite(tempfile::tempdir().unwrap()),
-            Backend::Postgres => Db::Postgres(support::pg::test_db().await),
+            Backend::Postgres => {
+                Db::Postgres(support::pg::test_db().await, tempfile::tempdir().unwrap())
+            }
         };
         let running = tollgate_control::start(Self::options(&db)).await.unwrap();
         Service { running, db }
@@ -43,9 +46,9 @@ impl Service {
     fn options(db: &Db) -> ControlOptions {
         match db {
             Db::Sqlite(dir) => options(dir.path()),
-            Db::Postgres(pg) => ControlOptions {
+            Db::Postgres(pg, keys) => ControlOptions {
                 store: pg.url.clone(),
-                ..options(std::path::Path::new("unused"))
+                ..options(keys.path())
             },
         }
     }

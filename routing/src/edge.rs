@@ -10,6 +10,7 @@ use crate::auth::{ApiKeySpec, AuthPolicy, OidcIssuerSpec};
 use crate::model::{
     AppSpec, AppStatus, ClusterSpec, EndpointSpec, PortPolicy, RouteSpec, RoutingSpec,
 };
+use crate::ownership::{ClaimState, HostnameClaim};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -64,6 +65,9 @@ pub struct EdgeConfig {
     /// The ACME challenge each hostname being validated answers, by hostname.
     #[serde(default)]
     pub acme_challenges: BTreeMap<String, AcmeChallenge>,
+    /// Tenants' claims on hostnames, verified by DNS before binding.
+    #[serde(default)]
+    pub hostname_claims: BTreeMap<String, HostnameClaim>,
 }
 
 /// An event that changes what the edge serves. The serde tag is the `event_type`.
@@ -194,6 +198,32 @@ pub enum EdgeEvent {
         hostname: String,
         at_unix: i64,
     },
+    /// An app claims a hostname; it binds once `token` is found in DNS.
+    HostnameClaimed {
+        hostname: String,
+        app_id: String,
+        token: String,
+        at_unix: i64,
+    },
+    /// The claim's TXT record was found (the hostname is bound in the same append).
+    HostnameVerified {
+        hostname: String,
+        at_unix: i64,
+    },
+    /// A check did not find the token; a verified claim starts its grace period.
+    HostnameCheckFailed {
+        hostname: String,
+        error: String,
+        at_unix: i64,
+    },
+    /// The grace period ended without the record: the claim is pending again (the
+    /// hostname is unbound in the same append).
+    HostnameVerificationLapsed {
+        hostname: String,
+    },
+    HostnameClaimWithdrawn {
+        hostname: String,
+    },
     TlsOrderFailed {
         hostname: String,
         error: String,
@@ -241,6 +271,11 @@ impl EdgeEvent {
             TlsIssued { .. } => "tls_issued",
             TlsRenewalDue { .. } => "tls_renewal_due",
             TlsOrderFailed { .. } => "tls_order_failed",
+            HostnameClaimed { .. } => "hostname_claimed",
+            HostnameVerified { .. } => "hostname_verified",
+            HostnameCheckFailed { .. } => "hostname_check_failed",
+            HostnameVerificationLapsed { .. } => "hostname_verification_lapsed",
+            HostnameClaimWithdrawn { .. } => "hostname_claim_withdrawn",
         }
     }
 }
@@ -278,6 +313,8 @@ pub enum EdgeError {
     NotManaged(String),
     #[error("hostname `{0}` is already managed")]
     AlreadyManaged(String),
+    #[error("hostname `{0}` has no claim")]
+    NoClaim(String),
 }
 
 impl EdgeConfig {
@@ -325,6 +362,7 @@ impl EdgeConfig {
                     .ok_or_else(|| EdgeError::NoApp(app_id.clone()))?;
                 self.routes.retain(|_, r| r.app != *app_id);
                 self.hostnames.retain(|_, a| a != app_id);
+                self.hostname_claims.retain(|_, c| c.app_id != *app_id);
                 self.api_keys.retain(|_, k| k.app != *app_id);
                 self.limits.remove(app_id);
             }
@@ -519,8 +557,49 @@ impl EdgeConfig {
                     .failed(error, *validation, *retry_at_unix, *at_unix);
                 self.acme_challenges.remove(hostname);
             }
+            HostnameClaimed {
+                hostname,
+                app_id,
+                token,
+                at_unix,
+            } => {
+                if !self.apps.contains_key(app_id) {
+                    return Err(EdgeError::NoApp(app_id.clone()));
+                }
+                self.hostname_claims.insert(
+                    hostname.clone(),
+                    HostnameClaim {
+                        hostname: hostname.clone(),
+                        app_id: app_id.clone(),
+                        token: token.clone(),
+                        state: ClaimState::Pending,
+                        claimed_unix: *at_unix,
+                        verified_unix: None,
+                        missing_since_unix: None,
+                        last_error: None,
+                    },
+                );
+            }
+            HostnameVerified { hostname, at_unix } => self.claim_mut(hostname)?.verified(*at_unix),
+            HostnameCheckFailed {
+                hostname,
+                error,
+                at_unix,
+            } => self.claim_mut(hostname)?.check_failed(error, *at_unix),
+            HostnameVerificationLapsed { hostname } => self.claim_mut(hostname)?.lapsed(),
+            HostnameClaimWithdrawn { hostname } => {
+                self.hostname_claims
+                    .remove(hostname)
+                    .ok_or_else(|| EdgeError::NoClaim(hostname.clone()))?;
+            }
         }
         Ok(())
+    }
+
+    fn claim_mut(&mut self, hostname: &str) -> Result<&mut HostnameClaim, EdgeError> {
+        self.hostname_claims
+            .get_mut(hostname)
+            .ok_or_else(|| EdgeError::NoClaim(hostname.to_string()))
     }
 
     fn managed_mut(&mut self, hostname: &str) -> Result<&mut ManagedTls, EdgeError> {

@@ -16,6 +16,7 @@ pub mod l4;
 pub mod limits;
 pub mod matcher;
 pub mod model;
+pub mod ownership;
 pub mod path;
 pub mod rpc;
 pub mod snapshot;
@@ -41,6 +42,7 @@ pub use model::{
     OutlierSpec, PortPolicy, ProtocolHint, RISKY_PORTS, RetrySpec, RouteSpec, RoutingSpec,
     SplitBackend, SplitSpec, UpstreamProtocol,
 };
+pub use ownership::{ClaimState, HostnameClaim};
 pub use path::{EscapedSlashes, PathError, PathPolicy};
 pub use rpc::{CorsSpec, RpcSpec};
 pub use snapshot::Snapshot;

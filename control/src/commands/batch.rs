@@ -499,6 +499,7 @@ impl Commands {
             store: self.store.clone(),
             projection: self.projection.clone(),
             lock: Mutex::new(()),
+            ownership: self.ownership.clone(),
             stage: Some(Mutex::new(Stage {
                 config: view.config.clone(),
                 versions: HashMap::new(),

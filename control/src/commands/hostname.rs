@@ -46,6 +46,12 @@ impl Commands {
             if !config.apps.contains_key(app) {
                 return Err(CommandError::NotFound(format!("no app `{app}`")));
             }
+            if !config.hostnames.contains_key(&hostname) && !self.ownership.may_bind(&hostname) {
+                return Err(CommandError::Conflict(format!(
+                    "`{hostname}` is outside the platform's domains: claim it \
+                     (POST /api/v1/hostnames/{hostname}/claim) and publish the TXT record"
+                )));
+            }
             match config.hostnames.get(&hostname) {
                 Some(current) if current == app => Ok(Plan::noop(view)),
                 Some(current) => Err(CommandError::Conflict(format!(

@@ -32,6 +32,7 @@ mod app;
 mod batch;
 mod certificate;
 mod check;
+mod claim;
 mod hostname;
 mod platform;
 mod route;
@@ -44,6 +45,7 @@ pub use batch::{
 };
 pub use certificate::{CertView, UploadCert, cert_view};
 pub use check::Problem;
+pub use claim::{ClaimCheck, ClaimView, OwnershipPolicy};
 pub use hostname::HostnameView;
 pub use tls::{Expect, ManageTls, TlsView, tls_view};
 
@@ -105,7 +107,8 @@ impl CommandError {
             | EdgeError::NoCertificate(_)
             | EdgeError::NoKey(_)
             | EdgeError::NoIssuer(_)
-            | EdgeError::NotManaged(_) => CommandError::NotFound(text),
+            | EdgeError::NotManaged(_)
+            | EdgeError::NoClaim(_) => CommandError::NotFound(text),
             EdgeError::AppExists(_)
             | EdgeError::RouteExists(_)
             | EdgeError::HostnameTaken { .. }
@@ -231,6 +234,8 @@ pub struct Commands {
     /// Set on the private instance a batch runs its items on: commands decide
     /// against the batch's config and collect their events instead of appending.
     stage: Option<Mutex<batch::Stage>>,
+    /// Which hostnames must be claimed and verified instead of bound directly.
+    ownership: Arc<claim::OwnershipPolicy>,
 }
 
 impl Commands {
@@ -240,7 +245,14 @@ impl Commands {
             projection,
             lock: Mutex::new(()),
             stage: None,
+            ownership: Arc::default(),
         }
+    }
+
+    /// The same commands with `policy` for direct binds.
+    pub fn with_ownership(mut self, policy: claim::OwnershipPolicy) -> Self {
+        self.ownership = Arc::new(policy);
+        self
     }
 
     pub fn projection(&self) -> &Arc<Projection> {

@@ -19,6 +19,7 @@
 //!   a failing item is a 422 naming its index.
 
 mod batch;
+mod claims;
 mod feed;
 mod read;
 mod tls;
@@ -266,6 +267,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .merge(batch::routes())
         .merge(usage::admin_routes())
         .merge(tls::routes())
+        .merge(claims::routes())
         .route_layer(middleware::from_fn_with_state(api.clone(), admin_only));
     let proxies = feed::routes()
         .merge(usage::proxy_routes())

@@ -7,7 +7,8 @@ pub enum StoreError {
     /// command was decided against (HTTP 409). Nothing was appended.
     #[error("version conflict: expected version {expected}, aggregate is at {actual}")]
     Conflict { expected: i64, actual: i64 },
-    /// The database refused or failed the operation.
+    /// The database refused or failed the operation, or a sealed private key
+    /// could not be sealed or unsealed (the message names the key id).
     #[error("event store database error: {0}")]
     Database(String),
     /// The caller passed something the store cannot accept.

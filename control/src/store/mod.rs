@@ -30,20 +30,31 @@
 //!   plus `LISTEN tollgate_events` and a periodic `max(event_id)` poll in
 //!   PostgreSQL. A lost notification loses nothing; readers always read the
 //!   table by id range.
+//! * **Private keys sealed at rest.** [`AnyStore`] with a [`Keyring`] seals the
+//!   `key_pem` and `account_credentials` fields of the events that carry them
+//!   (AES-256-GCM, [`seal`]) and unseals them on every read; the keys come from
+//!   [`SEALING_KEYS_ENV`] or a key file ([`load_keyring`]). Checkpoints hold
+//!   only event ids.
 
 mod any;
 mod error;
+mod keysource;
 mod model;
 mod postgres;
+pub mod seal;
 mod settle;
 mod sqlite;
 
 use std::future::Future;
 
-pub use any::AnyStore;
+pub use any::{AnyBackend, AnyStore};
 pub use error::StoreError;
+pub use keysource::{
+    DEFAULT_KEY_FILE, KeySource, KeySourceError, SEALING_KEYS_ENV, load_keyring, resolve_keyring,
+};
 pub use model::{BatchEvent, NewEvent, StoredEvent};
 pub use postgres::{PG_APPEND_LOCK_KEY, PG_NOTIFY_CHANNEL, PG_POLL_INTERVAL, PgStore};
+pub use seal::{Keyring, KeyringError, SealError};
 pub use sqlite::SqliteStore;
 
 /// The event log contract both backends implement.

@@ -2,7 +2,7 @@
 //! both backends.
 
 use super::{Period, UsageBatch, UsageRecord};
-use crate::store::{AnyStore, PgStore, SqliteStore, StoreError};
+use crate::store::{AnyBackend, AnyStore, PgStore, SqliteStore, StoreError};
 use serde::Serialize;
 use sqlx::{Postgres, QueryBuilder, Row, Sqlite};
 use std::future::Future;
@@ -256,9 +256,9 @@ impl UsageStore for PgStore {
 
 impl UsageStore for AnyStore {
     async fn record_usage(&self, batch: &UsageBatch) -> Result<Recorded, StoreError> {
-        match self {
-            AnyStore::Sqlite(s) => s.record_usage(batch).await,
-            AnyStore::Postgres(s) => s.record_usage(batch).await,
+        match self.inner() {
+            AnyBackend::Sqlite(s) => s.record_usage(batch).await,
+            AnyBackend::Postgres(s) => s.record_usage(batch).await,
         }
     }
 
@@ -268,9 +268,9 @@ impl UsageStore for AnyStore {
         from: Period,
         to: Period,
     ) -> Result<Vec<PeriodUsage>, StoreError> {
-        match self {
-            AnyStore::Sqlite(s) => s.usage(app_id, from, to).await,
-            AnyStore::Postgres(s) => s.usage(app_id, from, to).await,
+        match self.inner() {
+            AnyBackend::Sqlite(s) => s.usage(app_id, from, to).await,
+            AnyBackend::Postgres(s) => s.usage(app_id, from, to).await,
         }
     }
 }

@@ -35,6 +35,8 @@ pub fn options(dir: &Path) -> ControlOptions {
         default_grace_seconds: 3600,
         poll_ms: 200,
         grace_check_ms: 100,
+        // Also the default beside SQLite; PostgreSQL tests need it named.
+        sealing_key_file: Some(dir.join("sealing.key")),
         ..ControlOptions::default()
     }
 }

@@ -8,7 +8,7 @@ pub mod suite;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tollgate_control::store::{AnyStore, PgStore, SqliteStore};
+use tollgate_control::store::{AnyBackend, AnyStore, PgStore, SqliteStore};
 
 /// Raw SQL on a store's own database, bypassing the [`EventStore`] API (used to
 /// prove the database itself refuses tampering).
@@ -41,9 +41,9 @@ impl RawSql for PgStore {
 
 impl RawSql for AnyStore {
     async fn raw_execute(&self, sql: String) -> Result<u64, String> {
-        match self {
-            AnyStore::Sqlite(s) => s.raw_execute(sql).await,
-            AnyStore::Postgres(s) => s.raw_execute(sql).await,
+        match self.inner() {
+            AnyBackend::Sqlite(s) => s.raw_execute(sql).await,
+            AnyBackend::Postgres(s) => s.raw_execute(sql).await,
         }
     }
 }
