@@ -54,6 +54,23 @@ impl Api {
     }
 }
 
+/// Binds `host` to the demo tenant `acme` and asks for its certificate over ACME.
+pub async fn seed_acme(api: &Api, host: &str) -> Result<(), String> {
+    api.call(
+        Method::PUT,
+        &format!("/api/v1/hostnames/{host}"),
+        serde_json::json!({"app": "acme"}),
+    )
+    .await?;
+    api.call(
+        Method::PUT,
+        &format!("/api/v1/hostnames/{host}/tls"),
+        serde_json::json!({"challenge": "http-01"}),
+    )
+    .await?;
+    Ok(())
+}
+
 /// The demo tenants' upstream addresses.
 pub struct Tenants {
     pub acme: SocketAddr,
