@@ -3,6 +3,7 @@
 //! This crate owns:
 //! - the listeners: HTTP/1.1, h2c and HTTP/2, TLS with certificates picked by SNI,
 //!   L4 SNI passthrough with PROXY v2, and their connection limits and timeouts;
+//! - the ACME challenges (HTTP-01, TLS-ALPN-01) the control service publishes;
 //! - the request path from route match to upstream stream: auth, limits and budgets,
 //!   gRPC-Web/Connect translation, header hygiene, retries, the access log;
 //! - upstream pools with balancing, health checks and outlier ejection;
@@ -18,6 +19,7 @@
 //! `tollgate-routing` (the edge config and its events, usage batches) and speak
 //! over the wire (`tollgate-proto`, HTTP).
 
+mod acme;
 mod admin;
 mod auth;
 mod cert_health;

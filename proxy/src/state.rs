@@ -1,6 +1,7 @@
 //! The proxy's shared state: the active config (swapped atomically as one value),
 //! the certificate resolver, metrics and settings fixed at start.
 
+use crate::acme::{AcmeMetrics, AcmeTable};
 use crate::auth::AuthState;
 use crate::cert_health::CertHealth;
 use crate::chain::{PlanParts, RoutePlan, build_plans};
@@ -13,7 +14,7 @@ use crate::upstream::Upstreams;
 use crate::usage::UsageRecorder;
 use arc_swap::ArcSwap;
 use prometheus::IntGauge;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -21,7 +22,7 @@ use tollgate_certs::{CertResolver, CertStore};
 use tollgate_filters::apikey::KeyStore;
 use tollgate_filters::oidc::IssuerRegistry;
 use tollgate_filters::rpc::Schema;
-use tollgate_routing::{PathPolicy, RoutingSpec, Snapshot};
+use tollgate_routing::{AcmeChallenge, PathPolicy, RoutingSpec, Snapshot};
 
 /// One config generation: routes and the upstream clusters they point at.
 #[derive(Debug)]
@@ -39,12 +40,15 @@ pub struct ProxyState {
     pub(crate) routes: Box<[RoutePlan]>,
     /// The apps whose metrics carry their id.
     pub(crate) metric_scope: MetricScope,
+    /// The ACME challenges to answer, by hostname.
+    pub(crate) acme: AcmeTable,
 }
 
 impl ProxyState {
     /// Builds the runtime parts of a snapshot, reusing what `previous` already runs.
     fn build(
         snapshot: Arc<Snapshot>,
+        acme: &BTreeMap<String, AcmeChallenge>,
         previous: Option<&ProxyState>,
         metrics: &Metrics,
         engine: &LimitEngine,
@@ -80,6 +84,7 @@ impl ProxyState {
                 metric_scope: &metric_scope,
             },
         );
+        let acme = AcmeTable::build(acme, previous.map(|p| &p.acme));
         Ok(ProxyState {
             snapshot,
             upstreams,
@@ -89,6 +94,7 @@ impl ProxyState {
             route_limits,
             routes,
             metric_scope,
+            acme,
         })
     }
 }
@@ -173,6 +179,8 @@ pub struct Shared {
     pub reload_lock: tokio::sync::Mutex<()>,
     /// Set once at start when routing comes from the control service.
     pub control: OnceLock<Arc<ControlStatus>>,
+    /// ACME challenges answered and active.
+    pub acme_metrics: AcmeMetrics,
     /// Backends of rate limits and budgets.
     pub limit_engine: Arc<LimitEngine>,
     /// Per-app usage (requests, bytes, metered units) for billing.
@@ -188,6 +196,7 @@ impl Shared {
     ) -> Result<Arc<Self>, ConfigError> {
         let state = ProxyState::build(
             Arc::new(loaded.snapshot(1)?),
+            &BTreeMap::new(),
             None,
             &metrics,
             &limit_engine,
@@ -198,6 +207,8 @@ impl Shared {
         metrics.certificates_loaded.set(loaded.certs.len() as i64);
         let cert_health = CertHealth::register(&metrics.registry).map_err(ConfigError::Metrics)?;
         cert_health.observe(&loaded.certs);
+        let acme_metrics =
+            AcmeMetrics::register(&metrics.registry).map_err(ConfigError::Metrics)?;
         let shared = Shared {
             cert_health,
             state: ArcSwap::from_pointee(state),
@@ -210,6 +221,7 @@ impl Shared {
             draining: AtomicBool::new(false),
             reload_lock: tokio::sync::Mutex::new(()),
             control: OnceLock::new(),
+            acme_metrics,
             limit_engine,
             usage: Arc::new(UsageRecorder::new()),
             metrics,
@@ -219,17 +231,24 @@ impl Shared {
 
     /// Swaps in a new config; on error nothing changes. Returns the new version.
     pub fn apply(&self, loaded: Loaded) -> Result<u64, ConfigError> {
-        self.apply_parts(loaded.routing, loaded.certs)
+        self.apply_parts(loaded.routing, loaded.certs, &BTreeMap::new())
     }
 
-    /// Swaps in routes and certificates from any source (the config file or the
-    /// control service); on error nothing changes. Returns the new version.
-    pub fn apply_parts(&self, routing: RoutingSpec, certs: CertStore) -> Result<u64, ConfigError> {
+    /// Swaps in routes, certificates and ACME challenges from any source (the config
+    /// file has no challenges; the control service publishes them); on error nothing
+    /// changes. Returns the new version.
+    pub fn apply_parts(
+        &self,
+        routing: RoutingSpec,
+        certs: CertStore,
+        acme: &BTreeMap<String, AcmeChallenge>,
+    ) -> Result<u64, ConfigError> {
         let started = Instant::now();
         let current = self.state.load();
         let version = current.snapshot.version + 1;
         let state = ProxyState::build(
             Arc::new(Snapshot::build(routing, version)?),
+            acme,
             Some(&current),
             &self.metrics,
             &self.limit_engine,
@@ -237,6 +256,7 @@ impl Shared {
         )?;
         report_degraded(&state.snapshot.spec, &current.snapshot.spec, &self.metrics);
         let cert_count = certs.len();
+        let acme_active = state.acme.len();
         // Routes and certificates change together, right after each other.
         state.metric_scope.publish(&self.metrics);
         self.state.store(Arc::new(state));
@@ -244,6 +264,7 @@ impl Shared {
         self.certs.swap(certs);
         self.metrics.config_version.set(version as i64);
         self.metrics.certificates_loaded.set(cert_count as i64);
+        self.acme_metrics.set_active(acme_active);
         self.metrics
             .apply_duration
             .observe(started.elapsed().as_secs_f64());

@@ -12,6 +12,7 @@ pub mod control;
 pub mod grpc;
 pub mod helpers;
 pub mod oidc;
+pub mod pebble;
 pub mod proxy;
 pub mod redis;
 pub mod session;

@@ -277,6 +277,7 @@ impl Follower {
                 names: (!c.names.is_empty()).then(|| c.names.clone()),
             })
             .collect();
+        let acme = self.model.acme_challenges.clone();
         let default = self.default_certificate.clone();
         let shared = self.shared.clone();
         let event_id = self.cursor;
@@ -300,7 +301,7 @@ impl Follower {
                     }
                 };
             }
-            target.apply_parts(routing, certs)
+            target.apply_parts(routing, certs, &acme)
         })
         .await
         .unwrap_or_else(|source| {

@@ -9,6 +9,7 @@ use super::completion::{AccessRecord, Completion, StreamGuard};
 use super::errors::ProxyError;
 use super::headers::{self, X_APP_ID, X_REQUEST_ID};
 use super::upgrade;
+use crate::acme;
 use crate::auth;
 use crate::chain::{ClusterChoice, RequestCx, ResponseCx, RoutePlan};
 use crate::rpc;
@@ -176,14 +177,18 @@ fn host_value<B>(req: &Request<B>) -> Option<HeaderValue> {
     }
 }
 
-/// The request path, phase by phase: route, request-head filters, cluster, upstream
-/// request, tries, response.
+/// The request path, phase by phase: ACME challenges, route, request-head filters,
+/// cluster, upstream request, tries, response.
 async fn forward<'a>(
     state: &'a ProxyState,
     ctx: &mut Ctx<'a>,
     req: Request<ClientBody>,
     protocol: Option<RpcProtocol>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
+    // ACME HTTP-01 comes before routing, redirects, auth and limits.
+    if let Some(answer) = acme::http01::answer(&state.acme, &ctx.shared.acme_metrics, &req) {
+        return Ok(answer);
+    }
     let routed = route(state, ctx, &req, protocol)?;
     let plan = routed.plan;
     let (mut head, body) = req.into_parts();

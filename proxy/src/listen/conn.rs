@@ -12,6 +12,7 @@
 use super::idle::{Activity, CloseReason, Tracked, Verdict};
 use super::io::{ClientIo, Slot};
 use super::protocol::HttpBuilders;
+use crate::acme::tls_alpn;
 use crate::clock::now_ms;
 use crate::http::handler::{ConnInfo, handle};
 use crate::http::misdirected::PresentedCert;
@@ -31,6 +32,7 @@ use tokio::time::Instant;
 use tokio_rustls::rustls::server::Acceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor};
+use tollgate_routing::ChallengeKind;
 
 /// The longest a connection may take to close after its graceful shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -41,6 +43,14 @@ enum HandshakeFailure {
     /// and there is no default).
     NoCertificate,
     Other,
+}
+
+/// How a completed handshake goes on.
+enum Accepted {
+    /// Serve HTTP on it (boxed once here; [`ClientIo`] keeps the box).
+    Http(Box<TlsStream<TcpStream>>),
+    /// A TLS-ALPN-01 challenge was answered and the connection closed.
+    AcmeAnswered,
 }
 
 /// A listener's name and the counters its connections share.
@@ -95,14 +105,17 @@ impl Conn {
         &self,
         acceptor: &TlsAcceptor,
         stream: TcpStream,
-    ) -> Option<TlsStream<TcpStream>> {
+    ) -> Option<Box<TlsStream<TcpStream>>> {
         let handshakes = &self.shared.metrics.tls_handshakes;
         let listener = &*self.listener.name;
         let timeout = Duration::from_millis(self.shared.limits.tls_handshake_timeout_ms);
         let result = match tokio::time::timeout(timeout, self.accept(acceptor, stream)).await {
-            Ok(Ok(tls)) => {
+            Ok(Ok(accepted)) => {
                 handshakes.with_label_values(&[listener, "ok"]).inc();
-                return Some(tls);
+                return match accepted {
+                    Accepted::Http(tls) => Some(tls),
+                    Accepted::AcmeAnswered => None,
+                };
             }
             Ok(Err((failure, e))) => {
                 tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed");
@@ -122,15 +135,37 @@ impl Conn {
     /// rustls reports a server name no certificate covers only as `Error::General`
     /// text, so the resolver's store is asked first, with the name the resolver will
     /// be given: a failed handshake for a name it does not cover is `NoCertificate`.
+    ///
+    /// A client offering `acme-tls/1` is a TLS-ALPN-01 validation: it gets only the
+    /// challenge certificate of its server name, or a refusal ([`tls_alpn`]).
     async fn accept(
         &self,
         acceptor: &TlsAcceptor,
         stream: TcpStream,
-    ) -> Result<TlsStream<TcpStream>, (HandshakeFailure, std::io::Error)> {
+    ) -> Result<Accepted, (HandshakeFailure, std::io::Error)> {
         let start = LazyConfigAcceptor::new(Acceptor::default(), stream)
             .await
             .map_err(|e| (HandshakeFailure::Other, e))?;
         let hello = start.client_hello();
+        if tls_alpn::offers_acme_tls(&hello) {
+            let chosen = tls_alpn::choose(&self.shared.state.load().acme, hello.server_name());
+            let Some((config, challenge)) = chosen else {
+                return Err((
+                    HandshakeFailure::NoCertificate,
+                    std::io::Error::other("acme-tls/1 without a challenge"),
+                ));
+            };
+            let failure = if challenge {
+                HandshakeFailure::Other
+            } else {
+                HandshakeFailure::NoCertificate
+            };
+            tls_alpn::answer(start, config)
+                .await
+                .map_err(|e| (failure, e))?;
+            self.shared.acme_metrics.answered(ChallengeKind::TlsAlpn01);
+            return Ok(Accepted::AcmeAnswered);
+        }
         let failure = match self.shared.certs.current().resolve(hello.server_name()) {
             Some(_) => HandshakeFailure::Other,
             None => HandshakeFailure::NoCertificate,
@@ -138,6 +173,7 @@ impl Conn {
         start
             .into_stream(acceptor.config().clone())
             .await
+            .map(|tls| Accepted::Http(Box::new(tls)))
             .map_err(|e| (failure, e))
     }
 

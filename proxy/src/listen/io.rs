@@ -60,9 +60,9 @@ impl ClientIo {
         }
     }
 
-    pub fn tls(stream: TlsStream<TcpStream>, slot: Slot) -> Self {
+    pub fn tls(stream: Box<TlsStream<TcpStream>>, slot: Slot) -> Self {
         ClientIo {
-            stream: Stream::Tls(Box::new(stream)),
+            stream: Stream::Tls(stream),
             _slot: slot,
         }
     }

@@ -2,6 +2,8 @@
 //! through real processes on ephemeral ports. One binary links once instead of once per
 //! file, which keeps the build's disk use and link time small.
 
+mod acme;
+mod acme_edge;
 mod auth_keys;
 mod auth_oidc;
 mod budgets;
@@ -21,6 +23,7 @@ mod metrics_cardinality;
 mod oidc_provider;
 mod operations;
 mod paths;
+mod pebble_harness;
 mod reload;
 mod smoke;
 mod tls;
