@@ -59,6 +59,9 @@ pub struct PebbleOptions {
     /// Keep pebble's random 0-15 s sleep before validating; `false` sets
     /// `PEBBLE_VA_NOSLEEP=1`.
     pub va_sleep: bool,
+    /// Share of orders that reuse a valid authorization instead of validating again
+    /// (`PEBBLE_AUTHZREUSE`); `None`: pebble's default, 50 %.
+    pub authz_reuse_percent: Option<u8>,
 }
 
 /// A running pebble and challtestsrv; both killed when dropped.
@@ -169,6 +172,9 @@ impl Pebble {
         }
         if let Some(pct) = self.options.nonce_reject_percent {
             cmd.env("PEBBLE_WFE_NONCEREJECT", pct.to_string());
+        }
+        if let Some(pct) = self.options.authz_reuse_percent {
+            cmd.env("PEBBLE_AUTHZREUSE", pct.to_string());
         }
         self.pebble = Some(spawn(cmd, &self.dir.path().join("pebble.log"))?);
         let (tls, acme) = (self.tls.clone(), self.acme);

@@ -281,16 +281,20 @@ async fn http01_issues_through_whichever_proxy_the_ca_reaches_and_renews_without
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_alpn01_issues_when_port_80_is_unreachable() {
+async fn tls_alpn01_issues_when_port_80_is_unreachable_for_a_ca_that_requires_account_binding() {
     let (http, tls) = (shared_port(), shared_port());
+    // The CA only registers accounts with its External Account Binding key.
+    const KID: &str = "tollgate-eab";
+    const HMAC: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
     let pebble = Pebble::start(PebbleOptions {
         http_port: http,
         tls_port: tls,
+        eab: Some((KID.into(), HMAC.into())),
         ..Default::default()
     })
     .await
     .expect("pebble starts");
-    let cp = control_for(&pebble, &[]).await;
+    let cp = control_for(&pebble, &["--acme-eab-kid", KID, "--acme-eab-hmac", HMAC]).await;
     // Only TLS is reachable: the plain listener is on another address.
     let state = tempfile::tempdir().expect("state dir");
     let config = Config::new()
@@ -503,5 +507,57 @@ async fn a_customer_domain_binds_and_gets_a_certificate_only_after_its_txt_recor
         .api("GET", &format!("/api/v1/hostnames/{HOST}/claim"), None)
         .await;
     assert_eq!(v["claim"]["state"], "pending", "{v}");
+    drop(up);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_renewal_keeps_the_certificate_in_service() {
+    let (http, tls) = (shared_port(), shared_port());
+    let pebble = Pebble::start(PebbleOptions {
+        http_port: http,
+        tls_port: tls,
+        validity_secs: Some(90),
+        // Every order validates again, as a CA does once its authorizations expire.
+        authz_reuse_percent: Some(0),
+        ..Default::default()
+    })
+    .await
+    .expect("pebble starts");
+    // Renewal exactly a third of the lifetime (30 s) before expiry: the old certificate
+    // is still valid for that long after the renewal fails.
+    let cp = control_for(&pebble, &["--acme-renew-jitter-secs", "0"]).await;
+    let (proxy, _state) = edge(&cp, "edge-1", "127.0.0.1", http, tls);
+    let up = Upstream::start("shop").await;
+    let api = cp.client();
+    shop(&api, up.addr, &["renew.shop.test"]).await;
+    manage(&api, "renew.shop.test", "http-01").await;
+    let first = issued(&api, "renew.shop.test", None).await;
+    let roots = pebble.issuing_roots_pem().await.expect("pebble roots");
+    let cfg = trusting(&roots);
+    let f = fingerprint(&api, "renew.shop.test").await;
+    serves(proxy.addr("tls"), "renew.shop.test", &cfg, &f).await;
+
+    // From now on the CA reaches no proxy: the renewal fails.
+    pebble
+        .set_a("renew.shop.test", "127.0.0.3")
+        .await
+        .expect("A");
+    let failed = until("the renewal to fail", ISSUE, || async {
+        let v = tls_state(&api, "renew.shop.test").await;
+        (v["state"] == "failed").then_some(v)
+    })
+    .await;
+    assert_eq!(failed["cert_id"], first["cert_id"], "{failed}");
+    assert_eq!(
+        failed["not_after_unix"], first["not_after_unix"],
+        "{failed}"
+    );
+    assert!(failed["last_error"].is_string(), "{failed}");
+    // The previous certificate is still what clients get.
+    let der = served_leaf(proxy.addr("tls"), "renew.shop.test", cfg.clone())
+        .await
+        .expect("handshake after the failed renewal");
+    assert_eq!(sha256_hex(&der), f);
+    assert_eq!(fingerprint(&api, "renew.shop.test").await, f);
     drop(up);
 }
