@@ -6,6 +6,7 @@
 //! the record has been missing for `--ownership-grace-secs`.
 
 use crate::commands::{ClaimCheck, Commands, OwnershipPolicy};
+use futures_util::StreamExt;
 use hickory_resolver::Resolver;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
@@ -74,6 +75,9 @@ impl OwnershipOptions {
 /// A lookup's bound: a resolver that does not answer is a failed check.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_PENDING_INTERVAL: Duration = Duration::from_secs(3600);
+const CONCURRENT_LOOKUPS: usize = 32;
+/// Least time between two passes woken by log changes.
+const MIN_PASS_GAP: Duration = Duration::from_millis(100);
 
 fn resolver(opts: &OwnershipOptions) -> Result<Resolver<TokioRuntimeProvider>, String> {
     let mut builder = if opts.dns_resolvers.is_empty() {
@@ -159,6 +163,7 @@ pub async fn run(commands: Arc<Commands>, opts: OwnershipOptions, mut stop: watc
         let now = Instant::now();
         due.retain(|h, _| view.config.hostname_claims.contains_key(h));
         let mut next = now + first;
+        let mut batch = Vec::new();
         for (host, claim) in &view.config.hostname_claims {
             let entry = due.entry(host.clone()).or_insert(Due {
                 at: now,
@@ -166,11 +171,24 @@ pub async fn run(commands: Arc<Commands>, opts: OwnershipOptions, mut stop: watc
             });
             if entry.at > now {
                 next = next.min(entry.at);
-                continue;
+            } else {
+                batch.push((host.clone(), claim.token.clone(), claim.state));
             }
-            let found = check(&resolver, host, &claim.token).await;
+        }
+        // Lookups run concurrently; a resolver that does not answer costs each one
+        // its timeout, not the whole pass.
+        let resolver = &resolver;
+        let results: Vec<_> = futures_util::stream::iter(batch)
+            .map(|(host, token, state)| async move {
+                let found = check(resolver, &host, &token).await;
+                (host, token, state, found)
+            })
+            .buffer_unordered(CONCURRENT_LOOKUPS)
+            .collect()
+            .await;
+        for (host, token, state, found) in results {
             match commands
-                .record_claim_check(host, &claim.token, found.clone(), grace)
+                .record_claim_check(&host, &token, found.clone(), grace)
                 .await
             {
                 Ok(true) => {
@@ -181,19 +199,30 @@ pub async fn run(commands: Arc<Commands>, opts: OwnershipOptions, mut stop: watc
                     tracing::warn!(hostname = %host, error = %e, "cannot record an ownership check")
                 }
             }
-            let verified = claim.state == ClaimState::Verified || found == ClaimCheck::Found;
-            entry.interval = match (verified, &found) {
-                (true, ClaimCheck::Found) => recheck,
-                // Missing (pending, or lapsing within its grace period): back off.
-                _ => (entry.interval * 2).min(MAX_PENDING_INTERVAL),
-            };
-            entry.at = Instant::now() + entry.interval;
-            next = next.min(entry.at);
+            let verified = state == ClaimState::Verified || found == ClaimCheck::Found;
+            if let Some(entry) = due.get_mut(&host) {
+                entry.interval = match (verified, &found) {
+                    (true, ClaimCheck::Found) => recheck,
+                    // Missing (pending, or lapsing within its grace period): back off.
+                    _ => (entry.interval * 2).min(MAX_PENDING_INTERVAL),
+                };
+                entry.at = Instant::now() + entry.interval;
+                next = next.min(entry.at);
+            }
         }
+        let mut changed = false;
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
-            r = applied.changed() => if r.is_err() { return },
+            r = applied.changed() => {
+                if r.is_err() { return }
+                changed = true;
+            }
             _ = stop.wait_for(|s| *s) => return,
+        }
+        if changed {
+            // Changes are picked up promptly, but a busy log must not turn into a
+            // pass per event.
+            tokio::time::sleep(MIN_PASS_GAP).await;
         }
     }
 }

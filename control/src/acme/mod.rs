@@ -33,6 +33,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tollgate_routing::{EdgeEvent, ManagedTls, TlsState};
 
+/// Least time between two passes woken by log changes.
+const MIN_PASS_GAP: Duration = Duration::from_millis(100);
+
 pub(crate) fn now_unix() -> i64 {
     crate::commands::now_unix()
 }
@@ -76,11 +79,20 @@ pub async fn run(
             Duration::from_millis(50),
             Duration::from_millis(manager.opts.tick_ms.max(50)),
         );
+        let mut changed = false;
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            r = applied.changed() => if r.is_err() { break },
+            r = applied.changed() => {
+                if r.is_err() { break }
+                changed = true;
+            }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             _ = stop.wait_for(|s| *s) => break,
+        }
+        if changed {
+            // Changes are picked up promptly, but a busy log must not turn into a
+            // pass per event.
+            tokio::time::sleep(MIN_PASS_GAP).await;
         }
     }
     tasks.abort_all();
