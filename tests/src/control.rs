@@ -172,6 +172,46 @@ impl ControlProcess {
         )
     }
 
+    /// Appends `payload` (an event JSON with its `type`) to aggregate
+    /// `kind/id` directly in the service's SQLite log, as a newer service or a
+    /// hand-edited log would; returns its event id.
+    pub async fn append_raw(&self, kind: &str, id: &str, payload: &Value) -> i64 {
+        use sqlx::Connection;
+        let mut db = sqlx::SqliteConnection::connect(&self.store_url())
+            .await
+            .expect("open the event log");
+        let seq: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(aggregate_seq), 0) + 1 FROM events \
+             WHERE aggregate_type = ? AND aggregate_id = ?",
+        )
+        .bind(kind)
+        .bind(id)
+        .fetch_one(&mut db)
+        .await
+        .expect("aggregate version");
+        let event_type = payload["type"].as_str().expect("event type").to_string();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        sqlx::query(
+            "INSERT INTO events (occurred_at, aggregate_type, aggregate_id, aggregate_seq, \
+             event_type, actor_id, payload) VALUES (?, ?, ?, ?, ?, 'test', ?)",
+        )
+        .bind(now_ms)
+        .bind(kind)
+        .bind(id)
+        .bind(seq)
+        .bind(event_type)
+        .bind(payload.to_string())
+        .execute(&mut db)
+        .await
+        .expect("append the event");
+        sqlx::query_scalar("SELECT MAX(event_id) FROM events")
+            .fetch_one(&mut db)
+            .await
+            .expect("last event id")
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }

@@ -245,11 +245,7 @@ impl Commands {
                 Ok(Plan::new(events, changed))
             })
             .await;
-        match r {
-            Ok(w) => Ok(w.value),
-            Err(CommandError::VersionConflict { .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
+        super::unless_raced(r)
     }
 }
 

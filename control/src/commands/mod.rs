@@ -353,6 +353,16 @@ pub(crate) fn encode(events: &[EdgeEvent]) -> Result<Vec<NewEvent>, CommandError
         .collect()
 }
 
+/// A background writer's answer: whether it wrote; losing a race to another
+/// writer (a version conflict) is not an error, it just wrote nothing.
+pub(crate) fn unless_raced(r: Result<Written<bool>, CommandError>) -> Result<bool, CommandError> {
+    match r {
+        Ok(w) => Ok(w.value),
+        Err(CommandError::VersionConflict { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Unix seconds now.
 pub(crate) fn now_unix() -> i64 {
     std::time::SystemTime::now()

@@ -155,10 +155,6 @@ impl Commands {
                 }
             })
             .await;
-        match r {
-            Ok(w) => Ok(w.value),
-            Err(CommandError::VersionConflict { .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
+        super::unless_raced(r)
     }
 }

@@ -108,40 +108,7 @@ async fn publish(cp: &ControlProcess, hostname: &str, kind: &str, token: &str) -
                       "key_authorization": key_authorization(token)},
         "at_unix": now_unix(),
     });
-    append(cp, hostname, payload).await
-}
-
-/// Appends `payload` to `hostname`'s `tls` aggregate; returns the event id.
-async fn append(cp: &ControlProcess, hostname: &str, payload: Value) -> i64 {
-    use sqlx::Connection;
-    let mut db = sqlx::SqliteConnection::connect(&cp.store_url())
-        .await
-        .expect("open the event log");
-    let seq: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(MAX(aggregate_seq), 0) + 1 FROM events \
-         WHERE aggregate_type = 'tls' AND aggregate_id = ?",
-    )
-    .bind(hostname)
-    .fetch_one(&mut db)
-    .await
-    .expect("aggregate version");
-    let event_type = payload["type"].as_str().expect("event type").to_string();
-    sqlx::query(
-        "INSERT INTO events (occurred_at, aggregate_type, aggregate_id, aggregate_seq, \
-         event_type, actor_id, payload) VALUES (?, 'tls', ?, ?, ?, 'acme', ?)",
-    )
-    .bind((now_unix() * 1000) as i64)
-    .bind(hostname)
-    .bind(seq)
-    .bind(event_type)
-    .bind(payload.to_string())
-    .execute(&mut db)
-    .await
-    .expect("append the event");
-    sqlx::query_scalar("SELECT MAX(event_id) FROM events")
-        .fetch_one(&mut db)
-        .await
-        .expect("last event id")
+    cp.append_raw("tls", hostname, &payload).await
 }
 
 fn key_authorization(token: &str) -> String {
@@ -265,13 +232,14 @@ async fn http01_and_tls_alpn01_are_answered_from_the_feed() {
     );
 
     // A failed order takes the challenge off: the path is routed (and redirected) again.
-    let failed = append(
-        &cp,
-        WEB,
-        json!({"type": "tls_order_failed", "hostname": WEB, "error": "test",
+    let failed = cp
+        .append_raw(
+            "tls",
+            WEB,
+            &json!({"type": "tls_order_failed", "hostname": WEB, "error": "test",
                "validation": true, "retry_at_unix": now_unix() + 3600, "at_unix": now_unix()}),
-    )
-    .await;
+        )
+        .await;
     serving(&proxy, failed).await;
     let r = get(http, false, WEB, &path, &[]).await;
     assert!((300..400).contains(&r.status), "{r:?}");

@@ -288,10 +288,10 @@ async fn a_limits_block_the_proxy_cannot_parse_refuses_that_app_alone() {
 
     // What a newer control service (or a hand-edited log) may hold: a limits block
     // this proxy does not understand. The API refuses it; write it to the log.
-    append_event(
-        &cp,
+    cp.append_raw(
+        "app",
         "alpha",
-        json!({"type": "limits_set", "app_id": "alpha",
+        &json!({"type": "limits_set", "app_id": "alpha",
                "limits": {"rate": [{"key": "app", "per_second": 1, "shard_hint": 3}]}}),
     )
     .await;
@@ -352,33 +352,4 @@ async fn a_limits_block_the_proxy_cannot_parse_refuses_that_app_alone() {
             .unwrap(),
         0.0
     );
-}
-
-/// Appends an event to the app's aggregate directly in the service's SQLite log.
-async fn append_event(cp: &ControlProcess, app: &str, payload: Value) {
-    use sqlx::Connection;
-    let mut db = sqlx::SqliteConnection::connect(&cp.store_url())
-        .await
-        .expect("open the event log");
-    let seq: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(MAX(aggregate_seq), 0) + 1 FROM events \
-         WHERE aggregate_type = 'app' AND aggregate_id = ?",
-    )
-    .bind(app)
-    .fetch_one(&mut db)
-    .await
-    .expect("aggregate version");
-    let event_type = payload["type"].as_str().expect("event type").to_string();
-    sqlx::query(
-        "INSERT INTO events (occurred_at, aggregate_type, aggregate_id, aggregate_seq, \
-         event_type, actor_id, payload) VALUES (?, 'app', ?, ?, ?, 'test', ?)",
-    )
-    .bind((now_unix() * 1000) as i64)
-    .bind(app)
-    .bind(seq)
-    .bind(event_type)
-    .bind(payload.to_string())
-    .execute(&mut db)
-    .await
-    .expect("append the event");
 }
