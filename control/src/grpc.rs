@@ -1,9 +1,13 @@
 //! `tollgate.control.v1.EdgeFeed/Watch`: the stream proxies follow.
 //!
-//! - **Start.** `after_event_id = 0`, or an id beyond the end of the log (the proxy
-//!   followed another database), gets a `Snapshot` of the projection at its cursor.
-//!   Any other id resumes: only deltas after it, no snapshot (the log is never
-//!   compacted, so every id can be resumed from).
+//! - **Start.** `after_event_id = 0`, an id beyond the end of the log (the proxy
+//!   followed another database), or one more than `max_replay` events behind gets a
+//!   `Snapshot` of the projection at its cursor: a proxy that fell far behind
+//!   catches up in one message, not by replaying unbounded history. Any other id
+//!   resumes: only deltas after it.
+//! - **Compression.** Messages are gzip-compressed for clients that accept it
+//!   (`grpc-accept-encoding`); a snapshot of 10,000 tenants is mostly repeated
+//!   JSON keys and compresses well.
 //! - **Deltas** are read from the store by id range ([`crate::feed::read_range`])
 //!   up to the projection's cursor, in event-id order, each id at most once and
 //!   none skipped: the store guarantees no event appears below a cursor later.
@@ -43,6 +47,8 @@ pub struct Feed {
     projection: Arc<Projection>,
     tokens: Arc<Vec<Token>>,
     stop: watch::Receiver<bool>,
+    /// Furthest behind a resume may be (events) before it gets a snapshot.
+    max_replay: i64,
 }
 
 impl Feed {
@@ -58,7 +64,14 @@ impl Feed {
             projection,
             tokens: Arc::new(tokens),
             stop,
+            max_replay: i64::MAX,
         }
+    }
+
+    /// Resuming further behind than `events` gets a snapshot instead.
+    pub fn with_max_replay(mut self, events: i64) -> Self {
+        self.max_replay = events.max(1);
+        self
     }
 
     fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
@@ -92,8 +105,9 @@ impl EdgeFeed for Feed {
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         let (tx, rx) = mpsc::channel(CHANNEL);
+        let after = req.after_event_id;
         let resume =
-            (req.after_event_id > 0 && req.after_event_id <= last).then_some(req.after_event_id);
+            (after > 0 && after <= last && last - after <= self.max_replay).then_some(after);
         tracing::info!(
             node = %req.node_id,
             after = req.after_event_id,

@@ -13,6 +13,7 @@ use crate::http::{Api, router};
 use crate::projection::Projection;
 use crate::store::{AnyStore, StoreError, load_keyring};
 use crate::token::Token;
+use tonic::codec::CompressionEncoding;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -70,6 +71,10 @@ pub struct ControlOptions {
     /// variable or this file.
     #[arg(long)]
     pub sealing_key_file: Option<PathBuf>,
+    /// A proxy resuming further behind than this many events gets a fresh snapshot
+    /// instead of the whole history in between.
+    #[arg(long, default_value_t = 10_000)]
+    pub feed_max_replay: i64,
     /// The ACME client (off without `--acme-directory`).
     #[command(flatten)]
     pub acme: crate::acme::AcmeOptions,
@@ -91,6 +96,7 @@ impl Default for ControlOptions {
             poll_ms: 1000,
             grace_check_ms: 1000,
             sealing_key_file: None,
+            feed_max_replay: 10_000,
             acme: crate::acme::AcmeOptions::default(),
             ownership: crate::ownership::OwnershipOptions::default(),
         }
@@ -275,8 +281,12 @@ pub async fn start(opts: ControlOptions) -> Result<Running, ControlError> {
         projection.clone(),
         feed_tokens,
         stop_rx.clone(),
-    );
-    let service = EdgeFeedServer::new(feed).max_encoding_message_size(MAX_MESSAGE_BYTES);
+    )
+    .with_max_replay(opts.feed_max_replay);
+    let service = EdgeFeedServer::new(feed)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        .send_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Gzip);
     let mut grpc_stop = stop_rx.clone();
     spawn(Box::pin(async move {
         tonic::transport::Server::builder()

@@ -8,6 +8,7 @@ mod common;
 use common::*;
 use serde_json::json;
 use std::time::Duration;
+use tollgate_control::ControlOptions;
 use tollgate_control::store::{EventStore, NewEvent};
 use tollgate_proto::control::v1::edge_feed_client::EdgeFeedClient;
 use tollgate_proto::control::v1::watch_response::Kind;
@@ -198,6 +199,61 @@ async fn resume_from_a_cursor_sends_only_deltas() {
         .await
         .unwrap();
     assert!(matches!(end, Ok(None) | Err(_)));
+}
+
+#[tokio::test]
+async fn a_proxy_far_behind_gets_one_compressed_snapshot_instead_of_the_history() {
+    let svc = start_with(|o| ControlOptions {
+        feed_max_replay: 3,
+        ..o
+    })
+    .await;
+    let c = svc.http();
+    expect(c.post("/api/v1/apps", json!({ "id": "a" })).await, 201);
+    write_routes(c.clone(), "a", 6).await;
+    let all = log_after(&svc, 0).await;
+    let last = all.last().unwrap().0;
+    let client = || async {
+        EdgeFeedClient::connect(format!("http://{}", svc.running.grpc_addr))
+            .await
+            .unwrap()
+            .max_decoding_message_size(64 << 20)
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+    };
+    let request = |after: i64| {
+        let mut req = tonic::Request::new(WatchRequest {
+            after_event_id: after,
+            node_id: "test-proxy".into(),
+        });
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {PROXY}").parse().unwrap());
+        req
+    };
+
+    // Further behind than 3 events: the projection at its cursor, gzip on the wire.
+    let resp = client().await.watch(request(all[0].0)).await.unwrap();
+    assert_eq!(
+        resp.metadata().get("grpc-encoding").and_then(|v| v.to_str().ok()),
+        Some("gzip")
+    );
+    let mut stream = resp.into_inner();
+    let Kind::Snapshot(s) = next(&mut stream).await else {
+        panic!("a proxy far behind gets a snapshot")
+    };
+    assert_eq!(s.event_id, last);
+    let config: EdgeConfig = serde_json::from_slice(&s.config_json).unwrap();
+    assert_eq!(config.routes.len(), 6);
+
+    // Within the bound, a resume still gets only the deltas.
+    let (near, _) = all[all.len() - 3];
+    let mut stream = client().await.watch(request(near)).await.unwrap().into_inner();
+    for (id, _) in &all[all.len() - 2..] {
+        let Kind::Delta(d) = next(&mut stream).await else {
+            panic!("a proxy close behind gets deltas")
+        };
+        assert_eq!(d.event_id, *id);
+    }
+    svc.stop().await;
 }
 
 #[tokio::test]

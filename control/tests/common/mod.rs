@@ -43,9 +43,14 @@ pub fn options(dir: &Path) -> ControlOptions {
 
 /// A service on a fresh temporary database.
 pub async fn start() -> Svc {
+    start_with(|o| o).await
+}
+
+/// [`start`] with the options changed by `edit`.
+pub async fn start_with(edit: impl FnOnce(ControlOptions) -> ControlOptions) -> Svc {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
-    let running = tollgate_control::start(options(&dir)).await.unwrap();
+    let running = tollgate_control::start(edit(options(&dir))).await.unwrap();
     Svc {
         running,
         dir,

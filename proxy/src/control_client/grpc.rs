@@ -55,7 +55,9 @@ pub(super) async fn open(
         endpoint.connect().await
     }
     .map_err(|e| format!("connect {url}: {}", chain(&e)))?;
-    let mut client = EdgeFeedClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let mut client = EdgeFeedClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
     let mut request = tonic::Request::new(WatchRequest {
         after_event_id: after,
         node_id: settings.node_id.clone(),
