@@ -22,10 +22,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# pebble's own HTTPS listener needs a certificate; the demo's control service trusts it.
+# pebble's own HTTPS listener needs a certificate, from a CA the demo's control
+# service is told to trust (a self-signed leaf would not do: webpki wants a CA).
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 \
-    -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-    -keyout "$work/pebble.key" -out "$work/pebble.pem" 2>/dev/null
+    -subj "/CN=tollgate demo pebble CA" -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+    -keyout "$work/pebble.key" -out "$work/pebble.csr" 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >"$work/leaf.ext"
+openssl x509 -req -in "$work/pebble.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" \
+    -CAcreateserial -days 7 -extfile "$work/leaf.ext" -out "$work/pebble.pem" 2>/dev/null
 cat >"$work/pebble.json" <<JSON
 {"pebble": {"listenAddress": "127.0.0.1:14000", "managementListenAddress": "127.0.0.1:15000",
   "certificate": "$work/pebble.pem", "privateKey": "$work/pebble.key",
@@ -40,19 +45,19 @@ PEBBLE_VA_NOSLEEP=1 pebble -config "$work/pebble.json" -dnsserver 127.0.0.1:8053
     >"$work/pebble.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do
-    curl -sf --cacert "$work/pebble.pem" https://127.0.0.1:14000/dir >/dev/null && break
+    curl -sf --cacert "$work/ca.pem" https://127.0.0.1:14000/dir >/dev/null && break
     sleep 0.1
 done
 
 cargo build --release --bin tollgate
 target/release/tollgate demo --acme-directory https://127.0.0.1:14000/dir \
-    --acme-ca-root "$work/pebble.pem" --acme-propagation-ms 500 &
+    --acme-ca-root "$work/ca.pem" --acme-propagation-ms 500 &
 pids+=($!)
 
 host=secure.tollgate.localhost
 echo "demo-acme: waiting for pebble to issue $host's certificate (logs in $work)"
 for _ in $(seq 300); do
-    curl -sf --cacert "$work/pebble.pem" https://127.0.0.1:15000/roots/0 >"$work/root.pem" &&
+    curl -sf --cacert "$work/ca.pem" https://127.0.0.1:15000/roots/0 >"$work/root.pem" &&
         curl -sf --cacert "$work/root.pem" --resolve "$host:8443:127.0.0.1" \
             "https://$host:8443/" -o /dev/null && break
     sleep 1

@@ -248,6 +248,17 @@ async fn main() {
         "    per command, whole-config work at this scale: clone {clone_ms:.2} ms (x2: projection view, check), \
          routing_spec {spec_ms:.2} ms, validate {validate_ms:.2} ms"
     );
+    // What a new proxy's first message carries, raw and as the feed sends it (gzip).
+    let snapshot = serde_json::to_vec(&config).unwrap_or_default();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let zipped = std::io::Write::write_all(&mut gz, &snapshot)
+        .and_then(|()| gz.finish())
+        .map_or(0, |v| v.len());
+    println!(
+        "    feed snapshot: {} bytes of JSON, {zipped} gzip-compressed on the wire ({:.1}x smaller)",
+        snapshot.len(),
+        snapshot.len() as f64 / zipped.max(1) as f64
+    );
 
     // Single commands at that scale.
     if probe > 0 {
