@@ -13,7 +13,6 @@ use crate::http::{Api, router};
 use crate::projection::Projection;
 use crate::store::{AnyStore, StoreError, load_keyring};
 use crate::token::Token;
-use tonic::codec::CompressionEncoding;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,6 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::TcpListenerStream;
 use tollgate_proto::control::v1::edge_feed_server::EdgeFeedServer;
+use tonic::codec::CompressionEncoding;
 
 /// Environment variable read for the admin token when `--admin-token` is absent.
 pub const ADMIN_TOKEN_ENV: &str = "TOLLGATE_ADMIN_TOKEN";

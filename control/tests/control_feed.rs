@@ -233,7 +233,9 @@ async fn a_proxy_far_behind_gets_one_compressed_snapshot_instead_of_the_history(
     // Further behind than 3 events: the projection at its cursor, gzip on the wire.
     let resp = client().await.watch(request(all[0].0)).await.unwrap();
     assert_eq!(
-        resp.metadata().get("grpc-encoding").and_then(|v| v.to_str().ok()),
+        resp.metadata()
+            .get("grpc-encoding")
+            .and_then(|v| v.to_str().ok()),
         Some("gzip")
     );
     let mut stream = resp.into_inner();
@@ -246,7 +248,12 @@ async fn a_proxy_far_behind_gets_one_compressed_snapshot_instead_of_the_history(
 
     // Within the bound, a resume still gets only the deltas.
     let (near, _) = all[all.len() - 3];
-    let mut stream = client().await.watch(request(near)).await.unwrap().into_inner();
+    let mut stream = client()
+        .await
+        .watch(request(near))
+        .await
+        .unwrap()
+        .into_inner();
     for (id, _) in &all[all.len() - 2..] {
         let Kind::Delta(d) = next(&mut stream).await else {
             panic!("a proxy close behind gets deltas")
