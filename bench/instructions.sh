@@ -81,16 +81,7 @@ http {
         $listen;
         server_name $HOST;
         location / {
-            proxy_pass http://bench_upstream;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$host;
-            proxy_set_header X-Forwarded-For \$remote_addr;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header X-Forwarded-Host \$host;
-            proxy_set_header X-Request-Id \$request_id;
-            add_header X-Request-Id \$request_id always;
-            add_header X-Tollgate-App-Id bench always;
+            include $BENCH/nginx-proxy-location.conf;
         }
     }
 }

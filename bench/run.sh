@@ -297,16 +297,7 @@ $(nginx_http_common nginx-proxy)
         listen 127.0.0.1:$NX_TLS ssl http2 backlog=4096;
         server_name $HOST;
         location / {
-            proxy_pass http://bench_upstream;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$host;
-            proxy_set_header X-Forwarded-For \$remote_addr;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header X-Forwarded-Host \$host;
-            proxy_set_header X-Request-Id \$request_id;
-            add_header X-Request-Id \$request_id always;
-            add_header X-Tollgate-App-Id bench always;
+            include $BENCH/nginx-proxy-location.conf;
         }
     }
     server {
