@@ -111,6 +111,11 @@ impl Manager {
         self.in_flight.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
+    /// Orders in flight now, those spawned during this pass included.
+    fn running(&self) -> usize {
+        self.in_flight.lock().map_or(0, |s| s.len())
+    }
+
     /// One look at every managed hostname; returns how long until the next is due.
     async fn pass(&self, tasks: &mut JoinSet<()>) -> Duration {
         let view = self.commands.projection().view();
@@ -136,7 +141,7 @@ impl Manager {
                     }
                 }
                 Due::Order { renewal } => {
-                    if busy.len() + tasks.len() >= self.opts.max_concurrent.max(1) {
+                    if self.running() >= self.opts.max_concurrent.max(1) {
                         queued += 1;
                         continue;
                     }
