@@ -62,6 +62,9 @@ pub struct ProxyConfig {
     /// Where rate limits and budgets keep their counters.
     #[serde(default)]
     pub rate_limiting: RateLimitingConfig,
+    /// Where resumable streams are buffered.
+    #[serde(default)]
+    pub resume: crate::resume::ResumeConfig,
 }
 
 /// Path normalisation (see `tollgate_routing::path`): dot segments are always removed.
@@ -127,17 +130,24 @@ pub enum BudgetStoreKind {
     Redis,
 }
 
+/// `[admin]`: the listener of `/metrics`, `/healthz`, `/readyz` and `/config`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     #[serde(default = "default_admin_listen")]
     pub listen: SocketAddr,
+    /// File holding the bearer token `/metrics` and `/config` require (read again on
+    /// each such request); `TOLLGATE_PROXY_ADMIN_TOKEN` instead, or no token, when absent.
+    /// Relative paths are resolved from the config file's folder.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: default_admin_listen(),
+            token_file: None,
         }
     }
 }
@@ -325,6 +335,9 @@ pub enum ConfigError {
     Limits { field: &'static str, min: u64 },
     #[error("[control] {0}")]
     Control(#[from] ControlConfigError),
+    /// The admin token (`[admin] token_file` or `TOLLGATE_PROXY_ADMIN_TOKEN`) is unusable.
+    #[error("[admin] {from}: {problem}")]
+    AdminToken { from: String, problem: String },
     /// `[control]` together with routing the file declares itself.
     #[error(
         "[control] is set, so routing comes only from the control service; remove {} from the file",
@@ -352,6 +365,8 @@ pub enum ConfigError {
     UsageFlusher(#[from] FlushError),
     #[error("metrics: {0}")]
     Metrics(#[source] prometheus::Error),
+    #[error("resume: {0}")]
+    Resume(String),
     /// The blocking task that loads or applies a config panicked or was cancelled.
     #[error("{what} task failed: {source}")]
     Task {

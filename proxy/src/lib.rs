@@ -36,6 +36,7 @@ mod logging;
 mod metric_scope;
 mod metrics;
 mod reload;
+mod resume;
 mod rpc;
 mod server;
 mod state;

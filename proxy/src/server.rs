@@ -75,6 +75,8 @@ pub async fn run(opts: RunOptions) -> Result<(), ServerError> {
     };
     let listeners = loaded.config.listeners.clone();
     let admin_addr = loaded.config.admin.listen;
+    let admin_auth =
+        admin::AdminAuth::resolve(&loaded.config.admin, &opts.config, admin::env_token()?)?;
     let drain = Duration::from_millis(loaded.config.limits.drain_timeout_ms);
     let engine = LimitEngine::start(&loaded.config.rate_limiting)
         .await
@@ -118,7 +120,12 @@ pub async fn run(opts: RunOptions) -> Result<(), ServerError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     // The admin API outlives the listeners so `/readyz` reports the drain.
     let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
-    tokio::spawn(admin::serve(admin, shared.clone(), admin_stop_rx));
+    tokio::spawn(admin::serve(
+        admin,
+        shared.clone(),
+        admin_auth,
+        admin_stop_rx,
+    ));
     tokio::spawn(reload::watch_loop(
         shared.clone(),
         opts.config.clone(),
@@ -163,9 +170,13 @@ pub async fn run(opts: RunOptions) -> Result<(), ServerError> {
         drain_ms = drain.as_millis() as u64,
         "shutting down: draining in-flight requests"
     );
+    let deadline = tokio::time::Instant::now() + drain;
     shared.start_draining();
+    // Resumable streams' clients are told to resume elsewhere; their calls run on.
+    shared.resume.start_draining(deadline);
     let _ = stop_tx.send(true);
     while serving.join_next().await.is_some() {}
+    shared.resume.finish(deadline).await;
     shared.limit_engine.persist().await;
     if let Some(f) = usage_flusher {
         f.shutdown().await;

@@ -185,6 +185,8 @@ pub struct Shared {
     pub limit_engine: Arc<LimitEngine>,
     /// Per-app usage (requests, bytes, metered units) for billing.
     pub usage: Arc<UsageRecorder>,
+    /// Resumable streams carried by this proxy.
+    pub resume: Arc<crate::resume::Resumer>,
 }
 
 impl Shared {
@@ -209,6 +211,12 @@ impl Shared {
         cert_health.observe(&loaded.certs);
         let acme_metrics =
             AcmeMetrics::register(&metrics.registry).map_err(ConfigError::Metrics)?;
+        let resume = crate::resume::Resumer::start(
+            &loaded.config.resume,
+            loaded.config.rate_limiting.redis_url.as_deref(),
+            &metrics.registry,
+        )
+        .map_err(ConfigError::Resume)?;
         let shared = Shared {
             cert_health,
             state: ArcSwap::from_pointee(state),
@@ -224,6 +232,7 @@ impl Shared {
             acme_metrics,
             limit_engine,
             usage: Arc::new(UsageRecorder::new()),
+            resume,
             metrics,
         };
         Ok(Arc::new(shared))

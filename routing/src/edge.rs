@@ -646,6 +646,7 @@ impl EdgeConfig {
                     rpc: None,
                     cors: None,
                     limits,
+                    resume: None,
                     https_redirect: None,
                     hsts: None,
                     headers: None,

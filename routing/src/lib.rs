@@ -18,6 +18,7 @@ pub mod matcher;
 pub mod model;
 pub mod ownership;
 pub mod path;
+pub mod resume;
 pub mod rpc;
 pub mod snapshot;
 pub mod usage;
@@ -44,6 +45,7 @@ pub use model::{
 };
 pub use ownership::{ClaimState, HostnameClaim};
 pub use path::{EscapedSlashes, PathError, PathPolicy};
+pub use resume::ResumeSpec;
 pub use rpc::{CorsSpec, RpcSpec};
 pub use snapshot::Snapshot;
 pub use validate::{ValidationError, validate};

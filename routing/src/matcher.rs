@@ -9,6 +9,7 @@
 use crate::auth::AuthPolicy;
 use crate::host::wildcard_parent;
 use crate::model::{AppSpec, RouteSpec, RoutingSpec};
+use crate::resume::ResumeSpec;
 use crate::rpc::{CorsSpec, RpcSpec};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -29,6 +30,7 @@ pub struct CompiledRoute {
     auth: Option<AuthPolicy>,
     rpc: Option<RpcSpec>,
     cors: Option<CorsSpec>,
+    resume: Option<ResumeSpec>,
     /// The configured route, or `None` for an app's hostname and API routes.
     source: Option<Arc<RouteSpec>>,
 }
@@ -53,6 +55,8 @@ pub struct Matched<'a> {
     pub rpc: Option<&'a RpcSpec>,
     /// Cross-origin access: the route's, else the app's.
     pub cors: Option<&'a CorsSpec>,
+    /// Resumable server streams: the route's setting, else the app's.
+    pub resume: Option<&'a ResumeSpec>,
     /// The configured route, or `None` for an app's hostname and API routes.
     pub source: Option<&'a RouteSpec>,
 }
@@ -128,6 +132,7 @@ impl RouteTable {
                 auth: app.auth.clone(),
                 rpc: app.rpc.clone(),
                 cors: app.cors.clone(),
+                resume: app.resume.clone(),
                 source: None,
                 app: app.clone(),
             };
@@ -153,6 +158,7 @@ impl RouteTable {
                     cors: None,
                     limits: None,
                     redirect: None,
+                    resume: None,
                     https_redirect: None,
                     hsts: None,
                     headers: None,
@@ -194,6 +200,7 @@ impl RouteTable {
             auth: spec.auth.clone().or_else(|| app.auth.clone()),
             rpc: spec.rpc.clone().or_else(|| app.rpc.clone()),
             cors: spec.cors.clone().or_else(|| app.cors.clone()),
+            resume: spec.resume.clone().or_else(|| app.resume.clone()),
             source,
             app,
         };
@@ -278,6 +285,7 @@ impl CompiledRoute {
             auth: self.auth.as_ref(),
             rpc: self.rpc.as_ref(),
             cors: self.cors.as_ref(),
+            resume: self.resume.as_ref(),
             source: self.source.as_deref(),
         }
     }

@@ -9,6 +9,7 @@ use crate::gateway::{
     HeaderRulesSpec, HstsSpec, HttpsRedirectSpec, RedirectSpec, SecurityHeadersSpec, Switch,
 };
 use crate::limits::LimitsSpec;
+use crate::resume::ResumeSpec;
 use crate::rpc::{CorsSpec, RpcSpec};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -113,6 +114,9 @@ pub struct AppSpec {
     /// Rate limits, concurrent-stream quota and budget for the whole app.
     #[serde(default)]
     pub limits: Option<LimitsSpec>,
+    /// Server streams clients can resume, unless a route sets its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<ResumeSpec>,
     /// Plaintext requests redirected to HTTPS, unless a route sets its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub https_redirect: Option<Switch<HttpsRedirectSpec>>,
@@ -375,6 +379,9 @@ pub struct RouteSpec {
     /// Answers every request with a redirect to another host or path prefix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect: Option<RedirectSpec>,
+    /// Server streams clients can resume here; the app's setting when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<ResumeSpec>,
     /// Plaintext requests redirected to HTTPS here; the app's setting when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub https_redirect: Option<Switch<HttpsRedirectSpec>>,

@@ -8,6 +8,7 @@ use crate::model::{
     AppSpec, BalancePolicy, ClusterSpec, PortPolicy, ProtocolHint, RouteSpec, RoutingSpec,
     SplitSpec,
 };
+use crate::resume::ResumeSpec;
 use crate::rpc::{CorsSpec, RpcSpec};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -161,8 +162,15 @@ fn check_rpc(r: &mut Report, at: &str, rpc: Option<&RpcSpec>, cors: Option<&Cors
     }
 }
 
+fn check_resume(r: &mut Report, at: &str, resume: Option<&ResumeSpec>) {
+    if let Some(problem) = resume.and_then(ResumeSpec::problem) {
+        r.add(format!("{at}.resume"), problem);
+    }
+}
+
 fn check_app(r: &mut Report, at: &str, app: &AppSpec) {
     check_rpc(r, at, app.rpc.as_ref(), app.cors.as_ref());
+    check_resume(r, at, app.resume.as_ref());
     crate::validate_gateway::check_app(r, at, app);
     for problem in app.limits.iter().flat_map(|l| l.validate()) {
         r.add(format!("{at}.limits"), problem);
@@ -318,6 +326,7 @@ fn check_route(
         r.add(format!("{at}.app"), format!("no app `{}`", route.app));
     }
     check_rpc(r, at, route.rpc.as_ref(), route.cors.as_ref());
+    check_resume(r, at, route.resume.as_ref());
     crate::validate_gateway::check_route(r, at, route);
     if let Some(limits) = &route.limits {
         for problem in limits.validate() {

@@ -74,6 +74,12 @@ impl Transport {
 pub struct Call(Map<String, Value>);
 
 impl Call {
+    /// Any argument the script reads (`resume.mjs`: `baseUrls`, `abortAt`, ...).
+    pub fn with(mut self, key: &str, value: Value) -> Self {
+        self.0.insert(key.into(), value);
+        self
+    }
+
     /// `method` (e.g. `echo`, `serverStream`) with `request` as a message init object
     /// (camelCase field names), over HTTP/2.
     pub fn new(transport: Transport, method: &str, request: Value) -> Self {
@@ -237,7 +243,12 @@ impl NodeClient {
 
     /// Starts `client.mjs` for `call`; read its lines with [`RunningCall`].
     pub fn spawn(&self, call: &Call) -> Result<RunningCall, BoxError> {
-        let mut child = node_command("client.mjs", &self.args(call))?
+        self.spawn_script("client.mjs", call)
+    }
+
+    /// Starts another script of `tests/connect/` (`resume.mjs`) with the same arguments.
+    pub fn spawn_script(&self, script: &str, call: &Call) -> Result<RunningCall, BoxError> {
+        let mut child = node_command(script, &self.args(call))?
             .stdin(Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot run node ({e}): Node.js 20+ must be on PATH"))?;
@@ -286,6 +297,15 @@ impl RunningCall {
                 return Ok(v);
             }
         }
+    }
+
+    /// Writes a line to the client's stdin (`resume.mjs` reads on after a pause).
+    pub async fn send_line(&mut self) -> Result<(), BoxError> {
+        use tokio::io::AsyncWriteExt;
+        let stdin = self.stdin.as_mut().ok_or("stdin already closed")?;
+        stdin.write_all(b"go\n").await?;
+        stdin.flush().await?;
+        Ok(())
     }
 
     /// Closes the client's stdin: a client started with [`Call::wait_stdin`] goes on.

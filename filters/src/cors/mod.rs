@@ -23,12 +23,17 @@ const ALLOWED_HEADERS: &[&str] = &[
     "connect-content-encoding",
     "connect-accept-encoding",
     "x-request-id",
+    // Resumable streams (the proxy's resume module).
+    "tollgate-resume-token",
+    "tollgate-resume-after",
+    "last-event-id",
 ];
 
 /// Response headers exposed to scripts, besides the CORS-safelisted ones.
 const EXPOSED_HEADERS: &str = "grpc-status, grpc-message, grpc-status-details-bin, \
     grpc-encoding, connect-content-encoding, connect-accept-encoding, content-encoding, \
-    x-request-id, x-tollgate-app-id, retry-after, ratelimit, ratelimit-policy";
+    x-request-id, x-tollgate-app-id, retry-after, ratelimit, ratelimit-policy, \
+    tollgate-resume-token";
 
 /// Methods gRPC-Web and Connect use (GET for Connect's idempotent calls): the
 /// answer when `allow_methods` cannot be compiled, which validation prevents.

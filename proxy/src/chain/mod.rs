@@ -24,6 +24,7 @@ mod hsts;
 mod https_redirect;
 mod plan;
 mod redirect;
+mod resume;
 mod rpc_call;
 mod security_headers;
 mod status;

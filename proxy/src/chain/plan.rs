@@ -3,7 +3,7 @@
 //! the order they run. Adding a filter is one line in [`build_plans`].
 
 use super::HeadFilter;
-use super::{admission, auth, body_limit, cors, rpc_call, status};
+use super::{admission, auth, body_limit, cors, resume, rpc_call, status};
 use super::{headers, hsts, https_redirect, redirect, security_headers};
 use crate::limits::AppLimits;
 use crate::upstream::AppUpstreams;
@@ -23,6 +23,8 @@ pub struct RoutePlan {
     /// The route is a gRPC service: errors are rendered in the client's RPC protocol.
     pub rpc: bool,
     pub max_body_bytes: Option<u64>,
+    /// Server streams on this route can be resumed.
+    pub resume: Option<Arc<tollgate_routing::ResumeSpec>>,
     /// The route's request series and its app's metric label, resolved once.
     pub series: Arc<crate::metric_scope::RouteSeries>,
     pub(super) head: Box<[Box<dyn HeadFilter>]>,
@@ -104,10 +106,16 @@ fn plan(m: &Matched<'_>, parts: &Parts<'_>) -> RoutePlan {
             schema.clone(),
         )));
     }
+    // Resumes answer from the buffer: after auth and the call, before admission.
+    let resume = m.resume.cloned().map(Arc::new);
+    if let Some(spec) = &resume {
+        head.push(Box::new(resume::Resume::new(spec.clone())));
+    }
     if let Some(limits) = limits {
         head.push(Box::new(admission::Admission::new(limits, schema)));
     }
     RoutePlan {
+        resume,
         app: app.clone(),
         upstreams,
         cluster,

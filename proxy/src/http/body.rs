@@ -5,6 +5,7 @@
 use super::client_body::{ClientBody, ClientFault};
 use super::completion::{Completion, Outcome};
 use crate::clock::now_ms;
+use crate::resume::consumer::Feed;
 use crate::rpc::request::Transform;
 use crate::rpc::response::RpcStream;
 use bytes::Bytes;
@@ -254,6 +255,8 @@ enum Source {
     Rpc(Box<RpcStream>),
     /// An upstream HTTP stream whose data frames a filter pays for.
     Metered(Box<Metered>),
+    /// A resumable stream, read from its buffer (`crate::resume`).
+    Resumable(Box<Feed>),
 }
 
 /// Plain HTTP body frames paid for one by one; a refused frame ends the body with an
@@ -345,6 +348,11 @@ impl ResponseBody {
         Self::with_source(Source::Rpc(Box::new(stream)), idle_after, exchange)
     }
 
+    /// A resumable stream's client side; idleness is bounded by its producer.
+    pub fn resumable(feed: Feed) -> Self {
+        Self::with_source(Source::Resumable(Box::new(feed)), Duration::MAX, None)
+    }
+
     fn with_source(source: Source, idle_after: Duration, exchange: Option<Arc<Exchange>>) -> Self {
         ResponseBody {
             source,
@@ -358,8 +366,15 @@ impl ResponseBody {
         }
     }
 
-    /// Attaches the accounting finished when this body ends or is dropped.
+    /// Attaches the accounting finished when this body ends or is dropped; a new
+    /// resumable stream's goes to its producer, which finishes it when the call ends.
     pub fn set_completion(&mut self, completion: Completion) {
+        if let Source::Resumable(feed) = &mut self.source
+            && let Some(accounting) = feed.accounting.take()
+        {
+            accounting.attach(completion);
+            return;
+        }
         self.completion = Some(completion);
     }
 
@@ -410,6 +425,7 @@ impl Body for ResponseBody {
             Source::Upstream(inner) => Pin::new(inner).poll_frame(cx).map_err(BodyError::from),
             Source::Rpc(stream) => stream.poll_frame(cx),
             Source::Metered(m) => m.poll_frame(cx),
+            Source::Resumable(feed) => feed.poll_frame(cx),
         };
         match polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -463,6 +479,7 @@ impl Body for ResponseBody {
             Source::Upstream(inner) => inner.is_end_stream(),
             Source::Rpc(stream) => stream.is_end_stream(),
             Source::Metered(m) => m.held.is_none() && m.inner.is_end_stream(),
+            Source::Resumable(feed) => feed.is_end_stream(),
         }
     }
 
@@ -470,7 +487,7 @@ impl Body for ResponseBody {
         match &self.source {
             Source::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Source::Upstream(inner) => inner.size_hint(),
-            Source::Rpc(_) => SizeHint::default(),
+            Source::Rpc(_) | Source::Resumable(_) => SizeHint::default(),
             Source::Metered(m) => m.inner.size_hint(),
         }
     }

@@ -12,7 +12,10 @@ use super::upgrade;
 use crate::acme;
 use crate::auth;
 use crate::chain::{ClusterChoice, RequestCx, ResponseCx, RoutePlan};
+use crate::resume::producer::Source;
+use crate::resume::token::{Owner, Wire};
 use crate::rpc;
+use crate::rpc::response::Translated;
 use crate::state::{ProxyState, Shared};
 use crate::upstream::AppUpstreams;
 use crate::upstream::cluster::Cluster;
@@ -233,6 +236,12 @@ async fn forward<'a>(
         .flatten();
     upstream_headers(ctx, &mut head.headers, upgrade, &routed, &cluster);
     plan.upstream_request(&cx, &mut head.headers);
+    // Who may resume this stream, if it turns out to be a resumable one.
+    let owner = plan
+        .resume
+        .as_ref()
+        .filter(|_| !upgrade)
+        .map(|_| Owner::of(&plan.app.id, cx.identity.as_ref(), cx.upstream_path));
     drop(cx);
 
     let body_empty = body.is_end_stream();
@@ -275,13 +284,54 @@ async fn forward<'a>(
         .await?;
     ctx.done.in_flight = Some(in_flight);
 
-    Ok(match &rpc_call {
-        Some(call) if matches!(call.protocol, RpcProtocol::ConnectUnary { .. }) => {
+    let resumable = plan.resume.as_deref().zip(owner);
+    Ok(match (&rpc_call, resumable) {
+        (Some(call), _) if matches!(call.protocol, RpcProtocol::ConnectUnary { .. }) => {
             rpc::unary::respond(call, resp, cluster.idle_timeout).await
         }
-        Some(call) => rpc::response::respond(call, resp, cluster.idle_timeout, exchange, meter),
-        None => into_client_response(ctx, resp, client_upgrade, exchange, &cluster, meter),
+        (Some(call), Some((spec, owner))) if Wire::Rpc(call.protocol).resumable() => {
+            match rpc::response::translate(call, resp, meter, true) {
+                Translated::Stream(head, stream) => {
+                    let source = Source::Rpc(stream);
+                    let wire = Wire::Rpc(call.protocol);
+                    let resume = &ctx.shared.resume;
+                    resume.start_stream(spec, owner, wire, head, source, cluster.idle_timeout)
+                }
+                Translated::Answered(answer) => answer,
+            }
+        }
+        (Some(call), _) => {
+            rpc::response::respond(call, resp, cluster.idle_timeout, exchange, meter)
+        }
+        (None, Some((spec, owner))) if is_event_stream(&resp) => {
+            let mut out = into_client_response(ctx, resp, None, None, &cluster, meter);
+            let body = std::mem::replace(out.body_mut(), ResponseBody::empty());
+            let resume = &ctx.shared.resume;
+            resume.start_stream(
+                spec,
+                owner,
+                Wire::Sse,
+                out,
+                Source::sse(body),
+                cluster.idle_timeout,
+            )
+        }
+        (None, _) => into_client_response(ctx, resp, client_upgrade, exchange, &cluster, meter),
     })
+}
+
+/// A successful `text/event-stream` answer: an SSE stream that can be made resumable.
+fn is_event_stream<B>(resp: &Response<B>) -> bool {
+    resp.status() == StatusCode::OK
+        && resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/event-stream"))
+            })
 }
 
 /// A request matched to its route, with what the later phases need from the match.

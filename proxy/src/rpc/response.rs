@@ -31,16 +31,46 @@ pub fn respond(
     resp: Response<Incoming>,
     idle: Duration,
     exchange: Option<Arc<Exchange>>,
-    mut filter: Option<Box<dyn StreamFilter>>,
+    filter: Option<Box<dyn StreamFilter>>,
 ) -> Response<ResponseBody> {
+    match translate(call, resp, filter, false) {
+        Translated::Stream(mut out, stream) => {
+            *out.body_mut() = ResponseBody::rpc(*stream, idle, exchange);
+            out
+        }
+        Translated::Answered(answer) => answer,
+    }
+}
+
+/// What [`translate`] makes of an upstream answer.
+pub enum Translated {
+    /// The client's response head and the stream of its body frames.
+    Stream(Response<ResponseBody>, Box<RpcStream>),
+    /// The whole answer: the call ended before any message.
+    Answered(Response<ResponseBody>),
+}
+
+/// The client's response head and the stream of its body frames, or the whole answer.
+/// With `per_message`, each data frame the stream yields is exactly one message, or
+/// the final frame.
+pub fn translate(
+    call: &RpcCall,
+    resp: Response<Incoming>,
+    mut filter: Option<Box<dyn StreamFilter>>,
+    per_message: bool,
+) -> Translated {
     let protocol = call.protocol;
     let (parts, body) = resp.into_parts();
     if parts.status != StatusCode::OK {
-        return status_response(protocol, &from_http(parts.status), &HeaderMap::new());
+        return Translated::Answered(status_response(
+            protocol,
+            &from_http(parts.status),
+            &HeaderMap::new(),
+        ));
     }
     if let Some(status) = RpcStatus::from_trailers(&parts.headers) {
         // Trailers-only: the call ended before any message.
-        return status_response(protocol, &status, &parts.headers);
+        return Translated::Answered(status_response(protocol, &status, &parts.headers));
     }
     if let Some(f) = filter.as_mut() {
         f.on_response_head(&parts);
@@ -51,7 +81,7 @@ pub fn respond(
     );
     let json = protocol.codec() == Codec::Json;
     // Messages are decoded one by one only when something needs them whole.
-    let decode = json || filter.is_some();
+    let decode = json || filter.is_some() || per_message;
     let client_gzip = call.client_gzip && decode && protocol.is_connect();
     let mut out = Response::new(ResponseBody::empty());
     let h = out.headers_mut();
@@ -80,9 +110,9 @@ pub fn respond(
         held: None,
         ending: None,
         done: false,
+        per_message,
     };
-    *out.body_mut() = ResponseBody::rpc(stream, idle, exchange);
-    out
+    Translated::Stream(out, Box::new(stream))
 }
 
 /// The upstream body, translated frame by frame for the client.
@@ -101,6 +131,8 @@ pub struct RpcStream {
     /// The status to end with once what was already approved is out.
     ending: Option<RpcStatus>,
     done: bool,
+    /// One message per data frame (resumable streams number them).
+    per_message: bool,
 }
 
 impl std::fmt::Debug for RpcStream {
@@ -246,6 +278,9 @@ impl RpcStream {
             } else {
                 out.extend_from_slice(&envelope::header(0, msg.len()));
                 out.extend_from_slice(&msg);
+            }
+            if self.per_message {
+                break;
             }
         }
         Ok(out.freeze())

@@ -25,6 +25,8 @@ mod operations;
 mod paths;
 mod pebble_harness;
 mod reload;
+mod resume;
+mod resume_sse;
 mod smoke;
 mod tls;
 mod tls_upstream;

@@ -306,6 +306,99 @@ async fn promtool_accepts_the_metrics_exposition() {
     );
 }
 
+/// One admin GET over a fresh connection, with `authorization` when given.
+async fn admin_get_as(
+    proxy: &ProxyProcess,
+    path: &str,
+    authorization: Option<&str>,
+) -> (u16, http::HeaderMap, String) {
+    let mut s = client::connect_plain(proxy.admin, false).await.unwrap();
+    let mut req = client::get(&s, "http", "admin", path);
+    if let Some(a) = authorization {
+        req.headers_mut()
+            .insert("authorization", a.parse().unwrap());
+    }
+    client::text(s.send(req).await.unwrap()).await.unwrap()
+}
+
+#[tokio::test]
+async fn admin_token_guards_metrics_and_config_not_the_probes() {
+    const TOKEN: &str = "e2e-admin-token-0123456789";
+    const ROTATED: &str = "rotated-admin-token-9876543210";
+    let cfg = "[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin.token\"\n";
+    let proxy =
+        ProxyProcess::start(cfg, &[("admin.token", &format!("{TOKEN}\n"))]).expect("proxy starts");
+    let bearer = |t: &str| format!("Bearer {t}");
+
+    for path in ["/metrics", "/config"] {
+        let (status, headers, _) = admin_get_as(&proxy, path, None).await;
+        assert_eq!(status, 401, "{path} without a token");
+        assert_eq!(
+            headers["www-authenticate"], "Bearer realm=\"tollgate-admin\"",
+            "{path}"
+        );
+        let wrong = bearer("not-the-admin-token-at-all");
+        assert_eq!(
+            admin_get_as(&proxy, path, Some(&wrong)).await.0,
+            401,
+            "{path} wrong token"
+        );
+        let basic = format!("Basic {TOKEN}");
+        assert_eq!(
+            admin_get_as(&proxy, path, Some(&basic)).await.0,
+            401,
+            "{path} Basic"
+        );
+    }
+    let (status, _, body) = admin_get_as(&proxy, "/metrics", Some(&bearer(TOKEN))).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("tollgate_config_version"), "{body}");
+    let (status, _, body) = admin_get_as(&proxy, "/config", Some(&bearer(TOKEN))).await;
+    assert_eq!(status, 200);
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(view["version"], 1, "{view}");
+    // Probes send no credentials and stay open.
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(admin_get_as(&proxy, path, None).await.0, 200, "{path}");
+    }
+
+    // A rotated file applies to the next request, without a restart or SIGHUP.
+    proxy.write_file("admin.token", ROTATED).unwrap();
+    assert_eq!(
+        admin_get_as(&proxy, "/metrics", Some(&bearer(TOKEN)))
+            .await
+            .0,
+        401,
+        "the old token no longer works"
+    );
+    assert_eq!(
+        admin_get_as(&proxy, "/metrics", Some(&bearer(ROTATED)))
+            .await
+            .0,
+        200
+    );
+    // An unusable file closes the protected paths (503), never opens them.
+    proxy.write_file("admin.token", "short").unwrap();
+    assert_eq!(
+        admin_get_as(&proxy, "/metrics", Some(&bearer("short")))
+            .await
+            .0,
+        503
+    );
+    assert_eq!(admin_get_as(&proxy, "/metrics", None).await.0, 401);
+    assert_eq!(admin_get_as(&proxy, "/readyz", None).await.0, 200);
+
+    // At start, a token file that holds no usable token is refused, saying why.
+    let (status, stderr) =
+        ProxyProcess::start_expect_failure(cfg, &[("admin.token", "short\n")]).unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("[admin] token_file ")
+            && stderr.contains("the token must be at least 16 characters"),
+        "{stderr}"
+    );
+}
+
 /// Reads the next data frame of a response body.
 async fn next_chunk(body: &mut Incoming) -> Bytes {
     loop {
