@@ -1,6 +1,7 @@
 // A resuming client for the Tollgate end-to-end tests (tests/tests/e2e/resume.rs): one
 // server stream read to its end across interruptions, resuming each time through the
-// next proxy with the stream's token and the count of messages received.
+// next proxy with the stream's token and the count of messages received
+// (`runResumable` in rpc.mjs, which the browser page uses too).
 // `node resume.mjs '<json>'`, results as NDJSON on stdout.
 //
 // Arguments (one JSON object):
@@ -17,20 +18,13 @@
 //   resumeWith    {token, after}: start by resuming this stream instead of calling
 //   maxResumes    give up after this many resumes (default 10)
 //
-// Which errors are worth a resume is the client's choice: here its own cuts, dropped
-// connections and UNAVAILABLE (a draining proxy); statuses the stream itself ended
-// with (a budget cut, DATA_LOSS, NOT_FOUND, ...) are final.
-//
 // Output: {"token"} once known, {"msg": seq} per message, {"resume": {attempt, after,
-// url, why}} per resume, then {"done": {ok, seqs, error, resumes, trailers}}.
+// why}} per resume, then {"done": {ok, seqs, error, resumes, trailers}}.
 import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
-import { createClient, ConnectError, Code } from "@connectrpc/connect";
+import { createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
-import { loadService, errorToJson, headersToJson } from "./rpc.mjs";
-
-const TOKEN = "tollgate-resume-token";
-const AFTER = "tollgate-resume-after";
+import { loadService, runResumable } from "./rpc.mjs";
 
 function print(obj) {
   process.stdout.write(JSON.stringify(obj) + "\n");
@@ -69,8 +63,6 @@ function transportFor(args, baseUrl, registry) {
   }
 }
 
-const stdinLines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-
 async function main() {
   const args = JSON.parse(process.argv[2] ?? "");
   const { registry, service } = loadService(readFileSync(args.descriptorSet));
@@ -79,76 +71,16 @@ async function main() {
   );
   const abortAt = new Set(args.abortAt ?? []);
   const pauseAt = new Set(args.pauseAt ?? []);
-  const maxResumes = args.maxResumes ?? 10;
-  const seqs = [];
-  let token = args.resumeWith?.token ?? null;
-  let resumes = 0;
-  let target = 0;
-  let trailers = {};
-  for (;;) {
-    const abort = new AbortController();
-    const headers = { ...(args.headers ?? {}) };
-    if (token !== null) {
-      headers[TOKEN] = token;
-      headers[AFTER] = String(args.resumeWith && resumes === 0 ? args.resumeWith.after : seqs.length);
+  const stdin = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+  const afterMessage = async (n) => {
+    if (pauseAt.delete(n)) {
+      print({ paused: n });
+      await stdin.next();
     }
-    let cutByUs = false;
-    try {
-      const stream = clients[target % clients.length].serverStream(args.request ?? {}, {
-        signal: abort.signal,
-        headers,
-        onHeader: (h) => {
-          const t = h.get(TOKEN);
-          if (t && token === null) {
-            token = t;
-            print({ token });
-          }
-        },
-        onTrailer: (t) => (trailers = headersToJson(t)),
-      });
-      for await (const res of stream) {
-        seqs.push(res.seq);
-        print({ msg: res.seq });
-        const n = seqs.length;
-        if (pauseAt.has(n)) {
-          pauseAt.delete(n);
-          print({ paused: n });
-          await stdinLines.next();
-        }
-        if (abortAt.has(n)) {
-          abortAt.delete(n);
-          cutByUs = true;
-          abort.abort();
-        }
-      }
-      print({ done: { ok: true, seqs, resumes, trailers } });
-      return;
-    } catch (e) {
-      const err = ConnectError.from(e);
-      // Interruptions a client resumes from: its own cut, a dropped connection, a
-      // draining proxy (unavailable). Anything else is the stream's own end.
-      const final = [
-        Code.Canceled,
-        Code.DataLoss,
-        Code.NotFound,
-        Code.PermissionDenied,
-        Code.OutOfRange,
-        Code.InvalidArgument,
-        Code.ResourceExhausted,
-      ];
-      // A dying connection surfaces as CANCELED without details; the edge's own
-      // CANCELED (a budget cut) carries an ErrorInfo detail.
-      const dropped = err.code === Code.Canceled && err.details.length === 0;
-      const retryable = cutByUs || dropped || !final.includes(err.code);
-      if (token === null || !retryable || resumes >= maxResumes) {
-        print({ done: { ok: false, seqs, resumes, error: errorToJson(e), trailers } });
-        return;
-      }
-      resumes += 1;
-      target += 1;
-      print({ resume: { attempt: resumes, after: seqs.length, why: cutByUs ? "cut" : err.rawMessage } });
-    }
-  }
+    return abortAt.delete(n) ? "cut" : undefined;
+  };
+  const done = await runResumable(clients, args, afterMessage, print);
+  print({ done });
 }
 
 main().then(

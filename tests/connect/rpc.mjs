@@ -103,3 +103,78 @@ export async function runCall(client, service, registry, spec, onMessage) {
     return { error: errorToJson(e), headers: headers ?? {}, trailers: trailers ?? {} };
   }
 }
+
+const RESUME_TOKEN = "tollgate-resume-token";
+const RESUME_AFTER = "tollgate-resume-after";
+
+/**
+ * Reads one ServerStream call to its end across interruptions: after each one it
+ * resumes through the next of `clients` with the stream's token and the count of
+ * messages received. `afterMessage(n)` runs after the n-th message; it may wait, and
+ * returning "cut" aborts the call from the client side (then resumed).
+ *
+ * Which errors are worth a resume is the client's choice: here its own cuts, dropped
+ * connections and UNAVAILABLE (a draining proxy); statuses the stream itself ended with
+ * (a budget cut, DATA_LOSS, NOT_FOUND, ...) are final. A dying connection surfaces as
+ * CANCELED without details, the edge's own CANCELED (a budget cut) with an ErrorInfo.
+ *
+ * Resolves to {ok, seqs, resumes, token, error?, trailers}.
+ */
+export async function runResumable(clients, spec, afterMessage, onEvent = () => {}) {
+  const final = [
+    Code.Canceled,
+    Code.DataLoss,
+    Code.NotFound,
+    Code.PermissionDenied,
+    Code.OutOfRange,
+    Code.InvalidArgument,
+    Code.ResourceExhausted,
+  ];
+  const maxResumes = spec.maxResumes ?? 10;
+  const seqs = [];
+  let token = spec.resumeWith?.token ?? null;
+  let resumes = 0;
+  let trailers = {};
+  for (let target = 0; ; target++) {
+    const abort = new AbortController();
+    const headers = { ...(spec.headers ?? {}) };
+    if (token !== null) {
+      headers[RESUME_TOKEN] = token;
+      const first = spec.resumeWith && resumes === 0;
+      headers[RESUME_AFTER] = String(first ? spec.resumeWith.after : seqs.length);
+    }
+    let cutByUs = false;
+    try {
+      const stream = clients[target % clients.length].serverStream(spec.request ?? {}, {
+        signal: abort.signal,
+        headers,
+        onHeader: (h) => {
+          const t = h.get(RESUME_TOKEN);
+          if (t && token === null) {
+            token = t;
+            onEvent({ token });
+          }
+        },
+        onTrailer: (t) => (trailers = headersToJson(t)),
+      });
+      for await (const res of stream) {
+        seqs.push(res.seq);
+        onEvent({ msg: res.seq });
+        if ((await afterMessage(seqs.length)) === "cut") {
+          cutByUs = true;
+          abort.abort();
+        }
+      }
+      return { ok: true, seqs, resumes, token, trailers };
+    } catch (e) {
+      const err = ConnectError.from(e);
+      const dropped = err.code === Code.Canceled && err.details.length === 0;
+      const retryable = cutByUs || dropped || !final.includes(err.code);
+      if (token === null || !retryable || resumes >= maxResumes) {
+        return { ok: false, seqs, resumes, token, error: errorToJson(e), trailers };
+      }
+      resumes += 1;
+      onEvent({ resume: { attempt: resumes, after: seqs.length, why: cutByUs ? "cut" : err.rawMessage } });
+    }
+  }
+}

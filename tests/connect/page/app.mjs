@@ -4,7 +4,7 @@
 // binary) and gRPC-Web transports. Results go to `window.__results` and the page.
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-web";
-import { loadService, runCall } from "../rpc.mjs";
+import { loadService, runCall, runResumable } from "../rpc.mjs";
 
 const params = new URLSearchParams(location.search);
 const proxy = params.get("proxy");
@@ -48,6 +48,19 @@ async function main() {
   const results = { origin: location.origin, proxy };
   for (const [name, transport, spec] of cases) {
     results[name] = await call(clients[transport], service, registry, spec);
+  }
+  // Resumable streams (the proxy's app has `resume`): the page cuts its own stream
+  // twice and resumes it with the token the edge sent, by the count it received.
+  if (params.get("resume") === "1") {
+    const cutAt = new Set([7, 23]);
+    for (const [name, transport] of [
+      ["resumeConnectProto", "connectProto"],
+      ["resumeGrpcWeb", "grpcWeb"],
+    ]) {
+      const cuts = new Set(cutAt);
+      const afterMessage = async (n) => (cuts.delete(n) ? "cut" : undefined);
+      results[name] = await runResumable([clients[transport]], stream, afterMessage);
+    }
   }
   return results;
 }

@@ -2,7 +2,8 @@
 //! TLS from `https://web.test:<port>` whose script (`tests/connect/page/app.mjs`, using
 //! `@connectrpc/connect-web`) calls `TestService` through the proxy at
 //! `https://grpc.test:<port>`, another origin, so every call goes through the proxy's CORS
-//! answers. The test reads the streamed results back from the page. The same page served
+//! answers. The test reads the streamed results back from the page; the page also cuts
+//! its own resumable streams and resumes them by token. The same page served
 //! from an origin the proxy does not allow gets nothing through.
 
 use base64::Engine as _;
@@ -86,6 +87,7 @@ async fn chromium_calls_through_the_proxy_cross_origin() {
         .cert("grpc")
         .raw(&format!(
             "[[apps]]\nid = \"grpc\"\nhostnames = [\"{HOST}\"]\n\
+             resume = {{ buffer_events = 1000, linger_secs = 60 }}\n\
              [apps.upstreams.default]\nendpoints = [{{ address = \"{up}\" }}]\nprotocol = \"h2c\"\n\
              [apps.rpc]\ndescriptor_set = \"builtin\"\n\
              [apps.cors]\nallowed_origins = [\"{origin}\"]"
@@ -97,7 +99,7 @@ async fn chromium_calls_through_the_proxy_cross_origin() {
 
     let page = |server: &PageServer| {
         format!(
-            "https://{WEB}:{}/index.html?proxy={proxy_origin}&count={COUNT}",
+            "https://{WEB}:{}/index.html?proxy={proxy_origin}&count={COUNT}&resume=1",
             server.addr.port()
         )
     };
@@ -138,6 +140,22 @@ async fn chromium_calls_through_the_proxy_cross_origin() {
     assert_stream(ok, "streamGrpcWeb");
     assert_rich_error(ok, "failConnectJson");
     assert_rich_error(ok, "failGrpcWeb");
+    // Cut twice by the page and resumed with the token read through CORS: every
+    // message once, in order.
+    for name in ["resumeConnectProto", "resumeGrpcWeb"] {
+        let r = result(ok, name);
+        assert_eq!(r["ok"], true, "{name}: {r}");
+        assert_eq!(r["resumes"], 2, "{name}: {r}");
+        assert!(
+            r["token"].as_str().is_some_and(|t| t.starts_with("rs1_")),
+            "{r}"
+        );
+        let seqs: Vec<u64> = r["seqs"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default();
+        assert_eq!(seqs, (0..COUNT).collect::<Vec<_>>(), "{name}");
+    }
 
     // The page from an origin the proxy does not allow: the browser blocks every answer.
     assert!(

@@ -156,10 +156,22 @@ async fn connect_and_grpc_web_streams_resume_across_cuts_and_proxies_without_gap
         ("connect-json http/1.1", Transport::ConnectJson, true),
         ("grpc-web h2", Transport::GrpcWeb, false),
     ];
+    // Three cuts at random points (the seed is in every failure message).
+    let seed = fastrand::u64(..);
+    let mut rng = fastrand::Rng::with_seed(seed);
     for (what, transport, http1) in cases {
+        let mut cuts: Vec<u64> = Vec::new();
+        while cuts.len() < 3 {
+            let at = rng.u64(1..59);
+            if !cuts.contains(&at) {
+                cuts.push(at);
+            }
+        }
+        cuts.sort_unstable();
+        let what = format!("{what} (seed {seed}, cuts {cuts:?})");
         let call = stream(transport, 60, 15)
             .with("baseUrls", fleet.urls(&[0, 1]))
-            .with("abortAt", json!([7, 23, 41]));
+            .with("abortAt", json!(cuts));
         let call = if http1 { call.http1() } else { call };
         let run = fleet.node.spawn_script("resume.mjs", &call).expect("node");
         let done = finish(run, &fleet).await;
