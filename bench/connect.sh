@@ -11,9 +11,14 @@
 # one HTTP/2 connection with CONCURRENCY streams, and counts messages and bytes from the
 # envelopes; bytes are what the client received (JSON carries the payload as base64).
 #
+# RESUME=1 adds connect-proto-resume and grpc-web-resume: the same streams on an app with
+# `resume` (every message numbered, buffered and, with REDIS_URL, written to Redis), and
+# reports the Redis commands per resumable message.
+#
 # Environment: DURATION [5] WARMUP [1] ROUNDS [3] SIZES ["64 16384"] (payload bytes)
 #              CONCURRENCY [32] CONNECTIONS [1] STREAM_MESSAGES [2000] CLIENT_TLS [0]
 #              PROXY_CPUS [0] LOAD_CPUS [1] UPSTREAM_CPUS [1] BASE_PORT [18400] SKIP_BUILD [0]
+#              RESUME [0] REDIS_URL [unset: resume buffers in memory]
 set -euo pipefail
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$BENCH")
@@ -21,7 +26,7 @@ DURATION=${DURATION:-5}; DURATION=${DURATION%s}; WARMUP=${WARMUP:-1}; ROUNDS=${R
 SIZES=${SIZES:-64 16384}; CONCURRENCY=${CONCURRENCY:-32}; CONNECTIONS=${CONNECTIONS:-1}
 STREAM_MESSAGES=${STREAM_MESSAGES:-2000}; CLIENT_TLS=${CLIENT_TLS:-0}
 PROXY_CPUS=${PROXY_CPUS:-0}; LOAD_CPUS=${LOAD_CPUS:-1}; UPSTREAM_CPUS=${UPSTREAM_CPUS:-1}
-BASE_PORT=${BASE_PORT:-18400}; SKIP_BUILD=${SKIP_BUILD:-0}
+BASE_PORT=${BASE_PORT:-18400}; SKIP_BUILD=${SKIP_BUILD:-0}; RESUME=${RESUME:-0}; REDIS_URL=${REDIS_URL:-}
 for t in cargo python3 taskset openssl; do
   command -v $t >/dev/null || { echo "connect.sh: $t missing; run bench/setup.sh" >&2; exit 1; }
 done
@@ -73,7 +78,20 @@ endpoints = [{ address = "127.0.0.1:$UP" }]
 protocol = "h2c"
 [apps.rpc]
 descriptor_set = "builtin"
+
+[[apps]]
+id = "rpc-resume"
+hostnames = ["resume.$HOST"]
+resume = { buffer_events = 1000, ttl_secs = 300, linger_secs = 60 }
+[apps.upstreams.default]
+endpoints = [{ address = "127.0.0.1:$UP" }]
+protocol = "h2c"
+[apps.rpc]
+descriptor_set = "builtin"
 EOF
+if [[ -n $REDIS_URL ]]; then
+  printf '\n[resume]\nredis_url = "%s"\nkey_prefix = "tollgate-bench-%s"\n' "$REDIS_URL" "$$" >>"$RUN/tollgate.toml"
+fi
 log "starting the TestService upstream (CPU $UPSTREAM_CPUS), tollgate (CPU $PROXY_CPUS, 1 worker)"
 taskset -c "$UPSTREAM_CPUS" "$RUN/rpc-load" --serve "127.0.0.1:$UP" --threads 1 >"$RUN/upstream.log" 2>&1 &
 UP_PID=$!; PIDS+=($UP_PID)
@@ -90,12 +108,20 @@ else
   PROXY_URL=(--url "http://$HOST:$TG" --connect "127.0.0.1:$TG")
 fi
 TARGETS=(grpc-direct grpc-proxy grpc-web connect-proto connect-json)
+if [[ $RESUME == 1 ]]; then TARGETS+=(connect-proto-resume grpc-web-resume); fi
 # load TARGET PAYLOAD SECONDS WARMUP -> one JSON line
 load() {
   local proto=$1 where=("${PROXY_URL[@]}")
   case $1 in
     grpc-direct) proto=grpc; where=(--url "http://127.0.0.1:$UP") ;;
     grpc-proxy) proto=grpc ;;
+    *-resume)
+      proto=${1%-resume}
+      if [[ $CLIENT_TLS == 1 ]]; then
+        where=(--url "https://resume.$HOST:$TGS" --connect "127.0.0.1:$TGS" --ca "$RUN/cert.pem")
+      else
+        where=(--url "http://resume.$HOST:$TG" --connect "127.0.0.1:$TG")
+      fi ;;
   esac
   taskset -c "$LOAD_CPUS" "$RUN/rpc-load" "${where[@]}" --protocol "$proto" \
     --concurrency "$CONCURRENCY" --connections "$CONNECTIONS" --stream-messages "$STREAM_MESSAGES" \
@@ -127,11 +153,13 @@ for ((round = 1; round <= ROUNDS; round++)); do
 done
 
 COMMIT="$(git -C "$ROOT" log -1 --format='%h' 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
-python3 - "$RES" "$CLIENT_TLS" "$COMMIT" <<'EOF' | tee "$OUT/summary.txt"
+curl -s "http://127.0.0.1:$TG_ADMIN/metrics" >"$OUT/metrics.txt" || true
+python3 - "$RES" "$CLIENT_TLS" "$COMMIT" "$OUT/metrics.txt" <<'EOF' | tee "$OUT/summary.txt"
 import json, os, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 client = "TLS" if sys.argv[2] == "1" else "h2c"
-targets = ["grpc-direct", "grpc-proxy", "grpc-web", "connect-proto", "connect-json"]
+targets = [t for t in ["grpc-direct", "grpc-proxy", "grpc-web", "connect-proto", "connect-json",
+                       "connect-proto-resume", "grpc-web-resume"] if any(r["target"] == t for r in rows)]
 rounds = sorted({r["round"] for r in rows})
 ncpu = os.cpu_count() or 1
 def other(r):  # % of the machine busy with anything but the load tool, proxy and upstream
@@ -164,5 +192,17 @@ for size in sorted({r["payload_bytes"] for r in rows}):
               f"{', '.join(f'{x:.2f}' for x in ratios)} | {cpu} | {per_cpu} | {busy:.0f} | {errors} |")
 if flagged:
     print("\n(!) other processes kept more than 10 % of the machine busy during this target's rounds (median).")
+metrics = {}
+for line in open(sys.argv[4]) if os.path.exists(sys.argv[4]) else []:
+    if line.startswith("tollgate_resume_") and " " in line:
+        name, value = line.rsplit(" ", 1)
+        metrics[name] = float(value)
+resumable = sum(r["messages"] for r in rows if r["target"].endswith("-resume"))
+if resumable:
+    cmds = metrics.get("tollgate_resume_redis_commands_total", 0)
+    per = f"at most {cmds / resumable:.2f} per measured message" if cmds else "no Redis configured"
+    print(f"\nresumable: {resumable:.0f} messages measured (warm-up and sanity runs not counted); "
+          f"Redis commands sent in the whole run: {cmds:.0f} ({per}), "
+          f"errors: {metrics.get('tollgate_resume_redis_errors_total', 0):.0f}")
 EOF
 log "results in $OUT"

@@ -118,7 +118,9 @@ const RESUME_AFTER = "tollgate-resume-after";
  * (a budget cut, DATA_LOSS, NOT_FOUND, ...) are final. A dying connection surfaces as
  * CANCELED without details, the edge's own CANCELED (a budget cut) with an ErrorInfo.
  *
- * Resolves to {ok, seqs, resumes, token, error?, trailers}.
+ * Resolves to {ok, seqs, resumes, token, error?, trailers, firstMessageMs}: the last
+ * holds, per call (the first, then each resume), the milliseconds from sending it to
+ * its first message (null when none came).
  */
 export async function runResumable(clients, spec, afterMessage, onEvent = () => {}) {
   const final = [
@@ -135,7 +137,10 @@ export async function runResumable(clients, spec, afterMessage, onEvent = () => 
   let token = spec.resumeWith?.token ?? null;
   let resumes = 0;
   let trailers = {};
+  const firstMessageMs = [];
   for (let target = 0; ; target++) {
+    const sent = performance.now();
+    firstMessageMs.push(null);
     const abort = new AbortController();
     const headers = { ...(spec.headers ?? {}) };
     if (token !== null) {
@@ -159,19 +164,20 @@ export async function runResumable(clients, spec, afterMessage, onEvent = () => 
       });
       for await (const res of stream) {
         seqs.push(res.seq);
+        if (firstMessageMs[target] === null) firstMessageMs[target] = performance.now() - sent;
         onEvent({ msg: res.seq });
         if ((await afterMessage(seqs.length)) === "cut") {
           cutByUs = true;
           abort.abort();
         }
       }
-      return { ok: true, seqs, resumes, token, trailers };
+      return { ok: true, seqs, resumes, token, trailers, firstMessageMs };
     } catch (e) {
       const err = ConnectError.from(e);
       const dropped = err.code === Code.Canceled && err.details.length === 0;
       const retryable = cutByUs || dropped || !final.includes(err.code);
       if (token === null || !retryable || resumes >= maxResumes) {
-        return { ok: false, seqs, resumes, token, error: errorToJson(e), trailers };
+        return { ok: false, seqs, resumes, token, error: errorToJson(e), trailers, firstMessageMs };
       }
       resumes += 1;
       onEvent({ resume: { attempt: resumes, after: seqs.length, why: cutByUs ? "cut" : err.rawMessage } });

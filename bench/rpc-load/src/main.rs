@@ -27,6 +27,9 @@ pub struct Args {
     /// Serve the tonic TestService (h2c) on this address instead of generating load.
     #[arg(long, value_name = "ADDR")]
     serve: Option<SocketAddr>,
+    /// Write the TestService's FileDescriptorSet (for Connect clients) here and exit.
+    #[arg(long, value_name = "PATH")]
+    write_descriptor_set: Option<PathBuf>,
     /// Base URL: `http://` for h2c (prior knowledge), `https://` for TLS with ALPN h2.
     /// Its authority is sent as `:authority` (and TLS server name).
     #[arg(long, default_value = "http://127.0.0.1:50051")]
@@ -77,6 +80,15 @@ pub struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(path) = &args.write_descriptor_set {
+        return match std::fs::write(path, tollgate_proto::FILE_DESCRIPTOR_SET) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("rpc-load: {}: {e}", path.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
     let mut rt = if args.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {

@@ -313,7 +313,13 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Op>, metrics: WriterMetrics
     let mut paused_until: Option<Instant> = None;
     let mut conn = store.conn.clone();
     let mut batch = Vec::with_capacity(BATCH);
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
+    loop {
+        // Marks owed to streams that went quiet are sent without waiting for a write.
+        let owed = !unmarked.is_empty();
+        tokio::select! {
+            n = rx.recv_many(&mut batch, BATCH) => if n == 0 { return },
+            _ = tokio::time::sleep(Duration::from_secs(1)), if owed => {}
+        }
         let now = Instant::now();
         let paused = paused_until.is_some_and(|t| now < t);
         let mut pipe = redis::pipe();
@@ -336,8 +342,22 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Op>, metrics: WriterMetrics
                 if broken.insert(token.clone()) {
                     unmarked.push(token.clone());
                 }
-                if let Op::End { .. } = op {
-                    streams.remove(&token);
+                match op {
+                    Op::Open { cap, ttl_ms, .. } => {
+                        let refreshed = now;
+                        streams.insert(
+                            token,
+                            Stream {
+                                cap,
+                                ttl_ms,
+                                refreshed,
+                            },
+                        );
+                    }
+                    Op::End { .. } => {
+                        streams.remove(&token);
+                    }
+                    _ => {}
                 }
                 continue;
             }
@@ -365,6 +385,7 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Op>, metrics: WriterMetrics
                     pipe.cmd("PEXPIRE").arg(&m).arg(ttl_ms).ignore();
                     commands += 2;
                     let refreshed = now;
+                    touched.push(token.clone());
                     streams.insert(
                         token,
                         Stream {
@@ -420,11 +441,14 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Op>, metrics: WriterMetrics
             }
             continue;
         }
-        // Streams left incomplete by an earlier failure say so.
+        // Streams left incomplete by an earlier failure say so (and the mark expires
+        // like the stream; an hour when the stream is already forgotten here).
         for token in unmarked.drain(..) {
             let m = store.meta_key(&token);
+            let ttl_ms = streams.get(&token).map_or(3_600_000, |s| s.ttl_ms);
             pipe.cmd("HSET").arg(&m).arg("broken").arg(1).ignore();
-            commands += 1;
+            pipe.cmd("PEXPIRE").arg(&m).arg(ttl_ms).ignore();
+            commands += 2;
         }
         if commands == 0 {
             for f in flushed {

@@ -455,3 +455,62 @@ async fn without_redis_streams_resume_on_the_same_proxy_only() {
     assert_eq!(done.error["code"], "not_found", "{done:?}");
     assert_eq!(done.seqs, exactly(5));
 }
+
+#[tokio::test]
+async fn a_redis_that_freezes_mid_stream_costs_the_stream_nothing_and_shared_resumes_say_what_is_lost()
+ {
+    let redis = redis::Private::start();
+    let resume = "{ buffer_events = 1000, ttl_secs = 300, linger_secs = 60 }";
+    let shared = format!(
+        "[resume]\nredis_url = \"{}\"\nredis_timeout_ms = 200",
+        redis.url()
+    );
+    let fleet = Fleet::start(2, resume, &shared, "").await;
+    // Redis stops answering at message 20; the client cuts at 60 and resumes on the
+    // same proxy, whose own buffer has it all.
+    let call = stream(Transport::ConnectProto, 150, 10)
+        .with("baseUrls", fleet.urls(&[0, 0]))
+        .with("pauseAt", json!([20]))
+        .with("abortAt", json!([60]));
+    let mut run = fleet.node.spawn_script("resume.mjs", &call).expect("node");
+    let token = run.wait_for("token", SOON).await.expect("a token")["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    run.wait_for("paused", SOON).await.expect("twenty messages");
+    redis.freeze();
+    run.send_line().await.expect("go on");
+    let done = finish(run, &fleet).await;
+    assert!(done.ok, "{done:?}");
+    assert_eq!(
+        done.seqs,
+        exactly(150),
+        "Redis down cost the stream nothing"
+    );
+    let errors = fleet.proxies[0]
+        .metric("tollgate_resume_redis_errors_total", &[])
+        .await
+        .expect("metrics");
+    assert!(errors >= 1.0, "the failed writes are counted: {errors}");
+
+    // Back up: the other proxy replays what Redis holds, then says the rest is lost
+    // rather than skip it or wait for ever.
+    redis.thaw();
+    let call = stream(Transport::ConnectProto, 150, 10)
+        .with("baseUrls", fleet.urls(&[1]))
+        .with("resumeWith", json!({ "token": token, "after": 5 }))
+        .with("maxResumes", json!(0));
+    let run = fleet.node.spawn_script("resume.mjs", &call).expect("node");
+    let shared = finish(run, &fleet).await;
+    assert_eq!(shared.error["code"], "data_loss", "{shared:?}");
+    let n = shared.seqs.len() as u64;
+    assert_eq!(
+        shared.seqs,
+        (5..5 + n).collect::<Vec<_>>(),
+        "no gap: {shared:?}"
+    );
+    assert!(
+        5 + n < 150,
+        "the copy in Redis stopped where Redis did: {shared:?}"
+    );
+}
