@@ -269,6 +269,11 @@ async fn route(
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" if shared.is_draining() => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+        // Following the control service: not ready before its first config serves.
+        "/readyz" if shared.control.get().is_some_and(|c| !c.configured()) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the first config from the control service\n",
+        ),
         "/readyz" => text(StatusCode::OK, "ready\n"),
         "/config" => {
             let body = config_view(shared).to_string();

@@ -53,6 +53,8 @@ pub struct ControlStatus {
     cursor: AtomicI64,
     serving: AtomicI64,
     transport: AtomicU8,
+    /// A config from the control service (the feed's or a persisted one) is serving.
+    configured: std::sync::atomic::AtomicBool,
 }
 
 impl ControlStatus {
@@ -62,7 +64,14 @@ impl ControlStatus {
             cursor: AtomicI64::new(0),
             serving: AtomicI64::new(0),
             transport: AtomicU8::new(Transport::Disconnected as u8),
+            configured: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether any config from the control service serves yet: until then the proxy
+    /// routes nothing and is not ready.
+    pub fn configured(&self) -> bool {
+        self.configured.load(Ordering::Acquire)
     }
 
     /// The last event folded into the model.
@@ -92,6 +101,7 @@ impl ControlStatus {
     /// Called after the config of `id` is swapped in (Release: see above).
     fn set_serving(&self, id: i64) {
         self.serving.store(id, Ordering::Release);
+        self.configured.store(true, Ordering::Release);
     }
 
     fn set_transport(&self, t: Transport) {

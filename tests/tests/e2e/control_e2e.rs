@@ -786,9 +786,24 @@ async fn proxy_started_while_the_service_is_down_serves_its_persisted_snapshot()
     assert_eq!(c["transport"], Value::Null, "{c}");
     assert_eq!(c["event_id"].as_i64(), Some(bound), "{c}");
     assert_eq!(c["serving_event_id"].as_i64(), Some(bound), "{c}");
+    // Ready on its persisted config; a new proxy with nothing persisted is not ready
+    // (it would route nothing) until the service is back.
+    assert_eq!(proxy.admin_get("/readyz").await.unwrap().0, 200);
+    let empty = tempfile::tempdir().unwrap();
+    let fresh = ProxyProcess::start(&edge_config(&cp, "edge-fresh", empty.path()), &[])
+        .expect("proxy starts without the service");
+    let (status, body) = fresh.admin_get("/readyz").await.unwrap();
+    assert_eq!(
+        (status, body.trim()),
+        (503, "waiting for the first config from the control service")
+    );
 
     cp.restart().await.expect("control service restarts");
     wait_connected(&proxy).await;
+    until("the fresh proxy to be ready", CATCH_UP, || async {
+        (fresh.admin_get("/readyz").await.ok()?.0 == 200).then_some(())
+    })
+    .await;
     // And follows again: a change made now reaches it.
     let unbound = api
         .write("DELETE", "/api/v1/hostnames/cold.test", None)
