@@ -42,7 +42,12 @@ pub struct Feed {
     metrics: ResumeMetrics,
     /// The first client's body hands its request accounting to the producer.
     pub(crate) accounting: Option<Arc<Accounting>>,
+    /// An end or status read while gathering messages, sent next.
+    pending: Option<Next>,
 }
+
+/// Messages ready at once go out together, up to this many bytes per frame.
+const COALESCE_BYTES: usize = 16 * 1024;
 
 impl std::fmt::Debug for Feed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -116,6 +121,23 @@ impl Feed {
             heartbeat,
             metrics,
             accounting: None,
+            pending: None,
+        }
+    }
+
+    /// What can be read now without waiting.
+    fn try_next(&mut self) -> Option<Next> {
+        match &mut self.kind {
+            Kind::Local(j) => j.try_next(self.after),
+            Kind::Remote(rx) => rx.try_recv().ok(),
+        }
+    }
+
+    /// Counts message `index` as sent.
+    fn sent(&mut self, index: u64) {
+        self.after = index;
+        if index <= self.replay_until {
+            self.metrics.replayed.inc();
         }
     }
 
@@ -131,9 +153,10 @@ impl Feed {
         if self.done {
             return Poll::Ready(None);
         }
-        let next = match &mut self.kind {
-            Kind::Local(j) => j.poll_next(self.after, cx),
-            Kind::Remote(rx) => match rx.poll_recv(cx) {
+        let next = match (self.pending.take(), &mut self.kind) {
+            (Some(next), _) => Poll::Ready(next),
+            (None, Kind::Local(j)) => j.poll_next(self.after, cx),
+            (None, Kind::Remote(rx)) => match rx.poll_recv(cx) {
                 Poll::Ready(Some(next)) => Poll::Ready(next),
                 Poll::Ready(None) => Poll::Ready(Next::Lost(
                     "the stream's shared buffer could not be read".into(),
@@ -150,11 +173,27 @@ impl Feed {
         }
         let data = match next {
             Next::Message(index, message) => {
-                self.after = index;
-                if index <= self.replay_until {
-                    self.metrics.replayed.inc();
+                self.sent(index);
+                // Whatever else is ready goes in the same frame: one DATA frame per
+                // message would cost the client and this proxy far more than the copy.
+                let mut batch: Option<bytes::BytesMut> = None;
+                while batch.as_ref().map_or(message.len(), |b| b.len()) < COALESCE_BYTES {
+                    match self.try_next() {
+                        Some(Next::Message(i, m)) => {
+                            self.sent(i);
+                            batch
+                                .get_or_insert_with(|| bytes::BytesMut::from(&message[..]))
+                                .extend_from_slice(&m);
+                        }
+                        Some(other) => {
+                            self.pending = Some(other);
+                            break;
+                        }
+                        None => break,
+                    }
                 }
-                return Poll::Ready(Some(Ok(Frame::data(message))));
+                let data = batch.map_or(message, bytes::BytesMut::freeze);
+                return Poll::Ready(Some(Ok(Frame::data(data))));
             }
             Next::End(last) => {
                 self.done = true;

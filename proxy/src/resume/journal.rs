@@ -226,6 +226,18 @@ impl Journal {
 
     /// The consumer at `after` reads on, or registers to be woken.
     pub fn poll_next(&self, after: u64, cx: &mut Context<'_>) -> Poll<Next> {
+        self.next(after, Some(cx))
+    }
+
+    /// What the consumer at `after` can read now, without waiting.
+    pub fn try_next(&self, after: u64) -> Option<Next> {
+        match self.next(after, None) {
+            Poll::Ready(next) => Some(next),
+            Poll::Pending => None,
+        }
+    }
+
+    fn next(&self, after: u64, cx: Option<&mut Context<'_>>) -> Poll<Next> {
         let mut g = self.lock();
         if g.handover {
             return Poll::Ready(Next::Handover);
@@ -252,7 +264,9 @@ impl Journal {
         if let Some(end) = &g.end {
             return Poll::Ready(Next::End(end.clone()));
         }
-        if !g.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+        if let Some(cx) = cx
+            && !g.wakers.iter().any(|w| w.will_wake(cx.waker()))
+        {
             g.wakers.push(cx.waker().clone());
         }
         Poll::Pending

@@ -33,6 +33,8 @@ use tokio::time::Instant;
 const QUEUE: usize = 16_384;
 /// Operations per pipeline at most.
 const BATCH: usize = 512;
+/// Buffers smaller than this are trimmed exactly in Redis.
+const EXACT_TRIM_BELOW: u32 = 200;
 const LIVE_EVERY: Duration = Duration::from_secs(2);
 const LIVE_TTL_MS: u64 = 6_000;
 /// How long a reader blocks for new entries before it checks the producer is alive.
@@ -306,6 +308,7 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Op>, metrics: WriterMetrics
         cap: u32,
         ttl_ms: u64,
         refreshed: Instant,
+        key: String,
     }
     let mut streams: HashMap<Arc<str>, Stream> = HashMap::new();
     let mut broken: HashSet<Arc<str>> = HashSet::new();
@@ -344,15 +347,14 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Op>, metrics: WriterMetrics
                 }
                 match op {
                     Op::Open { cap, ttl_ms, .. } => {
-                        let refreshed = now;
-                        streams.insert(
-                            token,
-                            Stream {
-                                cap,
-                                ttl_ms,
-                                refreshed,
-                            },
-                        );
+                        let (refreshed, key) = (now, store.stream_key(&token));
+                        let s = Stream {
+                            cap,
+                            ttl_ms,
+                            refreshed,
+                            key,
+                        };
+                        streams.insert(token, s);
                     }
                     Op::End { .. } => {
                         streams.remove(&token);
@@ -386,12 +388,14 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Op>, metrics: WriterMetrics
                     commands += 2;
                     let refreshed = now;
                     touched.push(token.clone());
+                    let key = store.stream_key(&token);
                     streams.insert(
                         token,
                         Stream {
                             cap,
                             ttl_ms,
                             refreshed,
+                            key,
                         },
                     );
                     continue;
@@ -407,11 +411,13 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Op>, metrics: WriterMetrics
                 }
                 continue;
             };
-            let key = store.stream_key(&token);
+            // Exact trimming for small buffers; large ones trim whole nodes (Redis keeps
+            // at least the cap, at most about a hundred more), which is far cheaper.
+            let trim = if s.cap < EXACT_TRIM_BELOW { "=" } else { "~" };
             pipe.cmd("XADD")
-                .arg(&key)
+                .arg(&s.key)
                 .arg("MAXLEN")
-                .arg("=")
+                .arg(trim)
                 .arg(u64::from(s.cap) + 1)
                 .arg(format!("{index}-0"))
                 .arg(if end { "e" } else { "d" })
@@ -422,7 +428,7 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Op>, metrics: WriterMetrics
             // the end, and otherwise every tenth of it.
             let due = now.duration_since(s.refreshed).as_millis() as u64 >= s.ttl_ms / 10;
             if end || due || index == 1 {
-                pipe.cmd("PEXPIRE").arg(&key).arg(s.ttl_ms).ignore();
+                pipe.cmd("PEXPIRE").arg(&s.key).arg(s.ttl_ms).ignore();
                 pipe.cmd("PEXPIRE")
                     .arg(store.meta_key(&token))
                     .arg(s.ttl_ms)
