@@ -5,7 +5,7 @@
 use super::journal::{Journal, Next};
 use super::metrics::ResumeMetrics;
 use super::producer::Accounting;
-use super::store::{Entry, Store};
+use super::store::{Entry, Store, StoreError};
 use super::token::{AFTER_HEADER, TOKEN_HEADER, Wire};
 use super::{sse, status_frame};
 use crate::http::body::BodyError;
@@ -281,50 +281,41 @@ pub async fn tail(
     store: Store,
     token: Arc<str>,
     instance: String,
-    mut after: u64,
+    after: u64,
     tx: mpsc::Sender<Next>,
 ) {
-    let mut conn = match store.reader().await {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = tx
-                .send(Next::Lost(format!(
-                    "the stream's buffer could not be read: {e}"
-                )))
-                .await;
-            return;
-        }
-    };
+    if let Err(last) = follow(&store, &token, &instance, after, &tx).await {
+        let _ = tx.send(last).await;
+    }
+}
+
+/// [`tail`]'s loop; `Err` is the last thing the client is told.
+async fn follow(
+    store: &Store,
+    token: &str,
+    instance: &str,
+    mut after: u64,
+    tx: &mpsc::Sender<Next>,
+) -> Result<(), Next> {
+    let unreadable =
+        |e: StoreError| Next::Lost(format!("the stream's buffer could not be read: {e}"));
+    let mut conn = store.reader().await.map_err(unreadable)?;
     while !tx.is_closed() {
-        let entries = match store.read_after(&mut conn, &token, after).await {
-            Ok(entries) => entries,
-            Err(e) => {
-                let _ = tx
-                    .send(Next::Lost(format!(
-                        "the stream's buffer could not be read: {e}"
-                    )))
-                    .await;
-                return;
-            }
-        };
+        let entries = store
+            .read_after(&mut conn, token, after)
+            .await
+            .map_err(unreadable)?;
         if entries.is_empty() {
-            match store.producer_alive(&token, &instance).await {
-                Ok(true) => continue,
-                Ok(false) => {
-                    let why = format!(
-                        "stream lost: the proxy carrying it stopped before it ended; all {after} messages it buffered were delivered"
-                    );
-                    let _ = tx.send(Next::Lost(why)).await;
-                }
-                Err(e) => {
-                    let _ = tx
-                        .send(Next::Lost(format!(
-                            "the stream's buffer could not be read: {e}"
-                        )))
-                        .await;
-                }
+            if store
+                .producer_alive(token, instance)
+                .await
+                .map_err(unreadable)?
+            {
+                continue;
             }
-            return;
+            return Err(Next::Lost(format!(
+                "stream lost: the proxy carrying it stopped before it ended; all {after} messages it buffered were delivered"
+            )));
         }
         for entry in entries {
             let (index, next, end) = match entry {
@@ -332,13 +323,13 @@ pub async fn tail(
                 Entry::End(i, e) => (i, Next::End(e), true),
             };
             if index != after + 1 {
-                let _ = tx.send(Next::Gap { first: index }).await;
-                return;
+                return Err(Next::Gap { first: index });
             }
             if tx.send(next).await.is_err() || end {
-                return;
+                return Ok(());
             }
             after = index;
         }
     }
+    Ok(())
 }
