@@ -141,37 +141,122 @@ impl Accounting {
     }
 }
 
+/// What [`Pump::pump`] stopped at.
+enum Pumped {
+    /// A client here fell behind: wait for it.
+    Wait,
+    /// The Redis queue is full: send this write, waiting.
+    Queue(Op),
+    End(Bytes, Outcome),
+}
+
+/// Messages per wake-up before the producer yields to other tasks.
+const PUMP_BUDGET: usize = 64;
+
+/// The per-message work, done for every message ready at one wake-up.
+struct Pump<'a> {
+    source: &'a mut Source,
+    journal: &'a Journal,
+    store: Option<&'a Store>,
+    buffer_bytes: &'a prometheus::IntGauge,
+    high_water: u64,
+    last_upstream: Instant,
+    bytes: u64,
+}
+
+impl Pump<'_> {
+    fn pump(&mut self, cx: &mut Context<'_>) -> Poll<Pumped> {
+        for _ in 0..PUMP_BUDGET {
+            if self.journal.should_wait(self.high_water) {
+                return Poll::Ready(Pumped::Wait);
+            }
+            let raw = match ready!(self.source.poll_next(cx)) {
+                Item::Message(raw) => raw,
+                Item::End(end, outcome) => return Poll::Ready(Pumped::End(end, outcome)),
+            };
+            self.last_upstream = Instant::now();
+            let index = self.journal.last() + 1;
+            let message = if self.source.is_sse() {
+                sse::with_id(&raw, &self.journal.token, index)
+            } else {
+                raw
+            };
+            self.bytes += message.len() as u64;
+            let (_, held) = self.journal.push(message.clone());
+            self.buffer_bytes.add(held);
+            if let Some(store) = self.store {
+                let token = self.journal.token.clone();
+                let op = Op::Append {
+                    token,
+                    index,
+                    data: message,
+                };
+                if let Err(op) = store.try_queue(op) {
+                    return Poll::Ready(Pumped::Queue(op));
+                }
+            }
+        }
+        // More may be ready: yield, and come back.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
 impl Producer {
     /// Runs the stream to its end.
     pub async fn run(mut self) {
         let mut drain = self.resumer.drain_deadline();
-        let mut last_upstream = Instant::now();
-        let mut bytes = 0u64;
+        let mut pump = Pump {
+            source: &mut self.source,
+            journal: &self.journal,
+            store: self.store.as_ref(),
+            buffer_bytes: &self.resumer.metrics.buffer_bytes,
+            high_water: self.high_water,
+            last_upstream: Instant::now(),
+            bytes: 0,
+        };
+        let idle = tokio::time::sleep(self.idle);
+        tokio::pin!(idle);
+        let stop = tokio::time::sleep(self.linger);
+        tokio::pin!(stop);
         let (end, outcome) = loop {
-            // A client here that fell behind holds the upstream back.
-            if self.journal.should_wait(self.high_water) {
-                tokio::select! {
-                    _ = self.journal.changed.notified() => {}
-                    _ = drain.changed() => {}
-                }
-                continue;
-            }
-            let draining = *drain.borrow();
+            let draining = *drain.borrow_and_update();
             // Draining: run on to the drain deadline whoever reads. Otherwise, with
             // nobody reading, until the linger time is up.
             let stop_at =
                 draining.or_else(|| self.journal.detached_since().map(|t| t + self.linger));
-            let idle_at = last_upstream + self.idle;
-            let item = tokio::select! {
-                item = poll_fn(|cx| self.source.poll_next(cx)) => item,
-                _ = tokio::time::sleep_until(idle_at) => {
+            if let Some(at) = stop_at {
+                stop.as_mut().reset(at);
+            }
+            tokio::select! {
+                biased;
+                pumped = poll_fn(|cx| pump.pump(cx)) => match pumped {
+                    Pumped::End(end, outcome) => break (end, outcome),
+                    Pumped::Queue(op) => {
+                        if let Some(store) = pump.store {
+                            store.queue(op).await;
+                        }
+                    }
+                    Pumped::Wait => {
+                        tokio::select! {
+                            _ = self.journal.changed.notified() => {}
+                            _ = drain.changed() => {}
+                        }
+                    }
+                },
+                _ = &mut idle => {
+                    let quiet = pump.last_upstream.elapsed();
+                    if quiet < self.idle {
+                        idle.as_mut().reset(pump.last_upstream + self.idle);
+                        continue;
+                    }
                     let status = RpcStatus::new(
                         Code::Unavailable,
                         format!("stream idle for longer than {:?}", self.idle),
                     );
-                    Item::End(status_frame(self.journal.wire, &status), Outcome::IdleTimeout)
+                    break (status_frame(self.journal.wire, &status), Outcome::IdleTimeout);
                 }
-                _ = sleep_until_opt(stop_at) => {
+                _ = &mut stop, if stop_at.is_some() => {
                     let status = if draining.is_some() {
                         RpcStatus::new(
                             Code::Unavailable,
@@ -184,37 +269,14 @@ impl Producer {
                             format!("no client resumed the stream within {:?}", self.linger),
                         )
                     };
-                    Item::End(status_frame(self.journal.wire, &status), Outcome::Aborted)
+                    break (status_frame(self.journal.wire, &status), Outcome::Aborted);
                 }
-                _ = self.journal.changed.notified() => continue,
-                _ = drain.changed() => continue,
-            };
-            match item {
-                Item::Message(raw) => {
-                    last_upstream = Instant::now();
-                    let index = self.journal.last() + 1;
-                    let message = if self.source.is_sse() {
-                        sse::with_id(&raw, &self.journal.token, index)
-                    } else {
-                        raw
-                    };
-                    bytes += message.len() as u64;
-                    let (_, held) = self.journal.push(message.clone());
-                    self.resumer.metrics.buffer_bytes.add(held);
-                    if let Some(store) = &self.store {
-                        let token = self.journal.token.clone();
-                        store
-                            .queue(Op::Append {
-                                token,
-                                index,
-                                data: message,
-                            })
-                            .await;
-                    }
-                }
-                Item::End(end, outcome) => break (end, outcome),
+                // Clients came or went, or the drain began: the stop time changes.
+                _ = self.journal.changed.notified() => {}
+                _ = drain.changed() => {}
             }
         };
+        let bytes = pump.bytes;
         // Dropping the source cancels the upstream call if it still runs.
         drop(self.source);
         let index = self.journal.last() + 1;
@@ -231,12 +293,5 @@ impl Producer {
         }
         self.accounting.end(bytes, outcome);
         self.resumer.producer_done(&self.journal);
-    }
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

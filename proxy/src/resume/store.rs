@@ -171,6 +171,16 @@ impl Store {
         let _ = tokio::time::timeout_at(deadline, sent).await;
     }
 
+    /// Queues a write if there is room; the write back if not.
+    pub fn try_queue(&self, op: Op) -> Result<(), Op> {
+        match self.tx.try_send(op) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(op)) => Err(op),
+            // The writer is gone (shutdown): nothing more reaches Redis.
+            Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
+        }
+    }
+
     /// Queues a write; waits only while the queue is full.
     pub async fn queue(&self, op: Op) {
         let _ = self.tx.send(op).await;
