@@ -146,7 +146,7 @@ enum Pumped {
     /// A client here fell behind: wait for it.
     Wait,
     /// The Redis queue is full: send this write, waiting.
-    Queue(Op),
+    Queue(Box<Op>),
     End(Bytes, Outcome),
 }
 
@@ -234,7 +234,7 @@ impl Producer {
                     Pumped::End(end, outcome) => break (end, outcome),
                     Pumped::Queue(op) => {
                         if let Some(store) = pump.store {
-                            store.queue(op).await;
+                            store.queue(*op).await;
                         }
                     }
                     Pumped::Wait => {

@@ -172,10 +172,10 @@ impl Store {
     }
 
     /// Queues a write if there is room; the write back if not.
-    pub fn try_queue(&self, op: Op) -> Result<(), Op> {
+    pub fn try_queue(&self, op: Op) -> Result<(), Box<Op>> {
         match self.tx.try_send(op) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(op)) => Err(op),
+            Err(mpsc::error::TrySendError::Full(op)) => Err(Box::new(op)),
             // The writer is gone (shutdown): nothing more reaches Redis.
             Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
         }
