@@ -64,7 +64,7 @@ pub struct Journal {
     pub wire: Wire,
     /// The response head a resumed client gets (content type, encodings, metadata).
     pub head: HeaderMap,
-    /// How long the stream stays resumable after its end.
+    /// How long this proxy keeps the stream after its end.
     pub ttl: std::time::Duration,
     max_events: usize,
     max_bytes: u64,

@@ -160,7 +160,7 @@ impl Resumer {
             owner,
             wire,
             head.headers().clone(),
-            Duration::from_secs(spec.ttl_secs),
+            local_ttl(spec, self.store.is_some()),
             spec.buffer_events as usize,
             spec.buffer_bytes,
         ));
@@ -409,6 +409,21 @@ pub fn status_frame(wire: Wire, status: &RpcStatus) -> Bytes {
         Wire::Sse => sse::error_event(status.code.connect_name(), &status.message),
     }
 }
+
+/// How long this proxy keeps an ended stream's buffer. With Redis the fleet's copy
+/// serves later resumes, so memory here is given back soon after the end; without it
+/// this is the only copy, kept for the whole TTL.
+fn local_ttl(spec: &ResumeSpec, shared: bool) -> Duration {
+    let ttl = Duration::from_secs(spec.ttl_secs);
+    if shared {
+        ttl.min(LOCAL_TTL_WITH_REDIS)
+    } else {
+        ttl
+    }
+}
+
+/// An ended stream's buffer stays in memory this long when Redis holds it too.
+const LOCAL_TTL_WITH_REDIS: Duration = Duration::from_secs(10);
 
 /// Forgets streams that ended more than their TTL ago.
 async fn sweep(resumer: std::sync::Weak<Resumer>) {
