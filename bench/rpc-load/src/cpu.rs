@@ -36,6 +36,15 @@ pub fn seconds(pid: Option<u32>) -> Result<f64, String> {
     Ok(ticks as f64 / TICKS_PER_SECOND)
 }
 
+/// Resident memory of process `pid` in KiB (`VmRSS`), if it can be read.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
 /// Busy CPU seconds of the whole machine so far (all CPUs; idle and iowait left out),
 /// to tell how much else ran during a window.
 pub fn machine_seconds() -> Result<f64, String> {

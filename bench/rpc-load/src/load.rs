@@ -35,6 +35,9 @@ struct Totals {
     reached: Notify,
     /// Set after the window: workers open no further stream.
     stop: AtomicBool,
+    /// Milliseconds from sending each stream's request to its first message, for every
+    /// stream of the run, warm-up included (`first_message_ms` in the report).
+    first_ms: Mutex<Vec<f64>>,
 }
 
 /// A copy of the counters at one instant.
@@ -101,7 +104,12 @@ pub async fn run(args: &Args) -> Result<String, String> {
     let target = Target::new(&args.url, args.connect, args.ca.as_deref()).await?;
     let call = Call {
         protocol: args.protocol,
-        body: wire::request_body(args.protocol, args.stream_messages, args.payload_bytes),
+        body: wire::request_body(
+            args.protocol,
+            args.stream_messages,
+            args.payload_bytes,
+            args.interval_ms,
+        ),
         target,
         payload_bytes: args.payload_bytes,
     };
@@ -144,6 +152,7 @@ pub async fn run(args: &Args) -> Result<String, String> {
     let seconds = start.elapsed().as_secs_f64();
     let now = totals.snapshot();
     let cpu_now = cpu_seconds(&args.cpu)?;
+    let rss = rss_kib(&args.cpu);
     totals.stop.store(true, Ordering::Relaxed);
     let cancelled = drain(&mut workers, args.drain).await?;
     let cpu: serde_json::Map<String, serde_json::Value> = cpu_now
@@ -177,6 +186,8 @@ pub async fn run(args: &Args) -> Result<String, String> {
         "errors": errors,
         "cancelled_streams": cancelled,
         "cpu_s": cpu,
+        "rss_kib": rss,
+        "first_message_ms": percentiles(&totals.first_ms),
     });
     if let (Some(e), true) = (first_error, errors > 0) {
         report["first_error"] = e.into();
@@ -195,6 +206,30 @@ fn cpu_seconds(watch: &[(String, u32)]) -> Result<Vec<(String, f64)>, String> {
         out.push((name.clone(), cpu::seconds(Some(*pid))?));
     }
     Ok(out)
+}
+
+/// Resident memory (KiB) of each watched process at the end of the window.
+fn rss_kib(watch: &[(String, u32)]) -> serde_json::Map<String, serde_json::Value> {
+    watch
+        .iter()
+        .filter_map(|(name, pid)| Some((name.clone(), cpu::rss_kib(*pid)?.into())))
+        .collect()
+}
+
+/// `{n, p50, p99, max}` of the recorded times, in ms.
+fn percentiles(times: &Mutex<Vec<f64>>) -> serde_json::Value {
+    let mut t = times.lock().map(|t| t.clone()).unwrap_or_default();
+    if t.is_empty() {
+        return serde_json::Value::Null;
+    }
+    t.sort_by(f64::total_cmp);
+    let at = |q: f64| t[((t.len() - 1) as f64 * q).round() as usize];
+    serde_json::json!({
+        "n": t.len(),
+        "p50": round3(at(0.5)),
+        "p99": round3(at(0.99)),
+        "max": round3(at(1.0)),
+    })
 }
 
 fn round3(x: f64) -> f64 {
@@ -253,8 +288,9 @@ async fn worker(
             Ok(r) => r,
             Err(e) => return Err(format!("request: {e}")),
         };
+        let sent = Instant::now();
         let outcome = match send.send_request(req).await {
-            Ok(resp) => read_stream(resp, &call, &totals).await,
+            Ok(resp) => read_stream(resp, &call, &totals, sent).await,
             Err(e) if send.is_closed() => return Err(format!("connection: {e}")),
             Err(e) => Err(format!("stream: {e}")),
         };
@@ -277,6 +313,7 @@ async fn read_stream(
     resp: http::Response<Incoming>,
     call: &Call,
     totals: &Totals,
+    sent: Instant,
 ) -> Result<(), String> {
     let (parts, mut body) = resp.into_parts();
     if parts.status != http::StatusCode::OK {
@@ -292,7 +329,16 @@ async fn read_stream(
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| format!("body: {e}"))?;
         match frame.into_data() {
-            Ok(data) => totals.add(scanner.feed(&data)?),
+            Ok(data) => {
+                let counted = scanner.feed(&data)?;
+                if counted.messages > 0
+                    && scanner.first_seen_now()
+                    && let Ok(mut t) = totals.first_ms.lock()
+                {
+                    t.push(sent.elapsed().as_secs_f64() * 1000.0);
+                }
+                totals.add(counted);
+            }
             Err(frame) => trailers = frame.into_trailers().ok(),
         }
     }

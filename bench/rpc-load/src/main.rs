@@ -61,6 +61,10 @@ pub struct Args {
     /// `StreamRequest.payload_bytes`: size of each message's payload.
     #[arg(long, default_value_t = 64)]
     payload_bytes: u32,
+    /// `StreamRequest.interval_ms`: the upstream's pause between messages (long-lived
+    /// streams for capacity runs; 0 streams as fast as it can).
+    #[arg(long, default_value_t = 0)]
+    interval_ms: u32,
     /// `StreamRequest.count`: messages per stream before the worker opens the next.
     #[arg(long, default_value_t = 2_000)]
     stream_messages: u32,

@@ -63,18 +63,21 @@ impl Protocol {
     }
 }
 
-/// The encoded request body (one envelope) for `count` messages of `payload_bytes`.
-pub fn request_body(protocol: Protocol, count: u32, payload_bytes: u32) -> Bytes {
+/// The encoded request body (one envelope) for `count` messages of `payload_bytes`,
+/// `interval_ms` apart.
+pub fn request_body(protocol: Protocol, count: u32, payload_bytes: u32, interval_ms: u32) -> Bytes {
     let count = i32::try_from(count).unwrap_or(i32::MAX);
     let payload_bytes = i32::try_from(payload_bytes).unwrap_or(i32::MAX);
+    let interval_ms = i32::try_from(interval_ms).unwrap_or(i32::MAX);
     let message = if protocol == Protocol::ConnectJson {
-        serde_json::json!({ "count": count, "payloadBytes": payload_bytes })
+        serde_json::json!({ "count": count, "payloadBytes": payload_bytes, "intervalMs": interval_ms })
             .to_string()
             .into_bytes()
     } else {
         StreamRequest {
             count,
             payload_bytes,
+            interval_ms,
             ..StreamRequest::default()
         }
         .encode_to_vec()
@@ -123,6 +126,8 @@ pub struct Scanner {
     pub first: Option<Vec<u8>>,
     /// The end-of-stream envelope's content, once complete.
     pub end: Option<Vec<u8>>,
+    /// [`Scanner::first_seen_now`] has said yes.
+    first_reported: bool,
 }
 
 /// What a chunk added: complete data messages and their envelope bytes.
@@ -133,6 +138,15 @@ pub struct Counted {
 }
 
 impl Scanner {
+    /// True once: the first time it is asked after the first message completed.
+    pub fn first_seen_now(&mut self) -> bool {
+        if self.first.is_some() && !self.first_reported {
+            self.first_reported = true;
+            return true;
+        }
+        false
+    }
+
     /// A scanner for a response in `protocol`.
     pub fn new(protocol: Protocol) -> Self {
         Scanner {
@@ -144,6 +158,7 @@ impl Scanner {
             keep: None,
             first: None,
             end: None,
+            first_reported: false,
         }
     }
 
