@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "proto/tollgate/test/v1/test.proto",
     "proto/google/rpc/status.proto",
     "proto/tollgate/control/v1/control.proto",
+    "proto/grpc/health/v1/health.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

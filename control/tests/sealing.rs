@@ -1,4 +1,4 @@
-//! Private keys at rest, on SQLite and on PostgreSQL (see `support/pg.rs`):
+//! Private keys at rest, on SQLite and on PostgreSQL (see `tests/src/postgres.rs`):
 //! certificates uploaded through the API are sealed in the database but plain in
 //! the projection, the feed and after a restart; key rotation, tampering and
 //! logs written before sealing.

@@ -1,6 +1,6 @@
 //! Event store on PostgreSQL: the shared suite plus PostgreSQL-specific
 //! behaviour (advisory-lock serialisation, NOTIFY wake-ups, TRUNCATE).
-//! See `support/pg.rs` for where the server comes from.
+//! See `tests/src/postgres.rs` for where the server comes from.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

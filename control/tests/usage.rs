@@ -1,6 +1,6 @@
 //! Usage records end to end through the HTTP API: `POST /v1/usage` batches from
 //! two "proxies", totals from `GET /api/v1/apps/{app}/usage`. Every test runs on
-//! SQLite and on PostgreSQL (see `support/pg.rs` for where the server comes from).
+//! SQLite and on PostgreSQL (see `tests/src/postgres.rs` for where the server comes from).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

@@ -10,6 +10,9 @@
 //!
 //! - `tollgate.control.v1.EdgeFeed` ([`control::v1`]): the control service's
 //!   snapshot-then-deltas feed that proxies follow by event id.
+//! - `grpc.health.v1.Health` ([`grpc::health::v1`]): the standard health service the
+//!   proxy's gRPC health checks call, with a settable test implementation in
+//!   [`testsvc::HealthServiceImpl`].
 //!
 //! [`FILE_DESCRIPTOR_SET`] describes every
 //! compiled file (imports included) for reflection-based JSON transcoding.
@@ -30,6 +33,18 @@ pub mod tollgate {
         /// `tollgate.test.v1`: messages, `test_service_client`, `test_service_server`.
         pub mod v1 {
             include!(concat!(env!("OUT_DIR"), "/tollgate.test.v1.rs"));
+        }
+    }
+}
+
+/// `grpc.*` packages.
+pub mod grpc {
+    /// `grpc.health.*` packages.
+    pub mod health {
+        /// `grpc.health.v1`: `HealthCheckRequest`, `HealthCheckResponse`, `health_client`,
+        /// `health_server`.
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/grpc.health.v1.rs"));
         }
     }
 }

@@ -319,6 +319,7 @@ fn config_view(shared: &Shared) -> Value {
                     "address": &*e.address,
                     "available": e.available(now),
                     "in_flight": e.in_flight(),
+                    "h2_connections": e.h2_connections(),
                 })).collect::<Vec<_>>(),
             })
         })

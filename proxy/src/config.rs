@@ -65,6 +65,9 @@ pub struct ProxyConfig {
     /// Where resumable streams are buffered.
     #[serde(default)]
     pub resume: crate::resume::ResumeConfig,
+    /// OpenTelemetry spans exported over OTLP; none when absent.
+    #[serde(default)]
+    pub tracing: Option<crate::trace::TracingConfig>,
 }
 
 /// Path normalisation (see `tollgate_routing::path`): dot segments are always removed.

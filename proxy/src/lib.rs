@@ -7,6 +7,7 @@
 //! - the request path from route match to upstream stream: auth, limits and budgets,
 //!   gRPC-Web/Connect translation, header hygiene, retries, the access log;
 //! - upstream pools with balancing, health checks and outlier ejection;
+//! - W3C trace context propagation and OpenTelemetry spans of the request path (OTLP);
 //! - metrics, the admin API, config reload from files, and the control client that
 //!   follows the control service and persists what it applied;
 //! - usage records per app and day, spooled and sent to the control service.
@@ -40,6 +41,7 @@ mod resume;
 mod rpc;
 mod server;
 mod state;
+mod trace;
 mod upstream;
 pub mod usage;
 

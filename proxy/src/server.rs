@@ -12,6 +12,7 @@ use crate::logging;
 use crate::metrics::Metrics;
 use crate::reload;
 use crate::state::Shared;
+use crate::trace::{Tracing, TracingError};
 use crate::usage::{FlushConfig, UsageMetrics, spawn_flusher};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -34,6 +35,8 @@ pub enum ServerError {
     },
     #[error("metrics setup: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Tracing(#[from] TracingError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -81,7 +84,8 @@ pub async fn run(opts: RunOptions) -> Result<(), ServerError> {
     let engine = LimitEngine::start(&loaded.config.rate_limiting)
         .await
         .map_err(ConfigError::RateLimiting)?;
-    let shared = Shared::new(loaded, Arc::new(Metrics::new()?), engine)?;
+    let tracing = Tracing::start(loaded.config.tracing.as_ref())?;
+    let shared = Shared::new(loaded, Arc::new(Metrics::new()?), engine, tracing)?;
     let usage_metrics = UsageMetrics::register(&shared.metrics.registry)?;
     // Usage goes to the control service; without one it is only counted here.
     let usage_flusher = match control.as_ref().and_then(FlushConfig::from_control) {
@@ -181,6 +185,8 @@ pub async fn run(opts: RunOptions) -> Result<(), ServerError> {
     if let Some(f) = usage_flusher {
         f.shutdown().await;
     }
+    // The drained requests' spans are sent before the process exits.
+    shared.tracing.shutdown().await;
     let _ = admin_stop_tx.send(true);
     tracing::info!("stopped");
     Ok(())

@@ -187,6 +187,8 @@ pub struct Shared {
     pub usage: Arc<UsageRecorder>,
     /// Resumable streams carried by this proxy.
     pub resume: Arc<crate::resume::Resumer>,
+    /// Trace context propagation, and spans when `[tracing]` exports them.
+    pub tracing: crate::trace::Tracing,
 }
 
 impl Shared {
@@ -195,6 +197,7 @@ impl Shared {
         loaded: Loaded,
         metrics: Arc<Metrics>,
         limit_engine: Arc<LimitEngine>,
+        tracing: crate::trace::Tracing,
     ) -> Result<Arc<Self>, ConfigError> {
         let state = ProxyState::build(
             Arc::new(loaded.snapshot(1)?),
@@ -234,6 +237,7 @@ impl Shared {
             usage: Arc::new(UsageRecorder::new()),
             resume,
             metrics,
+            tracing,
         };
         Ok(Arc::new(shared))
     }

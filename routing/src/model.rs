@@ -209,8 +209,14 @@ pub struct EndpointSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckSpec {
+    #[serde(default)]
+    pub kind: HealthCheckKind,
+    /// HTTP checks: the path probed with `GET`.
     #[serde(default = "default_health_path")]
     pub path: String,
+    /// gRPC checks: the `service` asked about; empty asks about the server as a whole.
+    #[serde(default)]
+    pub service: String,
     #[serde(default = "default_health_interval")]
     pub interval_ms: u64,
     #[serde(default = "default_health_timeout")]
@@ -219,6 +225,17 @@ pub struct HealthCheckSpec {
     pub healthy_threshold: u32,
     #[serde(default = "two")]
     pub unhealthy_threshold: u32,
+}
+
+/// How a health check probes an endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthCheckKind {
+    /// `GET path`: any 2xx is healthy.
+    #[default]
+    Http,
+    /// `grpc.health.v1.Health/Check` for `service` (HTTP/2 clusters): `SERVING` is healthy.
+    Grpc,
 }
 
 /// Passive ejection of endpoints that keep failing.
@@ -292,6 +309,11 @@ pub struct ClusterSpec {
     /// A stream with no frame either way for this long is closed.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout_ms: u64,
+    /// HTTP/2 clusters: most connections open to one endpoint at once. A stream goes on
+    /// an open connection that can take one more under the endpoint's advertised
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`, else on a new connection, up to this many.
+    #[serde(default = "default_max_connections_per_endpoint")]
+    pub max_connections_per_endpoint: u32,
     #[serde(default)]
     pub health_check: Option<HealthCheckSpec>,
     #[serde(default)]
@@ -312,6 +334,7 @@ impl ClusterSpec {
             connect_timeout_ms: default_connect_timeout(),
             response_header_timeout_ms: default_response_header_timeout(),
             idle_timeout_ms: default_idle_timeout(),
+            max_connections_per_endpoint: default_max_connections_per_endpoint(),
             health_check: None,
             outlier: OutlierSpec::default(),
             retry: RetrySpec::default(),
@@ -452,7 +475,7 @@ fn default_upstream_name() -> String {
 fn default_prefix() -> String {
     "/".into()
 }
-fn default_health_path() -> String {
+pub(crate) fn default_health_path() -> String {
     "/healthz".into()
 }
 fn default_health_interval() -> u64 {
@@ -484,4 +507,7 @@ fn default_response_header_timeout() -> u64 {
 }
 fn default_idle_timeout() -> u64 {
     600_000
+}
+fn default_max_connections_per_endpoint() -> u32 {
+    16
 }

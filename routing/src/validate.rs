@@ -5,8 +5,8 @@
 
 use crate::host::{check_pattern, wildcard_parent};
 use crate::model::{
-    AppSpec, BalancePolicy, ClusterSpec, PortPolicy, ProtocolHint, RouteSpec, RoutingSpec,
-    SplitSpec,
+    AppSpec, BalancePolicy, ClusterSpec, HealthCheckKind, HealthCheckSpec, PortPolicy,
+    ProtocolHint, RouteSpec, RoutingSpec, SplitSpec, UpstreamProtocol, default_health_path,
 };
 use crate::resume::ResumeSpec;
 use crate::rpc::{CorsSpec, RpcSpec};
@@ -249,22 +249,14 @@ fn check_cluster(r: &mut Report, at: &str, c: &ClusterSpec) {
             }
         }
     }
+    if !(1..=MAX_CONNECTIONS_PER_ENDPOINT).contains(&c.max_connections_per_endpoint) {
+        r.add(
+            format!("{at}.max_connections_per_endpoint"),
+            format!("must be 1 to {MAX_CONNECTIONS_PER_ENDPOINT}"),
+        );
+    }
     if let Some(hc) = &c.health_check {
-        if !hc.path.starts_with('/') {
-            r.add(format!("{at}.health_check.path"), "must start with `/`");
-        }
-        if hc.interval_ms == 0 || hc.timeout_ms == 0 {
-            r.add(
-                format!("{at}.health_check"),
-                "interval and timeout must be positive",
-            );
-        }
-        if hc.healthy_threshold == 0 || hc.unhealthy_threshold == 0 {
-            r.add(
-                format!("{at}.health_check"),
-                "thresholds must be at least 1",
-            );
-        }
+        check_health(r, &format!("{at}.health_check"), hc, c.protocol);
     }
     if c.outlier.consecutive_failures == 0 {
         r.add(
@@ -286,6 +278,46 @@ fn check_cluster(r: &mut Report, at: &str, c: &ClusterSpec) {
             at,
             "tls_ca_file and tls_server_name need protocol `https` or `h2`",
         );
+    }
+}
+
+/// More connections than this to one endpoint is a misconfiguration, not a need: each
+/// HTTP/2 connection carries `SETTINGS_MAX_CONCURRENT_STREAMS` streams (100 is usual).
+const MAX_CONNECTIONS_PER_ENDPOINT: u32 = 1024;
+
+fn check_health(r: &mut Report, at: &str, hc: &HealthCheckSpec, protocol: UpstreamProtocol) {
+    match hc.kind {
+        HealthCheckKind::Http => {
+            if !hc.path.starts_with('/') {
+                r.add(format!("{at}.path"), "must start with `/`");
+            }
+            if !hc.service.is_empty() {
+                r.add(
+                    format!("{at}.service"),
+                    "only gRPC checks (`kind = \"grpc\"`) name a service",
+                );
+            }
+        }
+        HealthCheckKind::Grpc => {
+            if !protocol.is_http2() {
+                r.add(
+                    format!("{at}.kind"),
+                    "gRPC health checks need protocol `h2c` or `h2`",
+                );
+            }
+            if hc.path != default_health_path() {
+                r.add(
+                    format!("{at}.path"),
+                    "gRPC checks call grpc.health.v1.Health/Check; `path` is for HTTP checks",
+                );
+            }
+        }
+    }
+    if hc.interval_ms == 0 || hc.timeout_ms == 0 {
+        r.add(at, "interval and timeout must be positive");
+    }
+    if hc.healthy_threshold == 0 || hc.unhealthy_threshold == 0 {
+        r.add(at, "thresholds must be at least 1");
     }
 }
 
@@ -466,4 +498,79 @@ fn is_header_name(h: &str) -> bool {
     !h.is_empty()
         && h.bytes()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::RoutingSpec;
+    use crate::validate::validate;
+
+    fn problems(cluster: &str) -> Vec<String> {
+        let text = format!(
+            "[[apps]]\nid = \"web\"\nhostnames = [\"example.test\"]\n\
+             [apps.upstreams.default]\nendpoints = [{{ address = \"127.0.0.1:8080\" }}]\n{cluster}"
+        );
+        let spec: RoutingSpec = toml::from_str(&text).expect("parses");
+        match validate(&spec) {
+            Ok(()) => Vec::new(),
+            Err(e) => e.0.into_iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn health_checks_of_either_kind_are_checked() {
+        let ok = [
+            "health_check = { path = \"/ready\" }",
+            "protocol = \"h2c\"\nhealth_check = { kind = \"grpc\" }",
+            "protocol = \"h2\"\nhealth_check = { kind = \"grpc\", service = \"pkg.Svc\", interval_ms = 100 }",
+        ];
+        for cluster in ok {
+            assert_eq!(problems(cluster), Vec::<String>::new(), "{cluster}");
+        }
+        let refused = [
+            (
+                "health_check = { path = \"ready\" }",
+                "health_check.path: must start",
+            ),
+            (
+                "health_check = { service = \"pkg.Svc\" }",
+                "health_check.service",
+            ),
+            (
+                "health_check = { kind = \"grpc\" }",
+                "need protocol `h2c` or `h2`",
+            ),
+            (
+                "protocol = \"h2c\"\nhealth_check = { kind = \"grpc\", path = \"/x\" }",
+                "`path` is for HTTP checks",
+            ),
+            (
+                "protocol = \"h2c\"\nhealth_check = { kind = \"grpc\", timeout_ms = 0 }",
+                "interval and timeout",
+            ),
+            ("health_check = { unhealthy_threshold = 0 }", "thresholds"),
+        ];
+        for (cluster, needle) in refused {
+            let found = problems(cluster);
+            assert!(
+                found.iter().any(|p| p.contains(needle)),
+                "{cluster}: expected `{needle}` in {found:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn connections_per_endpoint_are_bounded() {
+        assert!(problems("max_connections_per_endpoint = 1").is_empty());
+        assert!(problems("max_connections_per_endpoint = 1024").is_empty());
+        for n in [0, 1025] {
+            let found = problems(&format!("max_connections_per_endpoint = {n}"));
+            assert!(
+                found
+                    .iter()
+                    .any(|p| p.contains("max_connections_per_endpoint: must be 1 to 1024")),
+                "{n}: {found:?}"
+            );
+        }
+    }
 }

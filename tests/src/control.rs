@@ -1,5 +1,6 @@
-//! Runs `tollgate control` as a child process on a SQLite store in a temp folder, and
-//! talks to its HTTP API with the admin token.
+//! Runs `tollgate control` as a child process on a SQLite store in a temp folder (or on
+//! a store URL of the test's, such as a PostgreSQL database: [`ControlProcess::start_on`]),
+//! and talks to its HTTP API with the admin token.
 //!
 //! The service can be stopped and started again on the same store and the same ports,
 //! so proxies following it reconnect to the URLs they were given.
@@ -111,6 +112,10 @@ pub struct ControlProcess {
     client: ApiClient,
     /// Flags added to every start (e.g. `--acme-directory`).
     args: Vec<String>,
+    /// `--store` when not the SQLite file in `dir`.
+    store: Option<String>,
+    /// Environment variables set on every start (e.g. `TOLLGATE_SEALING_KEYS`).
+    env: Vec<(String, String)>,
 }
 
 impl ControlProcess {
@@ -121,9 +126,33 @@ impl ControlProcess {
 
     /// [`Self::start`] with extra flags, kept for restarts.
     pub async fn start_with(args: &[String]) -> Result<Self, BoxError> {
+        Self::launch(None, args, &[]).await
+    }
+
+    /// A service on the store at `store` (`postgres://...`) with extra flags and
+    /// environment variables, all kept for restarts. PostgreSQL needs
+    /// `TOLLGATE_SEALING_KEYS` (control/API.md, "Private keys at rest").
+    pub async fn start_on(
+        store: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> Result<Self, BoxError> {
+        Self::launch(Some(store.to_string()), args, env).await
+    }
+
+    async fn launch(
+        store: Option<String>,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> Result<Self, BoxError> {
         let dir = tempfile::tempdir()?;
         let any: SocketAddr = "127.0.0.1:0".parse()?;
-        let (child, http, grpc) = spawn(dir.path(), any, any, args).await?;
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let store_url = store.clone().unwrap_or_else(|| store_url(dir.path()));
+        let (child, http, grpc) = spawn(dir.path(), &store_url, any, any, args, &env).await?;
         Ok(ControlProcess {
             child: Some(child),
             dir,
@@ -131,12 +160,16 @@ impl ControlProcess {
             grpc,
             client: ApiClient::new(http, ADMIN_TOKEN),
             args: args.to_vec(),
+            store,
+            env,
         })
     }
 
     /// The store's URL.
     pub fn store_url(&self) -> String {
-        store_url(self.dir.path())
+        self.store
+            .clone()
+            .unwrap_or_else(|| store_url(self.dir.path()))
     }
 
     /// An API client with the admin token (valid across restarts: same port).
@@ -173,7 +206,7 @@ impl ControlProcess {
     }
 
     /// Appends `payload` (an event JSON with its `type`) to aggregate
-    /// `kind/id` directly in the service's SQLite log, as a newer service or a
+    /// `kind/id` directly in the service's SQLite log (not for [`Self::start_on`]), as a newer service or a
     /// hand-edited log would; returns its event id.
     pub async fn append_raw(&self, kind: &str, id: &str, payload: &Value) -> i64 {
         use sqlx::Connection;
@@ -266,7 +299,15 @@ impl ControlProcess {
         if self.child.is_some() {
             return Err("the control service is still running: stop() it first".into());
         }
-        let (child, http, grpc) = spawn(self.dir.path(), self.http, self.grpc, &self.args).await?;
+        let (child, http, grpc) = spawn(
+            self.dir.path(),
+            &self.store_url(),
+            self.http,
+            self.grpc,
+            &self.args,
+            &self.env,
+        )
+        .await?;
         self.child = Some(child);
         debug_assert_eq!((http, grpc), (self.http, self.grpc));
         Ok(())
@@ -291,14 +332,16 @@ fn append(path: PathBuf) -> Result<File, BoxError> {
     Ok(OpenOptions::new().create(true).append(true).open(path)?)
 }
 
-/// Starts the binary on `dir`'s store with `http`/`grpc` (port 0 for any) and waits
-/// for its ready file. When fixed ports are asked for and one is busy, tries again
-/// until the deadline, then fails naming the port.
+/// Starts the binary on `store` with `http`/`grpc` (port 0 for any), its files in
+/// `dir`, and waits for its ready file. When fixed ports are asked for and one is busy,
+/// tries again until the deadline, then fails naming the port.
 async fn spawn(
     dir: &Path,
+    store: &str,
     http: SocketAddr,
     grpc: SocketAddr,
     args: &[String],
+    env: &[(String, String)],
 ) -> Result<(Child, SocketAddr, SocketAddr), BoxError> {
     let ready = dir.join("ready.json");
     let deadline = Instant::now() + READY_TIMEOUT;
@@ -309,7 +352,7 @@ async fn spawn(
         let mut child = Command::new(crate::proxy::binary())
             .arg("control")
             .arg("--store")
-            .arg(store_url(dir))
+            .arg(store)
             .arg("--listen")
             .arg(http.to_string())
             .arg("--grpc-listen")
@@ -322,6 +365,7 @@ async fn spawn(
             .arg(&ready)
             .args(["--poll-ms", "200"])
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env(
                 "RUST_LOG",
                 std::env::var("TOLLGATE_TEST_LOG").unwrap_or_else(|_| "info".into()),

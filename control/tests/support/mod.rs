@@ -1,9 +1,13 @@
 //! Shared test support for the event-store tests: the backend-independent
-//! suite, raw-SQL hooks and the PostgreSQL harness.
+//! suite, raw-SQL hooks and the PostgreSQL harness (`tollgate_tests::postgres`,
+//! shared with the end-to-end drill).
 #![allow(dead_code)]
 
-pub mod pg;
 pub mod suite;
+
+/// Where each test's PostgreSQL database comes from: see `tests/src/postgres.rs`.
+#[allow(unused_imports)] // not every test binary including this module uses PostgreSQL
+pub use tollgate_tests::postgres as pg;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};

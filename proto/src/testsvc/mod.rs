@@ -1,8 +1,10 @@
 //! Reference implementation of `tollgate.test.v1.TestService` plus helpers to
-//! serve it over plaintext HTTP/2 (h2c).
+//! serve it over plaintext HTTP/2 (h2c), optionally beside a settable
+//! `grpc.health.v1.Health` ([`HealthServiceImpl`]).
 
 mod deadline;
 mod fail;
+mod health;
 mod metadata;
 mod payload;
 mod serve;
@@ -27,15 +29,18 @@ use crate::test::v1::{
 };
 
 pub use fail::{ERROR_DETAIL_DOMAIN, ERROR_DETAIL_REASON};
-pub use serve::{serve, serve_with_shutdown};
+pub use health::HealthServiceImpl;
+pub use serve::{ServeOptions, serve, serve_with, serve_with_shutdown};
 
 /// Queued server-stream messages per call before the producer waits.
 const STREAM_BUFFER: usize = 16;
 
-/// `TestService` implementation. Clones share the cancellation counter.
+/// `TestService` implementation. Clones share the stream counters.
 #[derive(Debug, Clone, Default)]
 pub struct TestServiceImpl {
     cancelled_streams: Arc<AtomicU64>,
+    open_streams: Arc<AtomicU64>,
+    echoes: Arc<AtomicU64>,
 }
 
 impl TestServiceImpl {
@@ -54,6 +59,17 @@ impl TestServiceImpl {
     pub fn cancelled_streams_counter(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.cancelled_streams)
     }
+
+    /// `Echo` calls answered so far (tells which of several servers a call reached).
+    pub fn echoes(&self) -> u64 {
+        self.echoes.load(Ordering::Relaxed)
+    }
+
+    /// Server streams whose producer is running now: from the call until the last
+    /// message is queued or the client goes away.
+    pub fn open_streams(&self) -> u64 {
+        self.open_streams.load(Ordering::Relaxed)
+    }
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -61,6 +77,7 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 #[tonic::async_trait]
 impl TestService for TestServiceImpl {
     async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
+        self.echoes.fetch_add(1, Ordering::Relaxed);
         let metadata = metadata::visible(request.metadata());
         let req = request.into_inner();
         let payload = payload::zeroes(req.payload_bytes)?;
@@ -79,7 +96,12 @@ impl TestService for TestServiceImpl {
     ) -> Result<Response<Self::ServerStreamStream>, Status> {
         let plan = stream::Plan::new(&request.into_inner())?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(stream::produce(plan, tx, self.cancelled_streams_counter()));
+        let open = stream::Open::count(&self.open_streams);
+        let cancelled = self.cancelled_streams_counter();
+        tokio::spawn(async move {
+            stream::produce(plan, tx, cancelled).await;
+            drop(open);
+        });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 

@@ -65,3 +65,19 @@ pub(super) async fn produce(
         }
     }
 }
+
+/// Counts one running producer until dropped.
+pub(super) struct Open(Arc<AtomicU64>);
+
+impl Open {
+    pub(super) fn count(open: &Arc<AtomicU64>) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        Open(Arc::clone(open))
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}

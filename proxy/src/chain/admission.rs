@@ -53,7 +53,17 @@ impl HeadFilter for Admission {
             let limits = &*self.limits;
             let label = &cx.plan.series.app;
             let metrics = &cx.shared.metrics;
-            let admission = admit(limits, &cx.shared.limit_engine, metrics, label, &keys).await?;
+            let mut span = cx.trace.child("admission");
+            let admission = admit(limits, &cx.shared.limit_engine, metrics, label, &keys).await;
+            match &admission {
+                Ok(a) => {
+                    span.set("tollgate.admission.result", "admitted");
+                    span.set("tollgate.budget.metered", a.meter.is_some());
+                }
+                Err(e) => span.set("tollgate.admission.result", e.code()),
+            }
+            drop(span);
+            let admission = admission?;
             cx.permit = admission.permit;
             let Some(meter) = admission.meter else {
                 return Ok(None);

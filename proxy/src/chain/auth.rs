@@ -47,6 +47,7 @@ impl HeadFilter for Auth {
         cx: &'a mut RequestCx<'_>,
     ) -> Step<'a> {
         Step::Wait(Box::pin(async move {
+            let mut span = cx.trace.child("auth");
             let result =
                 auth::authenticate(&cx.state.auth, &self.policy, &self.app, &head.headers).await;
             let label = match &result {
@@ -54,6 +55,12 @@ impl HeadFilter for Auth {
                 Ok(_) => "ok_token",
                 Err(f) => f.reason(),
             };
+            // The method and the verdict only: never a credential or who it names.
+            if let Ok(id) = &result {
+                span.set("tollgate.auth.method", id.method);
+            }
+            span.set("tollgate.auth.result", label);
+            drop(span);
             cx.shared
                 .metrics
                 .auth_results

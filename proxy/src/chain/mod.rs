@@ -111,6 +111,8 @@ pub struct RequestCx<'r> {
     pub meter: Option<Box<dyn StreamFilter>>,
     /// Set at admission: the budget units the response paid for, for usage.
     pub units: Option<Arc<AtomicU64>>,
+    /// The request's trace: filters record their span in it when it is recorded.
+    pub trace: &'r crate::trace::RequestTrace,
 }
 
 /// What response filters may read about the request they answer.

@@ -10,6 +10,7 @@ use super::client_body::ClientFault;
 use super::errors::ProxyError;
 use crate::clock::now_ms;
 use crate::metrics::Metrics;
+use crate::trace::{self, RequestTrace, TraceSpan};
 use crate::upstream::cluster::Cluster;
 use crate::upstream::endpoint::InFlight;
 use http::uri::PathAndQuery;
@@ -30,6 +31,8 @@ pub struct Attempt<'a> {
     /// The call's own deadline (gRPC, gRPC-Web, Connect): no point waiting longer for
     /// response headers, and a wait it ends is not the endpoint's failure.
     pub deadline: Option<Duration>,
+    /// Each try is a client span of the request's trace, when it is recorded.
+    pub trace: &'a RequestTrace,
 }
 
 /// Whether a try that failed with `err` may be sent again: a refused connection never
@@ -96,11 +99,18 @@ impl Attempt<'_> {
                 .build()
                 .map_err(|_| ProxyError::BadRequest("invalid path"))?;
             let last = tries >= max_retries;
-            let headers = if last {
+            let mut headers = if last {
                 std::mem::take(&mut self.headers)
             } else {
                 self.headers.clone()
             };
+            let mut span = self.trace.client(trace::method_name(&self.method));
+            if let Some(parent) = span.traceparent() {
+                // The upstream's spans are children of this try.
+                headers.insert(&trace::TRACEPARENT, parent);
+                let h2 = version == Version::HTTP_2;
+                span.attrs(|| trace::attempt_attributes(&self.method, cluster, ep, tries, h2));
+            }
             let this_body = if last {
                 body.take()
             } else {
@@ -112,10 +122,11 @@ impl Attempt<'_> {
             *up.version_mut() = version;
             *up.headers_mut() = headers;
 
-            let in_flight = ep.begin();
-            let sent = tokio::time::timeout(wait, cluster.client.request(up)).await;
+            let mut in_flight = ep.begin();
+            let sent = tokio::time::timeout(wait, cluster.client.request(&mut in_flight, up)).await;
             let err = match sent {
                 Ok(Ok(resp)) => {
+                    trace_status(&mut span, resp.status().as_u16());
                     // A gateway error caused by the client's broken body is not the endpoint's.
                     let client_broke = exchange.is_some_and(|x| x.client_fault().is_some());
                     if !matches!(resp.status().as_u16(), 502..=504) {
@@ -127,6 +138,7 @@ impl Attempt<'_> {
                 }
                 Ok(Err(e)) => {
                     if let Some(err) = client_failure(&e, exchange) {
+                        span.error(err.code());
                         tracing::debug!(app = self.app_id, error = %error_chain(&e), "request failed on the client's side");
                         return Err(err);
                     }
@@ -139,16 +151,23 @@ impl Attempt<'_> {
                 }
                 // The upstream is waiting for the rest of a body the client does not send.
                 Err(_) if exchange.is_some_and(Exchange::waiting_on_client) => {
-                    return Err(ProxyError::client_body(ClientFault::Timeout));
+                    let err = ProxyError::client_body(ClientFault::Timeout);
+                    span.error(err.code());
+                    return Err(err);
                 }
                 // The call's own deadline, shorter than the cluster's wait, ran out.
-                Err(_) if client_deadline => return Err(ProxyError::DeadlineExceeded(wait)),
+                Err(_) if client_deadline => {
+                    span.error("deadline_exceeded");
+                    return Err(ProxyError::DeadlineExceeded(wait));
+                }
                 Err(_) => {
                     tracing::warn!(app = self.app_id, endpoint = %ep.address, "upstream response headers timed out");
                     ProxyError::UpstreamTimeout(wait)
                 }
             };
             drop(in_flight);
+            span.error(err.code());
+            drop(span);
             metrics
                 .upstream_errors
                 .with_label_values(&[&self.cluster.metrics_app, err.code()])
@@ -185,10 +204,18 @@ impl Attempt<'_> {
     }
 }
 
+/// An answered try: its status, failed from 400 on (a client span's rule).
+fn trace_status(span: &mut TraceSpan, status: u16) {
+    span.set("http.response.status_code", i64::from(status));
+    if status >= 400 {
+        span.error(trace::status_text(status));
+    }
+}
+
 /// The client's side of a failed upstream request: its body ran over the limit,
 /// broke, or could not be translated. None of these is charged to the upstream.
 fn client_failure(
-    e: &hyper_util::client::legacy::Error,
+    e: &crate::upstream::client::Error,
     exchange: Option<&Exchange>,
 ) -> Option<ProxyError> {
     match body_error_of(e) {
@@ -210,7 +237,7 @@ fn client_failure(
 }
 
 /// Our own request body error, when that is what failed the upstream request.
-fn body_error_of(e: &hyper_util::client::legacy::Error) -> Option<&BodyError> {
+fn body_error_of(e: &crate::upstream::client::Error) -> Option<&BodyError> {
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = src {
         if let Some(b) = s.downcast_ref::<BodyError>() {

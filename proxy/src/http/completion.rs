@@ -4,6 +4,7 @@
 use super::body::Exchange;
 use crate::metric_scope::RouteSeries;
 use crate::metrics::Metrics;
+use crate::trace::RequestTrace;
 use crate::upstream::endpoint::InFlight;
 use crate::usage::{UsageDelta, UsageRecorder};
 use http::{HeaderValue, Method, Uri};
@@ -89,11 +90,14 @@ pub struct Completion {
     pub usage: Arc<UsageRecorder>,
     /// Request body bytes, when there was a body.
     pub exchange: Option<Arc<Exchange>>,
+    /// The request's trace; its span, when recorded, ends with the exchange.
+    pub trace: RequestTrace,
 }
 
 impl Completion {
-    pub fn finish(self, bytes: u64, outcome: Outcome) {
+    pub fn finish(mut self, bytes: u64, outcome: Outcome) {
         let elapsed = self.started.elapsed();
+        self.trace.finish(self.status, bytes, outcome.as_str());
         let app = self.app.as_deref().map_or("-", |a| a.id.as_str());
         if let Some(a) = &self.app {
             self.usage.record(
@@ -131,6 +135,7 @@ impl Completion {
                 app,
                 upstream = upstream.as_deref().unwrap_or("-"),
                 outcome = outcome.as_str(),
+                trace_id = %self.trace.trace_id(),
             );
         }
     }

@@ -17,6 +17,7 @@ use crate::resume::token::{Owner, Wire};
 use crate::rpc;
 use crate::rpc::response::Translated;
 use crate::state::{ProxyState, Shared};
+use crate::trace;
 use crate::upstream::AppUpstreams;
 use crate::upstream::cluster::Cluster;
 use http::uri::PathAndQuery;
@@ -43,6 +44,8 @@ pub struct ConnInfo {
     pub client_ip: HeaderValue,
     /// TLS with SNI: the certificate presented, which bounds the hosts served (421).
     pub presented: Option<super::misdirected::PresentedCert>,
+    /// The TLS handshake's timing, kept only when spans are exported.
+    pub handshake: Option<Arc<trace::Handshake>>,
 }
 
 impl ConnInfo {
@@ -55,6 +58,7 @@ impl ConnInfo {
             tls,
             client_ip,
             presented: None,
+            handshake: None,
         }
     }
 }
@@ -85,7 +89,7 @@ struct Ctx<'a> {
 pub async fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     let http2 = req.version() == Version::HTTP_2;
@@ -95,6 +99,7 @@ pub async fn handle(
         &shared.streams_h1
     });
     let request_id = headers::request_id(req.headers());
+    let trace = shared.tracing.begin(&mut req, &conn, &request_id);
     let protocol = RpcProtocol::detect(req.method(), req.headers(), req.uri().query());
     let grpc = protocol.filter(|p| matches!(p, RpcProtocol::Grpc | RpcProtocol::GrpcWeb { .. }));
     let access = shared.access_log.then(|| {
@@ -122,6 +127,7 @@ pub async fn handle(
         units: None,
         usage: shared.usage.clone(),
         exchange: None,
+        trace,
     };
     let mut ctx = Ctx {
         shared: &shared,
@@ -192,7 +198,13 @@ async fn forward<'a>(
     if let Some(answer) = acme::http01::answer(&state.acme, &ctx.shared.acme_metrics, &req) {
         return Ok(answer);
     }
-    let routed = route(state, ctx, &req, protocol)?;
+    let mut span = ctx.done.trace.child("route");
+    let routed = route(state, ctx, &req, protocol);
+    if span.is_recording() {
+        trace_route(&mut span, &mut ctx.done, &routed, req.method());
+    }
+    drop(span);
+    let routed = routed?;
     let plan = routed.plan;
     let (mut head, body) = req.into_parts();
 
@@ -209,6 +221,7 @@ async fn forward<'a>(
         permit: None,
         meter: None,
         units: None,
+        trace: &ctx.done.trace,
     };
     if let Some(answer) = plan.request(&mut head, &mut cx).await? {
         return Ok(answer);
@@ -218,6 +231,7 @@ async fn forward<'a>(
     let meter = cx.meter.take();
     // Native gRPC passes through untranslated, but its deadline still bounds the wait.
     let deadline = cx.rpc.as_ref().and_then(|c| c.deadline);
+    let rpc_protocol = cx.rpc.as_ref().map(|c| c.protocol);
     let rpc_call = cx.rpc.take().filter(|c| c.translates() || meter.is_some());
 
     let cluster = match &plan.cluster {
@@ -243,6 +257,10 @@ async fn forward<'a>(
         .filter(|_| !upgrade)
         .map(|_| Owner::of(&plan.app.id, cx.identity.as_ref(), cx.upstream_path));
     drop(cx);
+    if let Some(p) = rpc_protocol {
+        let path = routed.path_and_query.path();
+        ctx.done.trace.attrs(|| trace::rpc_attributes(p, path));
+    }
 
     let body_empty = body.is_end_stream();
     let exchange = (!body_empty).then(|| Arc::new(Exchange::new()));
@@ -250,6 +268,11 @@ async fn forward<'a>(
     let mut path_and_query = routed.path_and_query;
     let body = match &rpc_call {
         Some(call) => {
+            let mut span = match call.translates() {
+                true => ctx.done.trace.child("translate"),
+                false => trace::TraceSpan::none(),
+            };
+            span.attrs(|| trace::rpc_attributes(call.protocol, path_and_query.path()));
             head.uri = Uri::from(path_and_query);
             let body = rpc::request::translate(
                 call,
@@ -259,7 +282,12 @@ async fn forward<'a>(
                 exchange.clone(),
                 cluster.idle_timeout,
             )
-            .await?;
+            .await;
+            if let Err(e) = &body {
+                span.set("tollgate.translate.result", e.code());
+            }
+            drop(span);
+            let body = body?;
             path_and_query = head
                 .uri
                 .path_and_query()
@@ -278,6 +306,7 @@ async fn forward<'a>(
         path_and_query,
         retryable: body.replay().is_some(),
         deadline,
+        trace: &ctx.done.trace,
     };
     let (resp, in_flight) = attempt
         .send(&ctx.shared.metrics, body, exchange.as_deref())
@@ -318,6 +347,23 @@ async fn forward<'a>(
         }
         (None, _) => into_client_response(ctx, resp, client_upgrade, exchange, &cluster, meter),
     })
+}
+
+/// The route span's verdict, and the request span's name and route once known.
+fn trace_route(
+    span: &mut trace::TraceSpan,
+    done: &mut Completion,
+    routed: &Result<Routed<'_>, ProxyError>,
+    method: &http::Method,
+) {
+    match routed {
+        Ok(r) => {
+            let attrs = trace::route_attributes(&done.route, &r.plan.app.id);
+            span.attrs(|| attrs.clone());
+            done.trace.route(method, &done.route, attrs);
+        }
+        Err(e) => span.set("tollgate.route.result", e.code()),
+    }
 }
 
 /// A successful `text/event-stream` answer: an SSE stream that can be made resumable.

@@ -17,6 +17,7 @@ use crate::clock::now_ms;
 use crate::http::handler::{ConnInfo, handle};
 use crate::http::misdirected::PresentedCert;
 use crate::state::Shared;
+use crate::trace::Handshake;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
@@ -25,7 +26,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -83,6 +84,8 @@ pub(super) struct Conn {
 impl Conn {
     pub async fn run(self, stream: TcpStream, slot: Slot) {
         let mut info = ConnInfo::new(self.peer, self.local_port, self.tls.is_some());
+        // The handshake's timing, for the span of the connection's first request.
+        let accepted = self.shared.tracing.enabled().then(SystemTime::now);
         let (io, builder) = match &self.tls {
             None => (ClientIo::plain(stream, slot), &self.builders.auto),
             Some(acceptor) => {
@@ -91,6 +94,7 @@ impl Conn {
                 };
                 let session = tls.get_ref().1;
                 info.presented = PresentedCert::capture(&self.shared.certs, session.server_name());
+                info.handshake = accepted.map(|at| Arc::new(Handshake::of(session, at)));
                 let builder = match session.alpn_protocol() {
                     Some(b"h2") => &self.builders.h2,
                     _ => &self.builders.h1,

@@ -1,17 +1,35 @@
-//! Builds the pooled hyper client of a cluster: TCP or TLS, HTTP/1.1 or HTTP/2.
+//! The client of a cluster: TCP or TLS, HTTP/1.1 or HTTP/2.
+//!
+//! HTTP/1.1 clusters use hyper-util's pooled client (keep-alive). HTTP/2 clusters keep
+//! their connections per endpoint ([`H2Pool`]): several when one connection's
+//! `SETTINGS_MAX_CONCURRENT_STREAMS` is not enough. Both open connections with the same
+//! connector, so TLS settings, timeouts and socket options are the same.
 
+use super::endpoint::{Endpoint, InFlight};
+use super::h2_conn::{self, Signal, Signalled};
+use super::h2_pool::StreamSlot;
 use crate::http::body::RequestBody;
-use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper::client::conn::http2;
+use hyper_rustls::{
+    FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder, MaybeHttpsStream,
+};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls_pki_types::ServerName;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::net::TcpStream;
 use tollgate_routing::ClusterSpec;
+use tower_service::Service;
 
-/// The client type every cluster uses, whatever its protocol.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
+#[cfg(doc)]
+use super::h2_pool::H2Pool;
 
+/// Why a cluster's client could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot read CA file {path}: {reason}")]
@@ -22,16 +40,147 @@ pub enum ClientError {
     Tls(#[from] rustls::Error),
 }
 
+/// Why a connection to an endpoint could not be opened; shared by the requests that
+/// waited for it.
+pub type ConnectError = Arc<dyn std::error::Error + Send + Sync>;
+
+/// Why an upstream request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// HTTP/1.1 clusters: from hyper-util's pooled client.
+    #[error(transparent)]
+    Pooled(#[from] hyper_util::client::legacy::Error),
+    /// No connection: TCP, TLS or the HTTP/2 handshake failed (nothing was sent).
+    #[error("connecting to the upstream failed")]
+    Connect(#[source] ConnectError),
+    /// The HTTP/2 exchange failed after the request was handed to a connection.
+    #[error("HTTP/2 request failed")]
+    Http2(#[source] hyper::Error),
+}
+
+impl Error {
+    /// The request never reached the upstream: no connection could be opened.
+    pub fn is_connect(&self) -> bool {
+        match self {
+            Error::Pooled(e) => e.is_connect(),
+            Error::Connect(_) => true,
+            Error::Http2(_) => false,
+        }
+    }
+}
+
+/// The connection type of every cluster, plain or TLS.
+pub(super) type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
+
 /// The smallest HTTP/1.1 read buffer hyper accepts.
 const MIN_H1_BUFFER: usize = 8192;
+/// A connection with no request for this long is closed, HTTP/1.1 or HTTP/2.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// A pooled client for `spec`; keep-alive for HTTP/1.1, multiplexed for HTTP/2.
-/// A response head larger than `max_head_bytes` fails the request.
+/// A cluster's client, whatever its protocol.
+#[derive(Debug)]
+pub struct UpstreamClient {
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Http1(Client<HttpsConnector<HttpConnector>, RequestBody>),
+    Http2(Dialer),
+}
+
+/// Opens the HTTP/2 connections of a cluster's endpoints.
+#[derive(Debug, Clone)]
+pub(super) struct Dialer {
+    connector: HttpsConnector<HttpConnector>,
+    h2: http2::Builder<TokioExecutor>,
+    scheme: Scheme,
+    /// TCP connect (itself within the cluster's `connect_timeout_ms`), TLS and the HTTP/2
+    /// handshake together, so a stuck handshake cannot hold the endpoint's one connect;
+    /// and again for the peer's first SETTINGS.
+    pub(super) handshake_timeout: Duration,
+    pub(super) max_connections: usize,
+}
+
+impl UpstreamClient {
+    /// Sends `req` to the endpoint of `in_flight`, which keeps the stream's place on
+    /// its HTTP/2 connection until the response ends.
+    pub async fn request(
+        &self,
+        in_flight: &mut InFlight,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, Error> {
+        let (resp, slot) = self.send(in_flight.endpoint(), req).await?;
+        if let Some(slot) = slot {
+            in_flight.hold(slot);
+        }
+        Ok(resp)
+    }
+
+    /// Sends `req` to `ep`; on HTTP/2, the stream's place on its connection comes back
+    /// with the response, to hold until the response has been read.
+    pub async fn send(
+        &self,
+        ep: &Endpoint,
+        req: Request<RequestBody>,
+    ) -> Result<(Response<Incoming>, Option<StreamSlot>), Error> {
+        match &self.kind {
+            Kind::Http1(client) => Ok((client.request(req).await?, None)),
+            Kind::Http2(dialer) => {
+                let (resp, slot) = ep.h2.send(dialer, &ep.authority, req).await?;
+                Ok((resp, Some(slot)))
+            }
+        }
+    }
+}
+
+impl Dialer {
+    /// A new HTTP/2 connection to `authority`, not yet driven.
+    pub(super) async fn connect(
+        &self,
+        authority: &Authority,
+    ) -> Result<
+        (
+            http2::SendRequest<RequestBody>,
+            h2_conn::Connection,
+            Arc<Signal>,
+        ),
+        ConnectError,
+    > {
+        let uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| Arc::new(e) as ConnectError)?;
+        let handshake = async {
+            let mut connector = self.connector.clone();
+            std::future::poll_fn(|cx| connector.poll_ready(cx))
+                .await
+                .map_err(ConnectError::from)?;
+            let io = connector.call(uri).await.map_err(ConnectError::from)?;
+            let (io, signal) = Signalled::new(io);
+            let (send, conn) = self
+                .h2
+                .handshake(io)
+                .await
+                .map_err(|e| Arc::new(e) as ConnectError)?;
+            Ok((send, conn, signal))
+        };
+        match tokio::time::timeout(self.handshake_timeout, handshake).await {
+            Ok(result) => result,
+            Err(elapsed) => Err(Arc::new(elapsed)),
+        }
+    }
+}
+
+/// The client for `spec`. A response head larger than `max_head_bytes` fails the request.
 pub fn build(spec: &ClusterSpec, max_head_bytes: usize) -> Result<UpstreamClient, ClientError> {
+    let connect_timeout = Duration::from_millis(spec.connect_timeout_ms);
     let mut tcp = HttpConnector::new();
     tcp.enforce_http(false);
     tcp.set_nodelay(true);
-    tcp.set_connect_timeout(Some(Duration::from_millis(spec.connect_timeout_ms)));
+    tcp.set_connect_timeout(Some(connect_timeout));
     tcp.set_keepalive(Some(Duration::from_secs(60)));
 
     let builder = HttpsConnectorBuilder::new()
@@ -45,29 +194,46 @@ pub fn build(spec: &ClusterSpec, max_head_bytes: usize) -> Result<UpstreamClient
         }
         None => builder,
     };
-    let connector = if spec.protocol.is_http2() {
-        builder.enable_http2().wrap_connector(tcp)
-    } else {
-        builder.enable_http1().wrap_connector(tcp)
-    };
+    let max_header_list = u32::try_from(max_head_bytes).unwrap_or(u32::MAX);
+
+    if spec.protocol.is_http2() {
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .initial_stream_window_size(1 << 20)
+            .initial_connection_window_size(4 << 20)
+            .max_header_list_size(max_header_list)
+            // No stream before the peer's SETTINGS: its limit is what the pool counts on.
+            .initial_max_send_streams(0);
+        let dialer = Dialer {
+            connector: builder.enable_http2().wrap_connector(tcp),
+            h2,
+            scheme: if spec.protocol.is_tls() {
+                Scheme::HTTPS
+            } else {
+                Scheme::HTTP
+            },
+            handshake_timeout: connect_timeout * 2,
+            max_connections: spec.max_connections_per_endpoint.max(1) as usize,
+        };
+        return Ok(UpstreamClient {
+            kind: Kind::Http2(dialer),
+        });
+    }
 
     let mut b = Client::builder(TokioExecutor::new());
     b.timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_idle_timeout(IDLE_TIMEOUT)
         .pool_max_idle_per_host(256)
         .set_host(true)
         // hyper refuses a head that does not fit its read buffer ("message head is too large").
-        .http1_max_buf_size(max_head_bytes.max(MIN_H1_BUFFER))
-        .http2_max_header_list_size(u32::try_from(max_head_bytes).unwrap_or(u32::MAX));
-    if spec.protocol.is_http2() {
-        b.http2_only(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .http2_keep_alive_timeout(Duration::from_secs(20))
-            .http2_initial_stream_window_size(1 << 20)
-            .http2_initial_connection_window_size(4 << 20);
-    }
-    Ok(b.build(connector))
+        .http1_max_buf_size(max_head_bytes.max(MIN_H1_BUFFER));
+    let connector = builder.enable_http1().wrap_connector(tcp);
+    Ok(UpstreamClient {
+        kind: Kind::Http1(b.build(connector)),
+    })
 }
 
 fn tls_config(spec: &ClusterSpec) -> Result<rustls::ClientConfig, ClientError> {

@@ -1,7 +1,9 @@
 //! One upstream address with the state the balancer reads: in-flight requests,
 //! active health, and passive ejection after consecutive failures, bounded so that
-//! failures never take out more than the cluster's `max_ejection_percent`.
+//! failures never take out more than the cluster's `max_ejection_percent`; and, for
+//! HTTP/2 clusters, its connections.
 
+use super::h2_pool::{H2Pool, StreamSlot};
 use crate::clock::now_ms;
 use http::uri::Authority;
 use prometheus::IntGauge;
@@ -23,6 +25,8 @@ pub struct Endpoint {
     consecutive_failures: AtomicU32,
     gauge: IntGauge,
     peers: Arc<Peers>,
+    /// HTTP/2 clusters: the connections to this address (unused otherwise).
+    pub h2: H2Pool,
 }
 
 /// The endpoints of one cluster, as an ejection counts them.
@@ -61,6 +65,7 @@ impl Endpoint {
                     consecutive_failures: AtomicU32::new(0),
                     gauge: m.gauge,
                     peers: peers.clone(),
+                    h2: H2Pool::default(),
                 })
             })
             .collect();
@@ -82,7 +87,15 @@ impl Endpoint {
     /// Counts a request until the returned guard drops.
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Relaxed);
-        InFlight(self.clone())
+        InFlight {
+            endpoint: self.clone(),
+            slot: None,
+        }
+    }
+
+    /// Open HTTP/2 connections to this address (0 for HTTP/1.1 clusters).
+    pub fn h2_connections(&self) -> usize {
+        self.h2.connections()
     }
 
     pub fn record_success(&self) {
@@ -152,19 +165,28 @@ impl Endpoint {
     }
 }
 
-/// Decrements the endpoint's in-flight count on drop.
+/// Decrements the endpoint's in-flight count on drop, and gives back the request's
+/// place on its HTTP/2 connection.
 #[derive(Debug)]
-pub struct InFlight(Arc<Endpoint>);
+pub struct InFlight {
+    endpoint: Arc<Endpoint>,
+    slot: Option<StreamSlot>,
+}
 
 impl InFlight {
     pub fn endpoint(&self) -> &Arc<Endpoint> {
-        &self.0
+        &self.endpoint
+    }
+
+    /// Keeps the stream's place on its connection until this request ends.
+    pub(super) fn hold(&mut self, slot: StreamSlot) {
+        self.slot = Some(slot);
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Relaxed);
+        self.endpoint.in_flight.fetch_sub(1, Relaxed);
     }
 }
 

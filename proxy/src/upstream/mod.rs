@@ -5,6 +5,9 @@ pub mod balance;
 pub mod client;
 pub mod cluster;
 pub mod endpoint;
+pub mod grpc_health;
+pub mod h2_conn;
+pub mod h2_pool;
 pub mod health;
 pub mod retry;
 

