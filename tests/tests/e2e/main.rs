@@ -12,7 +12,6 @@ mod connect;
 mod connect_browser;
 mod connections;
 mod control_e2e;
-mod drill;
 mod forwarding;
 mod gateway_filters;
 mod grpc;

@@ -1,4 +1,6 @@
-//! The upgrade drill (issue 17, "Upgrades that drop nothing"): three proxies following a
+//! The upgrade drill (issue 17, "Upgrades that drop nothing"), a test binary of its own:
+//! it holds fixed ports across proxy restarts, which no other test may take meanwhile.
+//! three proxies following a
 //! control service on a private PostgreSQL, under load from HTTP/1.1, HTTP/2, native gRPC
 //! and resumable Connect / gRPC-Web clients that spread their work over the three. The
 //! proxies are restarted one by one (SIGTERM, drain, exit, a new process on the same
