@@ -55,6 +55,8 @@ pub struct Metrics {
     /// `tollgate_http_requests_total` and `tollgate_http_request_duration_seconds`: the
     /// series shared by apps without detailed metrics, and the families.
     pub(crate) bounded: crate::metric_scope::BoundedSeries,
+    /// Stream series: open streams, first message, duration and messages per stream.
+    pub streams: crate::http::stream_stats::StreamMetrics,
 }
 
 impl Metrics {
@@ -265,6 +267,7 @@ impl Metrics {
             upgrades_active,
             apply_duration,
             local_responses,
+            streams: crate::http::stream_stats::StreamMetrics::new(&registry)?,
             registry,
         })
     }

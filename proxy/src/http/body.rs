@@ -4,6 +4,7 @@
 
 use super::client_body::{ClientBody, ClientFault};
 use super::completion::{Completion, Outcome};
+use super::stream_stats::RpcEnd;
 use crate::clock::now_ms;
 use crate::resume::consumer::Feed;
 use crate::rpc::request::Transform;
@@ -385,6 +386,27 @@ impl ResponseBody {
         }
     }
 
+    /// Counts a frame for the client into the stream's tally, when it is a stream.
+    fn tally(&mut self, frame: &Frame<Bytes>) {
+        let Some(s) = self.completion.as_mut().and_then(|c| c.stream.as_mut()) else {
+            return;
+        };
+        match &self.source {
+            Source::Rpc(stream) => {
+                s.add_messages(stream.messages().saturating_sub(s.messages));
+                s.end = stream.end_kind();
+            }
+            _ => match frame.data_ref() {
+                Some(d) => s.on_data(d),
+                None => {
+                    if let Some(t) = frame.trailers_ref() {
+                        s.end = RpcEnd::of_grpc_status(t.get("grpc-status"));
+                    }
+                }
+            },
+        }
+    }
+
     /// Polls the idle timer; `Some(error)` when the stream has been idle too long.
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Option<BodyError> {
         if self.idle_after == Duration::MAX {
@@ -432,6 +454,7 @@ impl Body for ResponseBody {
                 if let Some(d) = frame.data_ref() {
                     this.bytes += d.len() as u64;
                 }
+                this.tally(&frame);
                 this.active_since_arm = true;
                 if let Some(x) = &this.exchange {
                     x.touch();

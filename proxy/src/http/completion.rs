@@ -2,6 +2,7 @@
 //! release of the in-flight counts, exactly once, however the stream ended.
 
 use super::body::Exchange;
+use super::stream_stats::StreamStats;
 use crate::metric_scope::RouteSeries;
 use crate::metrics::Metrics;
 use crate::trace::RequestTrace;
@@ -92,11 +93,17 @@ pub struct Completion {
     pub exchange: Option<Arc<Exchange>>,
     /// The request's trace; its span, when recorded, ends with the exchange.
     pub trace: RequestTrace,
+    /// The stream's tally, when the exchange is a stream (RPC or server-sent events).
+    pub stream: Option<StreamStats>,
 }
 
 impl Completion {
     pub fn finish(mut self, bytes: u64, outcome: Outcome) {
         let elapsed = self.started.elapsed();
+        if let Some(s) = &self.stream {
+            let ended = self.started + elapsed;
+            self.metrics.streams.record(s, self.started, ended, outcome);
+        }
         self.trace.finish(self.status, bytes, outcome.as_str());
         let app = self.app.as_deref().map_or("-", |a| a.id.as_str());
         if let Some(a) = &self.app {

@@ -12,6 +12,8 @@ use super::upgrade;
 use crate::acme;
 use crate::auth;
 use crate::chain::{ClusterChoice, RequestCx, ResponseCx, RoutePlan};
+use crate::http::stream_stats::{RpcEnd, StreamProtocol, StreamStats};
+use crate::metrics::Metrics;
 use crate::resume::producer::Source;
 use crate::resume::token::{Owner, Wire};
 use crate::rpc;
@@ -128,6 +130,7 @@ pub async fn handle(
         usage: shared.usage.clone(),
         exchange: None,
         trace,
+        stream: None,
     };
     let mut ctx = Ctx {
         shared: &shared,
@@ -314,38 +317,72 @@ async fn forward<'a>(
     ctx.done.in_flight = Some(in_flight);
 
     let resumable = plan.resume.as_deref().zip(owner);
+    let kind = rpc_protocol.or(protocol).and_then(StreamProtocol::of_rpc);
+    let metrics = &ctx.shared.metrics;
+    let idle = cluster.idle_timeout;
     Ok(match (&rpc_call, resumable) {
         (Some(call), _) if matches!(call.protocol, RpcProtocol::ConnectUnary { .. }) => {
-            rpc::unary::respond(call, resp, cluster.idle_timeout).await
+            rpc::unary::respond(call, resp, idle).await
         }
-        (Some(call), Some((spec, owner))) if Wire::Rpc(call.protocol).resumable() => {
-            match rpc::response::translate(call, resp, meter, true) {
-                Translated::Stream(head, stream) => {
-                    let source = Source::Rpc(stream);
-                    let wire = Wire::Rpc(call.protocol);
-                    let resume = &ctx.shared.resume;
-                    resume.start_stream(spec, owner, wire, head, source, cluster.idle_timeout)
+        (Some(call), resumable) => {
+            let wire = Wire::Rpc(call.protocol);
+            let resumable = resumable.filter(|_| wire.resumable());
+            match rpc::response::translate(call, resp, meter, resumable.is_some()) {
+                Translated::Stream(mut head, stream) => {
+                    ctx.done.stream = kind.map(|k| StreamStats::new(metrics, k));
+                    match resumable {
+                        Some((spec, owner)) => {
+                            let source = Source::Rpc(stream);
+                            let resume = &ctx.shared.resume;
+                            resume.start_stream(spec, owner, wire, head, source, idle)
+                        }
+                        None => {
+                            *head.body_mut() = ResponseBody::rpc(*stream, idle, exchange);
+                            head
+                        }
+                    }
                 }
-                Translated::Answered(answer) => answer,
+                Translated::Answered(answer, end) => {
+                    ctx.done.stream = kind.map(|k| StreamStats::new(metrics, k).ended(end));
+                    answer
+                }
             }
         }
-        (Some(call), _) => {
-            rpc::response::respond(call, resp, cluster.idle_timeout, exchange, meter)
-        }
         (None, Some((spec, owner))) if is_event_stream(&resp) => {
+            ctx.done.stream = Some(StreamStats::new(metrics, StreamProtocol::Sse));
             let mut out = into_client_response(ctx, resp, None, None, &cluster, meter);
             let body = std::mem::replace(out.body_mut(), ResponseBody::empty());
             let resume = &ctx.shared.resume;
-            resume.start_stream(
-                spec,
-                owner,
-                Wire::Sse,
-                out,
-                Source::sse(body),
-                cluster.idle_timeout,
-            )
+            resume.start_stream(spec, owner, Wire::Sse, out, Source::sse(body), idle)
         }
-        (None, _) => into_client_response(ctx, resp, client_upgrade, exchange, &cluster, meter),
+        (None, _) => {
+            ctx.done.stream = passthrough_stats(metrics, kind, protocol, &resp);
+            into_client_response(ctx, resp, client_upgrade, exchange, &cluster, meter)
+        }
+    })
+}
+
+/// The tally of a stream passed through as the upstream sent it (native gRPC, RPC
+/// on routes that do not translate, server-sent events), counted from its frames.
+fn passthrough_stats<B>(
+    metrics: &Metrics,
+    kind: Option<StreamProtocol>,
+    protocol: Option<RpcProtocol>,
+    resp: &Response<B>,
+) -> Option<StreamStats> {
+    if is_event_stream(resp) {
+        return Some(StreamStats::new(metrics, StreamProtocol::Sse).counting());
+    }
+    // Base64 text cannot be counted without decoding it.
+    if matches!(protocol, Some(RpcProtocol::GrpcWeb { text: true })) {
+        return None;
+    }
+    let stats = StreamStats::new(metrics, kind?).counting();
+    Some(if resp.status() != StatusCode::OK {
+        stats.ended(RpcEnd::Error)
+    } else {
+        // Trailers-only: the status is in the head.
+        stats.ended(RpcEnd::of_grpc_status(resp.headers().get("grpc-status")))
     })
 }
 

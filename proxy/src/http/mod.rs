@@ -8,4 +8,5 @@ pub mod errors;
 pub mod handler;
 pub mod headers;
 pub mod misdirected;
+pub mod stream_stats;
 pub mod upgrade;

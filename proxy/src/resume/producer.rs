@@ -10,6 +10,7 @@ use super::store::{Op, Store};
 use super::{Resumer, status_frame};
 use crate::http::body::{BodyError, ResponseBody};
 use crate::http::completion::{Completion, Outcome};
+use crate::http::stream_stats::RpcEnd;
 use crate::rpc::response::RpcStream;
 use bytes::Bytes;
 use http_body::Body;
@@ -117,8 +118,29 @@ pub struct Accounting(Mutex<Handover>);
 #[derive(Debug, Default)]
 struct Handover {
     completion: Option<Completion>,
-    /// Bytes sent and how the call ended, once it has.
-    ended: Option<(u64, Outcome)>,
+    /// How the call ended, once it has.
+    ended: Option<Ended>,
+}
+
+/// What the producer tells the request's accounting at the end of the call.
+#[derive(Debug, Clone, Copy)]
+struct Ended {
+    bytes: u64,
+    outcome: Outcome,
+    messages: u64,
+    first_message: Option<std::time::Instant>,
+    end: RpcEnd,
+}
+
+impl Ended {
+    fn finish(self, mut completion: Completion) {
+        if let Some(s) = completion.stream.as_mut() {
+            s.messages = self.messages;
+            s.first_message = self.first_message;
+            s.end = self.end;
+        }
+        completion.finish(self.bytes, self.outcome);
+    }
 }
 
 impl Accounting {
@@ -126,17 +148,17 @@ impl Accounting {
     pub fn attach(&self, completion: Completion) {
         let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
         match g.ended {
-            Some((bytes, outcome)) => completion.finish(bytes, outcome),
+            Some(ended) => ended.finish(completion),
             None => g.completion = Some(completion),
         }
     }
 
     /// The upstream call ended.
-    fn end(&self, bytes: u64, outcome: Outcome) {
+    fn end(&self, ended: Ended) {
         let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
         match g.completion.take() {
-            Some(c) => c.finish(bytes, outcome),
-            None => g.ended = Some((bytes, outcome)),
+            Some(c) => ended.finish(c),
+            None => g.ended = Some(ended),
         }
     }
 }
@@ -161,6 +183,8 @@ struct Pump<'a> {
     buffer_bytes: &'a prometheus::IntGauge,
     high_water: u64,
     last_upstream: Instant,
+    /// When the first message was buffered.
+    first_message: Option<Instant>,
     bytes: u64,
 }
 
@@ -175,6 +199,7 @@ impl Pump<'_> {
                 Item::End(end, outcome) => return Poll::Ready(Pumped::End(end, outcome)),
             };
             self.last_upstream = Instant::now();
+            self.first_message.get_or_insert(self.last_upstream);
             let index = self.journal.last() + 1;
             let message = if self.source.is_sse() {
                 sse::with_id(&raw, &self.journal.token, index)
@@ -213,6 +238,7 @@ impl Producer {
             buffer_bytes: &self.resumer.metrics.buffer_bytes,
             high_water: self.high_water,
             last_upstream: Instant::now(),
+            first_message: None,
             bytes: 0,
         };
         let idle = tokio::time::sleep(self.idle);
@@ -277,6 +303,11 @@ impl Producer {
             }
         };
         let bytes = pump.bytes;
+        let first_message = pump.first_message.map(Instant::into_std);
+        let rpc_end = match &self.source {
+            Source::Rpc(stream) => stream.end_kind(),
+            Source::Sse { .. } => RpcEnd::Unknown,
+        };
         // Dropping the source cancels the upstream call if it still runs.
         drop(self.source);
         let index = self.journal.last() + 1;
@@ -291,7 +322,13 @@ impl Producer {
                 })
                 .await;
         }
-        self.accounting.end(bytes, outcome);
+        self.accounting.end(Ended {
+            bytes,
+            outcome,
+            messages: index - 1,
+            first_message,
+            end: rpc_end,
+        });
         self.resumer.producer_done(&self.journal);
     }
 }

@@ -5,15 +5,14 @@
 
 use super::RpcCall;
 use super::reply::{copy_metadata, final_frame, from_http, status_response};
-use crate::http::body::{BodyError, Exchange, ResponseBody};
+use crate::http::body::{BodyError, ResponseBody};
+use crate::http::stream_stats::{EnvelopeCounter, RpcEnd};
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body::{Body, Frame};
 use hyper::body::Incoming;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 use tollgate_filters::filter::{StreamFilter, Verdict};
 use tollgate_filters::rpc::compression::{self, Encoding};
 use tollgate_filters::rpc::envelope::{self, FLAG_COMPRESSED};
@@ -24,30 +23,12 @@ use tollgate_filters::rpc::{
 /// Messages at least this large are gzipped for clients that accept it.
 pub const COMPRESS_MIN_BYTES: usize = 1024;
 
-/// Turns the upstream's response into the client's, for the streaming protocols (and
-/// for gRPC itself when a filter follows its messages).
-pub fn respond(
-    call: &RpcCall,
-    resp: Response<Incoming>,
-    idle: Duration,
-    exchange: Option<Arc<Exchange>>,
-    filter: Option<Box<dyn StreamFilter>>,
-) -> Response<ResponseBody> {
-    match translate(call, resp, filter, false) {
-        Translated::Stream(mut out, stream) => {
-            *out.body_mut() = ResponseBody::rpc(*stream, idle, exchange);
-            out
-        }
-        Translated::Answered(answer) => answer,
-    }
-}
-
 /// What [`translate`] makes of an upstream answer.
 pub enum Translated {
     /// The client's response head and the stream of its body frames.
     Stream(Response<ResponseBody>, Box<RpcStream>),
-    /// The whole answer: the call ended before any message.
-    Answered(Response<ResponseBody>),
+    /// The whole answer: the call ended before any message, with this status.
+    Answered(Response<ResponseBody>, RpcEnd),
 }
 
 /// The client's response head and the stream of its body frames, or the whole answer.
@@ -62,15 +43,15 @@ pub fn translate(
     let protocol = call.protocol;
     let (parts, body) = resp.into_parts();
     if parts.status != StatusCode::OK {
-        return Translated::Answered(status_response(
-            protocol,
-            &from_http(parts.status),
-            &HeaderMap::new(),
-        ));
+        return Translated::Answered(
+            status_response(protocol, &from_http(parts.status), &HeaderMap::new()),
+            RpcEnd::Error,
+        );
     }
     if let Some(status) = RpcStatus::from_trailers(&parts.headers) {
         // Trailers-only: the call ended before any message.
-        return Translated::Answered(status_response(protocol, &status, &parts.headers));
+        let end = RpcEnd::of_grpc_status(parts.headers.get("grpc-status"));
+        return Translated::Answered(status_response(protocol, &status, &parts.headers), end);
     }
     if let Some(f) = filter.as_mut() {
         f.on_response_head(&parts);
@@ -111,6 +92,9 @@ pub fn translate(
         ending: None,
         done: false,
         per_message,
+        counter: EnvelopeCounter::default(),
+        messages: 0,
+        end_kind: RpcEnd::Unknown,
     };
     Translated::Stream(out, Box::new(stream))
 }
@@ -133,6 +117,10 @@ pub struct RpcStream {
     done: bool,
     /// One message per data frame (resumable streams number them).
     per_message: bool,
+    /// Counts the messages sent, from the envelopes before any text encoding.
+    counter: EnvelopeCounter,
+    messages: u64,
+    end_kind: RpcEnd,
 }
 
 impl std::fmt::Debug for RpcStream {
@@ -205,7 +193,10 @@ impl RpcStream {
                         Err(_) => continue,
                     },
                 },
-                Some(Err(e)) => (reset_status(&e), HeaderMap::new()),
+                Some(Err(e)) => {
+                    self.end_kind = RpcEnd::UpstreamReset;
+                    (reset_status(&e), HeaderMap::new())
+                }
                 None => (
                     RpcStatus::new(Code::Internal, "upstream ended the stream without a status"),
                     HeaderMap::new(),
@@ -218,6 +209,13 @@ impl RpcStream {
     /// Ends the stream with `status`, cancelling the upstream stream if it still runs:
     /// the protocol's final frame (trailers for gRPC).
     pub fn end(&mut self, status: &RpcStatus, trailers: &HeaderMap) -> Frame<Bytes> {
+        if self.end_kind == RpcEnd::Unknown {
+            self.end_kind = if status.code == Code::Ok {
+                RpcEnd::Ok
+            } else {
+                RpcEnd::Error
+            };
+        }
         self.upstream = None;
         self.done = true;
         self.held = None;
@@ -233,7 +231,8 @@ impl RpcStream {
         Frame::data(final_frame(self.protocol, status, trailers))
     }
 
-    fn wrap(&self, out: Bytes) -> Bytes {
+    fn wrap(&mut self, out: Bytes) -> Bytes {
+        self.messages += self.counter.feed(&out);
         match self.protocol {
             RpcProtocol::GrpcWeb { text: true } => base64_stream::encode(&out),
             _ => out,
@@ -259,6 +258,7 @@ impl RpcStream {
                         break;
                     }
                     Poll::Ready(Verdict::Stop(status)) => {
+                        self.end_kind = RpcEnd::Cut;
                         self.ending = Some(status);
                         break;
                     }
@@ -313,6 +313,16 @@ impl RpcStream {
 
     pub fn is_end_stream(&self) -> bool {
         self.done
+    }
+
+    /// Messages sent so far.
+    pub fn messages(&self) -> u64 {
+        self.messages
+    }
+
+    /// How the stream ended, once it has.
+    pub fn end_kind(&self) -> RpcEnd {
+        self.end_kind
     }
 }
 

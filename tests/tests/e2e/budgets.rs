@@ -28,7 +28,7 @@ use tollgate_tests::config::{Config, Files};
 use tollgate_tests::connect::{Call, NodeClient, Outcome, RpcError, Transport};
 use tollgate_tests::grpc::h2c_channel;
 use tollgate_tests::helpers::{WAIT, error_code, json};
-use tollgate_tests::proxy::ProxyProcess;
+use tollgate_tests::proxy::{ProxyProcess, metric_value};
 use tollgate_tests::redis;
 use tollgate_tests::tls::TestCert;
 use tollgate_tests::upstream::Upstream;
@@ -364,6 +364,21 @@ async fn budget_cut_mid_stream_reaches_connect_and_grpc_web_clients() {
             "{kind}: the upstream was not called"
         );
         assert_eq!(s.exhausted(app, "before").await, 1.0, "{kind}");
+    }
+    // Each cut stream is counted once as cut, with the 10 messages paid for; refused
+    // calls never became streams.
+    for protocol in ["connect", "grpc_web"] {
+        let p = format!("protocol=\"{protocol}\"");
+        // A stream is counted when its body ends, which may trail the client a little.
+        let count = s
+            .proxy
+            .wait_metric("tollgate_stream_messages_count", &[&p], SOON, |v| v >= 2.0)
+            .await
+            .expect("metrics");
+        let text = s.proxy.metrics().await.expect("metrics");
+        let cut = ["outcome=\"cut\"", p.as_str()];
+        let sum = metric_value(&text, "tollgate_stream_messages_sum", &cut);
+        assert_eq!((count, sum), (2.0, 20.0), "{protocol} streams\n{text}");
     }
 }
 

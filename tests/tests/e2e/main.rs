@@ -29,6 +29,7 @@ mod reload;
 mod resume;
 mod resume_sse;
 mod smoke;
+mod stream_metrics;
 mod tls;
 mod tls_upstream;
 mod traces;

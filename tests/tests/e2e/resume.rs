@@ -448,6 +448,18 @@ async fn without_redis_streams_resume_on_the_same_proxy_only() {
     let done = finish(run, &fleet).await;
     assert!(done.ok, "{done:?}");
     assert_eq!(done.seqs, exactly(40));
+    // One stream in the stream metrics, with every message, however often it resumed.
+    let ok = ["protocol=\"connect\"", "outcome=\"ok\""];
+    let p0 = &fleet.proxies[0];
+    let streams = p0
+        .wait_metric("tollgate_stream_messages_count", &ok, SOON, |v| v >= 1.0)
+        .await
+        .expect("metrics");
+    let messages = p0
+        .metric("tollgate_stream_messages_sum", &ok)
+        .await
+        .expect("metrics");
+    assert_eq!((streams, messages), (1.0, 40.0));
     // The other proxy has never heard of the stream.
     let call = stream(Transport::ConnectJson, 40, 10)
         .with("baseUrls", fleet.urls(&[0, 1]))
