@@ -20,6 +20,7 @@
 //! - **Shutdown** ends every stream, so a graceful stop does not wait on them.
 
 use crate::feed::read_range;
+use crate::metrics::{ControlMetrics, SnapshotReason, Watcher};
 use crate::projection::Projection;
 use crate::store::{AnyStore, EventStore};
 use crate::token::{Token, bearer};
@@ -49,6 +50,8 @@ pub struct Feed {
     stop: watch::Receiver<bool>,
     /// Furthest behind a resume may be (events) before it gets a snapshot.
     max_replay: i64,
+    /// Watchers, snapshots and lag are counted here when set.
+    metrics: Option<Arc<ControlMetrics>>,
 }
 
 impl Feed {
@@ -65,7 +68,14 @@ impl Feed {
             tokens: Arc::new(tokens),
             stop,
             max_replay: i64::MAX,
+            metrics: None,
         }
+    }
+
+    /// The same feed counting its watchers in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<ControlMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Resuming further behind than `events` gets a snapshot instead.
@@ -114,11 +124,15 @@ impl EdgeFeed for Feed {
             resume = resume.is_some(),
             "proxy watching"
         );
+        let snapshot = resume
+            .is_none()
+            .then(|| SnapshotReason::of_watch(after, last));
         let task = Session {
             store: self.store.clone(),
             projection: self.projection.clone(),
             tx,
             node: req.node_id,
+            watcher: Watcher::open(self.metrics.as_deref(), snapshot),
         };
         let stop = self.stop.clone();
         tokio::spawn(task.run(resume, stop));
@@ -131,6 +145,8 @@ struct Session {
     projection: Arc<Projection>,
     tx: mpsc::Sender<Result<WatchResponse, Status>>,
     node: String,
+    /// Counted as open until the session ends.
+    watcher: Watcher,
 }
 
 impl Session {
@@ -169,6 +185,7 @@ impl Session {
         };
         loop {
             let target = *applied.borrow_and_update();
+            self.watcher.lag(target - cursor);
             while cursor < target {
                 let page = match read_range(&self.store, &self.projection, cursor, target, PAGE)
                     .await

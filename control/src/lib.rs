@@ -12,6 +12,8 @@
 //!   proxies (`/v1/snapshot`, `/v1/events`); see `control/API.md`.
 //! - [`grace`]: completing app deletions when their grace period ends.
 //! - [`usage`]: usage batches from proxies (`POST /v1/usage`) and per-app totals.
+//! - [`metrics`]: the service's Prometheus metrics (`GET /metrics`): appends, log
+//!   head and projection, the feed to proxies, API latency; bounded labels only.
 //! - [`service`]: [`run`] with [`ControlOptions`] (`tollgate control`).
 pub mod store;
 
@@ -22,6 +24,7 @@ pub mod grace;
 pub mod grpc;
 pub mod http;
 pub mod ids;
+pub mod metrics;
 pub mod ownership;
 pub mod projection;
 pub mod service;

@@ -191,8 +191,14 @@ pub async fn start(opts: ControlOptions) -> Result<Running, ControlError> {
     let store = Arc::new(AnyStore::open(&opts.store).await?.with_keyring(keyring));
     tracing::info!(backend = store.backend(), "event store open");
     let projection = Projection::start(store.clone()).await?;
+    let metrics = Arc::new(
+        crate::metrics::ControlMetrics::new()
+            .map_err(|e| ControlError::Config(format!("registering the metrics: {e}")))?,
+    );
     let commands = Arc::new(
-        Commands::new(store.clone(), projection.clone()).with_ownership(opts.ownership.policy()),
+        Commands::new(store.clone(), projection.clone())
+            .with_ownership(opts.ownership.policy())
+            .with_metrics(metrics.clone()),
     );
 
     let http = TcpListener::bind(opts.listen)
@@ -236,7 +242,7 @@ pub async fn start(opts: ControlOptions) -> Result<Running, ControlError> {
     }));
 
     let acme_metrics = Arc::new(
-        crate::acme::AcmeMetrics::new()
+        crate::acme::AcmeMetrics::register(&metrics.registry)
             .map_err(|e| ControlError::Config(format!("registering the ACME metrics: {e}")))?,
     );
     let acme = crate::acme::run(
@@ -264,7 +270,7 @@ pub async fn start(opts: ControlOptions) -> Result<Running, ControlError> {
         proxy,
         default_grace_seconds: opts.default_grace_seconds,
         acme: opts.acme.clone(),
-        acme_metrics,
+        metrics: metrics.clone(),
     });
     let mut http_stop = stop_rx.clone();
     spawn(Box::pin(async move {
@@ -282,7 +288,8 @@ pub async fn start(opts: ControlOptions) -> Result<Running, ControlError> {
         feed_tokens,
         stop_rx.clone(),
     )
-    .with_max_replay(opts.feed_max_replay);
+    .with_max_replay(opts.feed_max_replay)
+    .with_metrics(metrics.clone());
     let service = EdgeFeedServer::new(feed)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
         .send_compressed(CompressionEncoding::Gzip)

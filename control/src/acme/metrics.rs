@@ -1,4 +1,5 @@
-//! The control service's ACME metrics, exposed on `GET /metrics` (admin token).
+//! The control service's ACME metrics, exposed on `GET /metrics` (admin token) from
+//! the registry of [`crate::metrics::ControlMetrics`].
 //! Every label has a fixed set of values, whatever the number of hostnames.
 
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
@@ -53,7 +54,6 @@ const WITHIN_DAYS: [(i64, &str); 4] = [(1, "1"), (7, "7"), (14, "14"), (30, "30"
 
 /// Counters the order tasks bump and gauges each scheduling pass sets.
 pub struct AcmeMetrics {
-    pub registry: Registry,
     orders: IntCounterVec,
     failures: IntCounterVec,
     by_state: IntGaugeVec,
@@ -63,8 +63,8 @@ pub struct AcmeMetrics {
 }
 
 impl AcmeMetrics {
-    pub fn new() -> Result<Self, prometheus::Error> {
-        let registry = Registry::new();
+    /// The ACME metrics, registered in `registry`.
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         let orders = IntCounterVec::new(
             Opts::new(
                 "tollgate_control_acme_orders_total",
@@ -114,7 +114,6 @@ impl AcmeMetrics {
             expiring.with_label_values(&[d]).set(0);
         }
         Ok(AcmeMetrics {
-            registry,
             orders,
             failures,
             by_state,

@@ -482,6 +482,21 @@ impl Commands {
         entries: Vec<BatchEntry>,
         default_grace_seconds: u64,
     ) -> Result<BatchWritten, BatchError> {
+        let written = self.run_batch(actor, entries, default_grace_seconds).await;
+        if let (Err(BatchError::Item { error, .. } | BatchError::Batch(error)), Some(m)) =
+            (&written, &self.metrics)
+        {
+            m.appends.refused(error);
+        }
+        written
+    }
+
+    async fn run_batch(
+        &self,
+        actor: &str,
+        entries: Vec<BatchEntry>,
+        default_grace_seconds: u64,
+    ) -> Result<BatchWritten, BatchError> {
         if entries.is_empty() {
             return Err(BatchError::Batch(CommandError::BadRequest(
                 "a batch needs at least one command".into(),
@@ -500,6 +515,7 @@ impl Commands {
             projection: self.projection.clone(),
             lock: Mutex::new(()),
             ownership: self.ownership.clone(),
+            metrics: None,
             stage: Some(Mutex::new(Stage {
                 config: view.config.clone(),
                 versions: HashMap::new(),
@@ -559,6 +575,9 @@ impl Commands {
             .map_err(|e| {
                 BatchError::Batch(CommandError::from_store("an aggregate of the batch", e))
             })?;
+        if let Some(m) = &self.metrics {
+            m.appends.appended(&stage.edge);
+        }
         let mut start = 0;
         for (item, end) in items.iter_mut().zip(&ends) {
             if *end > start

@@ -24,6 +24,9 @@
 //! Event payloads are the serde JSON of the [`EdgeEvent`]; its `type` tag is the
 //! stored `event_type`. A command that would change nothing appends nothing.
 //!
+//! Appends are counted here, where they happen (by event type), and so are
+//! commands refused at any step (by reason): [`crate::metrics::AppendMetrics`].
+//!
 //! [`Commands::batch`] runs a list of commands through the same code, atomically
 //! (see the `batch` module).
 
@@ -49,6 +52,7 @@ pub use claim::{ClaimCheck, ClaimView, OwnershipPolicy};
 pub use hostname::HostnameView;
 pub use tls::{Expect, ManageTls, TlsView, tls_view};
 
+use crate::metrics::ControlMetrics;
 use crate::projection::Projection;
 use crate::store::{AnyStore, EventStore, NewEvent, StoreError};
 use std::sync::Arc;
@@ -236,6 +240,9 @@ pub struct Commands {
     stage: Option<Mutex<batch::Stage>>,
     /// Which hostnames must be claimed and verified instead of bound directly.
     ownership: Arc<claim::OwnershipPolicy>,
+    /// Appends and refusals are counted here when set (a batch's private instance
+    /// has none: the batch counts as a whole).
+    metrics: Option<Arc<ControlMetrics>>,
 }
 
 impl Commands {
@@ -246,7 +253,14 @@ impl Commands {
             lock: Mutex::new(()),
             stage: None,
             ownership: Arc::default(),
+            metrics: None,
         }
+    }
+
+    /// The same commands counting appends and refusals in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<ControlMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The same commands with `policy` for direct binds.
@@ -273,6 +287,20 @@ impl Commands {
         if let Some(stage) = &self.stage {
             return batch::execute_staged(&self.store, stage, ctx, target, decide).await;
         }
+        let written = self.decide_and_append(ctx, target, decide).await;
+        if let (Err(e), Some(m)) = (&written, &self.metrics) {
+            m.appends.refused(e);
+        }
+        written
+    }
+
+    /// Steps 1-7 of the [module docs](self) for a command outside a batch.
+    async fn decide_and_append<T>(
+        &self,
+        ctx: &Ctx,
+        target: Target,
+        decide: impl FnOnce(&EdgeConfig) -> Result<Plan<T>, CommandError>,
+    ) -> Result<Written<T>, CommandError> {
         let label = target.label();
         let _one_at_a_time = self.lock.lock().await;
         let version = self
@@ -308,6 +336,9 @@ impl Commands {
             .append(target.kind, &target.id, version, &ctx.actor, events)
             .await
             .map_err(|e| CommandError::from_store(&label, e))?;
+        if let Some(m) = &self.metrics {
+            m.appends.appended(&plan.events);
+        }
         let last = stored.last().map_or(view.event_id, |e| e.event_id);
         let new_version = stored.last().map_or(version, |e| e.aggregate_seq);
         tracing::info!(

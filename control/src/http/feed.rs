@@ -34,6 +34,7 @@ struct EventsQuery {
 
 async fn snapshot(State(api): Shared) -> ApiResult {
     let view = api.commands.projection().view();
+    api.metrics.feed.snapshot_requested();
     Ok(axum::Json(json!({ "event_id": view.event_id, "config": view.config })).into_response())
 }
 
@@ -62,6 +63,7 @@ async fn events(State(api): Shared, q: Result<Query<EventsQuery>, QueryRejection
         ));
     }
     let page = read_range(store, projection, q.after, upto, limit).await?;
+    api.metrics.feed.polled(upto - q.after);
     let events: Vec<_> = page
         .items
         .into_iter()

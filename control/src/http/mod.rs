@@ -17,10 +17,13 @@
 //!   (`admin:<name>`; `admin` without it).
 //! - **Batches** (`POST /api/v1/batch`, the `batch` module) run many commands atomically;
 //!   a failing item is a 422 naming its index.
+//! - **Metrics.** `GET /metrics` (admin token) serves [`crate::metrics`]; every
+//!   request is timed by route template (the `metrics` module).
 
 mod batch;
 mod claims;
 mod feed;
+mod metrics;
 mod read;
 mod tls;
 mod usage;
@@ -48,8 +51,8 @@ pub struct Api {
     pub default_grace_seconds: u64,
     /// For renewal points in `GET` answers and whether ACME is on.
     pub acme: crate::acme::AcmeOptions,
-    /// Served on `GET /metrics`.
-    pub acme_metrics: Arc<crate::acme::AcmeMetrics>,
+    /// Served on `GET /metrics` (the ACME metrics included); requests are timed here.
+    pub metrics: Arc<crate::metrics::ControlMetrics>,
 }
 
 type Shared = State<Arc<Api>>;
@@ -268,6 +271,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .merge(usage::admin_routes())
         .merge(tls::routes())
         .merge(claims::routes())
+        .merge(metrics::routes())
         .route_layer(middleware::from_fn_with_state(api.clone(), admin_only));
     let proxies = feed::routes()
         .merge(usage::proxy_routes())
@@ -277,5 +281,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .merge(admin)
         .merge(proxies)
         .fallback(not_found)
+        // Outermost, per route: sees the matched template and every answer (401s too).
+        .layer(middleware::from_fn_with_state(api.clone(), metrics::timed))
         .with_state(api)
 }

@@ -1,6 +1,6 @@
-//! Managed TLS endpoints: `PUT`/`DELETE`/`GET /api/v1/hostnames/{hostname}/tls`,
-//! `GET /api/v1/tls` (every managed hostname), and `GET /metrics` (the ACME
-//! metrics in Prometheus text).
+//! Managed TLS endpoints: `PUT`/`DELETE`/`GET /api/v1/hostnames/{hostname}/tls`
+//! and `GET /api/v1/tls` (every managed hostname). The ACME metrics are on
+//! `GET /metrics` (the `metrics` module).
 
 use super::{ApiError, ApiResult, Shared, ctx, ok, parse, written};
 use crate::acme::schedule::renewal_at;
@@ -9,8 +9,7 @@ use crate::store::EventStore;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::HeaderMap;
 use axum::routing::get;
 use serde_json::json;
 use std::sync::Arc;
@@ -92,20 +91,6 @@ async fn list(State(api): Shared) -> ApiResult {
     ok("tls", all, &[("event_id", json!(snapshot.event_id))])
 }
 
-async fn metrics(State(api): Shared) -> ApiResult {
-    let families = api.acme_metrics.registry.gather();
-    let text = prometheus::TextEncoder::new()
-        .encode_to_string(&families)
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                format!("encoding metrics: {e}"),
-            )
-        })?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
-}
-
 /// The routes above (admin token).
 pub fn routes() -> Router<Arc<super::Api>> {
     Router::new()
@@ -114,5 +99,4 @@ pub fn routes() -> Router<Arc<super::Api>> {
             get(get_one).put(manage).delete(unmanage),
         )
         .route("/api/v1/tls", get(list))
-        .route("/metrics", get(metrics))
 }
