@@ -14,7 +14,7 @@ use crate::upstream::Upstreams;
 use crate::usage::UsageRecorder;
 use arc_swap::ArcSwap;
 use prometheus::IntGauge;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -48,7 +48,7 @@ impl ProxyState {
     /// Builds the runtime parts of a snapshot, reusing what `previous` already runs.
     fn build(
         snapshot: Arc<Snapshot>,
-        acme: &BTreeMap<String, AcmeChallenge>,
+        acme: &tollgate_routing::OrdMap<String, AcmeChallenge>,
         previous: Option<&ProxyState>,
         metrics: &Metrics,
         engine: &LimitEngine,
@@ -201,7 +201,7 @@ impl Shared {
     ) -> Result<Arc<Self>, ConfigError> {
         let state = ProxyState::build(
             Arc::new(loaded.snapshot(1)?),
-            &BTreeMap::new(),
+            &tollgate_routing::OrdMap::new(),
             None,
             &metrics,
             &limit_engine,
@@ -244,7 +244,11 @@ impl Shared {
 
     /// Swaps in a new config; on error nothing changes. Returns the new version.
     pub fn apply(&self, loaded: Loaded) -> Result<u64, ConfigError> {
-        self.apply_parts(loaded.routing, loaded.certs, &BTreeMap::new())
+        self.apply_parts(
+            loaded.routing,
+            loaded.certs,
+            &tollgate_routing::OrdMap::new(),
+        )
     }
 
     /// Swaps in routes, certificates and ACME challenges from any source (the config
@@ -254,7 +258,7 @@ impl Shared {
         &self,
         routing: RoutingSpec,
         certs: CertStore,
-        acme: &BTreeMap<String, AcmeChallenge>,
+        acme: &tollgate_routing::OrdMap<String, AcmeChallenge>,
     ) -> Result<u64, ConfigError> {
         let started = Instant::now();
         let current = self.state.load();

@@ -11,8 +11,21 @@ use crate::model::{
     AppSpec, AppStatus, ClusterSpec, EndpointSpec, PortPolicy, RouteSpec, RoutingSpec,
 };
 use crate::ownership::{ClaimState, HostnameClaim};
+use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// Removes the entries whose value matches (a scan of `map`; removing an app is rare).
+fn remove_where<V: Clone>(map: &mut OrdMap<String, V>, matches: impl Fn(&V) -> bool) {
+    let doomed: Vec<String> = map
+        .iter()
+        .filter(|(_, v)| matches(v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in doomed {
+        map.remove(&k);
+    }
+}
 
 /// An app as the control plane tracks it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,30 +57,30 @@ pub struct EdgeConfig {
     #[serde(default)]
     pub port_policy: PortPolicy,
     #[serde(default)]
-    pub apps: BTreeMap<String, EdgeApp>,
+    pub apps: OrdMap<String, EdgeApp>,
     #[serde(default)]
-    pub routes: BTreeMap<String, RouteSpec>,
+    pub routes: OrdMap<String, RouteSpec>,
     /// Hostname to the app it belongs to (one app at a time).
     #[serde(default)]
-    pub hostnames: BTreeMap<String, String>,
+    pub hostnames: OrdMap<String, String>,
     #[serde(default)]
-    pub certificates: BTreeMap<String, EdgeCert>,
+    pub certificates: OrdMap<String, EdgeCert>,
     #[serde(default)]
-    pub api_keys: BTreeMap<String, ApiKeySpec>,
+    pub api_keys: OrdMap<String, ApiKeySpec>,
     #[serde(default)]
-    pub oidc_issuers: BTreeMap<String, OidcIssuerSpec>,
+    pub oidc_issuers: OrdMap<String, OidcIssuerSpec>,
     /// Per-app rate limits and budgets, opaque here.
     #[serde(default)]
-    pub limits: BTreeMap<String, serde_json::Value>,
+    pub limits: OrdMap<String, serde_json::Value>,
     /// Hostnames whose certificates the control service obtains over ACME.
     #[serde(default)]
-    pub managed_tls: BTreeMap<String, ManagedTls>,
+    pub managed_tls: OrdMap<String, ManagedTls>,
     /// The ACME challenge each hostname being validated answers, by hostname.
     #[serde(default)]
-    pub acme_challenges: BTreeMap<String, AcmeChallenge>,
+    pub acme_challenges: OrdMap<String, AcmeChallenge>,
     /// Tenants' claims on hostnames, verified by DNS before binding.
     #[serde(default)]
-    pub hostname_claims: BTreeMap<String, HostnameClaim>,
+    pub hostname_claims: OrdMap<String, HostnameClaim>,
 }
 
 /// An event that changes what the edge serves. The serde tag is the `event_type`.
@@ -360,10 +373,10 @@ impl EdgeConfig {
                 self.apps
                     .remove(app_id)
                     .ok_or_else(|| EdgeError::NoApp(app_id.clone()))?;
-                self.routes.retain(|_, r| r.app != *app_id);
-                self.hostnames.retain(|_, a| a != app_id);
-                self.hostname_claims.retain(|_, c| c.app_id != *app_id);
-                self.api_keys.retain(|_, k| k.app != *app_id);
+                remove_where(&mut self.routes, |r| r.app == *app_id);
+                remove_where(&mut self.hostnames, |a| a == app_id);
+                remove_where(&mut self.hostname_claims, |c| c.app_id == *app_id);
+                remove_where(&mut self.api_keys, |k| k.app == *app_id);
                 self.limits.remove(app_id);
             }
             UpstreamConfigured {
@@ -623,44 +636,8 @@ impl EdgeConfig {
         let apps = self
             .apps
             .values()
-            .map(|a| {
-                let (limits, degraded) = match self.limits.get(&a.id) {
-                    None => (None, None),
-                    Some(v) => match crate::limits::LimitsSpec::from_json(v) {
-                        Ok(spec) => (Some(spec), None),
-                        // Refused visibly: serving the app without its limits would
-                        // fail open.
-                        Err(e) => (None, Some(e)),
-                    },
-                };
-                AppSpec {
-                    id: a.id.clone(),
-                    status: a.status,
-                    hostnames: hostnames_of.remove(a.id.as_str()).unwrap_or_default(),
-                    api_rewrite: "/".into(),
-                    upstreams: a.upstreams.clone(),
-                    default_upstream: "default".into(),
-                    splits: Vec::new(),
-                    max_body_bytes: None,
-                    auth: a.auth.clone(),
-                    rpc: None,
-                    cors: None,
-                    limits,
-                    resume: None,
-                    https_redirect: None,
-                    hsts: None,
-                    headers: None,
-                    security_headers: None,
-                    metrics: Default::default(),
-                    degraded,
-                }
-            })
+            .map(|a| self.app_spec(a, hostnames_of.remove(a.id.as_str()).unwrap_or_default()))
             .collect();
-        let deleting = |app: &str| {
-            self.apps
-                .get(app)
-                .is_none_or(|a| a.deleting_until.is_some())
-        };
         RoutingSpec {
             api_hosts: self.api_hosts.clone(),
             apps,
@@ -669,11 +646,52 @@ impl EdgeConfig {
             api_keys: self
                 .api_keys
                 .values()
-                .filter(|k| !deleting(&k.app))
+                .filter(|k| self.serves_keys_of(&k.app))
                 .cloned()
                 .collect(),
             oidc_issuers: self.oidc_issuers.values().cloned().collect(),
         }
+    }
+
+    /// The routing spec of one app, given its hostnames.
+    pub(crate) fn app_spec(&self, a: &EdgeApp, hostnames: Vec<String>) -> AppSpec {
+        let (limits, degraded) = match self.limits.get(&a.id) {
+            None => (None, None),
+            Some(v) => match crate::limits::LimitsSpec::from_json(v) {
+                Ok(spec) => (Some(spec), None),
+                // Refused visibly: serving the app without its limits would
+                // fail open.
+                Err(e) => (None, Some(e)),
+            },
+        };
+        AppSpec {
+            id: a.id.clone(),
+            status: a.status,
+            hostnames,
+            api_rewrite: "/".into(),
+            upstreams: a.upstreams.clone(),
+            default_upstream: "default".into(),
+            splits: Vec::new(),
+            max_body_bytes: None,
+            auth: a.auth.clone(),
+            rpc: None,
+            cors: None,
+            limits,
+            resume: None,
+            https_redirect: None,
+            hsts: None,
+            headers: None,
+            security_headers: None,
+            metrics: Default::default(),
+            degraded,
+        }
+    }
+
+    /// Whether the keys of `app` are served: not when it is gone or being deleted.
+    pub(crate) fn serves_keys_of(&self, app: &str) -> bool {
+        self.apps
+            .get(app)
+            .is_some_and(|a| a.deleting_until.is_none())
     }
 }
 

@@ -10,6 +10,7 @@
 pub mod acme;
 pub mod auth;
 pub mod edge;
+pub mod edge_scope;
 pub mod gateway;
 pub mod host;
 pub mod l4;
@@ -29,10 +30,13 @@ mod validate_gateway;
 pub use acme::{AcmeChallenge, ChallengeKind, ManagedTls, TlsState, managed_cert_id};
 pub use auth::{ApiKeySpec, AuthPolicy, KeyKind, OidcIssuerSpec, SUPPORTED_ALGORITHMS};
 pub use edge::{EdgeApp, EdgeCert, EdgeConfig, EdgeError, EdgeEvent};
+pub use edge_scope::{Related, Scope};
 pub use gateway::{
     FrameOptions, HeaderOpsSpec, HeaderRulesSpec, HstsSpec, HttpsRedirectSpec, RedirectSpec,
     SecurityHeadersSpec, Switch,
 };
+/// The persistent map the edge config is made of: cloning shares it, updates copy a path.
+pub use imbl::OrdMap;
 pub use l4::{L4Route, L4Table};
 pub use limits::{
     BudgetPeriod, BudgetSpec, BudgetUnit, LimitScope, LimitsSpec, OnBackendError, RateKey, RateRule,

@@ -32,7 +32,7 @@ use std::collections::HashMap;
 use tokio::sync::Mutex;
 use tollgate_routing::{
     AuthPolicy, ClusterSpec, EdgeConfig, EdgeEvent, EndpointSpec, OidcIssuerSpec, PortPolicy,
-    RouteSpec,
+    RouteSpec, Scope,
 };
 
 /// Most commands in one batch.
@@ -463,7 +463,8 @@ fn culprit(
             // Every event applied once already, in this order.
             let _ = config.apply(e);
         }
-        match check::check_result(start, &config, certs) {
+        let scope = Scope::of(&events[..ends[mid - 1]]);
+        match check::check_result(start, &config, certs, scope.as_ref()) {
             Ok(()) => passing = mid,
             Err(e) => {
                 failing = mid;
@@ -562,7 +563,13 @@ impl Commands {
                 applied: true,
             });
         }
-        if let Err(error) = check::check_result(&view.config, &stage.config, stage.check_certs) {
+        let scope = Scope::of(&stage.edge);
+        if let Err(error) = check::check_result(
+            &view.config,
+            &stage.config,
+            stage.check_certs,
+            scope.as_ref(),
+        ) {
             let (index, error) =
                 culprit(&view.config, &stage.edge, &ends, stage.check_certs, error);
             let op = items.get(index).map_or("?", |i| i.op);

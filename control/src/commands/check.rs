@@ -1,7 +1,9 @@
 //! Whether a command's result would be servable.
 //!
-//! The events are applied to a clone of the current config; the clone's routing
-//! spec must validate and, for certificate commands, all of its certificates must
+//! The events are applied to a clone of the current config (cheap: the config is made
+//! of persistent maps); the routing spec of what they touched must validate (a
+//! [`Scope`]: the touched objects and those the rules relate them to, so the cost
+//! follows the change, not the tenant count; platform-wide events validate everything) and, for certificate commands, all of its certificates must
 //! build into one [`CertStore`] (parse, key matches, names covered, no name claimed
 //! twice, and not expired unless it already was served before) — what a proxy does
 //! with the result.
@@ -14,7 +16,7 @@ use super::CommandError;
 use serde::Serialize;
 use std::collections::HashSet;
 use tollgate_certs::{CertSource, CertStore, Expiry};
-use tollgate_routing::{EdgeCert, EdgeConfig, EdgeEvent, validate};
+use tollgate_routing::{EdgeCert, EdgeConfig, EdgeEvent, RoutingSpec, Scope, validate};
 
 /// One validation problem, located by a dotted path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -33,30 +35,28 @@ pub(crate) fn check(
     for e in events {
         next.apply(e).map_err(CommandError::from_edge)?;
     }
-    check_result(current, &next, certs)?;
+    check_result(current, &next, certs, Scope::of(events).as_ref())?;
     Ok(next)
 }
 
 /// Checks `next`, the result of applying some events to `current`: the same
-/// tests as [`check`], with problems `current` already has not counted.
+/// tests as [`check`], with problems `current` already has not counted. `scope` is
+/// what the events touched (`None`: anything).
 pub(crate) fn check_result(
     current: &EdgeConfig,
     next: &EdgeConfig,
     certs: bool,
+    scope: Option<&Scope>,
 ) -> Result<(), CommandError> {
-    if let Err(err) = validate(&next.routing_spec()) {
-        let existing = match validate(&current.routing_spec()) {
-            Ok(()) => Vec::new(),
-            Err(e) => e.0,
-        };
-        let problems: Vec<Problem> = err
-            .0
+    let (before, after) = match scope {
+        Some(scope) => current.scoped_specs(next, scope),
+        None => (current.routing_spec(), next.routing_spec()),
+    };
+    if validate(&after).is_err() {
+        let existing = problems_of(&before);
+        let problems: Vec<Problem> = problems_of(&after)
             .into_iter()
             .filter(|p| !existing.contains(p))
-            .map(|p| Problem {
-                at: p.at,
-                reason: p.reason,
-            })
             .collect();
         if !problems.is_empty() {
             return Err(CommandError::Invalid {
@@ -72,6 +72,29 @@ pub(crate) fn check_result(
         check_certs(current, next)?;
     }
     Ok(())
+}
+
+/// The problems `validate` finds in `spec`, routes named by id rather than by their
+/// place in this spec (which holds only the objects a command touched).
+fn problems_of(spec: &RoutingSpec) -> Vec<Problem> {
+    let Err(e) = validate(spec) else {
+        return Vec::new();
+    };
+    e.0.into_iter()
+        .map(|p| {
+            let by_id =
+                p.at.strip_prefix("routes[")
+                    .and_then(|rest| rest.split_once(']'))
+                    .and_then(|(i, rest)| {
+                        let route = spec.routes.get(i.parse::<usize>().ok()?)?;
+                        Some(format!("routes[{}]{rest}", route.metrics_id()))
+                    });
+            Problem {
+                at: by_id.unwrap_or(p.at),
+                reason: p.reason,
+            }
+        })
+        .collect()
 }
 
 /// The source a proxy builds for a certificate: its names, or its DNS SANs when it

@@ -61,11 +61,10 @@ fn plain(status: StatusCode, body: ResponseBody, len: usize) -> Response<Respons
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
-    use std::collections::BTreeMap;
-    use tollgate_routing::AcmeChallenge;
+    use tollgate_routing::{AcmeChallenge, OrdMap};
 
     fn table() -> AcmeTable {
-        let mut m = BTreeMap::new();
+        let mut m = OrdMap::new();
         for (h, kind) in [
             ("web.example", ChallengeKind::Http01),
             ("alpn.example", ChallengeKind::TlsAlpn01),

@@ -4,7 +4,7 @@
 use super::tls_alpn;
 use bytes::Bytes;
 use rustls::ServerConfig;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use tollgate_routing::{AcmeChallenge, ChallengeKind, host};
 
@@ -51,7 +51,7 @@ impl AcmeTable {
     /// so an unrelated config change does not generate new keys. A TLS-ALPN-01
     /// challenge whose certificate cannot be built is left out and logged.
     pub fn build(
-        challenges: &BTreeMap<String, AcmeChallenge>,
+        challenges: &tollgate_routing::OrdMap<String, AcmeChallenge>,
         previous: Option<&AcmeTable>,
     ) -> Self {
         let mut hosts = HashMap::with_capacity(challenges.len());
@@ -125,7 +125,7 @@ mod tests {
         }
     }
 
-    fn map(cs: &[AcmeChallenge]) -> BTreeMap<String, AcmeChallenge> {
+    fn map(cs: &[AcmeChallenge]) -> tollgate_routing::OrdMap<String, AcmeChallenge> {
         cs.iter().map(|c| (c.hostname.clone(), c.clone())).collect()
     }
 
@@ -176,7 +176,7 @@ mod tests {
             &same(&first, "b.example"),
             &same(&second, "b.example")
         ));
-        let third = AcmeTable::build(&BTreeMap::new(), Some(&second));
+        let third = AcmeTable::build(&tollgate_routing::OrdMap::new(), Some(&second));
         assert_eq!(third.len(), 0);
     }
 }

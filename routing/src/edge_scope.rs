@@ -1,0 +1,275 @@
+//! The part of the edge config a list of events can affect, so that the result of a
+//! command is validated by what it touched, not by the whole config: the cost of a
+//! write must not grow with the number of tenants.
+//!
+//! [`Scope::of`] names the apps, routes, hostnames and keys events touch, or says
+//! "everything" for platform-wide events (API hosts, the port policy, issuers).
+//! [`EdgeConfig::scoped_spec`] builds the routing spec of those objects plus every
+//! object a rule of [`crate::validate()`] relates them to:
+//!
+//! - the touched apps, with all their hostnames, and every route sending to them;
+//! - every route on a touched hostname, or on a name a touched wildcard covers, and
+//!   every route on the same listen port as one of those;
+//! - for every route in the spec, its app and the apps owning its hostname (exactly or
+//!   by wildcard), so reference and cross-tenant checks see what the full spec has;
+//! - the touched keys and every key with the same hash; every issuer.
+//!
+//! A problem `validate` finds in the scoped spec is a problem of the whole spec, and a
+//! problem of the whole spec that the events could have caused is in the scoped spec
+//! (`routing/tests/scoped_validation.rs` checks both on random configs and events).
+//! Building it costs a few scans of keys and names, no copy of the config.
+
+use crate::auth::ApiKeySpec;
+use crate::edge::{EdgeConfig, EdgeEvent};
+use crate::host::wildcard_parent;
+use crate::model::{RouteSpec, RoutingSpec};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What a list of events touches.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Scope {
+    apps: BTreeSet<String>,
+    routes: BTreeSet<String>,
+    hostnames: BTreeSet<String>,
+    keys: BTreeSet<String>,
+}
+
+impl Scope {
+    /// What `events` touch; `None` when they may affect any object.
+    pub fn of(events: &[EdgeEvent]) -> Option<Scope> {
+        use EdgeEvent::*;
+        let mut s = Scope::default();
+        for e in events {
+            match e {
+                AppCreated { app_id, .. }
+                | AppSuspended { app_id }
+                | AppResumed { app_id }
+                | AppAuthChanged { app_id, .. }
+                | AppDeletionScheduled { app_id, .. }
+                | AppRemoved { app_id }
+                | UpstreamConfigured { app_id, .. }
+                | InstanceAdded { app_id, .. }
+                | InstanceRemoved { app_id, .. }
+                | LimitsSet { app_id, .. } => {
+                    s.apps.insert(app_id.clone());
+                }
+                RouteCreated { route } => {
+                    s.routes.extend(route.id.clone());
+                    s.apps.insert(route.app.clone());
+                    s.hostnames.insert(route.hostname.clone());
+                }
+                RouteDeleted { route_id } => {
+                    s.routes.insert(route_id.clone());
+                }
+                HostnameBound { hostname, app_id } => {
+                    s.hostnames.insert(hostname.clone());
+                    s.apps.insert(app_id.clone());
+                }
+                HostnameRebound {
+                    hostname,
+                    from_app,
+                    to_app,
+                } => {
+                    s.hostnames.insert(hostname.clone());
+                    s.apps.insert(from_app.clone());
+                    s.apps.insert(to_app.clone());
+                }
+                HostnameUnbound { hostname } => {
+                    s.hostnames.insert(hostname.clone());
+                }
+                ApiKeyCreated { key } => {
+                    s.keys.insert(key.key_id.clone());
+                    s.apps.insert(key.app.clone());
+                }
+                ApiKeyRevoked { key_id } => {
+                    s.keys.insert(key_id.clone());
+                }
+                IssuerConfigured { .. }
+                | IssuerRemoved { .. }
+                | ApiHostsSet { .. }
+                | PortPolicySet { .. } => return None,
+                // Certificates, ACME state and ownership claims are not in the routing
+                // spec (certificates are checked on their own).
+                CertificateUploaded { .. }
+                | CertificateRotated { .. }
+                | CertificateRemoved { .. }
+                | TlsManaged { .. }
+                | TlsUnmanaged { .. }
+                | TlsOrderStarted { .. }
+                | AcmeChallengePublished { .. }
+                | TlsIssued { .. }
+                | TlsRenewalDue { .. }
+                | TlsOrderFailed { .. }
+                | HostnameClaimed { .. }
+                | HostnameVerified { .. }
+                | HostnameCheckFailed { .. }
+                | HostnameVerificationLapsed { .. }
+                | HostnameClaimWithdrawn { .. } => {}
+            }
+        }
+        Some(s)
+    }
+}
+
+/// The objects of one config a scope reaches: ids of apps, routes and keys.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Related {
+    apps: BTreeSet<String>,
+    routes: BTreeSet<String>,
+    keys: BTreeSet<String>,
+}
+
+impl Related {
+    /// Both sets of objects: validating the config before and after a command over
+    /// the same objects tells the problems the command adds from those it found.
+    pub fn union(mut self, other: Related) -> Related {
+        self.apps.extend(other.apps);
+        self.routes.extend(other.routes);
+        self.keys.extend(other.keys);
+        self
+    }
+}
+
+impl EdgeConfig {
+    /// The routing spec of what `scope` touched and what the validation rules relate
+    /// it to (see the module docs).
+    pub fn scoped_spec(&self, scope: &Scope) -> RoutingSpec {
+        self.spec_of(&self.related(scope))
+    }
+
+    /// The specs before (`self`) and after (`next`) a command with this scope, over
+    /// the same objects.
+    pub fn scoped_specs(&self, next: &EdgeConfig, scope: &Scope) -> (RoutingSpec, RoutingSpec) {
+        let related = self.related(scope).union(next.related(scope));
+        (self.spec_of(&related), next.spec_of(&related))
+    }
+
+    /// The objects `scope` reaches here: touched apps, routes sending to them or on
+    /// touched (or wildcard-covered) names, routes sharing their ports, touched keys and
+    /// keys sharing their hash.
+    pub fn related(&self, scope: &Scope) -> Related {
+        let mut hosts: BTreeSet<&str> = scope.hostnames.iter().map(String::as_str).collect();
+        for (h, app) in &self.hostnames {
+            if scope.apps.contains(app) {
+                hosts.insert(h);
+            }
+        }
+        let mut routes: BTreeSet<&str> = BTreeSet::new();
+        for id in &scope.routes {
+            if let Some((id, r)) = self.routes.get_key_value(id) {
+                hosts.insert(&r.hostname);
+                routes.insert(id);
+            }
+        }
+        let covered: BTreeSet<&str> = hosts.iter().filter_map(|h| h.strip_prefix("*.")).collect();
+        let on_host = |r: &RouteSpec| {
+            hosts.contains(r.hostname.as_str())
+                || (!r.hostname.starts_with("*.")
+                    && wildcard_parent(&r.hostname).is_some_and(|p| covered.contains(p)))
+        };
+        for (id, r) in &self.routes {
+            if scope.apps.contains(&r.app) || on_host(r) {
+                routes.insert(id);
+            }
+        }
+        let ports: BTreeSet<u16> = routes
+            .iter()
+            .filter_map(|id| self.routes.get(*id)?.listen_port)
+            .collect();
+        if !ports.is_empty() {
+            for (id, r) in &self.routes {
+                if r.listen_port.is_some_and(|p| ports.contains(&p)) {
+                    routes.insert(id);
+                }
+            }
+        }
+        let hashes: BTreeSet<&str> = scope
+            .keys
+            .iter()
+            .filter_map(|id| self.api_keys.get(id))
+            .map(|k| k.sha256.as_str())
+            .collect();
+        let keys: BTreeSet<String> = self
+            .api_keys
+            .iter()
+            .filter(|(id, k)| scope.keys.contains(*id) || hashes.contains(k.sha256.as_str()))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let route_specs: Vec<&RouteSpec> = routes
+            .iter()
+            .filter_map(|id| self.routes.get(*id))
+            .collect();
+        let key_specs: Vec<&ApiKeySpec> = keys
+            .iter()
+            .filter_map(|id: &String| self.api_keys.get(id))
+            .collect();
+        let mut apps: BTreeSet<&str> = scope.apps.iter().map(String::as_str).collect();
+        self.referenced_apps(&route_specs, &key_specs, &mut apps);
+        Related {
+            apps: apps.into_iter().map(str::to_string).collect(),
+            routes: routes.into_iter().map(str::to_string).collect(),
+            keys,
+        }
+    }
+
+    /// Adds the apps the checks of `routes` and `keys` refer to: each route's app and
+    /// the apps owning its name (exactly or by wildcard), each key's app.
+    fn referenced_apps<'a>(
+        &'a self,
+        routes: &[&'a RouteSpec],
+        keys: &[&'a ApiKeySpec],
+        apps: &mut BTreeSet<&'a str>,
+    ) {
+        for r in routes {
+            apps.insert(&r.app);
+            if let Some(owner) = self.hostnames.get(&r.hostname) {
+                apps.insert(owner);
+            }
+            if let Some(parent) = wildcard_parent(&r.hostname)
+                && let Some(owner) = self.hostnames.get(&format!("*.{parent}"))
+            {
+                apps.insert(owner);
+            }
+        }
+        apps.extend(keys.iter().map(|k| k.app.as_str()));
+    }
+
+    /// The routing spec of `related`'s objects that exist here, with what their checks
+    /// refer to: each route's app and the apps owning its name, each key's app.
+    pub fn spec_of(&self, related: &Related) -> RoutingSpec {
+        let routes: Vec<&RouteSpec> = related
+            .routes
+            .iter()
+            .filter_map(|id| self.routes.get(id))
+            .collect();
+        let keys: Vec<&ApiKeySpec> = related
+            .keys
+            .iter()
+            .filter_map(|id| self.api_keys.get(id))
+            .collect();
+        let mut apps: BTreeSet<&str> = related.apps.iter().map(String::as_str).collect();
+        self.referenced_apps(&routes, &keys, &mut apps);
+        let mut hostnames_of: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for (h, app) in &self.hostnames {
+            if apps.contains(app.as_str()) {
+                hostnames_of.entry(app).or_default().push(h.clone());
+            }
+        }
+        RoutingSpec {
+            api_hosts: self.api_hosts.clone(),
+            apps: apps
+                .iter()
+                .filter_map(|id| self.apps.get(*id))
+                .map(|a| self.app_spec(a, hostnames_of.remove(a.id.as_str()).unwrap_or_default()))
+                .collect(),
+            routes: routes.into_iter().cloned().collect(),
+            port_policy: self.port_policy.clone(),
+            api_keys: keys
+                .into_iter()
+                .filter(|k| self.serves_keys_of(&k.app))
+                .cloned()
+                .collect(),
+            oidc_issuers: self.oidc_issuers.values().cloned().collect(),
+        }
+    }
+}

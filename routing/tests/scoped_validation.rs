@@ -1,0 +1,190 @@
+//! Scoped validation agrees with whole-config validation: on random configs and random
+//! commands (one or two events), the problems `validate` finds in
+//! [`EdgeConfig::scoped_spec`] are problems of the whole spec, and the problems a
+//! command adds to the whole spec are exactly those it adds to the scoped one. The
+//! configs are small but dense (few names, ports, hashes and apps), so routes clash,
+//! wildcards cover names, keys share hashes and references dangle often.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use tollgate_routing::{EdgeConfig, EdgeEvent, RoutingSpec, Scope, validate};
+
+/// xorshift64*: deterministic, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len())]
+    }
+}
+
+const APPS: &[&str] = &["a", "b", "c", "d"];
+const HOSTS: &[&str] = &[
+    "x.t.example",
+    "y.t.example",
+    "*.t.example",
+    "t.example",
+    "api.example",
+    "z.other.example",
+    "*.other.example",
+    "Bad..name",
+];
+const ROUTES: &[&str] = &["r1", "r2", "r3", "r4", "r5"];
+const KEYS: &[&str] = &["k1", "k2", "k3", "k4"];
+
+fn random_event(rng: &mut Rng) -> Value {
+    let app = rng.pick(APPS);
+    let host = rng.pick(HOSTS);
+    match rng.below(16) {
+        0 | 1 => json!({"type": "app_created", "app_id": app}),
+        2 => {
+            let address = rng.pick(&["127.0.0.1:9000", "not an address"]);
+            let upstream = rng.pick(&["default", "other"]);
+            json!({"type": "instance_added", "app_id": app, "upstream": upstream, "endpoint": {"address": address}})
+        }
+        3 | 4 => json!({"type": "hostname_bound", "hostname": host, "app_id": app}),
+        5 => json!({"type": "hostname_unbound", "hostname": host}),
+        6 => {
+            let to = rng.pick(APPS);
+            json!({"type": "hostname_rebound", "hostname": host, "from_app": app, "to_app": to})
+        }
+        7..=9 => {
+            let prefix = rng.pick(&["/", "/a", "nope"]);
+            let mut route = json!({
+                "id": rng.pick(ROUTES),
+                "hostname": host,
+                "app": app,
+                "path_prefix": prefix,
+            });
+            match rng.below(5) {
+                0 => route["listen_port"] = json!(8443),
+                1 => {
+                    route["listen_port"] = json!(8443);
+                    route["protocol_hint"] = json!("tls_passthrough");
+                }
+                2 => {
+                    route["listen_port"] = json!(9000);
+                    route["protocol_hint"] = json!("tcp_raw");
+                }
+                _ => {}
+            }
+            if rng.below(4) == 0 {
+                route["upstream"] = json!("other");
+            }
+            if rng.below(5) == 0 {
+                route["auth"] = json!({"api_keys": false, "issuers": ["ghost"]});
+            }
+            json!({"type": "route_created", "route": route})
+        }
+        10 => json!({"type": "route_deleted", "route_id": rng.pick(ROUTES)}),
+        11 | 12 => {
+            let hash = ["a", "b", "c"][rng.below(3)].repeat(64);
+            json!({"type": "api_key_created", "key": {"key_id": rng.pick(KEYS), "app": app, "kind": "secret", "sha256": hash}})
+        }
+        13 => json!({"type": "api_key_revoked", "key_id": rng.pick(KEYS)}),
+        14 => match rng.below(3) {
+            0 => json!({"type": "app_removed", "app_id": app}),
+            1 => json!({"type": "app_deletion_scheduled", "app_id": app, "until_unix": 10}),
+            _ => {
+                json!({"type": "app_auth_changed", "app_id": app, "auth": {"api_keys": false, "issuers": []}})
+            }
+        },
+        _ => json!({"type": "limits_set", "app_id": app, "limits": {"rate": "nonsense"}}),
+    }
+}
+
+fn event(v: Value) -> EdgeEvent {
+    serde_json::from_value(v).expect("a well-formed event")
+}
+
+/// The problems of `spec`, with route indexes replaced by route ids (the scoped spec
+/// orders fewer routes).
+fn problems(spec: &RoutingSpec) -> BTreeSet<String> {
+    let Err(e) = validate(spec) else {
+        return BTreeSet::new();
+    };
+    e.0.into_iter()
+        .map(|p| {
+            let at = match p.at.strip_prefix("routes[").and_then(|r| r.split_once(']')) {
+                Some((i, rest)) => match i.parse::<usize>() {
+                    Ok(i) => format!("routes[{}]{rest}", spec.routes[i].metrics_id()),
+                    Err(_) => p.at.clone(),
+                },
+                None => p.at.clone(),
+            };
+            format!("{at}: {}", p.reason)
+        })
+        .collect()
+}
+
+#[test]
+fn scoped_validation_finds_what_whole_validation_finds() {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut checked = 0;
+    let mut refused = 0;
+    for _ in 0..12_000 {
+        let mut current = EdgeConfig::default();
+        current
+            .apply(&event(
+                json!({"type": "api_hosts_set", "hosts": ["api.example"]}),
+            ))
+            .expect("api hosts");
+        for _ in 0..rng.below(40) {
+            let _ = current.apply(&event(random_event(&mut rng)));
+        }
+        let command: Vec<EdgeEvent> = (0..1 + rng.below(2))
+            .map(|_| event(random_event(&mut rng)))
+            .collect();
+        let mut next = current.clone();
+        if command.iter().any(|e| next.apply(e).is_err()) {
+            continue;
+        }
+        let scope = Scope::of(&command).expect("no platform-wide events are generated");
+        let full_next = problems(&next.routing_spec());
+        let full_new: BTreeSet<_> = full_next
+            .difference(&problems(&current.routing_spec()))
+            .cloned()
+            .collect();
+        let (before, after) = current.scoped_specs(&next, &scope);
+        let scoped_next = problems(&after);
+        let scoped_new: BTreeSet<_> = scoped_next
+            .difference(&problems(&before))
+            .cloned()
+            .collect();
+        let context = || format!("command {command:?}\nconfig {next:?}");
+        assert!(
+            scoped_next.is_subset(&full_next),
+            "the scoped spec found problems the whole spec does not have: {:?}\n{}",
+            scoped_next.difference(&full_next).collect::<Vec<_>>(),
+            context()
+        );
+        assert_eq!(scoped_new, full_new, "new problems differ\n{}", context());
+        checked += 1;
+        refused += usize::from(!full_new.is_empty());
+    }
+    // The generator must exercise both outcomes, or the test proves little.
+    assert!(checked > 2000, "only {checked} commands applied");
+    assert!(
+        refused > 100 && refused < checked - 100,
+        "{refused} of {checked} commands added problems"
+    );
+}
+
+#[test]
+fn platform_wide_events_have_no_scope() {
+    let hosts = event(json!({"type": "api_hosts_set", "hosts": ["api.example"]}));
+    assert_eq!(Scope::of(&[hosts]), None);
+    let app = event(json!({"type": "app_created", "app_id": "a"}));
+    assert!(Scope::of(&[app]).is_some());
+}
