@@ -56,5 +56,12 @@ pub use server::{RunOptions, ServerError, run};
 pub mod fuzzing {
     pub use crate::control_client::Update;
     pub use crate::control_client::persist::PersistedState;
+    pub use crate::http::stream_stats::{EnvelopeCounter, SseCounter};
     pub use crate::l4::{client_hello, proxy_v2};
+    pub use crate::resume::journal::Refusal;
+    pub use crate::resume::shared_position;
+    pub use crate::resume::store::{Entry, Meta, meta_from_fields, parse_entries};
+    pub use crate::resume::{sse, token};
+    pub use crate::trace::{caller_state, w3c};
+    pub use opentelemetry::trace::TraceState;
 }

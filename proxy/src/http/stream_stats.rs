@@ -251,7 +251,8 @@ impl EnvelopeCounter {
 
 /// Counts the events of a `text/event-stream` body as a browser dispatches them: a
 /// blank line ends an event, which counts when it had a `data` field (comments and
-/// `id`- or `retry`-only blocks do not). Lines may end in LF, CR or CRLF.
+/// `id`- or `retry`-only blocks do not). Lines may end in LF, CR or CRLF; a UTF-8 BOM
+/// starting the body is skipped.
 #[derive(Debug, Default)]
 pub struct SseCounter {
     /// How much of the current line matches `data` then `:` (see [`FIELD_DATA`]);
@@ -263,17 +264,36 @@ pub struct SseCounter {
     has_data: bool,
     /// The previous byte was a CR, so an LF now ends nothing.
     after_cr: bool,
+    /// Bytes of a BOM seen at the body's start; [`PAST_BOM`] once past it.
+    bom: u8,
 }
 
 /// `field` once the line is known to be a `data` field.
 const FIELD_DATA: u8 = 5;
 const NOT_DATA: u8 = u8::MAX;
+const BOM: &[u8; 3] = b"\xEF\xBB\xBF";
+const PAST_BOM: u8 = u8::MAX;
 
 impl SseCounter {
     /// Feeds the next bytes; returns how many events they completed.
     pub fn feed(&mut self, data: &[u8]) -> u64 {
         let mut events = 0;
         for &b in data {
+            if self.bom != PAST_BOM {
+                if BOM.get(usize::from(self.bom)) == Some(&b) {
+                    self.bom += 1;
+                    if usize::from(self.bom) == BOM.len() {
+                        self.bom = PAST_BOM;
+                    }
+                    continue;
+                }
+                // Not a BOM after all: what was read of it begins the first line.
+                if self.bom > 0 {
+                    self.line_len += usize::from(self.bom);
+                    self.field = NOT_DATA;
+                }
+                self.bom = PAST_BOM;
+            }
             if std::mem::take(&mut self.after_cr) && b == b'\n' {
                 continue;
             }
@@ -413,6 +433,25 @@ mod tests {
             assert_eq!(n, 3, "chunks of {chunk}");
             assert!(c.has_data, "the last event is not yet dispatched");
         }
+    }
+
+    #[test]
+    fn a_bom_starting_an_sse_body_is_skipped() {
+        // The first event used to go uncounted: its first line read as "\u{feff}data".
+        let body = b"\xEF\xBB\xBFdata: a\n\ndata: b\n\n\xEF\xBB\xBFdata: c\n\n";
+        for chunk in [1, 2, 3, 4, body.len()] {
+            let mut c = SseCounter::default();
+            let n: u64 = body.chunks(chunk).map(|p| c.feed(p)).sum();
+            assert_eq!(n, 2, "chunks of {chunk}");
+        }
+        let mut c = SseCounter::default();
+        assert_eq!(
+            c.feed(b"\xEF\xBBdata: a\n\n"),
+            0,
+            "a partial BOM is content"
+        );
+        let mut c = SseCounter::default();
+        assert_eq!(c.feed(b"\xEF\xBB\xBF\ndata: a\n\n"), 1);
     }
 
     #[test]

@@ -276,23 +276,23 @@ impl Resumer {
         };
         check_binding(&meta.owner, meta.wire, owner, wire).map_err(|(o, c, m)| refused(o, c, m))?;
         let (first, end) = store.bounds(&req.token).await.map_err(unavailable)?;
-        if let Some(first) = first.filter(|&f| f > req.after + 1) {
-            let status = consumer::gap(req.after, first);
-            return Err(refused(ResumeOutcome::Gap, status.code, status.message));
-        }
-        if let Some(end) = end {
-            let last = end - 1;
-            if req.after > last {
+        let last = match shared_position(req.after, first, end) {
+            Ok(last) => last,
+            Err(Refusal::Gap { first }) => {
+                let status = consumer::gap(req.after, first);
+                return Err(refused(ResumeOutcome::Gap, status.code, status.message));
+            }
+            Err(Refusal::Beyond { last }) => {
                 return Err(refused(
                     ResumeOutcome::OutOfRange,
                     Code::OutOfRange,
                     format!("the stream has sent {last} messages, not {}", req.after),
                 ));
             }
-            if wire == Wire::Sse && req.after == last {
-                self.metrics.resumed(ResumeOutcome::Shared);
-                return Ok(no_more_events());
-            }
+        };
+        if wire == Wire::Sse && last == Some(req.after) {
+            self.metrics.resumed(ResumeOutcome::Shared);
+            return Ok(no_more_events());
         }
         self.metrics.resumed(ResumeOutcome::Shared);
         let token: Arc<str> = Arc::from(req.token.as_str());
@@ -355,6 +355,31 @@ impl Resumer {
             store.flush(Instant::now() + Duration::from_secs(2)).await;
         }
     }
+}
+
+/// Where a resume after message `after` stands against the fleet's copy of a stream,
+/// whose oldest entry kept is `first` and whose final entry is `end` once it ended:
+/// `Ok(Some(last))` when the stream ended after `last` messages, `Ok(None)` while it
+/// runs. `after` comes from the client, so it may be any `u64`.
+#[doc(hidden)]
+pub fn shared_position(
+    after: u64,
+    first: Option<u64>,
+    end: Option<u64>,
+) -> Result<Option<u64>, Refusal> {
+    if let Some(first) = first.filter(|&f| f > after.saturating_add(1)) {
+        return Err(Refusal::Gap { first });
+    }
+    let Some(end) = end else {
+        return Ok(None);
+    };
+    // The final entry follows the last message, so it is never 0 when Redis holds
+    // what this proxy wrote.
+    let last = end.saturating_sub(1);
+    if after > last {
+        return Err(Refusal::Beyond { last });
+    }
+    Ok(Some(last))
 }
 
 type BindingError = (ResumeOutcome, Code, String);
@@ -433,5 +458,40 @@ async fn sweep(resumer: std::sync::Weak<Resumer>) {
             return;
         };
         r.streams().retain(|_, j| !j.expired(j.ttl));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_positions_of_any_client_index_neither_overflow_nor_misreport() {
+        // A client may send `tollgate-resume-after: 18446744073709551615`; this used to
+        // compute `after + 1` (a panic with overflow checks, a wrong `DataLoss` without).
+        assert_eq!(shared_position(u64::MAX, Some(1), None), Ok(None));
+        assert_eq!(
+            shared_position(u64::MAX, Some(1), Some(6)),
+            Err(Refusal::Beyond { last: 5 })
+        );
+        assert_eq!(shared_position(u64::MAX, Some(u64::MAX), None), Ok(None));
+        // A final entry 0 is not one this proxy writes; it reads as an empty stream.
+        assert_eq!(shared_position(0, None, Some(0)), Ok(Some(0)));
+        assert_eq!(
+            shared_position(1, None, Some(0)),
+            Err(Refusal::Beyond { last: 0 })
+        );
+        // The ordinary cases.
+        assert_eq!(shared_position(3, Some(2), Some(9)), Ok(Some(8)));
+        assert_eq!(shared_position(3, Some(4), None), Ok(None));
+        assert_eq!(
+            shared_position(3, Some(5), None),
+            Err(Refusal::Gap { first: 5 })
+        );
+        assert_eq!(shared_position(8, Some(5), Some(9)), Ok(Some(8)));
+        assert_eq!(
+            shared_position(9, None, Some(9)),
+            Err(Refusal::Beyond { last: 8 })
+        );
     }
 }

@@ -3,8 +3,9 @@
 //! `EventSource` reconnects with `Last-Event-ID: <token>.<index>` by itself.
 //!
 //! Lines follow the WHATWG event-stream rules (LF, CR or CRLF endings; an event ends
-//! at a blank line). Blocks with no `data` (comments, keep-alives) dispatch nothing in
-//! a browser and are dropped here: the edge sends its own heartbeats.
+//! at a blank line; a UTF-8 BOM starting the stream is dropped). Blocks with no `data`
+//! (comments, keep-alives) dispatch nothing in a browser and are dropped here: the edge
+//! sends its own heartbeats.
 
 use bytes::{Bytes, BytesMut};
 
@@ -15,7 +16,12 @@ pub struct Splitter {
     /// Bytes of `buf` already searched for an event end.
     scanned: usize,
     limit: usize,
+    /// Past the stream's start, where a BOM is dropped.
+    started: bool,
 }
+
+/// The UTF-8 byte order mark.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// An event too large to buffer.
 #[derive(Debug, PartialEq, Eq)]
@@ -27,6 +33,7 @@ impl Splitter {
             buf: BytesMut::new(),
             scanned: 0,
             limit,
+            started: false,
         }
     }
 
@@ -41,6 +48,16 @@ impl Splitter {
     /// The next whole event's lines with `id` lines removed, without the blank line;
     /// `None` until one is complete. Blocks that carry no data are skipped.
     pub fn next_event(&mut self) -> Option<Bytes> {
+        if !self.started {
+            // Not yet known whether the stream starts with a BOM.
+            if self.buf.len() < BOM.len() && BOM.starts_with(&self.buf) {
+                return None;
+            }
+            self.started = true;
+            if self.buf.starts_with(BOM) {
+                let _ = self.buf.split_to(BOM.len());
+            }
+        }
         loop {
             let end = self.find_end()?;
             let block = self.buf.split_to(end.0).freeze();
@@ -150,5 +167,23 @@ mod tests {
         assert_eq!(&e[..], b"data: a\nid: rs1_t.7\n\n");
         let mut s = Splitter::new(8);
         assert_eq!(s.push(b"data: 123456789"), Err(TooLarge(8)));
+    }
+
+    #[test]
+    fn a_bom_starting_the_stream_is_dropped_as_browsers_do() {
+        // The first event used to be dropped: its first line read as the field
+        // "\u{feff}data", so the block had no data.
+        let whole = b"\xEF\xBB\xBFdata: a\n\ndata: b\n\n";
+        assert_eq!(events(&[whole]), ["data: a\n", "data: b\n"]);
+        let bytes: Vec<&[u8]> = whole.chunks(1).collect();
+        assert_eq!(events(&bytes), ["data: a\n", "data: b\n"]);
+        // Only at the start: later it is a line's content; a partial BOM is content too.
+        assert_eq!(
+            events(&[b"data: a\n\n\xEF\xBB\xBFdata: b\n\n"]),
+            ["data: a\n"]
+        );
+        assert_eq!(events(&[b"\xEF\xBBdata: a\n\n"]), Vec::<String>::new());
+        // A blank line right after it ends an (empty) event.
+        assert_eq!(events(&[b"\xEF\xBB\xBF\n", b"data: a\n\n"]), ["data: a\n"]);
     }
 }

@@ -203,26 +203,7 @@ impl Store {
         let fields: HashMap<String, Vec<u8>> = self
             .run(&mut conn, redis::cmd("HGETALL").arg(self.meta_key(token)))
             .await?;
-        let text = |k: &str| {
-            fields
-                .get(k)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-        };
-        let (Some(owner), Some(wire)) = (
-            text("owner"),
-            text("wire").and_then(|w| Wire::from_name(&w)),
-        ) else {
-            return Ok(None);
-        };
-        Ok(Some(Meta {
-            owner: Owner::from_stored(owner),
-            wire,
-            head: fields
-                .get("head")
-                .map(|h| decode_head(h))
-                .unwrap_or_default(),
-            instance: text("instance").unwrap_or_default(),
-        }))
+        Ok(meta_from_fields(&fields))
     }
 
     /// The index of the oldest entry kept, and of the final entry if the stream ended.
@@ -529,8 +510,35 @@ async fn beacon(store: Store) {
     }
 }
 
+/// A stream's record from the fields of its hash (`HGETALL`); `None` without an owner
+/// or a known wire.
+#[doc(hidden)]
+pub fn meta_from_fields(fields: &HashMap<String, Vec<u8>>) -> Option<Meta> {
+    let text = |k: &str| {
+        fields
+            .get(k)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    let (Some(owner), Some(wire)) = (
+        text("owner"),
+        text("wire").and_then(|w| Wire::from_name(&w)),
+    ) else {
+        return None;
+    };
+    Some(Meta {
+        owner: Owner::from_stored(owner),
+        wire,
+        head: fields
+            .get("head")
+            .map(|h| decode_head(h))
+            .unwrap_or_default(),
+        instance: text("instance").unwrap_or_default(),
+    })
+}
+
 /// Entries of an `XRANGE`/`XREVRANGE`/`XREAD` reply (RESP2 or RESP3), in order.
-fn parse_entries(v: &Value) -> Vec<Entry> {
+#[doc(hidden)]
+pub fn parse_entries(v: &Value) -> Vec<Entry> {
     let mut out = Vec::new();
     collect(v, &mut out);
     out

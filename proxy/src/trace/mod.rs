@@ -23,7 +23,8 @@
 
 mod config;
 mod request;
-mod w3c;
+#[doc(hidden)]
+pub mod w3c;
 
 pub use config::TracingConfig;
 pub use request::{Handshake, RequestTrace, TraceSpan};
@@ -172,9 +173,7 @@ impl Tracing {
         }
         let parent_cx = match parent {
             Some(p) => {
-                let state = w3c::tracestate(req.headers().get_all(&TRACESTATE))
-                    .and_then(|s| s.parse::<TraceState>().ok())
-                    .unwrap_or_default();
+                let state = caller_state(req.headers());
                 let sc = SpanContext::new(
                     TraceId::from(p.trace_id),
                     SpanId::from(p.parent_id),
@@ -214,6 +213,15 @@ impl Tracing {
             Err(e) => tracing::warn!(error = %e, "flushing spans at shutdown failed"),
         }
     }
+}
+
+/// The caller's `tracestate` as the parent span context carries it: the header lines
+/// joined, empty when absent or not a list OpenTelemetry accepts.
+#[doc(hidden)]
+pub fn caller_state(headers: &http::HeaderMap) -> TraceState {
+    w3c::tracestate(headers.get_all(&TRACESTATE))
+        .and_then(|s| s.parse::<TraceState>().ok())
+        .unwrap_or_default()
 }
 
 /// The OpenTelemetry `TraceIdRatioBased` rule, so every service using it keeps or
