@@ -7,6 +7,7 @@
 
 use crate::acme::{AcmeChallenge, ChallengeKind, ManagedTls, TlsState};
 use crate::auth::{ApiKeySpec, AuthPolicy, OidcIssuerSpec};
+use crate::edge_index::{Index, ids};
 use crate::model::{
     AppSpec, AppStatus, ClusterSpec, EndpointSpec, PortPolicy, RouteSpec, RoutingSpec,
 };
@@ -81,6 +82,9 @@ pub struct EdgeConfig {
     /// Tenants' claims on hostnames, verified by DNS before binding.
     #[serde(default)]
     pub hostname_claims: OrdMap<String, HostnameClaim>,
+    /// Lookups `apply` keeps current; derived, never serialized.
+    #[serde(skip, default = "Index::stale")]
+    index: Index,
 }
 
 /// An event that changes what the edge serves. The serde tag is the `event_type`.
@@ -340,6 +344,9 @@ impl EdgeConfig {
     /// Applies one event; on error nothing changed.
     pub fn apply(&mut self, event: &EdgeEvent) -> Result<(), EdgeError> {
         use EdgeEvent::*;
+        if self.index.stale {
+            self.index = Index::build(self);
+        }
         match event {
             AppCreated { app_id, auth } => {
                 if self.apps.contains_key(app_id) {
@@ -373,10 +380,25 @@ impl EdgeConfig {
                 self.apps
                     .remove(app_id)
                     .ok_or_else(|| EdgeError::NoApp(app_id.clone()))?;
-                remove_where(&mut self.routes, |r| r.app == *app_id);
-                remove_where(&mut self.hostnames, |a| a == app_id);
+                let routes: Vec<String> = ids(&self.index.routes_of, app_id).cloned().collect();
+                for id in routes {
+                    if let Some(r) = self.routes.remove(&id) {
+                        self.index.remove_route(&id, &r);
+                    }
+                }
+                let hostnames: Vec<String> =
+                    ids(&self.index.hostnames_of, app_id).cloned().collect();
+                for h in hostnames {
+                    self.hostnames.remove(&h);
+                    self.index.remove_hostname(&h, app_id);
+                }
+                let keys: Vec<String> = ids(&self.index.keys_of, app_id).cloned().collect();
+                for id in keys {
+                    if let Some(k) = self.api_keys.remove(&id) {
+                        self.index.remove_key(&k);
+                    }
+                }
                 remove_where(&mut self.hostname_claims, |c| c.app_id == *app_id);
-                remove_where(&mut self.api_keys, |k| k.app == *app_id);
                 self.limits.remove(app_id);
             }
             UpstreamConfigured {
@@ -420,12 +442,15 @@ impl EdgeConfig {
                 if self.routes.contains_key(&id) {
                     return Err(EdgeError::RouteExists(id));
                 }
+                self.index.add_route(&id, route);
                 self.routes.insert(id, route.clone());
             }
             RouteDeleted { route_id } => {
-                self.routes
+                let r = self
+                    .routes
                     .remove(route_id)
                     .ok_or_else(|| EdgeError::NoRoute(route_id.clone()))?;
+                self.index.remove_route(route_id, &r);
             }
             HostnameBound { hostname, app_id } => {
                 if !self.apps.contains_key(app_id) {
@@ -438,6 +463,7 @@ impl EdgeConfig {
                     });
                 }
                 self.hostnames.insert(hostname.clone(), app_id.clone());
+                self.index.add_hostname(hostname, app_id);
             }
             HostnameRebound {
                 hostname,
@@ -451,11 +477,15 @@ impl EdgeConfig {
                     return Err(EdgeError::NoApp(to_app.clone()));
                 }
                 self.hostnames.insert(hostname.clone(), to_app.clone());
+                self.index.remove_hostname(hostname, from_app);
+                self.index.add_hostname(hostname, to_app);
             }
             HostnameUnbound { hostname } => {
-                self.hostnames
+                let app = self
+                    .hostnames
                     .remove(hostname)
                     .ok_or_else(|| EdgeError::HostnameNotBound(hostname.clone()))?;
+                self.index.remove_hostname(hostname, &app);
             }
             CertificateUploaded { cert } => {
                 if self.certificates.contains_key(&cert.id) {
@@ -488,11 +518,14 @@ impl EdgeConfig {
                     return Err(EdgeError::KeyExists(key.key_id.clone()));
                 }
                 self.api_keys.insert(key.key_id.clone(), key.clone());
+                self.index.add_key(key);
             }
             ApiKeyRevoked { key_id } => {
-                self.api_keys
+                let k = self
+                    .api_keys
                     .remove(key_id)
                     .ok_or_else(|| EdgeError::NoKey(key_id.clone()))?;
+                self.index.remove_key(&k);
             }
             LimitsSet { app_id, limits } => {
                 self.app_mut(app_id)?;
@@ -651,6 +684,11 @@ impl EdgeConfig {
                 .collect(),
             oidc_issuers: self.oidc_issuers.values().cloned().collect(),
         }
+    }
+
+    /// The lookups `apply` maintains.
+    pub(crate) fn index(&self) -> &Index {
+        &self.index
     }
 
     /// The routing spec of one app, given its hostnames.

@@ -17,13 +17,16 @@
 //! A problem `validate` finds in the scoped spec is a problem of the whole spec, and a
 //! problem of the whole spec that the events could have caused is in the scoped spec
 //! (`routing/tests/scoped_validation.rs` checks both on random configs and events).
-//! Building it costs a few scans of keys and names, no copy of the config.
+//! Building it costs lookups in the config's index (`edge_index`), no scan and no copy
+//! of the config.
 
 use crate::auth::ApiKeySpec;
 use crate::edge::{EdgeConfig, EdgeEvent};
+use crate::edge_index::{Index, ids};
 use crate::host::wildcard_parent;
 use crate::model::{RouteSpec, RoutingSpec};
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::Cow;
+use std::collections::BTreeSet;
 
 /// What a list of events touches.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -131,6 +134,42 @@ impl Related {
 }
 
 impl EdgeConfig {
+    /// The index, rebuilt here if this config was deserialized and never applied to.
+    pub(crate) fn lookups(&self) -> Cow<'_, Index> {
+        if self.index().stale {
+            Cow::Owned(Index::build(self))
+        } else {
+            Cow::Borrowed(self.index())
+        }
+    }
+
+    /// Whether the index `apply` maintained equals one built from the data (for tests).
+    #[doc(hidden)]
+    pub fn index_is_current(&self) -> bool {
+        self.lookups().same_as(&Index::build(self))
+    }
+
+    /// The hostnames bound to `app`, in order.
+    pub fn hostnames_of(&self, app: &str) -> Vec<String> {
+        ids(&self.lookups().hostnames_of, &app.to_string())
+            .cloned()
+            .collect()
+    }
+
+    /// The ids of the routes sending to `app`, in order.
+    pub fn routes_of(&self, app: &str) -> Vec<String> {
+        ids(&self.lookups().routes_of, &app.to_string())
+            .cloned()
+            .collect()
+    }
+
+    /// The ids of `app`'s API keys, in order.
+    pub fn keys_of(&self, app: &str) -> Vec<String> {
+        ids(&self.lookups().keys_of, &app.to_string())
+            .cloned()
+            .collect()
+    }
+
     /// The routing spec of what `scope` touched and what the validation rules relate
     /// it to (see the module docs).
     pub fn scoped_spec(&self, scope: &Scope) -> RoutingSpec {
@@ -148,11 +187,11 @@ impl EdgeConfig {
     /// touched (or wildcard-covered) names, routes sharing their ports, touched keys and
     /// keys sharing their hash.
     pub fn related(&self, scope: &Scope) -> Related {
+        let index = self.lookups();
+        let index = &*index;
         let mut hosts: BTreeSet<&str> = scope.hostnames.iter().map(String::as_str).collect();
-        for (h, app) in &self.hostnames {
-            if scope.apps.contains(app) {
-                hosts.insert(h);
-            }
+        for app in &scope.apps {
+            hosts.extend(ids(&index.hostnames_of, app).map(String::as_str));
         }
         let mut routes: BTreeSet<&str> = BTreeSet::new();
         for id in &scope.routes {
@@ -161,40 +200,26 @@ impl EdgeConfig {
                 routes.insert(id);
             }
         }
-        let covered: BTreeSet<&str> = hosts.iter().filter_map(|h| h.strip_prefix("*.")).collect();
-        let on_host = |r: &RouteSpec| {
-            hosts.contains(r.hostname.as_str())
-                || (!r.hostname.starts_with("*.")
-                    && wildcard_parent(&r.hostname).is_some_and(|p| covered.contains(p)))
-        };
-        for (id, r) in &self.routes {
-            if scope.apps.contains(&r.app) || on_host(r) {
-                routes.insert(id);
+        for app in &scope.apps {
+            routes.extend(ids(&index.routes_of, app).map(String::as_str));
+        }
+        for h in &hosts {
+            routes.extend(ids(&index.routes_on, &h.to_string()).map(String::as_str));
+            if let Some(parent) = h.strip_prefix("*.") {
+                routes.extend(ids(&index.routes_under, &parent.to_string()).map(String::as_str));
             }
         }
         let ports: BTreeSet<u16> = routes
             .iter()
             .filter_map(|id| self.routes.get(*id)?.listen_port)
             .collect();
-        if !ports.is_empty() {
-            for (id, r) in &self.routes {
-                if r.listen_port.is_some_and(|p| ports.contains(&p)) {
-                    routes.insert(id);
-                }
-            }
+        for port in &ports {
+            routes.extend(ids(&index.routes_at, port).map(String::as_str));
         }
-        let hashes: BTreeSet<&str> = scope
-            .keys
-            .iter()
-            .filter_map(|id| self.api_keys.get(id))
-            .map(|k| k.sha256.as_str())
-            .collect();
-        let keys: BTreeSet<String> = self
-            .api_keys
-            .iter()
-            .filter(|(id, k)| scope.keys.contains(*id) || hashes.contains(k.sha256.as_str()))
-            .map(|(id, _)| id.clone())
-            .collect();
+        let mut keys: BTreeSet<String> = BTreeSet::new();
+        for k in scope.keys.iter().filter_map(|id| self.api_keys.get(id)) {
+            keys.extend(ids(&index.keys_by_hash, &k.sha256).cloned());
+        }
         let route_specs: Vec<&RouteSpec> = routes
             .iter()
             .filter_map(|id| self.routes.get(*id))
@@ -249,18 +274,13 @@ impl EdgeConfig {
             .collect();
         let mut apps: BTreeSet<&str> = related.apps.iter().map(String::as_str).collect();
         self.referenced_apps(&routes, &keys, &mut apps);
-        let mut hostnames_of: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        for (h, app) in &self.hostnames {
-            if apps.contains(app.as_str()) {
-                hostnames_of.entry(app).or_default().push(h.clone());
-            }
-        }
+        let index = self.lookups();
         RoutingSpec {
             api_hosts: self.api_hosts.clone(),
             apps: apps
                 .iter()
                 .filter_map(|id| self.apps.get(*id))
-                .map(|a| self.app_spec(a, hostnames_of.remove(a.id.as_str()).unwrap_or_default()))
+                .map(|a| self.app_spec(a, ids(&index.hostnames_of, &a.id).cloned().collect()))
                 .collect(),
             routes: routes.into_iter().cloned().collect(),
             port_policy: self.port_policy.clone(),

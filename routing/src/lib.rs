@@ -10,6 +10,7 @@
 pub mod acme;
 pub mod auth;
 pub mod edge;
+mod edge_index;
 pub mod edge_scope;
 pub mod gateway;
 pub mod host;

@@ -150,6 +150,10 @@ fn scoped_validation_finds_what_whole_validation_finds() {
         if command.iter().any(|e| next.apply(e).is_err()) {
             continue;
         }
+        assert!(
+            current.index_is_current() && next.index_is_current(),
+            "index drifted"
+        );
         let scope = Scope::of(&command).expect("no platform-wide events are generated");
         let full_next = problems(&next.routing_spec());
         let full_new: BTreeSet<_> = full_next
@@ -179,6 +183,31 @@ fn scoped_validation_finds_what_whole_validation_finds() {
         refused > 100 && refused < checked - 100,
         "{refused} of {checked} commands added problems"
     );
+}
+
+#[test]
+fn a_deserialized_config_validates_like_the_one_it_came_from() {
+    let mut rng = Rng(7);
+    for _ in 0..200 {
+        let mut config = EdgeConfig::default();
+        for _ in 0..30 {
+            let _ = config.apply(&event(random_event(&mut rng)));
+        }
+        let copy: EdgeConfig =
+            serde_json::from_str(&serde_json::to_string(&config).unwrap()).unwrap();
+        assert_eq!(copy, config);
+        assert!(copy.index_is_current());
+        let command = [event(random_event(&mut rng))];
+        let scope = Scope::of(&command).unwrap();
+        assert_eq!(copy.scoped_spec(&scope), config.scoped_spec(&scope));
+        let (mut a, mut b) = (config.clone(), copy);
+        assert_eq!(a.apply(&command[0]).is_ok(), b.apply(&command[0]).is_ok());
+        assert!(
+            b.index_is_current(),
+            "a deserialized config indexes itself on apply"
+        );
+        assert_eq!(a.scoped_spec(&scope), b.scoped_spec(&scope));
+    }
 }
 
 #[test]

@@ -49,24 +49,9 @@ pub fn app_view(config: &EdgeConfig, app: &EdgeApp) -> AppView {
         deleting_until: app.deleting_until,
         upstreams: app.upstreams.clone(),
         auth: app.auth.clone(),
-        hostnames: config
-            .hostnames
-            .iter()
-            .filter(|(_, a)| **a == app.id)
-            .map(|(h, _)| h.clone())
-            .collect(),
-        routes: config
-            .routes
-            .iter()
-            .filter(|(_, r)| r.app == app.id)
-            .map(|(id, _)| id.clone())
-            .collect(),
-        api_keys: config
-            .api_keys
-            .values()
-            .filter(|k| k.app == app.id)
-            .map(|k| k.key_id.clone())
-            .collect(),
+        hostnames: config.hostnames_of(&app.id),
+        routes: config.routes_of(&app.id),
+        api_keys: config.keys_of(&app.id),
         limits: config.limits.get(&app.id).cloned(),
     }
 }
@@ -78,44 +63,10 @@ fn existing<'a>(config: &'a EdgeConfig, id: &str) -> Result<&'a EdgeApp, Command
         .ok_or_else(|| CommandError::NotFound(format!("no app `{id}`")))
 }
 
-/// The view after `events`, for answers (the events were checked already).
-///
-/// App events touch only the app's own part of the config, so they are applied
-/// to a copy of that part: the cost does not grow with the number of apps.
+/// The view after `events`, for answers (the events were checked already). The
+/// config is made of persistent maps: the copy shares everything the events leave.
 fn view_after(config: &EdgeConfig, events: &[EdgeEvent], id: &str) -> Option<AppView> {
-    let mut next = EdgeConfig {
-        apps: config
-            .apps
-            .get_key_value(id)
-            .map(|(k, a)| (k.clone(), a.clone()))
-            .into_iter()
-            .collect(),
-        routes: config
-            .routes
-            .iter()
-            .filter(|(_, r)| r.app == id)
-            .map(|(k, r)| (k.clone(), r.clone()))
-            .collect(),
-        hostnames: config
-            .hostnames
-            .iter()
-            .filter(|(_, a)| *a == id)
-            .map(|(h, a)| (h.clone(), a.clone()))
-            .collect(),
-        api_keys: config
-            .api_keys
-            .iter()
-            .filter(|(_, k)| k.app == id)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        limits: config
-            .limits
-            .get_key_value(id)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .into_iter()
-            .collect(),
-        ..EdgeConfig::default()
-    };
+    let mut next = config.clone();
     for e in events {
         next.apply(e).ok()?;
     }

@@ -1,0 +1,150 @@
+//! Lookups over the edge config that would otherwise scan it: an app's hostnames,
+//! routes and keys, the routes on a name, under a wildcard or on a port, the keys with
+//! a hash. [`EdgeConfig::apply`](crate::EdgeConfig::apply) keeps them up to date, so
+//! a command's checks and answers cost what it touched, not the tenant count.
+//!
+//! The index is derived data: it is not serialized, and a deserialized config
+//! rebuilds it on first use ([`Index::stale`]). Two configs with the same data are
+//! equal whatever their index holds.
+
+use crate::auth::ApiKeySpec;
+use crate::edge::EdgeConfig;
+use crate::host::wildcard_parent;
+use crate::model::RouteSpec;
+use imbl::{OrdMap, OrdSet};
+
+type Ids = OrdSet<String>;
+
+/// The edge config's lookups; every set holds ids (hostnames for `hostnames_of`).
+#[derive(Clone, Default)]
+pub struct Index {
+    /// Built from nothing: a deserialized config's index must be rebuilt before use.
+    pub(crate) stale: bool,
+    pub(crate) hostnames_of: OrdMap<String, Ids>,
+    pub(crate) routes_of: OrdMap<String, Ids>,
+    pub(crate) routes_on: OrdMap<String, Ids>,
+    /// By the wildcard parent of the route's name: the routes `*.<parent>` covers.
+    pub(crate) routes_under: OrdMap<String, Ids>,
+    pub(crate) routes_at: OrdMap<u16, Ids>,
+    pub(crate) keys_of: OrdMap<String, Ids>,
+    pub(crate) keys_by_hash: OrdMap<String, Ids>,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.stale { "Index(stale)" } else { "Index" })
+    }
+}
+
+impl PartialEq for Index {
+    /// Derived data: configs compare by what they hold.
+    fn eq(&self, _: &Index) -> bool {
+        true
+    }
+}
+
+fn add<K: Ord + Clone>(map: &mut OrdMap<K, Ids>, key: K, id: &str) {
+    map.entry(key).or_default().insert(id.to_string());
+}
+
+fn remove<K: Ord + Clone>(map: &mut OrdMap<K, Ids>, key: &K, id: &str) {
+    if let Some(ids) = map.get_mut(key) {
+        ids.remove(id);
+        if ids.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+/// The ids under `key`, in order.
+pub(crate) fn ids<'a, K: Ord + Clone>(
+    map: &'a OrdMap<K, Ids>,
+    key: &K,
+) -> impl Iterator<Item = &'a String> + 'a {
+    map.get(key).into_iter().flat_map(|ids| ids.iter())
+}
+
+impl Index {
+    /// The index of a config that is not built by `apply` (deserialized).
+    pub(crate) fn stale() -> Index {
+        Index {
+            stale: true,
+            ..Index::default()
+        }
+    }
+
+    /// The index of `config`, from scratch.
+    pub(crate) fn build(config: &EdgeConfig) -> Index {
+        let mut index = Index::default();
+        for (id, r) in &config.routes {
+            index.add_route(id, r);
+        }
+        for (h, app) in &config.hostnames {
+            index.add_hostname(h, app);
+        }
+        for k in config.api_keys.values() {
+            index.add_key(k);
+        }
+        index
+    }
+
+    /// Whether both hold the same lookups (`==` ignores the index).
+    pub(crate) fn same_as(&self, other: &Index) -> bool {
+        self.hostnames_of == other.hostnames_of
+            && self.routes_of == other.routes_of
+            && self.routes_on == other.routes_on
+            && self.routes_under == other.routes_under
+            && self.routes_at == other.routes_at
+            && self.keys_of == other.keys_of
+            && self.keys_by_hash == other.keys_by_hash
+    }
+
+    pub(crate) fn add_route(&mut self, id: &str, r: &RouteSpec) {
+        add(&mut self.routes_of, r.app.clone(), id);
+        add(&mut self.routes_on, r.hostname.clone(), id);
+        if let Some(p) = covered_parent(&r.hostname) {
+            add(&mut self.routes_under, p.to_string(), id);
+        }
+        if let Some(port) = r.listen_port {
+            add(&mut self.routes_at, port, id);
+        }
+    }
+
+    pub(crate) fn remove_route(&mut self, id: &str, r: &RouteSpec) {
+        remove(&mut self.routes_of, &r.app, id);
+        remove(&mut self.routes_on, &r.hostname, id);
+        if let Some(p) = covered_parent(&r.hostname) {
+            remove(&mut self.routes_under, &p.to_string(), id);
+        }
+        if let Some(port) = r.listen_port {
+            remove(&mut self.routes_at, &port, id);
+        }
+    }
+
+    pub(crate) fn add_hostname(&mut self, hostname: &str, app: &str) {
+        add(&mut self.hostnames_of, app.to_string(), hostname);
+    }
+
+    pub(crate) fn remove_hostname(&mut self, hostname: &str, app: &str) {
+        remove(&mut self.hostnames_of, &app.to_string(), hostname);
+    }
+
+    pub(crate) fn add_key(&mut self, k: &ApiKeySpec) {
+        add(&mut self.keys_of, k.app.clone(), &k.key_id);
+        add(&mut self.keys_by_hash, k.sha256.clone(), &k.key_id);
+    }
+
+    pub(crate) fn remove_key(&mut self, k: &ApiKeySpec) {
+        remove(&mut self.keys_of, &k.app, &k.key_id);
+        remove(&mut self.keys_by_hash, &k.sha256, &k.key_id);
+    }
+}
+
+/// The parent a wildcard must name to cover `hostname` (`x.p.example` → `p.example`);
+/// none for wildcards themselves and names too short to be covered.
+pub(crate) fn covered_parent(hostname: &str) -> Option<&str> {
+    if hostname.starts_with("*.") {
+        return None;
+    }
+    wildcard_parent(hostname)
+}
