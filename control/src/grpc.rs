@@ -1,10 +1,13 @@
 //! `tollgate.control.v1.EdgeFeed/Watch`: the stream proxies follow.
 //!
 //! - **Start.** `after_event_id = 0`, an id beyond the end of the log (the proxy
-//!   followed another database), or one more than `max_replay` events behind gets a
-//!   `Snapshot` of the projection at its cursor: a proxy that fell far behind
-//!   catches up in one message, not by replaying unbounded history. Any other id
-//!   resumes: only deltas after it.
+//!   followed another database), a `last_edge` marker the log does not hold (the log
+//!   was restored from a backup or replaced: [`crate::feed::resume_point`]), or one
+//!   more than `max_replay` events behind gets a `Snapshot` of the projection at its
+//!   cursor, saying why (`reason`) and carrying the marker the proxy resumes from next
+//!   (`last_edge`): a proxy that fell far behind catches up in one message, not by
+//!   replaying unbounded history. Otherwise the watch resumes: only deltas after the
+//!   marker (after `after_event_id` for proxies that send none).
 //! - **Compression.** Messages are gzip-compressed for clients that accept it
 //!   (`grpc-accept-encoding`); a snapshot of 10,000 tenants is mostly repeated
 //!   JSON keys and compresses well.
@@ -19,7 +22,7 @@
 //!   token, else `UNAUTHENTICATED`.
 //! - **Shutdown** ends every stream, so a graceful stop does not wait on them.
 
-use crate::feed::read_range;
+use crate::feed::{Unresumable, read_range, resume_point};
 use crate::metrics::{ControlMetrics, SnapshotReason, Watcher};
 use crate::projection::Projection;
 use crate::store::{AnyStore, EventStore};
@@ -31,7 +34,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tollgate_proto::control::v1::edge_feed_server::EdgeFeed;
 use tollgate_proto::control::v1::watch_response::Kind;
-use tollgate_proto::control::v1::{Delta, Snapshot, WatchRequest, WatchResponse};
+use tollgate_proto::control::v1::{Delta, EdgeMarker, Snapshot, WatchRequest, WatchResponse};
 use tonic::{Request, Response, Status};
 
 /// Messages buffered per stream before the reader waits for the proxy.
@@ -116,23 +119,46 @@ impl EdgeFeed for Feed {
             .map_err(|e| Status::unavailable(e.to_string()))?;
         let (tx, rx) = mpsc::channel(CHANNEL);
         let after = req.after_event_id;
-        let resume =
-            (after > 0 && after <= last && last - after <= self.max_replay).then_some(after);
+        let marker = req.last_edge.map(|m| tollgate_routing::EdgeMarker {
+            event_id: m.event_id,
+            fingerprint: m.fingerprint,
+        });
+        let start = resume_point(&self.store, after, marker.as_ref(), last)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let resume = match start {
+            Ok(from) if from > 0 && last - from <= self.max_replay => Some(from),
+            _ => None,
+        };
+        // The metric has no `log_diverged` value (yet): a diverged log counts with
+        // `cursor_ahead`, the other "not this log" case; the proxy is told which.
+        let snapshot = match start {
+            _ if resume.is_some() => None,
+            Ok(0) => Some((SnapshotReason::Initial, "initial")),
+            Ok(_) => Some((SnapshotReason::TooFarBehind, "too_far_behind")),
+            Err(u) => Some((SnapshotReason::CursorAhead, u.code())),
+        };
+        if start == Err(Unresumable::LogDiverged) {
+            tracing::warn!(
+                node = %req.node_id,
+                after,
+                last_edge = marker.as_ref().map_or(0, |m| m.event_id),
+                "the proxy's last edge event is not in the log (restored or replaced): sending a snapshot"
+            );
+        }
         tracing::info!(
             node = %req.node_id,
             after = req.after_event_id,
             resume = resume.is_some(),
             "proxy watching"
         );
-        let snapshot = resume
-            .is_none()
-            .then(|| SnapshotReason::of_watch(after, last));
         let task = Session {
             store: self.store.clone(),
             projection: self.projection.clone(),
             tx,
             node: req.node_id,
-            watcher: Watcher::open(self.metrics.as_deref(), snapshot),
+            watcher: Watcher::open(self.metrics.as_deref(), snapshot.map(|(m, _)| m)),
+            reason: snapshot.map_or("", |(_, r)| r),
         };
         let stop = self.stop.clone();
         tokio::spawn(task.run(resume, stop));
@@ -147,6 +173,8 @@ struct Session {
     node: String,
     /// Counted as open until the session ends.
     watcher: Watcher,
+    /// Why the session starts with a snapshot (the `Snapshot`'s `reason`).
+    reason: &'static str,
 }
 
 impl Session {
@@ -175,9 +203,15 @@ impl Session {
             None => {
                 let view = self.projection.view();
                 let json = serde_json::to_vec(&view.config).map_err(|e| e.to_string())?;
+                let last_edge = view.last_edge.clone().unwrap_or_default();
                 self.send(Kind::Snapshot(Snapshot {
                     event_id: view.event_id,
                     config_json: json,
+                    last_edge: Some(EdgeMarker {
+                        event_id: last_edge.event_id,
+                        fingerprint: last_edge.fingerprint,
+                    }),
+                    reason: self.reason.to_string(),
                 }))
                 .await?;
                 view.event_id
@@ -203,6 +237,7 @@ impl Session {
                         event_id: item.event_id,
                         event_type: item.event_type,
                         event_json: json,
+                        fingerprint: item.fingerprint,
                     }))
                     .await?;
                 }

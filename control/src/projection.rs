@@ -16,10 +16,10 @@
 //!   its id is remembered; the feed to proxies leaves it out, so proxies and the
 //!   projection stay identical. The outcome depends only on the log, so a rebuild
 //!   rejects the same ids.
-//! - **Readers** get an immutable [`View`] (config plus the id it is current at)
-//!   swapped in at the end of every sync (so a batch command's events appear
-//!   together); [`Projection::wait_applied`] waits on a watch
-//!   channel for read-your-writes.
+//! - **Readers** get an immutable [`View`] (config plus the id it is current at, and
+//!   the last edge event up to it: the marker a snapshot hands proxies) swapped in
+//!   at the end of every sync (so a batch command's events appear together);
+//!   [`Projection::wait_applied`] waits on a watch channel for read-your-writes.
 //! - **Checkpoint.** The cursor is saved as projection `"edge"`
 //!   ([`EventStore::save_checkpoint`]) at most every [`CHECKPOINT_INTERVAL`] and on
 //!   shutdown. The config itself is not persisted: a start replays the log from 0
@@ -27,12 +27,13 @@
 //! - [`Projection::rebuild_from_zero`] replays the log into a fresh config; it
 //!   must equal what incremental application produced (tested).
 
+use crate::feed::marker_of;
 use crate::store::{AnyStore, EventStore, StoreError, StoredEvent};
 use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, watch};
-use tollgate_routing::{EdgeConfig, EdgeEvent};
+use tollgate_routing::{EdgeConfig, EdgeEvent, EdgeMarker};
 
 /// Name of the checkpoint row.
 pub const CHECKPOINT_NAME: &str = "edge";
@@ -47,6 +48,10 @@ pub struct View {
     /// The last event applied (or skipped) into `config`; 0 for an empty log.
     pub event_id: i64,
     pub config: EdgeConfig,
+    /// The last edge event applied into `config` (rejected ones do not count), `None`
+    /// while there is none: what a proxy that takes this snapshot resumes from
+    /// (`crate::feed`).
+    pub last_edge: Option<EdgeMarker>,
 }
 
 /// Decodes a stored event: `Some` for an [`EdgeEvent`] whose tag matches
@@ -75,6 +80,7 @@ pub fn apply_stored(
 struct Work {
     config: EdgeConfig,
     cursor: i64,
+    last_edge: Option<EdgeMarker>,
     saved: i64,
     saved_at: Instant,
 }
@@ -100,6 +106,7 @@ impl Projection {
             work: Mutex::new(Work {
                 config: EdgeConfig::default(),
                 cursor: 0,
+                last_edge: None,
                 saved: 0,
                 saved_at: Instant::now(),
             }),
@@ -171,15 +178,19 @@ impl Projection {
             let full = batch.len() as i64 >= BATCH;
             let mut rejected = Vec::new();
             for event in &batch {
-                if let Err(reason) = apply_stored(&mut work.config, event) {
-                    tracing::error!(
-                        event_id = event.event_id,
-                        event_type = %event.event_type,
-                        aggregate = %format!("{}/{}", event.aggregate_type, event.aggregate_id),
-                        reason,
-                        "edge event does not apply; left out of the projection and the feed"
-                    );
-                    rejected.push(event.event_id);
+                match apply_stored(&mut work.config, event) {
+                    Ok(Some(_)) => work.last_edge = Some(marker_of(event)),
+                    Ok(None) => {}
+                    Err(reason) => {
+                        tracing::error!(
+                            event_id = event.event_id,
+                            event_type = %event.event_type,
+                            aggregate = %format!("{}/{}", event.aggregate_type, event.aggregate_id),
+                            reason,
+                            "edge event does not apply; left out of the projection and the feed"
+                        );
+                        rejected.push(event.event_id);
+                    }
                 }
             }
             if !rejected.is_empty() {
@@ -201,6 +212,7 @@ impl Projection {
             let view = Arc::new(View {
                 event_id: cursor,
                 config: work.config.clone(),
+                last_edge: work.last_edge.clone(),
             });
             *self.view.write().unwrap_or_else(|e| e.into_inner()) = view;
             self.applied.send_replace(cursor);
@@ -270,6 +282,7 @@ impl Projection {
         let upto = self.event_id();
         let mut config = EdgeConfig::default();
         let mut cursor = 0;
+        let mut last_edge = None;
         'read: while cursor < upto {
             let batch = self.store.read_after(cursor, BATCH).await?;
             if batch.is_empty() {
@@ -280,13 +293,16 @@ impl Projection {
                     break 'read;
                 }
                 // Rejections are logged by `sync`; here they only change nothing.
-                let _ = apply_stored(&mut config, event);
+                if let Ok(Some(_)) = apply_stored(&mut config, event) {
+                    last_edge = Some(marker_of(event));
+                }
                 cursor = event.event_id;
             }
         }
         Ok(View {
             event_id: cursor.max(upto),
             config,
+            last_edge,
         })
     }
 }

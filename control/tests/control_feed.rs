@@ -28,6 +28,7 @@ async fn watch(
     let mut req = tonic::Request::new(WatchRequest {
         after_event_id: after,
         node_id: "test-proxy".into(),
+        last_edge: None,
     });
     if let Some(t) = token {
         req.metadata_mut()
@@ -224,6 +225,7 @@ async fn a_proxy_far_behind_gets_one_compressed_snapshot_instead_of_the_history(
         let mut req = tonic::Request::new(WatchRequest {
             after_event_id: after,
             node_id: "test-proxy".into(),
+            last_edge: None,
         });
         req.metadata_mut()
             .insert("authorization", format!("Bearer {PROXY}").parse().unwrap());
@@ -340,4 +342,201 @@ async fn events_endpoint_pages_through_the_log() {
     expect(p.get("/v1/events?after=-1").await, 400);
     expect(p.get("/v1/events?after=abc").await, 400);
     svc.stop().await;
+}
+
+/// `(event_id, fingerprint)` of the last event of a `/v1/events` page.
+fn last_marker(page: &serde_json::Value) -> (i64, String) {
+    let e = page["events"].as_array().unwrap().last().unwrap();
+    let fp = e["fingerprint"].as_str().unwrap().to_string();
+    assert_eq!(fp.len(), 16, "{e}");
+    (e["event_id"].as_i64().unwrap(), fp)
+}
+
+async fn watch_marked(
+    running: &tollgate_control::Running,
+    after: i64,
+    marker: &(i64, String),
+) -> Streaming<WatchResponse> {
+    let mut client = EdgeFeedClient::connect(format!("http://{}", running.grpc_addr))
+        .await
+        .unwrap()
+        .max_decoding_message_size(64 << 20);
+    let mut req = tonic::Request::new(WatchRequest {
+        after_event_id: after,
+        node_id: "test-proxy".into(),
+        last_edge: Some(tollgate_proto::control::v1::EdgeMarker {
+            event_id: marker.0,
+            fingerprint: marker.1.clone(),
+        }),
+    });
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {PROXY}").parse().unwrap());
+    client.watch(req).await.unwrap().into_inner()
+}
+
+/// The log restored from a copy of its database: a proxy whose last edge event was
+/// lost gets a snapshot (`log_diverged`) on both transports even once the log is past
+/// its cursor; one whose last edge event was kept resumes after it and gets the new
+/// events, including those at ids up to its cursor.
+#[tokio::test]
+async fn a_proxy_beyond_a_restored_backup_is_told_the_log_diverged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (db, backup) = (tmp.path().join("control.db"), tmp.path().join("backup.db"));
+    let client = |r: &tollgate_control::Running| Client {
+        addr: r.http_addr,
+        token: Some(PROXY.into()),
+    };
+    let admin = |r: &tollgate_control::Running| client(r).with_token(Some(ADMIN));
+    let stop = |r: tollgate_control::Running| async move {
+        r.shutdown();
+        r.wait().await.unwrap();
+    };
+
+    let running = start_in(tmp.path()).await;
+    expect(
+        admin(&running)
+            .post("/api/v1/apps", json!({ "id": "a" }))
+            .await,
+        201,
+    );
+    write_routes(admin(&running), "a", 2).await;
+    let kept = last_marker(&expect(
+        client(&running).get("/v1/events?after=0").await,
+        200,
+    ));
+    stop(running).await;
+    std::fs::copy(&db, &backup).unwrap();
+
+    // Lost: what happens after the backup.
+    let running = start_in(tmp.path()).await;
+    expect(
+        admin(&running)
+            .post("/api/v1/apps", json!({ "id": "b" }))
+            .await,
+        201,
+    );
+    write_routes(admin(&running), "b", 2).await;
+    let lost = last_marker(&expect(
+        client(&running).get("/v1/events?after=0").await,
+        200,
+    ));
+    assert!(lost.0 > kept.0);
+    stop(running).await;
+
+    // Restored, and written to past the lost cursor.
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(tmp.path().join(format!("control.db{suffix}")));
+    }
+    std::fs::copy(&backup, &db).unwrap();
+    let running = start_in(tmp.path()).await;
+    expect(
+        admin(&running)
+            .post("/api/v1/apps", json!({ "id": "c" }))
+            .await,
+        201,
+    );
+    write_routes(admin(&running), "c", 4).await;
+    let head = running.projection().event_id();
+    assert!(head > lost.0, "the log passes the lost cursor");
+    let p = client(&running);
+
+    // Polling: the lost marker is 410 log_diverged.
+    let diverged = expect(
+        p.get(&format!(
+            "/v1/events?after={0}&edge_id={0}&edge_fp={1}",
+            lost.0, lost.1
+        ))
+        .await,
+        410,
+    );
+    assert_eq!(diverged["error"]["code"], "log_diverged", "{diverged}");
+    // Without a marker (an older proxy) the cursor alone cannot tell: it resumes.
+    let blind = expect(p.get(&format!("/v1/events?after={}", lost.0)).await, 200);
+    assert!(
+        blind["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["event_id"].as_i64().unwrap() > lost.0)
+    );
+    // The kept marker, cursor anywhere after it: every new event after the marker.
+    let resumed = expect(
+        p.get(&format!(
+            "/v1/events?after={}&edge_id={}&edge_fp={}",
+            lost.0, kept.0, kept.1
+        ))
+        .await,
+        200,
+    );
+    let new: Vec<(i64, String)> = log_after_running(&running, kept.0).await;
+    let got: Vec<(i64, String)> = resumed["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["event_id"].as_i64().unwrap(),
+                e["event_type"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(got, new);
+    assert!(got.iter().any(|(id, _)| *id <= lost.0), "{got:?}");
+    // A marker beyond the end of the log, and a malformed one.
+    let ahead = expect(
+        p.get(&format!(
+            "/v1/events?after=1&edge_id={}&edge_fp=ab",
+            head + 10
+        ))
+        .await,
+        410,
+    );
+    assert_eq!(ahead["error"]["code"], "cursor_ahead");
+    expect(p.get("/v1/events?after=1&edge_fp=ab").await, 400);
+    expect(p.get("/v1/events?after=1&edge_id=-1").await, 400);
+    // The snapshot names its last edge event: the newest event of the log here.
+    let snap = expect(p.get("/v1/snapshot").await, 200);
+    let newest = last_marker(&expect(p.get("/v1/events?after=0&limit=5000").await, 200));
+    assert_eq!(snap["last_edge"]["event_id"], newest.0);
+    assert_eq!(snap["last_edge"]["fingerprint"], newest.1.as_str());
+
+    // gRPC: the lost marker gets a snapshot saying why, with the marker to keep.
+    let mut stream = watch_marked(&running, lost.0, &lost).await;
+    let Kind::Snapshot(s) = next(&mut stream).await else {
+        panic!("a diverged proxy gets a snapshot")
+    };
+    assert_eq!(s.reason, "log_diverged");
+    assert_eq!(s.event_id, head);
+    let m = s.last_edge.unwrap();
+    assert_eq!((m.event_id, m.fingerprint), newest);
+    // The kept marker resumes after it with the new events, deltas only.
+    let mut stream = watch_marked(&running, lost.0, &kept).await;
+    let mut deltas = Vec::new();
+    for _ in 0..new.len() {
+        match next(&mut stream).await {
+            Kind::Delta(d) => {
+                assert_eq!(d.fingerprint.len(), 16);
+                deltas.push((d.event_id, d.event_type));
+            }
+            Kind::Snapshot(_) => panic!("a proxy with a kept marker resumes"),
+        }
+    }
+    assert_eq!(deltas, new);
+    stop(running).await;
+}
+
+/// The edge events of the log after `after`, as (id, type).
+async fn log_after_running(running: &tollgate_control::Running, after: i64) -> Vec<(i64, String)> {
+    running
+        .commands
+        .store()
+        .read_after(after, 100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| {
+            let ev: EdgeEvent = serde_json::from_value(e.payload).ok()?;
+            (ev.event_type() == e.event_type).then_some((e.event_id, e.event_type))
+        })
+        .collect()
 }

@@ -93,6 +93,7 @@ async fn watch(svc: &Svc, after: i64) -> Streaming<WatchResponse> {
     let mut req = tonic::Request::new(WatchRequest {
         after_event_id: after,
         node_id: "metrics-test".into(),
+        last_edge: None,
     });
     req.metadata_mut()
         .insert("authorization", format!("Bearer {PROXY}").parse().unwrap());

@@ -49,6 +49,7 @@ pub struct Metrics {
     pub control_last_event_id: IntGauge,
     pub control_apply_errors: IntCounterVec,
     pub control_updates: IntCounterVec,
+    pub control_resyncs: IntCounterVec,
     /// Apps whose series carry their id, and those refused that for the cap.
     pub detailed_apps: IntGauge,
     pub detailed_apps_overflow: IntGauge,
@@ -156,6 +157,18 @@ impl Metrics {
                 "Control updates folded into the model, by kind (snapshot, delta).",
                 &["kind"],
             )?,
+            control_resyncs: {
+                let c = counter(
+                    "tollgate_control_resyncs_total",
+                    "Fresh control snapshots taken instead of resuming from the cursor, by reason (log_diverged, cursor_ahead, too_far_behind, unappliable).",
+                    &["reason"],
+                )?;
+                // Every reason from the start: a restore shows as a step from 0.
+                for r in crate::control_client::Resync::ALL {
+                    c.with_label_values(&[r.label()]);
+                }
+                c
+            },
             control_connected,
             control_last_event_id,
             bounded: crate::metric_scope::BoundedSeries::new(&requests, &request_duration)?,

@@ -5,13 +5,15 @@
 //! [`Snapshot`] a proxy serves from ([`matcher`], [`snapshot`]). It does no I/O and
 //! holds no runtime state: connection pools, health and counters live in the proxy,
 //! keyed by the specs defined here. It also holds the other types both sides speak:
-//! the usage batches a proxy reports and the control service stores ([`usage`]).
+//! the usage batches a proxy reports and the control service stores ([`usage`]), and
+//! where a proxy stands in the control service's event log ([`feed`]).
 
 pub mod acme;
 pub mod auth;
 pub mod edge;
 mod edge_index;
 pub mod edge_scope;
+pub mod feed;
 pub mod gateway;
 pub mod host;
 pub mod l4;
@@ -32,6 +34,7 @@ pub use acme::{AcmeChallenge, ChallengeKind, ManagedTls, TlsState, managed_cert_
 pub use auth::{ApiKeySpec, AuthPolicy, KeyKind, OidcIssuerSpec, SUPPORTED_ALGORITHMS};
 pub use edge::{EdgeApp, EdgeCert, EdgeConfig, EdgeError, EdgeEvent};
 pub use edge_scope::{Related, Scope};
+pub use feed::EdgeMarker;
 pub use gateway::{
     FrameOptions, HeaderOpsSpec, HeaderRulesSpec, HstsSpec, HttpsRedirectSpec, RedirectSpec,
     SecurityHeadersSpec, Switch,

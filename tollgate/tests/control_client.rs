@@ -21,7 +21,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tollgate_proto::control::v1::edge_feed_server::{EdgeFeed, EdgeFeedServer};
 use tollgate_proto::control::v1::watch_response::Kind;
-use tollgate_proto::control::v1::{Delta, Snapshot, WatchRequest, WatchResponse};
+use tollgate_proto::control::v1::{
+    Delta, EdgeMarker as WireMarker, Snapshot, WatchRequest, WatchResponse,
+};
 use tollgate_routing::{EdgeConfig, EdgeEvent, EndpointSpec};
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, transport::server::TcpIncoming};
@@ -118,27 +120,55 @@ struct Session {
 }
 
 impl Session {
+    /// A snapshot as a service without markers sends it.
     async fn snapshot(&self, event_id: i64, config: &EdgeConfig) {
+        self.snapshot_marked(event_id, config, None, "").await;
+    }
+
+    /// A snapshot naming its last edge event (`(id, fingerprint)`) and why it is sent.
+    async fn snapshot_marked(
+        &self,
+        event_id: i64,
+        config: &EdgeConfig,
+        last_edge: Option<(i64, &str)>,
+        reason: &str,
+    ) {
         let msg = WatchResponse {
             kind: Some(Kind::Snapshot(Snapshot {
                 event_id,
                 config_json: serde_json::to_vec(config).unwrap(),
+                last_edge: last_edge.map(|(id, fp)| WireMarker {
+                    event_id: id,
+                    fingerprint: fp.into(),
+                }),
+                reason: reason.into(),
             })),
         };
         self.tx.send(Ok(msg)).await.expect("stream open");
     }
 
+    /// A delta as a service without fingerprints sends it.
     async fn delta(&self, event_id: i64, e: &EdgeEvent) {
-        self.delta_raw(event_id, e.event_type(), serde_json::to_vec(e).unwrap())
-            .await;
+        self.delta_marked(event_id, e, "").await;
     }
 
-    async fn delta_raw(&self, event_id: i64, event_type: &str, json: Vec<u8>) {
+    async fn delta_marked(&self, event_id: i64, e: &EdgeEvent, fingerprint: &str) {
+        self.delta_raw(
+            event_id,
+            e.event_type(),
+            serde_json::to_vec(e).unwrap(),
+            fingerprint,
+        )
+        .await;
+    }
+
+    async fn delta_raw(&self, event_id: i64, event_type: &str, json: Vec<u8>, fingerprint: &str) {
         let msg = WatchResponse {
             kind: Some(Kind::Delta(Delta {
                 event_id,
                 event_type: event_type.into(),
                 event_json: json,
+                fingerprint: fingerprint.into(),
             })),
         };
         self.tx.send(Ok(msg)).await.expect("stream open");
@@ -642,7 +672,8 @@ async fn invalid_delta_keeps_last_good_config_and_structural_error_resyncs() {
 
     // Undecodable JSON right after that fresh snapshot: another resync cannot help,
     // so the event is skipped and the stream kept.
-    s2.delta_raw(9, "app_created", b"{not json".to_vec()).await;
+    s2.delta_raw(9, "app_created", b"{not json".to_vec(), "")
+        .await;
     proxy
         .wait_metric("tollgate_control_apply_errors_total{kind=\"decode\"}", 1.0)
         .await;
@@ -697,6 +728,105 @@ async fn reconnect_resumes_from_the_cursor() {
     proxy.wait_cursor(30).await;
     proxy.wait_routes("other.test", "upstream a").await;
     assert_eq!(proxy.get("acme.test").await.0, 404);
+}
+
+/// The marker protocol against a service that sends fingerprints: a reconnect names the
+/// last edge event applied; a `log_diverged` snapshot replaces the model (even below the
+/// cursor) and is counted; resuming after a marker below the cursor applies the new
+/// events between the two and ignores what the marker covers; the marker is persisted.
+#[tokio::test]
+async fn reconnect_names_the_last_edge_event_and_follows_a_restored_log() {
+    let (a, b) = (upstream("a").await, upstream("b").await);
+    let mut feed = FakeFeed::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), &control_table(Some(&feed.url()), None));
+    let diverged = "tollgate_control_resyncs_total{reason=\"log_diverged\"}";
+
+    let s = feed.session().await;
+    assert_eq!(s.request.last_edge, None, "nothing applied yet");
+    let mut model = one_app("acme", a);
+    s.snapshot_marked(20, &model, Some((18, "ff18")), "initial")
+        .await;
+    let e21 = event(&mut model, instance_added("acme", &b.to_string()));
+    s.delta_marked(21, &e21, "ff21").await;
+    proxy.wait_cursor(21).await;
+    assert_eq!(proxy.metric(diverged).await, 0.0);
+
+    // Reconnect: the cursor and the last edge event, by id and fingerprint.
+    drop(s);
+    let s = feed.session().await;
+    assert_eq!(s.request.after_event_id, 21);
+    assert_eq!(
+        s.request.last_edge,
+        Some(WireMarker {
+            event_id: 21,
+            fingerprint: "ff21".into()
+        })
+    );
+    // The service's log does not hold event 21 as the proxy knew it: a snapshot at an
+    // id below the cursor, which replaces the model all the same.
+    let restored = one_app("other", a);
+    s.snapshot_marked(19, &restored, Some((17, "ee17")), "log_diverged")
+        .await;
+    proxy.wait_cursor(19).await;
+    proxy.wait_routes("other.test", "upstream a").await;
+    assert_eq!(proxy.get("acme.test").await.0, 404);
+    proxy.wait_metric(diverged, 1.0).await;
+    assert!(proxy.logs().contains("restored from a backup or replaced"));
+
+    // Resumed after the marker (17), the service sends a new event 18, below the
+    // cursor (19): it applies. A resend of the marker's own event is ignored.
+    drop(s);
+    let s = feed.session().await;
+    assert_eq!(s.request.after_event_id, 19);
+    assert_eq!(s.request.last_edge.as_ref().map(|m| m.event_id), Some(17));
+    let mut model = restored;
+    let e17 = instance_added("other", "127.0.0.1:9");
+    s.delta_marked(17, &e17, "ee17").await;
+    let e18 = event(&mut model, instance_removed("other", &a.to_string()));
+    let e19 = event(&mut model, instance_added("other", &b.to_string()));
+    s.delta_marked(18, &e18, "dd18").await;
+    s.delta_marked(19, &e19, "dd19").await;
+    proxy.wait_cursor(19).await;
+    proxy.wait_routes("other.test", "upstream b").await;
+    assert_eq!(
+        proxy
+            .metric("tollgate_control_apply_errors_total{kind=\"structural\"}")
+            .await,
+        0.0,
+        "{}",
+        proxy.logs()
+    );
+    assert_eq!(proxy.metric(diverged).await, 1.0);
+    // 21, 18 and 19: not the resent 17.
+    assert_eq!(
+        proxy
+            .metric("tollgate_control_updates_total{kind=\"delta\"}")
+            .await,
+        3.0
+    );
+
+    // The marker is persisted with the cursor, and sent again.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = std::fs::read_to_string(dir.path().join("state/edge-snapshot.json"))
+            .unwrap_or_default();
+        let v: Value = serde_json::from_str(&text).unwrap_or_default();
+        if v["last_edge"] == json!({"event_id": 19, "fingerprint": "dd19"}) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "state file: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(s);
+    let s = feed.session().await;
+    assert_eq!(
+        (
+            s.request.after_event_id,
+            s.request.last_edge.map(|m| m.event_id)
+        ),
+        (19, Some(19))
+    );
 }
 
 #[tokio::test]

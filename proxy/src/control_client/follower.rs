@@ -1,5 +1,14 @@
 //! The proxy's copy of the control service's edge model and the cursor it is current
 //! at, and turning it into the servable config.
+//!
+//! Besides the cursor the follower keeps its marker ([`EdgeMarker`]): the id and
+//! fingerprint of the last edge event folded into the model (a delta's, or the one a
+//! snapshot names). A resume sends both; the service resumes after the marker if its
+//! log still holds that event, and sends a snapshot otherwise (its log was restored
+//! from a backup or replaced), so the proxy never keeps what a lost event did nor
+//! skips a new event that reused a lost one's id. Resuming after the marker may send
+//! events between the marker and the cursor: in the log the proxy followed there were
+//! no edge events there, so any that come are new ones of a restored log and apply.
 
 use super::ControlStatus;
 use super::persist::{PersistedState, Persister};
@@ -8,32 +17,55 @@ use crate::state::Shared;
 use std::sync::Arc;
 use tollgate_certs::{CertSource, CertStore};
 use tollgate_routing::validate::cross_tenant_routes;
-use tollgate_routing::{EdgeConfig, EdgeEvent, RoutingSpec};
+use tollgate_routing::{EdgeConfig, EdgeEvent, EdgeMarker, RoutingSpec};
 
 /// One message of the feed, decoded.
 // Updates pass one at a time from the feed to the applier; their size does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Update {
-    /// The whole model as of `event_id`.
-    Snapshot { event_id: i64, config: EdgeConfig },
-    /// One event after the cursor.
-    Delta { event_id: i64, event: EdgeEvent },
+    /// The whole model as of `event_id`. `last_edge`: the last edge event in it (`None`
+    /// from services that do not say); `resync`: why the service sent a snapshot
+    /// rather than resume, when it did so on its own.
+    Snapshot {
+        event_id: i64,
+        config: EdgeConfig,
+        last_edge: Option<EdgeMarker>,
+        resync: Option<Resync>,
+    },
+    /// One event after the cursor, with its marker (`None` from services that send no
+    /// fingerprint).
+    Delta {
+        event_id: i64,
+        event: EdgeEvent,
+        marker: Option<EdgeMarker>,
+    },
     /// A delta whose JSON does not decode as an [`EdgeEvent`].
     BadDelta {
         event_id: i64,
         event_type: String,
         error: String,
+        marker: Option<EdgeMarker>,
     },
     /// A snapshot whose JSON does not decode as an [`EdgeConfig`].
     BadSnapshot { event_id: i64, error: String },
 }
 
 impl Update {
-    /// Decodes a snapshot's `config_json`.
-    pub fn snapshot(event_id: i64, json: &[u8]) -> Update {
+    /// Decodes a snapshot's `config_json`; `reason` is the service's (empty if none).
+    pub fn snapshot(
+        event_id: i64,
+        json: &[u8],
+        last_edge: Option<EdgeMarker>,
+        reason: &str,
+    ) -> Update {
         match serde_json::from_slice(json) {
-            Ok(config) => Update::Snapshot { event_id, config },
+            Ok(config) => Update::Snapshot {
+                event_id,
+                config,
+                last_edge,
+                resync: Resync::of_snapshot(reason),
+            },
             Err(e) => Update::BadSnapshot {
                 event_id,
                 error: e.to_string(),
@@ -41,15 +73,85 @@ impl Update {
         }
     }
 
-    /// Decodes a delta's `event_json`.
-    pub fn delta(event_id: i64, event_type: &str, json: &[u8]) -> Update {
-        match serde_json::from_slice(json) {
-            Ok(event) => Update::Delta { event_id, event },
-            Err(e) => Update::BadDelta {
+    /// Decodes a delta's `event_json`; `fingerprint` is empty from older services.
+    pub fn delta(event_id: i64, event_type: &str, json: &[u8], fingerprint: String) -> Update {
+        let decoded = serde_json::from_slice(json).map_err(|e| e.to_string());
+        Update::decoded(event_id, event_type, decoded, fingerprint)
+    }
+
+    /// A delta already decoded (or not, with the reason).
+    pub fn decoded(
+        event_id: i64,
+        event_type: &str,
+        decoded: Result<EdgeEvent, String>,
+        fingerprint: String,
+    ) -> Update {
+        let marker = EdgeMarker::checked(event_id, fingerprint).filter(EdgeMarker::is_event);
+        match decoded {
+            Ok(event) => Update::Delta {
+                event_id,
+                event,
+                marker,
+            },
+            Err(error) => Update::BadDelta {
                 event_id,
                 event_type: event_type.to_string(),
-                error: e.to_string(),
+                error,
+                marker,
             },
+        }
+    }
+}
+
+/// Why the model was replaced by a fresh snapshot instead of following on from the
+/// cursor: the `reason` of `tollgate_control_resyncs_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resync {
+    /// The service's log does not hold the last edge event applied here: it was
+    /// restored from a backup or replaced.
+    LogDiverged,
+    /// The cursor is beyond the end of the service's log.
+    CursorAhead,
+    /// Further behind than the service replays.
+    TooFarBehind,
+    /// An event did not fit the model, so the proxy asked for a snapshot.
+    Unappliable,
+}
+
+impl Resync {
+    pub const ALL: [Resync; 4] = [
+        Resync::LogDiverged,
+        Resync::CursorAhead,
+        Resync::TooFarBehind,
+        Resync::Unappliable,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Resync::LogDiverged => "log_diverged",
+            Resync::CursorAhead => "cursor_ahead",
+            Resync::TooFarBehind => "too_far_behind",
+            Resync::Unappliable => "unappliable",
+        }
+    }
+
+    /// The service's `reason` for a snapshot, when it means a resync (not `initial`,
+    /// empty or unknown).
+    pub fn of_snapshot(reason: &str) -> Option<Resync> {
+        match reason {
+            "log_diverged" => Some(Resync::LogDiverged),
+            "cursor_ahead" => Some(Resync::CursorAhead),
+            "too_far_behind" => Some(Resync::TooFarBehind),
+            _ => None,
+        }
+    }
+
+    /// The error code of a `410` from `GET /v1/events` (older services send only
+    /// `cursor_ahead`).
+    pub fn of_gone(code: Option<&str>) -> Resync {
+        match code {
+            Some("log_diverged") => Resync::LogDiverged,
+            _ => Resync::CursorAhead,
         }
     }
 }
@@ -72,6 +174,9 @@ pub struct Follower {
     status: Arc<ControlStatus>,
     model: EdgeConfig,
     cursor: i64,
+    /// The last edge event in the model; `None` when the service did not say (older
+    /// services, older state files): resumes then go by the cursor alone.
+    last_edge: Option<EdgeMarker>,
     default_certificate: Option<String>,
     persister: Option<Persister>,
     /// Set until a snapshot arrives: the next request asks for one.
@@ -96,6 +201,7 @@ impl Follower {
             status,
             model: EdgeConfig::default(),
             cursor: 0,
+            last_edge: None,
             default_certificate,
             persister,
             needs_snapshot: true,
@@ -120,10 +226,56 @@ impl Follower {
         if self.awaiting_resync { 0 } else { self.cursor }
     }
 
-    /// Makes the next request ask for a snapshot (the service cannot resume).
-    pub fn request_snapshot(&mut self) {
+    /// The marker for the next request (none when it asks for a snapshot anyway).
+    pub fn resume_marker(&self) -> Option<&EdgeMarker> {
+        if self.awaiting_resync {
+            None
+        } else {
+            self.last_edge.as_ref()
+        }
+    }
+
+    /// Deltas up to this id are in the model already: the marker's, else the cursor.
+    /// Resuming after the marker may bring events between it and the cursor, which
+    /// are new (see the module docs).
+    fn applied_upto(&self) -> i64 {
+        self.last_edge
+            .as_ref()
+            .map_or(self.cursor, |m| m.event_id.min(self.cursor))
+    }
+
+    /// Makes the next request ask for a snapshot: the service cannot resume, for `why`.
+    pub fn request_snapshot(&mut self, why: Resync) {
+        self.resynced(why);
         self.needs_snapshot = true;
         self.awaiting_resync = true;
+    }
+
+    /// Logs and counts a resync.
+    fn resynced(&self, why: Resync) {
+        self.shared
+            .metrics
+            .control_resyncs
+            .with_label_values(&[why.label()])
+            .inc();
+        match why {
+            Resync::LogDiverged => tracing::warn!(
+                cursor = self.cursor,
+                last_edge_event_id = self.last_edge.as_ref().map_or(0, |m| m.event_id),
+                "the control service's log does not hold the last event applied here \
+                 (restored from a backup or replaced): replacing the model with a fresh snapshot"
+            ),
+            Resync::CursorAhead => tracing::warn!(
+                cursor = self.cursor,
+                "the cursor is beyond the end of the control service's log: replacing the model with a fresh snapshot"
+            ),
+            Resync::TooFarBehind => tracing::info!(
+                cursor = self.cursor,
+                "too far behind the control service's log to replay it: taking a fresh snapshot"
+            ),
+            // Logged where it is found.
+            Resync::Unappliable => {}
+        }
     }
 
     pub fn status(&self) -> &Arc<ControlStatus> {
@@ -139,6 +291,7 @@ impl Follower {
     pub async fn restore(&mut self, state: PersistedState) -> Result<u64, ConfigError> {
         self.model = state.config;
         self.set_cursor(state.event_id);
+        self.set_last_edge(state.last_edge);
         self.needs_snapshot = false;
         self.publish(false).await
     }
@@ -150,9 +303,18 @@ impl Follower {
         let metrics = self.shared.metrics.clone();
         for update in updates {
             match update {
-                Update::Snapshot { event_id, config } => {
+                Update::Snapshot {
+                    event_id,
+                    config,
+                    last_edge,
+                    resync,
+                } => {
+                    if let Some(why) = resync {
+                        self.resynced(why);
+                    }
                     self.model = config;
                     self.set_cursor(event_id);
+                    self.set_last_edge(last_edge);
                     self.needs_snapshot = false;
                     self.fresh_from_resync = std::mem::take(&mut self.awaiting_resync);
                     changed = true;
@@ -172,7 +334,7 @@ impl Follower {
                     break;
                 }
                 Update::Delta { event_id, .. } | Update::BadDelta { event_id, .. }
-                    if event_id <= self.cursor =>
+                    if event_id <= self.applied_upto() =>
                 {
                     // Resends after a reconnect or a switch between gRPC and polling.
                     tracing::debug!(
@@ -181,9 +343,15 @@ impl Follower {
                         "control event already applied"
                     );
                 }
-                Update::Delta { event_id, event } => match self.model.apply(&event) {
+                Update::Delta {
+                    event_id,
+                    event,
+                    marker,
+                } => match self.model.apply(&event) {
                     Ok(()) => {
+                        self.note_rewind(event_id);
                         self.set_cursor(event_id);
+                        self.set_last_edge(marker);
                         self.fresh_from_resync = false;
                         changed = true;
                         metrics.control_updates.with_label_values(&["delta"]).inc();
@@ -193,7 +361,8 @@ impl Follower {
                             .control_apply_errors
                             .with_label_values(&["structural"])
                             .inc();
-                        if self.on_unappliable(event_id, event.event_type(), &e.to_string()) {
+                        if self.on_unappliable(event_id, event.event_type(), &e.to_string(), marker)
+                        {
                             outcome = Outcome::Resync;
                             break;
                         }
@@ -203,12 +372,13 @@ impl Follower {
                     event_id,
                     event_type,
                     error,
+                    marker,
                 } => {
                     metrics
                         .control_apply_errors
                         .with_label_values(&["decode"])
                         .inc();
-                    if self.on_unappliable(event_id, &event_type, &error) {
+                    if self.on_unappliable(event_id, &event_type, &error, marker) {
                         outcome = Outcome::Resync;
                         break;
                     }
@@ -233,7 +403,13 @@ impl Follower {
     /// such a fresh snapshot and the event still does not fit, another resync would
     /// loop: the event is skipped and the cursor advances past it, and the next
     /// snapshot (any reconnect) repairs whatever it would have changed.
-    fn on_unappliable(&mut self, event_id: i64, event_type: &str, error: &str) -> bool {
+    fn on_unappliable(
+        &mut self,
+        event_id: i64,
+        event_type: &str,
+        error: &str,
+        marker: Option<EdgeMarker>,
+    ) -> bool {
         if self.fresh_from_resync {
             tracing::error!(
                 event_id,
@@ -241,7 +417,10 @@ impl Follower {
                 error,
                 "control event does not apply to a fresh snapshot; skipped"
             );
+            self.note_rewind(event_id);
             self.set_cursor(event_id);
+            // Skipped, but taken from the log like any other: resume after it.
+            self.set_last_edge(marker);
             false
         } else {
             tracing::error!(
@@ -250,10 +429,30 @@ impl Follower {
                 error,
                 "control event does not apply to the local model; resyncing from a snapshot"
             );
-            self.needs_snapshot = true;
-            self.awaiting_resync = true;
+            self.request_snapshot(Resync::Unappliable);
             true
         }
+    }
+
+    /// A new event at or below the cursor: the service resumed after the marker and
+    /// its log has edge events between the marker and the cursor, which the log this
+    /// proxy followed did not have. The log was restored to a point between the two;
+    /// the model is right up to the marker and follows the restored log from here.
+    fn note_rewind(&self, event_id: i64) {
+        if event_id <= self.cursor {
+            tracing::warn!(
+                event_id,
+                cursor = self.cursor,
+                "the control service's log has a new event below the cursor \
+                 (restored from a backup): following the restored log from here"
+            );
+        }
+    }
+
+    fn set_last_edge(&mut self, marker: Option<EdgeMarker>) {
+        self.status
+            .set_last_edge(marker.as_ref().map(|m| m.event_id));
+        self.last_edge = marker;
     }
 
     fn set_cursor(&mut self, event_id: i64) {
@@ -317,6 +516,7 @@ impl Follower {
                 if persist && let Some(p) = &self.persister {
                     p.save(PersistedState {
                         event_id,
+                        last_edge: self.last_edge.clone(),
                         config: self.model.clone(),
                     });
                 }

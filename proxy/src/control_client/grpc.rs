@@ -9,7 +9,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use std::time::Duration;
 use tollgate_proto::control::v1::edge_feed_client::EdgeFeedClient;
 use tollgate_proto::control::v1::watch_response::Kind;
-use tollgate_proto::control::v1::{WatchRequest, WatchResponse};
+use tollgate_proto::control::v1::{EdgeMarker as WireMarker, WatchRequest, WatchResponse};
+use tollgate_routing::EdgeMarker;
 use tonic::Streaming;
 use tonic::transport::Endpoint;
 
@@ -27,11 +28,12 @@ pub(super) enum SessionEnd {
     Ended { progressed: bool, reason: String },
 }
 
-/// Connects and calls `Watch(after_event_id = after)`.
+/// Connects and calls `Watch(after_event_id = after, last_edge = marker)`.
 pub(super) async fn open(
     settings: &ControlSettings,
     url: &Uri,
     after: i64,
+    marker: Option<&EdgeMarker>,
 ) -> Result<Streaming<WatchResponse>, String> {
     let endpoint = Endpoint::from(url.clone())
         .connect_timeout(Duration::from_secs(5))
@@ -61,6 +63,10 @@ pub(super) async fn open(
     let mut request = tonic::Request::new(WatchRequest {
         after_event_id: after,
         node_id: settings.node_id.clone(),
+        last_edge: marker.map(|m| WireMarker {
+            event_id: m.event_id,
+            fingerprint: m.fingerprint.clone(),
+        }),
     });
     if let Some(bearer) = settings.bearer() {
         let value = bearer
@@ -128,8 +134,24 @@ fn ended(progressed: bool, reason: String) -> SessionEnd {
 
 fn push(batch: &mut Vec<Update>, message: WatchResponse) {
     match message.kind {
-        Some(Kind::Snapshot(s)) => batch.push(Update::snapshot(s.event_id, &s.config_json)),
-        Some(Kind::Delta(d)) => batch.push(Update::delta(d.event_id, &d.event_type, &d.event_json)),
+        Some(Kind::Snapshot(s)) => {
+            let last_edge = s
+                .last_edge
+                .and_then(|m| EdgeMarker::checked(m.event_id, m.fingerprint))
+                .filter(|m| m.event_id <= s.event_id);
+            batch.push(Update::snapshot(
+                s.event_id,
+                &s.config_json,
+                last_edge,
+                &s.reason,
+            ))
+        }
+        Some(Kind::Delta(d)) => batch.push(Update::delta(
+            d.event_id,
+            &d.event_type,
+            &d.event_json,
+            d.fingerprint,
+        )),
         None => tracing::debug!("control feed message without a kind; ignored"),
     }
 }

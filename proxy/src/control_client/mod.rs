@@ -13,11 +13,15 @@
 //!   good config keeps serving, `tollgate_control_apply_errors_total{kind}` counts it,
 //!   and the model and cursor still advance, since a later event may fix it.
 //! - Reconnects back off exponentially with jitter (100 ms to `reconnect_max_ms`) and
-//!   resume from the cursor. After `fallback_after_failures` failed attempts the proxy
-//!   polls `http_url` until gRPC works again.
-//! - Every applied model is written to `state_dir/edge-snapshot.json`; at start it is
-//!   served before the listeners open, so a proxy started while the service is down
-//!   serves what it served before.
+//!   resume from the cursor, naming the last edge event applied (id and fingerprint:
+//!   the marker). A service whose log no longer holds that event (restored from a
+//!   backup, or another database) answers with a snapshot instead, which replaces the
+//!   model; `tollgate_control_resyncs_total{reason}` counts such resyncs. After
+//!   `fallback_after_failures` failed attempts the proxy polls `http_url` until gRPC
+//!   works again.
+//! - Every applied model is written to `state_dir/edge-snapshot.json` with its cursor
+//!   and marker; at start it is served before the listeners open, so a proxy started
+//!   while the service is down serves what it served before.
 //!
 //! [`routing_spec`]: tollgate_routing::EdgeConfig::routing_spec
 
@@ -28,7 +32,7 @@ pub mod persist;
 mod poll;
 pub mod settings;
 
-pub use follower::{Follower, Update};
+pub use follower::{Follower, Resync, Update};
 pub use settings::{ControlConfig, ControlSettings};
 
 use crate::state::Shared;
@@ -51,6 +55,8 @@ pub enum Transport {
 pub struct ControlStatus {
     node_id: String,
     cursor: AtomicI64,
+    /// The marker's event id; -1 without a marker.
+    last_edge: AtomicI64,
     serving: AtomicI64,
     transport: AtomicU8,
     /// A config from the control service (the feed's or a persisted one) is serving.
@@ -62,6 +68,7 @@ impl ControlStatus {
         ControlStatus {
             node_id,
             cursor: AtomicI64::new(0),
+            last_edge: AtomicI64::new(-1),
             serving: AtomicI64::new(0),
             transport: AtomicU8::new(Transport::Disconnected as u8),
             configured: std::sync::atomic::AtomicBool::new(false),
@@ -98,6 +105,17 @@ impl ControlStatus {
         self.cursor.store(id, Ordering::Relaxed);
     }
 
+    /// The id of the last edge event in the model, if the service named it (the marker
+    /// a resume sends).
+    pub fn last_edge_event_id(&self) -> Option<i64> {
+        let id = self.last_edge.load(Ordering::Relaxed);
+        (id >= 0).then_some(id)
+    }
+
+    fn set_last_edge(&self, id: Option<i64>) {
+        self.last_edge.store(id.unwrap_or(-1), Ordering::Relaxed);
+    }
+
     /// Called after the config of `id` is swapped in (Release: see above).
     fn set_serving(&self, id: i64) {
         self.serving.store(id, Ordering::Release);
@@ -118,6 +136,7 @@ impl ControlStatus {
         json!({
             "node_id": self.node_id,
             "event_id": self.cursor(),
+            "last_edge_event_id": self.last_edge_event_id(),
             "serving_event_id": self.serving_event_id(),
             "connected": self.transport() != Transport::Disconnected,
             "transport": transport,
@@ -250,10 +269,16 @@ async fn follow(follower: &mut Follower, settings: &ControlSettings) {
     loop {
         if let Some(url) = &settings.grpc_url {
             let after = follower.resume_from();
-            match grpc::open(settings, url, after).await {
+            let marker = follower.resume_marker().cloned();
+            match grpc::open(settings, url, after, marker.as_ref()).await {
                 Ok(stream) => {
                     set_transport(follower, Transport::Grpc);
-                    tracing::info!(%url, after_event_id = after, "following the control feed over gRPC");
+                    tracing::info!(
+                        %url,
+                        after_event_id = after,
+                        last_edge_event_id = marker.as_ref().map(|m| m.event_id),
+                        "following the control feed over gRPC"
+                    );
                     let end = grpc::follow(follower, stream).await;
                     set_transport(follower, Transport::Disconnected);
                     match end {

@@ -1,20 +1,25 @@
 //! The last applied control snapshot on disk, so a proxy restarted while the control
 //! service is down serves what it served before.
 //!
-//! The file is `{"event_id": N, "config": EdgeConfig}`, replaced atomically (temp
-//! file, fsync, rename) and readable by the owner only: it holds certificate keys.
+//! The file is `{"event_id": N, "last_edge": {"event_id", "fingerprint"}, "config":
+//! EdgeConfig}`, replaced atomically (temp file, fsync, rename) and readable by the
+//! owner only: it holds certificate keys. `last_edge` (the marker a resume sends, see
+//! `follower.rs`) is absent from files of older versions and when the service
+//! sent none: such a state resumes from its cursor alone.
 
 use crate::metrics::Metrics;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::watch;
-use tollgate_routing::EdgeConfig;
+use tollgate_routing::{EdgeConfig, EdgeMarker};
 
-/// The model and the cursor it is current at.
+/// The model, the cursor it is current at and the last edge event in it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PersistedState {
     pub event_id: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_edge: Option<EdgeMarker>,
     pub config: EdgeConfig,
 }
 
@@ -25,10 +30,15 @@ pub fn read(path: &Path) -> Result<Option<PersistedState>, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.to_string()),
     };
-    let state: PersistedState = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    let mut state: PersistedState = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
     if state.event_id < 0 {
         return Err(format!("negative event_id {}", state.event_id));
     }
+    // A marker that is not well formed (or past the cursor) is dropped, not trusted:
+    // the state then resumes from its cursor, as one without a marker.
+    state.last_edge = state.last_edge.take().and_then(|m| {
+        EdgeMarker::checked(m.event_id, m.fingerprint).filter(|m| m.event_id <= state.event_id)
+    });
     Ok(Some(state))
 }
 
@@ -77,5 +87,44 @@ impl Persister {
 
     pub fn save(&self, state: PersistedState) {
         self.tx.send_replace(Some(Arc::new(state)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{PersistedState, read, write_atomic};
+    use tollgate_routing::{EdgeConfig, EdgeMarker};
+
+    #[test]
+    fn the_marker_round_trips_and_older_files_read_without_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge-snapshot.json");
+        let marker = EdgeMarker::checked(7, "a9e4c93f6547474c".into()).unwrap();
+        let state = PersistedState {
+            event_id: 9,
+            last_edge: Some(marker.clone()),
+            config: EdgeConfig::default(),
+        };
+        write_atomic(&path, &state).unwrap();
+        let back = read(&path).unwrap().unwrap();
+        assert_eq!((back.event_id, back.last_edge), (9, Some(marker)));
+
+        // A file written before the marker existed (as an older version wrote it).
+        let mut v = serde_json::to_value(&state).unwrap();
+        v.as_object_mut().unwrap().remove("last_edge");
+        std::fs::write(&path, v.to_string()).unwrap();
+        let old = read(&path).unwrap().unwrap();
+        assert_eq!((old.event_id, old.last_edge), (9, None));
+
+        // A marker that cannot be right is dropped, the rest kept.
+        for bad in [
+            serde_json::json!({"event_id": 10, "fingerprint": "ab"}),
+            serde_json::json!({"event_id": 4, "fingerprint": "a b"}),
+        ] {
+            v["last_edge"] = bad.clone();
+            std::fs::write(&path, v.to_string()).unwrap();
+            let s = read(&path).unwrap().unwrap();
+            assert_eq!((s.event_id, s.last_edge), (9, None), "{bad}");
+        }
     }
 }

@@ -1,9 +1,13 @@
 //! Polling the control service's HTTP API while gRPC is unreachable:
-//! `GET /v1/snapshot` → `{"event_id", "config"}` and
-//! `GET /v1/events?after=<id>&limit=<n>` → `{"events": [{"event_id", "event_type",
-//! "event"}], "last_event_id"}`, both with `Authorization: Bearer <token>`.
+//! `GET /v1/snapshot` → `{"event_id", "config", "last_edge"}` and
+//! `GET /v1/events?after=<id>&limit=<n>&edge_id=<id>&edge_fp=<fingerprint>` →
+//! `{"events": [{"event_id", "event_type", "event", "fingerprint"}],
+//! "last_event_id"}`, both with `Authorization: Bearer <token>`. The `edge_*`
+//! parameters are the follower's marker, when it has one; a `410` (`cursor_ahead`,
+//! or `log_diverged` when the service's log does not hold the marker's event) makes
+//! the next round fetch a snapshot.
 
-use super::follower::{Follower, Outcome, Update};
+use super::follower::{Follower, Outcome, Resync, Update};
 use super::settings::ControlSettings;
 use bytes::Bytes;
 use http::{HeaderValue, Request, StatusCode, Uri, header};
@@ -14,7 +18,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
-use tollgate_routing::{EdgeConfig, EdgeEvent};
+use tollgate_routing::{EdgeConfig, EdgeEvent, EdgeMarker};
 
 /// Events asked for per request.
 pub(super) const PAGE: usize = 500;
@@ -25,6 +29,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 struct SnapshotBody {
     event_id: i64,
     config: serde_json::Value,
+    /// Absent from older services.
+    #[serde(default)]
+    last_edge: Option<EdgeMarker>,
 }
 
 #[derive(Deserialize)]
@@ -38,21 +45,25 @@ struct EventItem {
     #[serde(default)]
     event_type: String,
     event: serde_json::Value,
+    /// Absent from older services.
+    #[serde(default)]
+    fingerprint: String,
 }
 
 /// Why a poll failed.
 #[derive(Debug)]
 pub(super) enum PollError {
-    /// The service answered with this status.
-    Status(StatusCode, String),
+    /// The service answered with this status, the `error.code` of its JSON body if
+    /// any, and the start of the body.
+    Status(StatusCode, Option<String>, String),
     Other(String),
 }
 
 impl std::fmt::Display for PollError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PollError::Status(s, body) if body.is_empty() => write!(f, "HTTP {s}"),
-            PollError::Status(s, body) => write!(f, "HTTP {s}: {body}"),
+            PollError::Status(s, _, body) if body.is_empty() => write!(f, "HTTP {s}"),
+            PollError::Status(s, _, body) => write!(f, "HTTP {s}: {body}"),
             PollError::Other(e) => f.write_str(e),
         }
     }
@@ -111,50 +122,60 @@ impl Poller {
         .map_err(|e| other(&e))?
         .to_bytes();
         if !status.is_success() {
+            let code = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["error"]["code"].as_str().map(str::to_string));
             let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-            return Err(PollError::Status(status, text));
+            return Err(PollError::Status(status, code, text));
         }
         serde_json::from_slice(&body).map_err(|e| PollError::Other(format!("{path}: {e}")))
     }
 
-    /// `GET /v1/snapshot`: the update and the event id it is current at.
-    async fn snapshot(&self) -> Result<(i64, Update), PollError> {
+    /// `GET /v1/snapshot`: the update, the event id it is current at and its marker.
+    async fn snapshot(&self) -> Result<(i64, Option<EdgeMarker>, Update), PollError> {
         let body: SnapshotBody = self.get("/v1/snapshot").await?;
         let id = body.event_id;
+        let last_edge = body
+            .last_edge
+            .and_then(|m| EdgeMarker::checked(m.event_id, m.fingerprint))
+            .filter(|m| m.event_id <= id);
         let update = match serde_json::from_value::<EdgeConfig>(body.config) {
             Ok(config) => Update::Snapshot {
                 event_id: id,
                 config,
+                last_edge: last_edge.clone(),
+                // Asked for: a resync is counted where the `410` was.
+                resync: None,
             },
             Err(e) => Update::BadSnapshot {
                 event_id: id,
                 error: e.to_string(),
             },
         };
-        Ok((id, update))
+        Ok((id, last_edge, update))
     }
 
-    /// `GET /v1/events?after=..&limit=..`, in event-id order.
-    async fn events(&self, after: i64) -> Result<Vec<Update>, PollError> {
+    /// `GET /v1/events?after=..&limit=..[&edge_id=..&edge_fp=..]`, in event-id order.
+    async fn events(
+        &self,
+        after: i64,
+        marker: Option<&EdgeMarker>,
+    ) -> Result<Vec<Update>, PollError> {
+        // Markers are checked well formed (letters and digits) when received.
+        let edge = marker.map_or(String::new(), |m| {
+            format!("&edge_id={}&edge_fp={}", m.event_id, m.fingerprint)
+        });
         let body: EventsBody = self
-            .get(&format!("/v1/events?after={after}&limit={PAGE}"))
+            .get(&format!("/v1/events?after={after}&limit={PAGE}{edge}"))
             .await?;
         let mut updates: Vec<Update> = body
             .events
             .into_iter()
-            .map(
-                |item| match serde_json::from_value::<EdgeEvent>(item.event) {
-                    Ok(event) => Update::Delta {
-                        event_id: item.event_id,
-                        event,
-                    },
-                    Err(e) => Update::BadDelta {
-                        event_id: item.event_id,
-                        event_type: item.event_type,
-                        error: e.to_string(),
-                    },
-                },
-            )
+            .map(|item| {
+                let decoded =
+                    serde_json::from_value::<EdgeEvent>(item.event).map_err(|e| e.to_string());
+                Update::decoded(item.event_id, &item.event_type, decoded, item.fingerprint)
+            })
             .collect();
         updates.sort_by_key(|u| match u {
             Update::Delta { event_id, .. } | Update::BadDelta { event_id, .. } => *event_id,
@@ -169,20 +190,20 @@ impl Poller {
 pub(super) async fn poll_once(follower: &mut Follower, poller: &Poller) -> Result<bool, String> {
     let mut updates = Vec::new();
     let mut after = follower.cursor();
+    let mut marker = follower.resume_marker().cloned();
     if follower.needs_snapshot() {
-        let (id, update) = poller.snapshot().await.map_err(|e| e.to_string())?;
+        let (id, last_edge, update) = poller.snapshot().await.map_err(|e| e.to_string())?;
         after = id;
+        marker = last_edge;
         updates.push(update);
     }
-    let page = match poller.events(after).await {
+    let page = match poller.events(after, marker.as_ref()).await {
         Ok(page) => page,
-        // The service cannot serve events from this cursor (e.g. a compacted log).
-        Err(PollError::Status(StatusCode::GONE, _)) => {
-            tracing::warn!(
-                after,
-                "control service cannot resume from the cursor; fetching a snapshot"
-            );
-            follower.request_snapshot();
+        // The service cannot serve events from this cursor: beyond the end of its log,
+        // or its log does not hold the marker's event (restored or replaced).
+        Err(PollError::Status(StatusCode::GONE, code, _)) => {
+            tracing::debug!(after, code, "control service cannot resume from the cursor");
+            follower.request_snapshot(Resync::of_gone(code.as_deref()));
             return Ok(true);
         }
         Err(e) => {

@@ -12,6 +12,7 @@ mod connect;
 mod connect_browser;
 mod connections;
 mod control_e2e;
+mod control_restore;
 mod forwarding;
 mod gateway_filters;
 mod grpc;
