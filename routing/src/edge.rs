@@ -491,7 +491,7 @@ impl EdgeConfig {
                 if self.certificates.contains_key(&cert.id) {
                     return Err(EdgeError::CertificateExists(cert.id.clone()));
                 }
-                self.certificates.insert(cert.id.clone(), cert.clone());
+                self.put_cert(cert);
             }
             CertificateRotated {
                 cert_id,
@@ -506,8 +506,7 @@ impl EdgeConfig {
                 c.key_pem = key_pem.clone();
             }
             CertificateRemoved { cert_id } => {
-                self.certificates
-                    .remove(cert_id)
+                self.drop_cert(cert_id)
                     .ok_or_else(|| EdgeError::NoCertificate(cert_id.clone()))?;
             }
             ApiKeyCreated { key } => {
@@ -562,7 +561,7 @@ impl EdgeConfig {
                     .ok_or_else(|| EdgeError::NotManaged(hostname.clone()))?;
                 self.acme_challenges.remove(hostname);
                 if let Some(id) = m.cert_id {
-                    self.certificates.remove(&id);
+                    self.drop_cert(&id);
                 }
             }
             TlsOrderStarted {
@@ -587,7 +586,7 @@ impl EdgeConfig {
                     *at_unix,
                 );
                 self.acme_challenges.remove(hostname);
-                self.certificates.insert(cert.id.clone(), cert.clone());
+                self.put_cert(cert);
             }
             TlsRenewalDue { hostname, at_unix } => self
                 .managed_mut(hostname)?
@@ -684,6 +683,20 @@ impl EdgeConfig {
                 .collect(),
             oidc_issuers: self.oidc_issuers.values().cloned().collect(),
         }
+    }
+
+    /// Adds or replaces a certificate, keeping the name index.
+    fn put_cert(&mut self, cert: &EdgeCert) {
+        self.drop_cert(&cert.id);
+        self.index.add_cert(cert);
+        self.certificates.insert(cert.id.clone(), cert.clone());
+    }
+
+    /// Removes a certificate if present, keeping the name index.
+    fn drop_cert(&mut self, id: &str) -> Option<EdgeCert> {
+        let old = self.certificates.remove(id)?;
+        self.index.remove_cert(&old);
+        Some(old)
     }
 
     /// The lookups `apply` maintains.

@@ -1,6 +1,6 @@
 //! Lookups over the edge config that would otherwise scan it: an app's hostnames,
 //! routes and keys, the routes on a name, under a wildcard or on a port, the keys with
-//! a hash. [`EdgeConfig::apply`](crate::EdgeConfig::apply) keeps them up to date, so
+//! a hash, the certificates naming a host. [`EdgeConfig::apply`](crate::EdgeConfig::apply) keeps them up to date, so
 //! a command's checks and answers cost what it touched, not the tenant count.
 //!
 //! The index is derived data: it is not serialized, and a deserialized config
@@ -8,7 +8,7 @@
 //! equal whatever their index holds.
 
 use crate::auth::ApiKeySpec;
-use crate::edge::EdgeConfig;
+use crate::edge::{EdgeCert, EdgeConfig};
 use crate::host::wildcard_parent;
 use crate::model::RouteSpec;
 use imbl::{OrdMap, OrdSet};
@@ -28,6 +28,8 @@ pub struct Index {
     pub(crate) routes_at: OrdMap<u16, Ids>,
     pub(crate) keys_of: OrdMap<String, Ids>,
     pub(crate) keys_by_hash: OrdMap<String, Ids>,
+    /// A certificate's stored names (normalised by the control service) → cert ids.
+    pub(crate) certs_by_name: OrdMap<String, Ids>,
 }
 
 impl std::fmt::Debug for Index {
@@ -85,6 +87,9 @@ impl Index {
         for k in config.api_keys.values() {
             index.add_key(k);
         }
+        for c in config.certificates.values() {
+            index.add_cert(c);
+        }
         index
     }
 
@@ -97,6 +102,19 @@ impl Index {
             && self.routes_at == other.routes_at
             && self.keys_of == other.keys_of
             && self.keys_by_hash == other.keys_by_hash
+            && self.certs_by_name == other.certs_by_name
+    }
+
+    pub(crate) fn add_cert(&mut self, c: &EdgeCert) {
+        for n in &c.names {
+            add(&mut self.certs_by_name, n.clone(), &c.id);
+        }
+    }
+
+    pub(crate) fn remove_cert(&mut self, c: &EdgeCert) {
+        for n in &c.names {
+            remove(&mut self.certs_by_name, n, &c.id);
+        }
     }
 
     pub(crate) fn add_route(&mut self, id: &str, r: &RouteSpec) {

@@ -163,6 +163,13 @@ impl EdgeConfig {
             .collect()
     }
 
+    /// The ids of the certificates whose stored names include `name`, in order.
+    pub fn certs_named(&self, name: &str) -> Vec<String> {
+        ids(&self.lookups().certs_by_name, &name.to_string())
+            .cloned()
+            .collect()
+    }
+
     /// The ids of `app`'s API keys, in order.
     pub fn keys_of(&self, app: &str) -> Vec<String> {
         ids(&self.lookups().keys_of, &app.to_string())

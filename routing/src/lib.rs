@@ -41,6 +41,8 @@ pub use gateway::{
 };
 /// The persistent map the edge config is made of: cloning shares it, updates copy a path.
 pub use imbl::OrdMap;
+/// What [`OrdMap::diff`] yields: an entry added, updated or removed.
+pub use imbl::ordmap::DiffItem as OrdMapDiffItem;
 pub use l4::{L4Route, L4Table};
 pub use limits::{
     BudgetPeriod, BudgetSpec, BudgetUnit, LimitScope, LimitsSpec, OnBackendError, RateKey, RateRule,

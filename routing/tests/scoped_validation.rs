@@ -100,7 +100,16 @@ fn random_event(rng: &mut Rng) -> Value {
                 json!({"type": "app_auth_changed", "app_id": app, "auth": {"api_keys": false, "issuers": []}})
             }
         },
-        _ => json!({"type": "limits_set", "app_id": app, "limits": {"rate": "nonsense"}}),
+        15 => match rng.below(3) {
+            0 => json!({"type": "limits_set", "app_id": app, "limits": {"rate": "nonsense"}}),
+            // Certificates are not validated here; their name index must still follow.
+            1 => {
+                let id = rng.pick(&["c1", "c2", "c3"]);
+                json!({"type": "certificate_uploaded", "cert": {"id": id, "cert_pem": "-", "key_pem": "-", "names": [host, rng.pick(HOSTS)]}})
+            }
+            _ => json!({"type": "certificate_removed", "cert_id": rng.pick(&["c1", "c2", "c3"])}),
+        },
+        _ => unreachable!("below(16)"),
     }
 }
 

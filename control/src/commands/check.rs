@@ -1,21 +1,22 @@
 //! Whether a command's result would be servable.
 //!
 //! The events are applied to a clone of the current config (cheap: the config is made
-//! of persistent maps); the routing spec of what they touched must validate (a
-//! [`Scope`]: the touched objects and those the rules relate them to, so the cost
-//! follows the change, not the tenant count; platform-wide events validate everything) and, for certificate commands, all of its certificates must
-//! build into one [`CertStore`] (parse, key matches, names covered, no name claimed
-//! twice, and not expired unless it already was served before) — what a proxy does
-//! with the result.
+//! of persistent maps). The routing spec of what they touched must validate (a
+//! [`Scope`]: the touched objects and those the rules relate them to; platform-wide
+//! events validate everything). For certificate commands, each certificate added or
+//! changed must load as a proxy loads it (parse, key matches, names covered, not
+//! expired unless a lapsed version of one already served) and claim no name another
+//! certificate holds. Both cost what the command touched, not the tenant count.
 //!
 //! A problem that the current config already has (say, a state written by another
-//! control instance) does not block unrelated commands: when the current config
-//! does not validate, only problems it does not already have are reported.
+//! control instance) does not block unrelated commands: only problems the command
+//! adds are reported.
 
 use super::CommandError;
 use serde::Serialize;
 use std::collections::HashSet;
-use tollgate_certs::{CertSource, CertStore, Expiry};
+use tollgate_certs::{CertError, CertSource, CertStore, Expiry};
+use tollgate_routing::OrdMapDiffItem as DiffItem;
 use tollgate_routing::{EdgeCert, EdgeConfig, EdgeEvent, RoutingSpec, Scope, validate};
 
 /// One validation problem, located by a dotted path.
@@ -107,42 +108,50 @@ pub(crate) fn source(cert: &EdgeCert) -> CertSource {
     }
 }
 
-fn sources(config: &EdgeConfig) -> Vec<CertSource> {
-    config.certificates.values().map(source).collect()
-}
-
-/// Builds `config`'s certificates as a proxy would, except that only those in
-/// `known` (leaf fingerprints) may be outside their validity window: a certificate
-/// that lapsed after upload is served on, a new one must be current.
-fn build(config: &EdgeConfig, known: &HashSet<String>) -> Result<CertStore, String> {
-    CertStore::build_with(&sources(config), Expiry::ServeKnown(known)).map_err(|e| e.to_string())
-}
-
+/// Checks the certificates the command added or changed, as a proxy loads them: each
+/// must parse, its key match, its names be covered and, unless it is a lapsed version
+/// of one already served, be current; and no other certificate may claim one of its
+/// names. Others are not rebuilt: the name index finds the claims, and the persistent
+/// maps' diff finds what changed, so the cost follows the change, not the count.
 fn check_certs(current: &EdgeConfig, next: &EdgeConfig) -> Result<(), CommandError> {
-    let known = CertStore::build_isolated(&sources(current))
-        .0
-        .fingerprints();
-    let Err(reason) = build(next, &known) else {
-        return Ok(());
-    };
-    // The same failure as now (say, a state written by another control instance) is
-    // not this command's doing, provided the certificates it touched are fine on
-    // their own.
-    if build(current, &known).err().as_deref() == Some(reason.as_str()) {
-        let touched_ok = next
-            .certificates
+    for change in current.certificates.diff(&next.certificates) {
+        let (old, new) = match change {
+            DiffItem::Add(_, new) => (None, new),
+            DiffItem::Update { old, new } => (Some(old.1), new.1),
+            // Removing one cannot make the others fail.
+            DiffItem::Remove(..) => continue,
+        };
+        let known = old.map_or_else(HashSet::new, |o| {
+            CertStore::build_isolated(&[source(o)]).0.fingerprints()
+        });
+        let loaded = CertStore::build_with(&[source(new)], Expiry::ServeKnown(&known))
+            .map_err(|e| refused(e.to_string()))?;
+        let names: Vec<String> = loaded
+            .summary_list()
             .iter()
-            .filter(|(id, c)| current.certificates.get(*id) != Some(*c))
-            .all(|(_, c)| CertStore::build(&[source(c)]).is_ok());
-        if touched_ok {
-            return Ok(());
+            .flat_map(|s| s.names.clone())
+            .collect();
+        for name in &names {
+            let other = next.certs_named(name).into_iter().find(|id| *id != new.id);
+            if let Some(other) = other.and_then(|id| next.certificates.get(&id)) {
+                let err = CertError::DuplicateName {
+                    name: name.clone(),
+                    first: format!("[{}]", other.names.join(", ")),
+                    second: format!("[{}]", names.join(", ")),
+                };
+                return Err(refused(err.to_string()));
+            }
         }
     }
-    Err(CommandError::Invalid {
+    Ok(())
+}
+
+fn refused(reason: String) -> CommandError {
+    CommandError::Invalid {
         message: reason.clone(),
         problems: vec![Problem {
             at: "certificates".into(),
             reason,
         }],
-    })
+    }
 }
