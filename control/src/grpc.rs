@@ -130,13 +130,12 @@ impl EdgeFeed for Feed {
             Ok(from) if from > 0 && last - from <= self.max_replay => Some(from),
             _ => None,
         };
-        // The metric has no `log_diverged` value (yet): a diverged log counts with
-        // `cursor_ahead`, the other "not this log" case; the proxy is told which.
         let snapshot = match start {
             _ if resume.is_some() => None,
             Ok(0) => Some((SnapshotReason::Initial, "initial")),
             Ok(_) => Some((SnapshotReason::TooFarBehind, "too_far_behind")),
-            Err(u) => Some((SnapshotReason::CursorAhead, u.code())),
+            Err(Unresumable::CursorAhead) => Some((SnapshotReason::CursorAhead, "cursor_ahead")),
+            Err(Unresumable::LogDiverged) => Some((SnapshotReason::LogDiverged, "log_diverged")),
         };
         if start == Err(Unresumable::LogDiverged) {
             tracing::warn!(

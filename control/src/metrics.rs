@@ -170,20 +170,8 @@ pub enum SnapshotReason {
     CursorAhead,
     /// Further behind than `--feed-max-replay` events.
     TooFarBehind,
-}
-
-impl SnapshotReason {
-    /// Why a watch from `after` that does not resume gets a snapshot, the log
-    /// ending at `head`.
-    pub fn of_watch(after: i64, head: i64) -> Self {
-        if after <= 0 {
-            SnapshotReason::Initial
-        } else if after > head {
-            SnapshotReason::CursorAhead
-        } else {
-            SnapshotReason::TooFarBehind
-        }
-    }
+    /// The log does not hold the proxy's last edge event (restored from a backup).
+    LogDiverged,
 }
 
 /// The feed to proxies: open watches, polls, snapshots and how far behind proxies
@@ -194,7 +182,7 @@ pub struct FeedMetrics {
     grpc_lag: Histogram,
     http_lag: Histogram,
     /// By [`SnapshotReason`], in declaration order.
-    grpc_snapshots: [IntCounter; 3],
+    grpc_snapshots: [IntCounter; 4],
     http_snapshots: IntCounter,
 }
 
@@ -240,6 +228,7 @@ impl FeedMetrics {
                 grpc_snapshot("initial"),
                 grpc_snapshot("cursor_ahead"),
                 grpc_snapshot("too_far_behind"),
+                grpc_snapshot("log_diverged"),
             ],
             http_snapshots: snapshots.with_label_values(&["http", "requested"]),
         })
@@ -336,20 +325,6 @@ mod tests {
             .encode(&m.registry.gather(), &mut out)
             .unwrap();
         String::from_utf8(out).unwrap()
-    }
-
-    #[test]
-    fn snapshot_reasons_of_a_watch() {
-        assert_eq!(SnapshotReason::of_watch(0, 10), SnapshotReason::Initial);
-        assert_eq!(SnapshotReason::of_watch(0, 0), SnapshotReason::Initial);
-        assert_eq!(
-            SnapshotReason::of_watch(11, 10),
-            SnapshotReason::CursorAhead
-        );
-        assert_eq!(
-            SnapshotReason::of_watch(3, 10),
-            SnapshotReason::TooFarBehind
-        );
     }
 
     #[test]
