@@ -13,6 +13,7 @@
 #
 # Environment: SCALES ["1000 5000"] KEYS_PER_APP [1] CLIENTS [8] BATCH [999]
 #              BATCH_CLIENTS [2] PROBE [300] SINGLE_FROM_EMPTY [1] SKIP_BUILD [0]
+#              CERTS [0] (certificate uploads on top, one per hostname)
 #              STORE (a postgres:// URL; a temporary SQLite file without it)
 set -euo pipefail
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

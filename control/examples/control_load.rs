@@ -7,7 +7,8 @@
 //! commands), `BATCH` [999] (commands per batch), `BATCH_CLIENTS` [2],
 //! `PROBE` [300] (single commands of each kind measured on top of the batch
 //! load), `SINGLE_FROM_EMPTY` [1] (also load the same scale through single
-//! commands on a second fresh store), `STORE` (a `postgres://` URL; a temporary
+//! commands on a second fresh store), `CERTS` [0] (upload that many certificates,
+//! one per hostname, as single commands), `STORE` (a `postgres://` URL; a temporary
 //! SQLite file without it).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -154,6 +155,20 @@ fn key_jobs(from: usize, to: usize, per_app: usize) -> Vec<(&'static str, String
         .collect()
 }
 
+/// Uploads of a self-signed certificate for hostname `i`, made before the clock starts.
+fn cert_jobs(from: usize, to: usize) -> Vec<(&'static str, String, Value)> {
+    (from..to)
+        .map(|i| {
+            let c = tollgate_certs::self_signed(&[format!("h{i}.load.bench")]).unwrap();
+            (
+                "POST",
+                "/api/v1/certificates".to_string(),
+                json!({ "id": format!("c{i}"), "cert_pem": c.cert_pem, "key_pem": c.key_pem }),
+            )
+        })
+        .collect()
+}
+
 /// Single commands: apps, then hostnames, then keys; one line per kind.
 async fn singles(api: &Api, clients: usize, from: usize, to: usize, keys: usize) -> f64 {
     let mut total = (0, 0.0);
@@ -259,6 +274,21 @@ async fn main() {
         snapshot.len(),
         snapshot.len() as f64 / zipped.max(1) as f64
     );
+
+    // Certificate uploads, one per hostname: the second half's rate against the
+    // first's shows whether an upload's cost grows with the certificates held.
+    let certs = env("CERTS", 0).min(apps);
+    if certs > 0 {
+        println!("certificate uploads (one per hostname, {clients} clients):");
+        for (from, to) in [(0, certs / 2), (certs / 2, certs)] {
+            let jobs = cert_jobs(from, to);
+            let dt = parallel(&s.api, clients, jobs).await;
+            println!(
+                "    certificates {from:>6} to {to:<6} in {dt:>6.2} s  {:>7.0} /s",
+                (to - from) as f64 / dt
+            );
+        }
+    }
 
     // Single commands at that scale.
     if probe > 0 {
