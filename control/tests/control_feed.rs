@@ -16,27 +16,6 @@ use tollgate_proto::control::v1::{WatchRequest, WatchResponse};
 use tollgate_routing::{EdgeConfig, EdgeEvent};
 use tonic::Streaming;
 
-async fn watch(
-    svc: &Svc,
-    after: i64,
-    token: Option<&str>,
-) -> Result<Streaming<WatchResponse>, tonic::Status> {
-    let mut client = EdgeFeedClient::connect(format!("http://{}", svc.running.grpc_addr))
-        .await
-        .unwrap()
-        .max_decoding_message_size(64 << 20);
-    let mut req = tonic::Request::new(WatchRequest {
-        after_event_id: after,
-        node_id: "test-proxy".into(),
-        last_edge: None,
-    });
-    if let Some(t) = token {
-        req.metadata_mut()
-            .insert("authorization", format!("Bearer {t}").parse().unwrap());
-    }
-    client.watch(req).await.map(|r| r.into_inner())
-}
-
 async fn next(stream: &mut Streaming<WatchResponse>) -> Kind {
     tokio::time::timeout(Duration::from_secs(10), stream.message())
         .await

@@ -14,9 +14,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tollgate_control::store::EventStore;
-use tollgate_proto::control::v1::edge_feed_client::EdgeFeedClient;
+use tollgate_proto::control::v1::WatchResponse;
 use tollgate_proto::control::v1::watch_response::Kind;
-use tollgate_proto::control::v1::{WatchRequest, WatchResponse};
 use tonic::Streaming;
 
 const APP: &str = "tenant-4711";
@@ -83,21 +82,6 @@ async fn projection_at(svc: &Svc, event_id: i64) {
     while svc.running.projection().event_id() < event_id {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-async fn watch(svc: &Svc, after: i64) -> Streaming<WatchResponse> {
-    let mut client = EdgeFeedClient::connect(format!("http://{}", svc.running.grpc_addr))
-        .await
-        .unwrap()
-        .max_decoding_message_size(64 << 20);
-    let mut req = tonic::Request::new(WatchRequest {
-        after_event_id: after,
-        node_id: "metrics-test".into(),
-        last_edge: None,
-    });
-    req.metadata_mut()
-        .insert("authorization", format!("Bearer {PROXY}").parse().unwrap());
-    client.watch(req).await.unwrap().into_inner()
 }
 
 async fn next(stream: &mut Streaming<WatchResponse>) -> Kind {
@@ -282,7 +266,7 @@ async fn watchers_polls_snapshots_and_cursor_lag() {
     assert_eq!(before.get(watchers), 0.0);
 
     // A watch from 0 gets a snapshot and is open until dropped.
-    let mut stream = watch(&svc, 0).await;
+    let mut stream = watch(&svc, 0, Some(PROXY)).await.unwrap();
     let Kind::Snapshot(snap) = next(&mut stream).await else {
         panic!("a watch from 0 starts with a snapshot");
     };
@@ -313,7 +297,7 @@ async fn watchers_polls_snapshots_and_cursor_lag() {
     }
 
     // A watch from beyond the log gets a snapshot for that reason.
-    let mut ahead = watch(&svc, 1_000_000).await;
+    let mut ahead = watch(&svc, 1_000_000, Some(PROXY)).await.unwrap();
     assert!(matches!(next(&mut ahead).await, Kind::Snapshot(_)));
     drop(ahead);
     let s = scrape(&svc).await;

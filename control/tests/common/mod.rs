@@ -223,3 +223,27 @@ pub async fn app_with_instance(c: &Client, id: &str) {
         201,
     );
 }
+
+/// `EdgeFeed.Watch` from `after` over a real tonic connection, with `token` as bearer.
+pub async fn watch(
+    svc: &Svc,
+    after: i64,
+    token: Option<&str>,
+) -> Result<tonic::Streaming<tollgate_proto::control::v1::WatchResponse>, tonic::Status> {
+    let mut client = tollgate_proto::control::v1::edge_feed_client::EdgeFeedClient::connect(
+        format!("http://{}", svc.running.grpc_addr),
+    )
+    .await
+    .unwrap()
+    .max_decoding_message_size(64 << 20);
+    let mut req = tonic::Request::new(tollgate_proto::control::v1::WatchRequest {
+        after_event_id: after,
+        node_id: "test-proxy".into(),
+        last_edge: None,
+    });
+    if let Some(t) = token {
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    client.watch(req).await.map(|r| r.into_inner())
+}
