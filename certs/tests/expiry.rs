@@ -33,14 +33,14 @@ fn expired_certificates_are_served_when_asked() {
     let store = CertStore::build_with(&sources, Expiry::Serve).unwrap();
     assert!(store.resolve(Some("old.example")).is_some());
     assert!(store.resolve(Some("a.example")).is_some());
-    let old = &store.summary_list()[1];
+    let old = &store.summaries()[1];
     assert_eq!(old.not_after_unix, 1_704_067_200);
     assert!(old.out_of_window(1_704_067_201));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    assert!(!store.summary_list()[0].out_of_window(now));
+    assert!(!store.summaries()[0].out_of_window(now));
     assert!(old.out_of_window(now));
 }
 

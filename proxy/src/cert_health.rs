@@ -110,11 +110,7 @@ impl CertHealth {
     /// The `/config` view: each served certificate with its state, then the refused ones.
     pub fn view(&self, store: &CertStore) -> (Vec<Value>, Vec<String>) {
         let now = now_unix();
-        let certs = store
-            .summary_list()
-            .iter()
-            .map(|s| cert_view(s, now))
-            .collect();
+        let certs = store.summary_list().map(|s| cert_view(s, now)).collect();
         let refused = self
             .refused
             .lock()

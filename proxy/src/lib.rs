@@ -23,6 +23,8 @@
 mod acme;
 mod admin;
 mod auth;
+#[doc(hidden)]
+pub mod benching;
 mod cert_health;
 mod chain;
 mod clock;

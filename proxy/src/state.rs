@@ -46,8 +46,11 @@ pub struct ProxyState {
 
 impl ProxyState {
     /// Builds the runtime parts of a snapshot, reusing what `previous` already runs.
+    /// `keys`, when given, is the key store to serve (kept up to date by the caller);
+    /// otherwise it is built from the snapshot's keys.
     fn build(
         snapshot: Arc<Snapshot>,
+        keys: Option<KeyStore>,
         acme: &tollgate_routing::OrdMap<String, AcmeChallenge>,
         previous: Option<&ProxyState>,
         metrics: &Metrics,
@@ -67,7 +70,10 @@ impl ProxyState {
             &metric_scope,
             settings.max_response_header_bytes,
         )?;
-        let keys = KeyStore::build(&spec.api_keys).map_err(ConfigError::ApiKeys)?;
+        let keys = match keys {
+            Some(k) => k,
+            None => KeyStore::build(&spec.api_keys).map_err(ConfigError::ApiKeys)?,
+        };
         let issuers = IssuerRegistry::build(&spec.oidc_issuers, previous.map(|p| &p.auth.issuers))
             .map_err(ConfigError::Issuers)?;
         let schemas = load_schemas(spec, previous.map(|p| &p.schemas))?;
@@ -201,6 +207,7 @@ impl Shared {
     ) -> Result<Arc<Self>, ConfigError> {
         let state = ProxyState::build(
             Arc::new(loaded.snapshot(1)?),
+            None,
             &tollgate_routing::OrdMap::new(),
             None,
             &metrics,
@@ -246,6 +253,7 @@ impl Shared {
     pub fn apply(&self, loaded: Loaded) -> Result<u64, ConfigError> {
         self.apply_parts(
             loaded.routing,
+            None,
             loaded.certs,
             &tollgate_routing::OrdMap::new(),
         )
@@ -253,10 +261,12 @@ impl Shared {
 
     /// Swaps in routes, certificates and ACME challenges from any source (the config
     /// file has no challenges; the control service publishes them); on error nothing
-    /// changes. Returns the new version.
+    /// changes. Returns the new version. `keys`, when given, replaces the keys of
+    /// `routing` (see [`ProxyState::build`]).
     pub fn apply_parts(
         &self,
         routing: RoutingSpec,
+        keys: Option<KeyStore>,
         certs: CertStore,
         acme: &tollgate_routing::OrdMap<String, AcmeChallenge>,
     ) -> Result<u64, ConfigError> {
@@ -265,6 +275,7 @@ impl Shared {
         let version = current.snapshot.version + 1;
         let state = ProxyState::build(
             Arc::new(Snapshot::build(routing, version)?),
+            keys,
             acme,
             Some(&current),
             &self.metrics,

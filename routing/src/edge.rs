@@ -341,12 +341,18 @@ impl EdgeConfig {
             .ok_or_else(|| EdgeError::NoApp(id.to_string()))
     }
 
-    /// Applies one event; on error nothing changed.
-    pub fn apply(&mut self, event: &EdgeEvent) -> Result<(), EdgeError> {
-        use EdgeEvent::*;
+    /// Builds the lookups a deserialized config lacks (once; later `apply`s keep
+    /// them), so that index queries do not each rebuild them.
+    pub fn refresh_index(&mut self) {
         if self.index.stale {
             self.index = Index::build(self);
         }
+    }
+
+    /// Applies one event; on error nothing changed.
+    pub fn apply(&mut self, event: &EdgeEvent) -> Result<(), EdgeError> {
+        use EdgeEvent::*;
+        self.refresh_index();
         match event {
             AppCreated { app_id, auth } => {
                 if self.apps.contains_key(app_id) {
@@ -655,6 +661,19 @@ impl EdgeConfig {
 
     /// The routing model proxies compile; apps being deleted keep no keys.
     pub fn routing_spec(&self) -> RoutingSpec {
+        let mut spec = self.routing_spec_without_keys();
+        spec.api_keys = self
+            .api_keys
+            .values()
+            .filter(|k| self.serves_keys_of(&k.app))
+            .cloned()
+            .collect();
+        spec
+    }
+
+    /// [`EdgeConfig::routing_spec`] with no API keys: for proxies, which keep the keys
+    /// in a store they update key by key ([`EdgeConfig::served_key`]).
+    pub fn routing_spec_without_keys(&self) -> RoutingSpec {
         // Grouped once: looking each app's hostnames up in the whole map made this
         // quadratic in the number of tenants. The map is ordered, so each app's list
         // comes out sorted, as before.
@@ -675,12 +694,7 @@ impl EdgeConfig {
             apps,
             routes: self.routes.values().cloned().collect(),
             port_policy: self.port_policy.clone(),
-            api_keys: self
-                .api_keys
-                .values()
-                .filter(|k| self.serves_keys_of(&k.app))
-                .cloned()
-                .collect(),
+            api_keys: Vec::new(),
             oidc_issuers: self.oidc_issuers.values().cloned().collect(),
         }
     }
@@ -739,7 +753,15 @@ impl EdgeConfig {
     }
 
     /// Whether the keys of `app` are served: not when it is gone or being deleted.
-    pub(crate) fn serves_keys_of(&self, app: &str) -> bool {
+    /// The key `key_id` when its app accepts keys (it exists and is not being deleted).
+    pub fn served_key(&self, key_id: &str) -> Option<&ApiKeySpec> {
+        self.api_keys
+            .get(key_id)
+            .filter(|k| self.serves_keys_of(&k.app))
+    }
+
+    /// Whether `app` exists and is not being deleted: only then are its keys served.
+    pub fn serves_keys_of(&self, app: &str) -> bool {
         self.apps
             .get(app)
             .is_some_and(|a| a.deleting_until.is_none())

@@ -85,12 +85,7 @@ fn main() -> ExitCode {
                     l.certs.len()
                 );
                 let now = tollgate_proxy::now_unix();
-                for s in l
-                    .certs
-                    .summary_list()
-                    .iter()
-                    .filter(|s| s.out_of_window(now))
-                {
+                for s in l.certs.summary_list().filter(|s| s.out_of_window(now)) {
                     eprintln!(
                         "warning: certificate for {:?} is outside its validity window \
                          (notAfter {}); it is served until replaced",

@@ -128,7 +128,6 @@ fn check_certs(current: &EdgeConfig, next: &EdgeConfig) -> Result<(), CommandErr
             .map_err(|e| refused(e.to_string()))?;
         let names: Vec<String> = loaded
             .summary_list()
-            .iter()
             .flat_map(|s| s.names.clone())
             .collect();
         for name in &names {

@@ -2,8 +2,7 @@
 
 use super::KeyError;
 use super::format::{decode_sha256_hex, parse, sha256};
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
+use imbl::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
@@ -36,11 +35,13 @@ struct Record {
     allowed_origins: Box<[Box<str>]>,
 }
 
-/// Known keys by SHA-256, built once per config off the request path and never
-/// mutated: a new config builds a new store.
-#[derive(Default)]
+/// Known keys by SHA-256, built off the request path and never mutated: a new config
+/// makes a new store. The map is persistent: a clone shares it and
+/// [`KeyStore::update`] copies only the paths it changes, so changing one key costs
+/// the same among ten or a hundred thousand.
+#[derive(Default, Clone)]
 pub struct KeyStore {
-    by_digest: HashMap<[u8; 32], Record>,
+    by_digest: HashMap<[u8; 32], Arc<Record>>,
 }
 
 impl fmt::Debug for KeyStore {
@@ -59,39 +60,32 @@ impl KeyStore {
     /// an exact `scheme://host[:port]`. A public key with no allowed origins is kept
     /// but can never be used.
     pub fn build(specs: &[ApiKeySpec]) -> Result<KeyStore, KeyError> {
-        let mut by_digest = HashMap::with_capacity(specs.len());
-        for spec in specs {
-            let invalid = |why: &str| {
-                tracing::warn!(key_id = %spec.key_id, app = %spec.app, "invalid API key record: {why}");
-                KeyError::InvalidRecord
-            };
-            let digest = decode_sha256_hex(&spec.sha256)
-                .ok_or_else(|| invalid("sha256 is not 64 lowercase hex digits"))?;
-            if let Some(bad) = spec.allowed_origins.iter().find(|o| !valid_origin(o)) {
-                return Err(invalid(&format!(
-                    "allowed origin `{bad}` is not an exact scheme://host[:port]"
-                )));
+        KeyStore::empty().update(specs.iter().map(|s| (None, Some(s))))
+    }
+
+    /// This store with each `(old, new)` change made: `old` (when given) leaves,
+    /// `new` (when given) comes in, checked as [`KeyStore::build`] checks. Only the
+    /// changed records are touched.
+    pub fn update<'a>(
+        &self,
+        changes: impl IntoIterator<Item = (Option<&'a ApiKeySpec>, Option<&'a ApiKeySpec>)>,
+    ) -> Result<KeyStore, KeyError> {
+        let mut by_digest = self.by_digest.clone();
+        for (old, new) in changes {
+            if let Some(old) = old
+                && let Some(digest) = decode_sha256_hex(&old.sha256)
+                && by_digest
+                    .get(&digest)
+                    .is_some_and(|r| r.identity.key_id == old.key_id)
+            {
+                by_digest.remove(&digest);
             }
-            let record = Record {
-                digest,
-                identity: Arc::new(KeyIdentity {
-                    key_id: spec.key_id.clone(),
-                    app: spec.app.clone(),
-                    kind: spec.kind,
-                    scopes: spec.scopes.clone(),
-                }),
-                expires_at: spec.expires_at,
-                allowed_origins: spec
-                    .allowed_origins
-                    .iter()
-                    .map(|o| o.to_ascii_lowercase().into_boxed_str())
-                    .collect(),
-            };
-            match by_digest.entry(digest) {
-                Entry::Occupied(_) => return Err(invalid("another key has the same hash")),
-                Entry::Vacant(v) => {
-                    v.insert(record);
+            if let Some(spec) = new {
+                let record = record(spec)?;
+                if by_digest.contains_key(&record.digest) {
+                    return Err(invalid(spec, "another key has the same hash"));
                 }
+                by_digest.insert(record.digest, Arc::new(record));
             }
         }
         Ok(KeyStore { by_digest })
@@ -158,6 +152,38 @@ impl KeyStore {
         }
         Ok(Arc::clone(id))
     }
+}
+
+fn invalid(spec: &ApiKeySpec, why: &str) -> KeyError {
+    tracing::warn!(key_id = %spec.key_id, app = %spec.app, "invalid API key record: {why}");
+    KeyError::InvalidRecord
+}
+
+/// The record of a key, or why its spec is invalid.
+fn record(spec: &ApiKeySpec) -> Result<Record, KeyError> {
+    let digest = decode_sha256_hex(&spec.sha256)
+        .ok_or_else(|| invalid(spec, "sha256 is not 64 lowercase hex digits"))?;
+    if let Some(bad) = spec.allowed_origins.iter().find(|o| !valid_origin(o)) {
+        return Err(invalid(
+            spec,
+            &format!("allowed origin `{bad}` is not an exact scheme://host[:port]"),
+        ));
+    }
+    Ok(Record {
+        digest,
+        identity: Arc::new(KeyIdentity {
+            key_id: spec.key_id.clone(),
+            app: spec.app.clone(),
+            kind: spec.kind,
+            scopes: spec.scopes.clone(),
+        }),
+        expires_at: spec.expires_at,
+        allowed_origins: spec
+            .allowed_origins
+            .iter()
+            .map(|o| o.to_ascii_lowercase().into_boxed_str())
+            .collect(),
+    })
 }
 
 /// An exact browser origin: `scheme://host[:port]`, no path, query, userinfo or
@@ -243,6 +269,42 @@ mod tests {
             .verify(&pk, "acme", Some("https://app.example.COM"), 0)
             .unwrap();
         assert_eq!((id.key_id.as_str(), id.kind), ("k2", KeyKind::Public));
+    }
+
+    #[test]
+    fn updates_add_and_revoke_keys_without_touching_the_others() {
+        let (sk1, h1) = generate(KeyKind::Secret, true, "acme").unwrap();
+        let (sk2, h2) = generate(KeyKind::Secret, true, "acme").unwrap();
+        let k1 = spec("k1", "acme", KeyKind::Secret, h1.clone());
+        let k2 = spec("k2", "acme", KeyKind::Secret, h2);
+        let before = KeyStore::build(std::slice::from_ref(&k1)).unwrap();
+        let after = before.update([(None, Some(&k2))]).unwrap();
+        assert_eq!((before.len(), after.len()), (1, 2));
+        assert!(
+            before.verify(&sk2, "acme", None, 0).is_err(),
+            "the old store is unchanged"
+        );
+        assert!(after.verify(&sk2, "acme", None, 0).is_ok());
+        let first = before.verify(&sk1, "acme", None, 0).unwrap();
+        let shared = after.verify(&sk1, "acme", None, 0).unwrap();
+        assert!(Arc::ptr_eq(&first, &shared), "untouched records are shared");
+
+        let revoked = after.update([(Some(&k1), None)]).unwrap();
+        assert_eq!(
+            revoked.verify(&sk1, "acme", None, 0),
+            Err(KeyError::Unknown)
+        );
+        assert!(revoked.verify(&sk2, "acme", None, 0).is_ok());
+
+        // A second key with a taken hash is refused; one holding another's hash is
+        // not removed in its name.
+        let twin = spec("k3", "acme", KeyKind::Secret, h1);
+        assert_eq!(
+            after.update([(None, Some(&twin))]).unwrap_err(),
+            KeyError::InvalidRecord
+        );
+        let kept = after.update([(Some(&twin), None)]).unwrap();
+        assert!(kept.verify(&sk1, "acme", None, 0).is_ok());
     }
 
     #[test]

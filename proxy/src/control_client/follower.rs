@@ -14,10 +14,15 @@ use super::ControlStatus;
 use super::persist::{PersistedState, Persister};
 use crate::config::ConfigError;
 use crate::state::Shared;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use tollgate_certs::{CertSource, CertStore};
+use tollgate_filters::apikey::KeyStore;
 use tollgate_routing::validate::cross_tenant_routes;
-use tollgate_routing::{EdgeConfig, EdgeEvent, EdgeMarker, RoutingSpec};
+use tollgate_routing::{
+    ApiKeySpec, EdgeCert, EdgeConfig, EdgeEvent, EdgeMarker, OrdMap, OrdMapDiffItem as DiffItem,
+    RoutingSpec,
+};
 
 /// One message of the feed, decoded.
 // Updates pass one at a time from the feed to the applier; their size does not matter.
@@ -187,6 +192,64 @@ pub struct Follower {
     awaiting_resync: bool,
     /// Ids of the cross-tenant routes left out of the last config (logged once each).
     dropped_routes: Vec<String>,
+    /// What the serving certificate and key stores were built from.
+    built: Built,
+}
+
+/// The certificate and key stores serving, and the model they were built from: the
+/// next build diffs the model against it and changes only what differs (a clone of
+/// the model shares its persistent maps, and their diff skips what they share).
+#[derive(Default)]
+struct Built {
+    model: EdgeConfig,
+    /// Without the default certificate.
+    certs: CertStore,
+    keys: KeyStore,
+}
+
+impl Built {
+    /// The certificates added, changed (`Some`) or removed (`None`) in `model`.
+    fn cert_changes(&self, model: &EdgeConfig) -> Vec<(String, Option<CertSource>)> {
+        self.model
+            .certificates
+            .diff(&model.certificates)
+            .map(|change| match change {
+                DiffItem::Add(id, c) | DiffItem::Update { new: (id, c), .. } => {
+                    (id.clone(), Some(cert_source(c)))
+                }
+                DiffItem::Remove(id, _) => (id.clone(), None),
+            })
+            .collect()
+    }
+
+    /// The `(served before, served now)` keys that differ in `model`: keys added,
+    /// revoked or changed, and the keys of apps whose state changed (a deletion
+    /// stops their keys).
+    fn key_changes(&self, model: &EdgeConfig) -> Vec<(Option<ApiKeySpec>, Option<ApiKeySpec>)> {
+        let mut ids: BTreeSet<String> = changed_keys(&self.model.api_keys, &model.api_keys);
+        for app in changed_keys(&self.model.apps, &model.apps) {
+            ids.extend(model.keys_of(&app));
+        }
+        ids.into_iter()
+            .filter_map(|id| {
+                let (old, new) = (self.model.served_key(&id), model.served_key(&id));
+                (old != new).then(|| (old.cloned(), new.cloned()))
+            })
+            .collect()
+    }
+}
+
+/// The keys added, removed or changed between two maps.
+fn changed_keys<V: Clone + PartialEq>(
+    old: &OrdMap<String, V>,
+    new: &OrdMap<String, V>,
+) -> BTreeSet<String> {
+    old.diff(new)
+        .map(|change| match change {
+            DiffItem::Add(id, _) | DiffItem::Remove(id, _) => id.clone(),
+            DiffItem::Update { new: (id, _), .. } => id.clone(),
+        })
+        .collect()
 }
 
 impl Follower {
@@ -208,6 +271,7 @@ impl Follower {
             fresh_from_resync: false,
             dropped_routes: Vec::new(),
             awaiting_resync: false,
+            built: Built::default(),
         }
     }
 
@@ -290,6 +354,7 @@ impl Follower {
     /// it even when it does not build, since it is still the log's state at that event.
     pub async fn restore(&mut self, state: PersistedState) -> Result<u64, ConfigError> {
         self.model = state.config;
+        self.model.refresh_index();
         self.set_cursor(state.event_id);
         self.set_last_edge(state.last_edge);
         self.needs_snapshot = false;
@@ -313,6 +378,7 @@ impl Follower {
                         self.resynced(why);
                     }
                     self.model = config;
+                    self.model.refresh_index();
                     self.set_cursor(event_id);
                     self.set_last_edge(last_edge);
                     self.needs_snapshot = false;
@@ -464,18 +530,13 @@ impl Follower {
     /// Builds the servable config from the model and swaps it in; on error the running
     /// config stays. Persists the model after a successful swap when `persist`.
     async fn publish(&mut self, persist: bool) -> Result<u64, ConfigError> {
-        let mut routing = self.model.routing_spec();
+        let mut routing = self.model.routing_spec_without_keys();
         drop_cross_tenant_routes(&mut routing, &mut self.dropped_routes);
-        let sources: Vec<CertSource> = self
-            .model
-            .certificates
-            .values()
-            .map(|c| CertSource {
-                cert_pem: c.cert_pem.clone(),
-                key_pem: c.key_pem.clone(),
-                names: (!c.names.is_empty()).then(|| c.names.clone()),
-            })
-            .collect();
+        // Only the certificates and keys that changed since the last build are loaded.
+        let changes = self.built.cert_changes(&self.model);
+        let key_changes = self.built.key_changes(&self.model);
+        let key_base = self.built.keys.clone();
+        let base = self.built.certs.clone();
         let acme = self.model.acme_challenges.clone();
         let default = self.default_certificate.clone();
         let shared = self.shared.clone();
@@ -487,10 +548,12 @@ impl Follower {
         let result = tokio::task::spawn_blocking(move || {
             // Each certificate was validated on upload; one that lapsed since, or
             // that cannot load here, degrades its own names only.
-            let (mut certs, refused) = CertStore::build_isolated(&sources);
-            target
-                .cert_health
-                .set_refused(refused.iter().map(ToString::to_string).collect());
+            let keys = key_base
+                .update(key_changes.iter().map(|(old, new)| (old.as_ref(), new.as_ref())))
+                .map_err(ConfigError::ApiKeys)?;
+            let built = base.update(changes.iter().map(|(id, s)| (id.as_str(), s.as_ref())));
+            target.cert_health.set_refused(built.refused());
+            let mut certs = built.clone();
             if let Some(name) = default {
                 certs = match certs.clone().with_default(&name) {
                     Ok(c) => c,
@@ -500,7 +563,9 @@ impl Follower {
                     }
                 };
             }
-            target.apply_parts(routing, certs, &acme)
+            target
+                .apply_parts(routing, Some(keys.clone()), certs, &acme)
+                .map(|version| (version, built, keys))
         })
         .await
         .unwrap_or_else(|source| {
@@ -508,6 +573,14 @@ impl Follower {
                 what: "apply",
                 source,
             })
+        });
+        let result = result.map(|(version, certs, keys)| {
+            self.built = Built {
+                model: self.model.clone(),
+                certs,
+                keys,
+            };
+            version
         });
         match &result {
             Ok(version) => {
@@ -544,6 +617,15 @@ impl Follower {
     }
 }
 
+/// What the certificate store loads for a control certificate.
+fn cert_source(c: &EdgeCert) -> CertSource {
+    CertSource {
+        cert_pem: c.cert_pem.clone(),
+        key_pem: c.key_pem.clone(),
+        names: (!c.names.is_empty()).then(|| c.names.clone()),
+    }
+}
+
 /// Leaves out routes that send a hostname bound to one app to another. The control
 /// service refuses them now, but an older log may hold one: it costs only itself.
 /// `dropped` holds the ids left out last time, so each is logged once.
@@ -573,4 +655,71 @@ fn drop_cross_tenant_routes(spec: &mut RoutingSpec, dropped: &mut Vec<String>) {
         i += 1;
         !bad.contains(&(i - 1))
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Built;
+    use tollgate_routing::{EdgeConfig, EdgeEvent};
+
+    fn apply(model: &mut EdgeConfig, event: serde_json::Value) {
+        let event: EdgeEvent = serde_json::from_value(event).expect("event");
+        model.apply(&event).expect("applies");
+    }
+
+    fn key(id: &str, app: &str, digit: char) -> serde_json::Value {
+        serde_json::json!({"type": "api_key_created", "key": {"key_id": id, "app": app,
+            "kind": "secret", "sha256": digit.to_string().repeat(64)}})
+    }
+
+    /// `(before, after)` key ids of each change.
+    fn ids(built: &Built, model: &EdgeConfig) -> Vec<(Option<String>, Option<String>)> {
+        built
+            .key_changes(model)
+            .into_iter()
+            .map(|(old, new)| (old.map(|k| k.key_id), new.map(|k| k.key_id)))
+            .collect()
+    }
+
+    #[test]
+    fn key_changes_follow_keys_and_the_state_of_their_apps() {
+        let mut model = EdgeConfig::default();
+        for app in ["a", "b"] {
+            apply(
+                &mut model,
+                serde_json::json!({"type": "app_created", "app_id": app}),
+            );
+        }
+        apply(&mut model, key("k1", "a", '1'));
+        apply(&mut model, key("k2", "b", '2'));
+        let some = |s: &str| Some(s.to_string());
+        let mut built = Built::default();
+        assert_eq!(
+            ids(&built, &model),
+            [(None, some("k1")), (None, some("k2"))]
+        );
+        built.model = model.clone();
+        assert!(ids(&built, &model).is_empty(), "nothing changed");
+
+        // A deletion stops the app's keys; revoking one stops it.
+        apply(
+            &mut model,
+            serde_json::json!({"type": "app_deletion_scheduled",
+            "app_id": "a", "until_unix": 1}),
+        );
+        apply(
+            &mut model,
+            serde_json::json!({"type": "api_key_revoked", "key_id": "k2"}),
+        );
+        assert_eq!(
+            ids(&built, &model),
+            [(some("k1"), None), (some("k2"), None)]
+        );
+        built.model = model.clone();
+        apply(&mut model, key("k3", "a", '3'));
+        assert!(
+            ids(&built, &model).is_empty(),
+            "a key of a deleting app is not served"
+        );
+    }
 }

@@ -48,7 +48,13 @@ pub fn write_atomic(path: &Path, state: &PersistedState) -> std::io::Result<()> 
     crate::files::write_atomic(path, &serde_json::to_vec(state)?)
 }
 
-/// Hands states to a background writer; the newest wins when writes fall behind.
+/// At most one write per this interval: the file holds the whole model (tens of MiB at
+/// ten thousand tenants), so a burst of deltas becomes one write, not one per delta.
+/// Resuming from a state a second old only replays that second's events.
+const MIN_WRITE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Hands states to a background writer; the newest wins when writes fall behind, and
+/// writes are at least [`MIN_WRITE_INTERVAL`] apart.
 #[derive(Debug)]
 pub struct Persister {
     tx: watch::Sender<Option<Arc<PersistedState>>>,
@@ -60,10 +66,14 @@ impl Persister {
     pub fn spawn(path: PathBuf, metrics: Arc<Metrics>) -> Self {
         let (tx, mut rx) = watch::channel::<Option<Arc<PersistedState>>>(None);
         tokio::spawn(async move {
+            let mut next_write = tokio::time::Instant::now();
             while rx.changed().await.is_ok() {
+                // States handed over meanwhile replace this one: the newest is written.
+                tokio::time::sleep_until(next_write).await;
                 let Some(state) = rx.borrow_and_update().clone() else {
                     continue;
                 };
+                next_write = tokio::time::Instant::now() + MIN_WRITE_INTERVAL;
                 let path = path.clone();
                 let event_id = state.event_id;
                 // Serialising and fsync block: keep them off the async workers.
