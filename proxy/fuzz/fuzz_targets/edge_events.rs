@@ -53,7 +53,7 @@ fn check_event(event: &EdgeEvent) {
 fuzz_target!(|data: &[u8]| {
     let mut lines = data.split(|&b| b == b'\n');
     let first = lines.next().unwrap_or_default();
-    let mut model = match Update::snapshot(1, first) {
+    let mut model = match Update::snapshot(1, first, None, "") {
         Update::Snapshot { config, .. } => config,
         _ => EdgeConfig::default(),
     };
@@ -66,7 +66,7 @@ fuzz_target!(|data: &[u8]| {
     round_trips(&model);
 
     for (i, line) in std::iter::once(first).chain(lines).enumerate() {
-        let Update::Delta { event, .. } = Update::delta(i as i64 + 2, "fuzz", line) else {
+        let Update::Delta { event, .. } = Update::delta(i as i64 + 2, "fuzz", line, String::new()) else {
             continue;
         };
         check_event(&event);
