@@ -13,6 +13,7 @@ mod connect_browser;
 mod connections;
 mod control_e2e;
 mod control_restore;
+mod fleet_scale;
 mod forwarding;
 mod gateway_filters;
 mod grpc;
