@@ -68,3 +68,24 @@ pub async fn config_version_reaches(proxy: &ProxyProcess, version: u64) -> u64 {
     })
     .await
 }
+
+/// Waits until a proxy following the control service has both its cursor and its
+/// served config at exactly `event_id`; returns its `/config`.
+pub async fn settled_at(
+    proxy: &ProxyProcess,
+    event_id: i64,
+    within: Duration,
+) -> serde_json::Value {
+    until(
+        &format!("the proxy to settle at event {event_id}"),
+        within,
+        || async {
+            let view = config_view(proxy).await;
+            let c = &view["control"];
+            (c["event_id"].as_i64() == Some(event_id)
+                && c["serving_event_id"].as_i64() == Some(event_id))
+            .then_some(view)
+        },
+    )
+    .await
+}

@@ -23,7 +23,7 @@ use tollgate_tests::proxy::ProxyProcess;
 use tollgate_tests::session::TlsSession;
 use tollgate_tests::tls::{TestCert, client_config};
 use tollgate_tests::upstream::Upstream;
-use tollgate_tests::wait::{config_view, until};
+use tollgate_tests::wait::{config_view, settled_at, until};
 
 /// Generous bound for the proxies to catch up on a loaded 2-core machine.
 const CATCH_UP: Duration = Duration::from_secs(60);
@@ -67,22 +67,6 @@ async fn serving(proxy: &ProxyProcess, event_id: i64) -> Value {
             let view = config_view(proxy).await;
             let serving = view["control"]["serving_event_id"].as_i64()?;
             (serving >= event_id).then_some(view)
-        },
-    )
-    .await
-}
-
-/// Waits until the proxy's cursor and served config are both exactly `event_id`.
-async fn settled_at(proxy: &ProxyProcess, event_id: i64) -> Value {
-    until(
-        &format!("the proxy to settle at event {event_id}"),
-        CATCH_UP,
-        || async {
-            let view = config_view(proxy).await;
-            let c = &view["control"];
-            (c["event_id"].as_i64() == Some(event_id)
-                && c["serving_event_id"].as_i64() == Some(event_id))
-            .then_some(view)
         },
     )
     .await
@@ -632,7 +616,7 @@ async fn restart_during_a_stream_of_commands_leaves_no_gap_and_no_duplicate() {
     // Started after the setup, so the proxy's one snapshot is at `setup`.
     let state = tempfile::tempdir().unwrap();
     let proxy = start_edge(&cp, "edge-burst", state.path());
-    settled_at(&proxy, setup).await;
+    settled_at(&proxy, setup, CATCH_UP).await;
     assert_eq!(updates(&proxy, "snapshot").await, 1.0);
 
     let burst = Arc::new(Burst::default());
@@ -669,7 +653,7 @@ async fn restart_during_a_stream_of_commands_leaves_no_gap_and_no_duplicate() {
         Some(last),
         "{version}"
     );
-    let view = settled_at(&proxy, last).await;
+    let view = settled_at(&proxy, last, CATCH_UP).await;
     assert_matches_service(&api, &view).await;
 
     // No gap: every route of the burst is there and routes.
@@ -808,7 +792,7 @@ async fn proxy_started_while_the_service_is_down_serves_its_persisted_snapshot()
     let unbound = api
         .write("DELETE", "/api/v1/hostnames/cold.test", None)
         .await;
-    settled_at(&proxy, unbound).await;
+    settled_at(&proxy, unbound, CATCH_UP).await;
     assert_eq!(
         get(proxy.addr("http"), false, "cold.test", "/", &[])
             .await
@@ -877,8 +861,8 @@ async fn two_proxies_converge_after_a_burst() {
 
     let last = cp.event_id().await;
     assert_eq!(last, *unique.last().unwrap());
-    let view_a = settled_at(&a, last).await;
-    let view_b = settled_at(&b, last).await;
+    let view_a = settled_at(&a, last, CATCH_UP).await;
+    let view_b = settled_at(&b, last, CATCH_UP).await;
     assert_eq!(view_a["routes"], view_b["routes"]);
     assert_eq!(view_a["apps"], view_b["apps"]);
     assert_eq!(proxy_endpoints(&view_a), proxy_endpoints(&view_b));
@@ -906,7 +890,7 @@ async fn invalid_commands_are_refused_and_change_nothing() {
     let other = api
         .write("POST", "/api/v1/apps", Some(&json!({"id": "other"})))
         .await;
-    let before_view = settled_at(&s.proxy, other).await;
+    let before_view = settled_at(&s.proxy, other, CATCH_UP).await;
     let (_, before_version) = api.api("GET", "/api/v1/version", None).await;
     let (_, before_routes) = api.api("GET", "/api/v1/routes", None).await;
     let (_, before_certs) = api.api("GET", "/api/v1/certificates", None).await;
@@ -1015,7 +999,7 @@ async fn invalid_commands_are_refused_and_change_nothing() {
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["event_id"].as_i64(), Some(marker));
     assert_eq!(events[0]["event_type"], "instance_added");
-    let after_view = settled_at(&s.proxy, marker).await;
+    let after_view = settled_at(&s.proxy, marker, CATCH_UP).await;
     assert_eq!(updates(&s.proxy, "delta").await, deltas_before + 1.0);
     assert_eq!(after_view["routes"], before_view["routes"]);
     assert_eq!(after_view["certificates"], before_view["certificates"]);

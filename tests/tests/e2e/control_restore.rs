@@ -16,7 +16,7 @@ use tollgate_tests::config::Config;
 use tollgate_tests::control::{ApiClient, ControlProcess, PROXY_TOKEN};
 use tollgate_tests::proxy::ProxyProcess;
 use tollgate_tests::upstream::Upstream;
-use tollgate_tests::wait::{config_view, until};
+use tollgate_tests::wait::{config_view, settled_at, until};
 
 /// Generous bound for the proxies to catch up on a loaded 2-core machine.
 const CATCH_UP: Duration = Duration::from_secs(60);
@@ -101,21 +101,6 @@ async fn wait_serving(proxy: &ProxyProcess, what: &str, served: &[&str], gone: &
     .await
 }
 
-/// Waits until the proxy's cursor and served config are both exactly `event_id`.
-async fn settled_at(proxy: &ProxyProcess, event_id: i64) {
-    until(
-        &format!("the proxy to settle at event {event_id}"),
-        CATCH_UP,
-        || async {
-            let c = config_view(proxy).await["control"].clone();
-            (c["event_id"].as_i64() == Some(event_id)
-                && c["serving_event_id"].as_i64() == Some(event_id))
-            .then_some(())
-        },
-    )
-    .await
-}
-
 /// The SQLite files of the log in `dir` that a copy must take: the database and its
 /// write-ahead log, if any (the shared-memory index is rebuilt on open).
 const DB_FILES: [&str; 2] = ["control.db", "control.db-wal"];
@@ -154,7 +139,7 @@ async fn proxies_follow_a_restored_log_without_a_restart() {
     // App A and a route, served by both.
     let a = create_app(&api, "a", up_a, true).await;
     for (_, p) in proxies {
-        settled_at(p, a).await;
+        settled_at(p, a, CATCH_UP).await;
         wait_serving(p, "app a", &["a"], &[]).await;
         assert_eq!(answer(p, "a.test", "/api/x").await, (200, Some("a".into())));
     }
@@ -169,7 +154,7 @@ async fn proxies_follow_a_restored_log_without_a_restart() {
     create_app(&api, "b", up_b, false).await;
     let lost = create_app(&api, "c", up_c, false).await;
     for (_, p) in proxies {
-        settled_at(p, lost).await;
+        settled_at(p, lost, CATCH_UP).await;
         wait_serving(p, "apps b and c", &["a", "b", "c"], &[]).await;
         assert_eq!(p.metric(RESYNCS, &[]).await.unwrap(), 0.0);
     }
@@ -208,7 +193,7 @@ async fn proxies_follow_a_restored_log_without_a_restart() {
             &["b", "c"],
         )
         .await;
-        settled_at(p, head).await;
+        settled_at(p, head, CATCH_UP).await;
         let c = config_view(p).await["control"].clone();
         assert_eq!(c["last_edge_event_id"].as_i64(), Some(head), "{name}: {c}");
         assert_eq!(answer(p, "d.test", "/api/x").await, (200, Some("d".into())));

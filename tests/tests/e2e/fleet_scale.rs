@@ -24,7 +24,7 @@ use tollgate_tests::control::{ApiClient, ControlProcess};
 use tollgate_tests::proxy::ProxyProcess;
 use tollgate_tests::tls::{self, TestCert, client_config};
 use tollgate_tests::upstream::Upstream;
-use tollgate_tests::wait::{config_view, until};
+use tollgate_tests::wait::settled_at;
 
 /// Generous: three proxies and the service share two cores with other tests.
 const CATCH_UP: Duration = Duration::from_secs(120);
@@ -45,24 +45,9 @@ fn host(i: usize) -> String {
     format!("h{i:05}.fleet.test")
 }
 
-/// Waits until `proxy` serves exactly `event_id` (cursor and served config).
-async fn settled(proxy: &ProxyProcess, event_id: i64) {
-    until(
-        &format!("the proxy to serve event {event_id}"),
-        CATCH_UP,
-        || async {
-            let c = config_view(proxy).await["control"].clone();
-            (c["event_id"].as_i64() == Some(event_id)
-                && c["serving_event_id"].as_i64() == Some(event_id))
-            .then_some(())
-        },
-    )
-    .await;
-}
-
 async fn all_settled(fleet: &[ProxyProcess], event_id: i64) {
     for proxy in fleet {
-        settled(proxy, event_id).await;
+        settled_at(proxy, event_id, CATCH_UP).await;
     }
 }
 
