@@ -326,7 +326,7 @@ fn config_view(shared: &Shared) -> Value {
         .collect();
     let (certs, certs_refused) = shared.cert_health.view(&shared.certs.current());
     json!({
-        "version": state.snapshot.version,
+        "version": state.version,
         "api_hosts": state.snapshot.spec.api_hosts,
         "apps": state.snapshot.spec.apps,
         "routes": state.snapshot.spec.routes,

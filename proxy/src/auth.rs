@@ -14,6 +14,7 @@ use tollgate_filters::oidc::{IssuerRegistry, TokenError};
 use tollgate_routing::{AuthPolicy, KeyKind};
 
 /// Credential checkers built from one config generation.
+#[derive(Clone)]
 pub struct AuthState {
     pub keys: KeyStore,
     pub issuers: IssuerRegistry,

@@ -18,7 +18,7 @@ pub async fn reload(shared: &Arc<Shared>, path: &Path, trigger: &str) -> Result<
             "config file changed: routing is controlled remotely by the control service; \
              listener, admin, limit and log changes need a restart"
         );
-        return Ok(shared.state.load().snapshot.version);
+        return Ok(shared.state.load().version);
     }
     let _one_at_a_time = shared.reload_lock.lock().await;
     let owned = path.to_path_buf();

@@ -25,21 +25,27 @@ use tollgate_filters::rpc::Schema;
 use tollgate_routing::{AcmeChallenge, PathPolicy, RoutingSpec, Snapshot};
 
 /// One config generation: routes and the upstream clusters they point at.
+///
+/// The parts compiled from routes are behind `Arc`s, so a generation that changes
+/// only API keys or ACME challenges shares them with the one before
+/// ([`ProxyState::with_keys`]) instead of compiling them again.
 #[derive(Debug)]
 pub struct ProxyState {
+    /// Counts every swap, whatever it changed.
+    pub version: u64,
     pub snapshot: Arc<Snapshot>,
-    pub upstreams: Upstreams,
+    pub upstreams: Arc<Upstreams>,
     pub auth: AuthState,
     /// Schemas for Connect JSON, by the `descriptor_set` name routes give.
-    pub schemas: HashMap<String, Schema>,
+    pub schemas: Arc<HashMap<String, Schema>>,
     /// Compiled rate limits, quotas and budgets of the apps that have them.
-    pub limits: HashMap<String, Arc<AppLimits>>,
+    pub limits: Arc<HashMap<String, Arc<AppLimits>>>,
     /// Routes with limits of their own (instead of their app's), by route id.
-    pub route_limits: HashMap<String, Arc<AppLimits>>,
+    pub route_limits: Arc<HashMap<String, Arc<AppLimits>>>,
     /// Each route's plan (resolved parts and filter chain), by route index.
-    pub(crate) routes: Box<[RoutePlan]>,
+    pub(crate) routes: Arc<[RoutePlan]>,
     /// The apps whose metrics carry their id.
-    pub(crate) metric_scope: MetricScope,
+    pub(crate) metric_scope: Arc<MetricScope>,
     /// The ACME challenges to answer, by hostname.
     pub(crate) acme: AcmeTable,
 }
@@ -61,11 +67,11 @@ impl ProxyState {
         let metric_scope = MetricScope::build(
             spec,
             settings.max_detailed_metrics_apps,
-            previous.map(|p| &p.metric_scope),
+            previous.map(|p| &*p.metric_scope),
         );
         let upstreams = Upstreams::build(
             spec,
-            previous.map(|p| &p.upstreams),
+            previous.map(|p| &*p.upstreams),
             metrics,
             &metric_scope,
             settings.max_response_header_bytes,
@@ -76,9 +82,9 @@ impl ProxyState {
         };
         let issuers = IssuerRegistry::build(&spec.oidc_issuers, previous.map(|p| &p.auth.issuers))
             .map_err(ConfigError::Issuers)?;
-        let schemas = load_schemas(spec, previous.map(|p| &p.schemas))?;
-        let limits = limits::build_apps(spec, previous.map(|p| &p.limits), engine);
-        let route_limits = limits::build_routes(spec, previous.map(|p| &p.route_limits), engine);
+        let schemas = load_schemas(spec, previous.map(|p| &*p.schemas))?;
+        let limits = limits::build_apps(spec, previous.map(|p| &*p.limits), engine);
+        let route_limits = limits::build_routes(spec, previous.map(|p| &*p.route_limits), engine);
         let routes = build_plans(
             &snapshot.table,
             &PlanParts {
@@ -92,16 +98,42 @@ impl ProxyState {
         );
         let acme = AcmeTable::build(acme, previous.map(|p| &p.acme));
         Ok(ProxyState {
+            version: snapshot.version,
             snapshot,
-            upstreams,
+            upstreams: Arc::new(upstreams),
             auth: AuthState { keys, issuers },
-            schemas,
-            limits,
-            route_limits,
-            routes,
-            metric_scope,
+            schemas: Arc::new(schemas),
+            limits: Arc::new(limits),
+            route_limits: Arc::new(route_limits),
+            routes: routes.into(),
+            metric_scope: Arc::new(metric_scope),
             acme,
         })
+    }
+
+    /// This generation's routes with other keys and ACME challenges: nothing compiled
+    /// from routes is rebuilt, so the cost follows the keys and challenges changed.
+    fn with_keys(
+        &self,
+        version: u64,
+        keys: Option<KeyStore>,
+        acme: &tollgate_routing::OrdMap<String, AcmeChallenge>,
+    ) -> ProxyState {
+        ProxyState {
+            version,
+            snapshot: self.snapshot.clone(),
+            upstreams: self.upstreams.clone(),
+            auth: AuthState {
+                keys: keys.unwrap_or_else(|| self.auth.keys.clone()),
+                issuers: self.auth.issuers.clone(),
+            },
+            schemas: self.schemas.clone(),
+            limits: self.limits.clone(),
+            route_limits: self.route_limits.clone(),
+            routes: self.routes.clone(),
+            metric_scope: self.metric_scope.clone(),
+            acme: AcmeTable::build(acme, Some(&self.acme)),
+        }
     }
 }
 
@@ -252,7 +284,7 @@ impl Shared {
     /// Swaps in a new config; on error nothing changes. Returns the new version.
     pub fn apply(&self, loaded: Loaded) -> Result<u64, ConfigError> {
         self.apply_parts(
-            loaded.routing,
+            Some(loaded.routing),
             None,
             loaded.certs,
             &tollgate_routing::OrdMap::new(),
@@ -262,31 +294,38 @@ impl Shared {
     /// Swaps in routes, certificates and ACME challenges from any source (the config
     /// file has no challenges; the control service publishes them); on error nothing
     /// changes. Returns the new version. `keys`, when given, replaces the keys of
-    /// `routing` (see [`ProxyState::build`]).
+    /// `routing` (see [`ProxyState::build`]); `routing` is `None` when the routes are
+    /// the ones serving: only keys, certificates and challenges change.
     pub fn apply_parts(
         &self,
-        routing: RoutingSpec,
+        routing: Option<RoutingSpec>,
         keys: Option<KeyStore>,
         certs: CertStore,
         acme: &tollgate_routing::OrdMap<String, AcmeChallenge>,
     ) -> Result<u64, ConfigError> {
         let started = Instant::now();
         let current = self.state.load();
-        let version = current.snapshot.version + 1;
-        let state = ProxyState::build(
-            Arc::new(Snapshot::build(routing, version)?),
-            keys,
-            acme,
-            Some(&current),
-            &self.metrics,
-            &self.limit_engine,
-            &self.limits,
-        )?;
-        report_degraded(&state.snapshot.spec, &current.snapshot.spec, &self.metrics);
+        let version = current.version + 1;
+        let state = match routing {
+            None => current.with_keys(version, keys, acme),
+            Some(routing) => {
+                let state = ProxyState::build(
+                    Arc::new(Snapshot::build(routing, version)?),
+                    keys,
+                    acme,
+                    Some(&current),
+                    &self.metrics,
+                    &self.limit_engine,
+                    &self.limits,
+                )?;
+                report_degraded(&state.snapshot.spec, &current.snapshot.spec, &self.metrics);
+                state.metric_scope.publish(&self.metrics);
+                state
+            }
+        };
         let cert_count = certs.len();
         let acme_active = state.acme.len();
         // Routes and certificates change together, right after each other.
-        state.metric_scope.publish(&self.metrics);
         self.state.store(Arc::new(state));
         self.cert_health.observe(&certs);
         self.certs.swap(certs);

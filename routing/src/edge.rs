@@ -671,6 +671,19 @@ impl EdgeConfig {
         spec
     }
 
+    /// Whether `other` certainly has the same [`EdgeConfig::routing_spec_without_keys`]:
+    /// it shares every map that reads (a clone to which only keys, certificates,
+    /// ACME or claim events were applied does). O(1); `false` does not mean different.
+    pub fn same_routing(&self, other: &EdgeConfig) -> bool {
+        self.apps.ptr_eq(&other.apps)
+            && self.routes.ptr_eq(&other.routes)
+            && self.hostnames.ptr_eq(&other.hostnames)
+            && self.limits.ptr_eq(&other.limits)
+            && self.oidc_issuers.ptr_eq(&other.oidc_issuers)
+            && self.api_hosts == other.api_hosts
+            && self.port_policy == other.port_policy
+    }
+
     /// [`EdgeConfig::routing_spec`] with no API keys: for proxies, which keep the keys
     /// in a store they update key by key ([`EdgeConfig::served_key`]).
     pub fn routing_spec_without_keys(&self) -> RoutingSpec {
@@ -752,7 +765,6 @@ impl EdgeConfig {
         }
     }
 
-    /// Whether the keys of `app` are served: not when it is gone or being deleted.
     /// The key `key_id` when its app accepts keys (it exists and is not being deleted).
     pub fn served_key(&self, key_id: &str) -> Option<&ApiKeySpec> {
         self.api_keys

@@ -130,3 +130,81 @@ fn events_round_trip_as_json_with_their_type() {
     assert_eq!(v["type"], e.event_type());
     assert_eq!(serde_json::from_value::<EdgeEvent>(v).unwrap(), e);
 }
+
+/// `same_routing` is only ever true when the routes are the same, and it is true for
+/// the events proxies see most (keys, certificates), so they skip compiling routes.
+#[test]
+fn same_routing_is_sound_and_holds_for_keys_and_certificates() {
+    let base = built();
+    // The model keeps certificates as given; loading them is the proxy's job.
+    let (cert_pem, key_pem) = ("a certificate", "its key");
+    let events = [
+        (
+            serde_json::json!({"type": "api_key_created", "key": {"key_id": "k2", "app": "acme", "kind": "secret", "sha256": "b".repeat(64)}}),
+            true,
+        ),
+        (
+            serde_json::json!({"type": "api_key_revoked", "key_id": "k1"}),
+            true,
+        ),
+        (
+            serde_json::json!({"type": "certificate_uploaded", "cert": {"id": "c1", "cert_pem": cert_pem, "key_pem": key_pem, "names": ["acme.example.com"]}}),
+            true,
+        ),
+        (
+            serde_json::json!({"type": "app_created", "app_id": "other"}),
+            false,
+        ),
+        (
+            serde_json::json!({"type": "app_suspended", "app_id": "acme"}),
+            false,
+        ),
+        (
+            serde_json::json!({"type": "instance_added", "app_id": "acme", "upstream": "default", "endpoint": {"address": "127.0.0.1:9001"}}),
+            false,
+        ),
+        (
+            serde_json::json!({"type": "hostname_bound", "hostname": "b.example.com", "app_id": "acme"}),
+            false,
+        ),
+        (
+            serde_json::json!({"type": "route_deleted", "route_id": "r1"}),
+            false,
+        ),
+        (
+            serde_json::json!({"type": "limits_set", "app_id": "acme", "limits": {}}),
+            false,
+        ),
+        (
+            serde_json::json!({"type": "api_hosts_set", "hosts": ["api2.example.com"]}),
+            false,
+        ),
+        (
+            serde_json::json!({"type": "port_policy_set", "policy": {"allowed": [8443]}}),
+            false,
+        ),
+        (
+            serde_json::json!({"type": "app_deletion_scheduled", "app_id": "acme", "until_unix": 1}),
+            false,
+        ),
+    ];
+    for (event, same) in events {
+        let mut next = base.clone();
+        next.apply(&ev(event.clone())).unwrap();
+        assert_eq!(base.same_routing(&next), same, "{event}");
+        if base.same_routing(&next) {
+            assert_eq!(
+                base.routing_spec_without_keys(),
+                next.routing_spec_without_keys(),
+                "{event}"
+            );
+        } else {
+            assert_ne!(
+                base.routing_spec_without_keys(),
+                next.routing_spec_without_keys(),
+                "{event} changes routes"
+            );
+        }
+    }
+    assert!(base.same_routing(&base.clone()));
+}

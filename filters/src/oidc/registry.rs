@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tollgate_routing::OidcIssuerSpec;
 
 /// The issuers of one config, by exact `iss` value.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct IssuerRegistry {
     by_issuer: HashMap<String, Arc<IssuerKeys>>,
     /// Policy name → the same issuers.

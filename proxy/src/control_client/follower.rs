@@ -202,6 +202,8 @@ pub struct Follower {
 #[derive(Default)]
 struct Built {
     model: EdgeConfig,
+    /// Whether the serving routes were compiled from `model` (not from a config file).
+    routing: bool,
     /// Without the default certificate.
     certs: CertStore,
     keys: KeyStore,
@@ -530,8 +532,15 @@ impl Follower {
     /// Builds the servable config from the model and swaps it in; on error the running
     /// config stays. Persists the model after a successful swap when `persist`.
     async fn publish(&mut self, persist: bool) -> Result<u64, ConfigError> {
-        let mut routing = self.model.routing_spec_without_keys();
-        drop_cross_tenant_routes(&mut routing, &mut self.dropped_routes);
+        // Routes are compiled again only when something they are made of changed: a
+        // burst of keys or certificates reuses the compiled routes as they are.
+        let routing = if self.built.routing && self.built.model.same_routing(&self.model) {
+            None
+        } else {
+            let mut spec = self.model.routing_spec_without_keys();
+            drop_cross_tenant_routes(&mut spec, &mut self.dropped_routes);
+            Some(spec)
+        };
         // Only the certificates and keys that changed since the last build are loaded.
         let changes = self.built.cert_changes(&self.model);
         let key_changes = self.built.key_changes(&self.model);
@@ -577,6 +586,7 @@ impl Follower {
         let result = result.map(|(version, certs, keys)| {
             self.built = Built {
                 model: self.model.clone(),
+                routing: true,
                 certs,
                 keys,
             };
@@ -721,5 +731,55 @@ mod tests {
             ids(&built, &model).is_empty(),
             "a key of a deleting app is not served"
         );
+    }
+
+    fn delta(event_id: i64, event: serde_json::Value) -> super::Update {
+        super::Update::Delta {
+            event_id,
+            event: serde_json::from_value(event).expect("event"),
+            marker: None,
+        }
+    }
+
+    /// A burst of keys swaps in a new generation that shares the compiled routes; a
+    /// hostname compiles them again. Both are served.
+    #[tokio::test]
+    async fn keys_alone_reuse_the_compiled_routes() {
+        let mut follower = crate::benching::follower().await.expect("follower");
+        let mut model = EdgeConfig::default();
+        apply(
+            &mut model,
+            serde_json::json!({"type": "app_created", "app_id": "a"}),
+        );
+        let snapshot = super::Update::Snapshot {
+            event_id: 1,
+            config: model,
+            last_edge: None,
+            resync: None,
+        };
+        assert_eq!(
+            follower.apply_batch(vec![snapshot]).await,
+            super::Outcome::Continue
+        );
+        let first = follower.shared().state.load_full();
+
+        let outcome = follower
+            .apply_batch(vec![delta(2, key("k1", "a", '1'))])
+            .await;
+        assert_eq!(outcome, super::Outcome::Continue);
+        let keyed = follower.shared().state.load_full();
+        assert_eq!(keyed.version, first.version + 1);
+        assert!(std::sync::Arc::ptr_eq(&first.snapshot, &keyed.snapshot));
+        assert!(std::sync::Arc::ptr_eq(&first.routes, &keyed.routes));
+        assert_eq!((first.auth.keys.len(), keyed.auth.keys.len()), (0, 1));
+
+        let bind =
+            serde_json::json!({"type": "hostname_bound", "hostname": "a.test", "app_id": "a"});
+        let outcome = follower.apply_batch(vec![delta(3, bind)]).await;
+        assert_eq!(outcome, super::Outcome::Continue);
+        let bound = follower.shared().state.load_full();
+        assert!(!std::sync::Arc::ptr_eq(&keyed.snapshot, &bound.snapshot));
+        assert_eq!(bound.snapshot.spec.apps[0].hostnames, ["a.test"]);
+        assert_eq!(bound.auth.keys.len(), 1, "the keys stay");
     }
 }
