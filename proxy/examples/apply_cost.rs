@@ -16,6 +16,10 @@ use tollgate_certs::{CertSource, CertStore};
 use tollgate_proxy::benching::{self, Outcome, Update};
 use tollgate_routing::{EdgeCert, EdgeConfig, EdgeEvent, Snapshot};
 
+// The allocator of the `tollgate` binary, so that RSS here is what a proxy would hold.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -168,7 +172,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         t.elapsed().as_secs_f64(),
         rss_mib()
     );
-    profile(&model);
+    // Profiled at the end, so that its garbage does not count in the RSS figures.
+    let profiled = model.clone();
 
     let mut follower = benching::follower().await?;
     let rss_before = rss_mib();
@@ -229,5 +234,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         summary(label, times);
     }
     println!("  RSS after the deltas {:.0} MiB", rss_mib());
+    profile(&profiled);
     Ok(())
 }

@@ -11,25 +11,30 @@ use crate::auth::ApiKeySpec;
 use crate::edge::{EdgeCert, EdgeConfig};
 use crate::host::wildcard_parent;
 use crate::model::RouteSpec;
-use imbl::{OrdMap, OrdSet};
+use imbl::OrdSet;
+use std::ops::Bound;
 
-type Ids = OrdSet<String>;
+/// `(key, id)` pairs in one ordered set: the ids under a key are a range of it. One
+/// set per lookup, rather than a set of ids per key, because most keys have one id
+/// (a key's hash, an app's hostname) and a set of its own costs a whole tree node:
+/// at 100,000 keys that was most of the index's memory.
+pub(crate) type Pairs<K> = OrdSet<(K, String)>;
 
 /// The edge config's lookups; every set holds ids (hostnames for `hostnames_of`).
 #[derive(Clone, Default)]
 pub struct Index {
     /// Built from nothing: a deserialized config's index must be rebuilt before use.
     pub(crate) stale: bool,
-    pub(crate) hostnames_of: OrdMap<String, Ids>,
-    pub(crate) routes_of: OrdMap<String, Ids>,
-    pub(crate) routes_on: OrdMap<String, Ids>,
+    pub(crate) hostnames_of: Pairs<String>,
+    pub(crate) routes_of: Pairs<String>,
+    pub(crate) routes_on: Pairs<String>,
     /// By the wildcard parent of the route's name: the routes `*.<parent>` covers.
-    pub(crate) routes_under: OrdMap<String, Ids>,
-    pub(crate) routes_at: OrdMap<u16, Ids>,
-    pub(crate) keys_of: OrdMap<String, Ids>,
-    pub(crate) keys_by_hash: OrdMap<String, Ids>,
+    pub(crate) routes_under: Pairs<String>,
+    pub(crate) routes_at: Pairs<u16>,
+    pub(crate) keys_of: Pairs<String>,
+    pub(crate) keys_by_hash: Pairs<String>,
     /// A certificate's stored names (normalised by the control service) → cert ids.
-    pub(crate) certs_by_name: OrdMap<String, Ids>,
+    pub(crate) certs_by_name: Pairs<String>,
 }
 
 impl std::fmt::Debug for Index {
@@ -45,25 +50,24 @@ impl PartialEq for Index {
     }
 }
 
-fn add<K: Ord + Clone>(map: &mut OrdMap<K, Ids>, key: K, id: &str) {
-    map.entry(key).or_default().insert(id.to_string());
+fn add<K: Ord + Clone>(set: &mut Pairs<K>, key: K, id: &str) {
+    set.insert((key, id.to_string()));
 }
 
-fn remove<K: Ord + Clone>(map: &mut OrdMap<K, Ids>, key: &K, id: &str) {
-    if let Some(ids) = map.get_mut(key) {
-        ids.remove(id);
-        if ids.is_empty() {
-            map.remove(key);
-        }
-    }
+fn remove<K: Ord + Clone>(set: &mut Pairs<K>, key: &K, id: &str) {
+    set.remove(&(key.clone(), id.to_string()));
 }
 
 /// The ids under `key`, in order.
-pub(crate) fn ids<'a, K: Ord + Clone>(
-    map: &'a OrdMap<K, Ids>,
+pub(crate) fn ids<'a, K: Ord + Clone + 'a>(
+    set: &'a Pairs<K>,
     key: &K,
 ) -> impl Iterator<Item = &'a String> + 'a {
-    map.get(key).into_iter().flat_map(|ids| ids.iter())
+    let key = key.clone();
+    let from = (key.clone(), String::new());
+    set.range((Bound::Included(from), Bound::Unbounded))
+        .take_while(move |(k, _)| *k == key)
+        .map(|(_, id)| id)
 }
 
 impl Index {
