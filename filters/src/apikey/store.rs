@@ -63,30 +63,32 @@ impl KeyStore {
         KeyStore::empty().update(specs.iter().map(|s| (None, Some(s))))
     }
 
-    /// This store with each `(old, new)` change made: `old` (when given) leaves,
-    /// `new` (when given) comes in, checked as [`KeyStore::build`] checks. Only the
-    /// changed records are touched.
+    /// This store with each `(old, new)` change made: every `old` (when given) leaves,
+    /// then every `new` (when given) comes in, checked as [`KeyStore::build`] checks.
+    /// Only the changed records are touched.
     pub fn update<'a>(
         &self,
         changes: impl IntoIterator<Item = (Option<&'a ApiKeySpec>, Option<&'a ApiKeySpec>)>,
     ) -> Result<KeyStore, KeyError> {
+        let changes: Vec<_> = changes.into_iter().collect();
         let mut by_digest = self.by_digest.clone();
-        for (old, new) in changes {
-            if let Some(old) = old
-                && let Some(digest) = decode_sha256_hex(&old.sha256)
+        // Removals first, so that a batch which moves a hash from one key to another
+        // does not see it taken.
+        for old in changes.iter().filter_map(|(old, _)| *old) {
+            if let Some(digest) = decode_sha256_hex(&old.sha256)
                 && by_digest
                     .get(&digest)
                     .is_some_and(|r| r.identity.key_id == old.key_id)
             {
                 by_digest.remove(&digest);
             }
-            if let Some(spec) = new {
-                let record = record(spec)?;
-                if by_digest.contains_key(&record.digest) {
-                    return Err(invalid(spec, "another key has the same hash"));
-                }
-                by_digest.insert(record.digest, Arc::new(record));
+        }
+        for spec in changes.iter().filter_map(|(_, new)| *new) {
+            let record = record(spec)?;
+            if by_digest.contains_key(&record.digest) {
+                return Err(invalid(spec, "another key has the same hash"));
             }
+            by_digest.insert(record.digest, Arc::new(record));
         }
         Ok(KeyStore { by_digest })
     }
@@ -305,6 +307,11 @@ mod tests {
         );
         let kept = after.update([(Some(&twin), None)]).unwrap();
         assert!(kept.verify(&sk1, "acme", None, 0).is_ok());
+        // A hash moving from one key to another in one update, whatever the order.
+        let moved = after
+            .update([(None, Some(&twin)), (Some(&k1), None)])
+            .unwrap();
+        assert_eq!(moved.verify(&sk1, "acme", None, 0).unwrap().key_id, "k3");
     }
 
     #[test]
