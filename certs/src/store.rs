@@ -130,7 +130,7 @@ impl CertStore {
         let mut store = CertStore::empty();
         let mut errors = Vec::new();
         for (index, source) in sources.iter().enumerate() {
-            if let Some(e) = store.put(list_id(index), source, index) {
+            if let Some(e) = store.put(list_id(index), source, Some(index)) {
                 errors.push(e);
             }
         }
@@ -156,7 +156,7 @@ impl CertStore {
             }
             store.refused.remove(id);
             if let Some(source) = source {
-                store.put(id.into(), source, 0);
+                store.put(id.into(), source, None);
             }
         }
         store.retry_waiting(&freed);
@@ -169,11 +169,28 @@ impl CertStore {
     }
 
     /// Loads `source` as `id` and serves it, or records why not; returns that error.
-    fn put(&mut self, id: Arc<str>, source: &CertSource, index: usize) -> Option<CertError> {
+    /// `index` is its position in a list; without one, errors name it by `id`.
+    fn put(
+        &mut self,
+        id: Arc<str>,
+        source: &CertSource,
+        index: Option<usize>,
+    ) -> Option<CertError> {
         let now = clock::now_unix();
-        let served = match source.load(index, now, Expiry::Serve) {
+        let served = match source.load(index.unwrap_or(0), now, Expiry::Serve) {
             Ok(l) => Arc::new(served(l)),
             Err(e) => {
+                let e = match e {
+                    CertError::Source { problem, .. }
+                        if index.is_none() && source.names.is_none() =>
+                    {
+                        CertError::Source {
+                            cert: format!("`{id}`"),
+                            problem,
+                        }
+                    }
+                    e => e,
+                };
                 self.refuse(id, &e, None);
                 return Some(e);
             }

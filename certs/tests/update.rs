@@ -117,3 +117,17 @@ fn the_default_follows_the_certificate_serving_its_name() {
     let store = store.update([("a", None)]);
     assert!(store.resolve(None).is_none());
 }
+
+#[test]
+fn a_bad_certificate_without_names_is_reported_by_its_id() {
+    let bad = CertSource {
+        cert_pem: "not a certificate".into(),
+        key_pem: "not a key".into(),
+        names: None,
+    };
+    let store = CertStore::empty().update([("tenant-cert", Some(&bad))]);
+    let refused = store.refused();
+    assert_eq!(refused.len(), 1);
+    assert!(refused[0].contains("`tenant-cert`"), "{refused:?}");
+    assert!(store.update([("tenant-cert", None)]).refused().is_empty());
+}
