@@ -127,11 +127,7 @@ fn profile(model: &EdgeConfig) {
     let sources: Vec<CertSource> = model
         .certificates
         .values()
-        .map(|c| CertSource {
-            cert_pem: c.cert_pem.clone(),
-            key_pem: c.key_pem.clone(),
-            names: Some(c.names.clone()),
-        })
+        .map(benching::cert_source)
         .collect();
     let (certs, _) = CertStore::build_isolated(&sources);
     println!(

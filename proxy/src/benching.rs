@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use tollgate_certs::CertStore;
 
-pub use crate::control_client::{Follower, Outcome, Update};
+pub use crate::control_client::{Follower, Outcome, Update, cert_source};
 pub use crate::state::Shared;
 
 /// A follower over a fresh proxy state built from an empty config file.

@@ -56,8 +56,8 @@ pub use server::{RunOptions, ServerError, run};
 /// stable API: it follows the internals it re-exports.
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use crate::control_client::Update;
     pub use crate::control_client::persist::PersistedState;
+    pub use crate::control_client::{Update, cert_source};
     pub use crate::http::stream_stats::{EnvelopeCounter, SseCounter};
     pub use crate::l4::{client_hello, proxy_v2};
     pub use crate::resume::journal::Refusal;

@@ -22,7 +22,7 @@
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use tollgate_certs::{CertSource, CertStore};
-use tollgate_proxy::fuzzing::{PersistedState, Update};
+use tollgate_proxy::fuzzing::{PersistedState, Update, cert_source};
 use tollgate_routing::limits::LimitsSpec;
 use tollgate_routing::validate::cross_tenant_routes;
 use tollgate_routing::{EdgeConfig, EdgeEvent, Snapshot, validate};
@@ -66,7 +66,8 @@ fuzz_target!(|data: &[u8]| {
     round_trips(&model);
 
     for (i, line) in std::iter::once(first).chain(lines).enumerate() {
-        let Update::Delta { event, .. } = Update::delta(i as i64 + 2, "fuzz", line, String::new()) else {
+        let Update::Delta { event, .. } = Update::delta(i as i64 + 2, "fuzz", line, String::new())
+        else {
             continue;
         };
         check_event(&event);
@@ -117,15 +118,7 @@ fuzz_target!(|data: &[u8]| {
     let valid = validate(&spec).is_ok();
     assert_eq!(Snapshot::build(spec, 1).is_ok(), valid);
 
-    let sources: Vec<CertSource> = model
-        .certificates
-        .values()
-        .map(|c| CertSource {
-            cert_pem: c.cert_pem.clone(),
-            key_pem: c.key_pem.clone(),
-            names: (!c.names.is_empty()).then(|| c.names.clone()),
-        })
-        .collect();
+    let sources: Vec<CertSource> = model.certificates.values().map(cert_source).collect();
     if !sources.is_empty() {
         let _ = CertStore::build_isolated(&sources);
     }

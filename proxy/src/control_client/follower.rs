@@ -628,7 +628,7 @@ impl Follower {
 }
 
 /// What the certificate store loads for a control certificate.
-fn cert_source(c: &EdgeCert) -> CertSource {
+pub fn cert_source(c: &EdgeCert) -> CertSource {
     CertSource {
         cert_pem: c.cert_pem.clone(),
         key_pem: c.key_pem.clone(),

@@ -32,7 +32,7 @@ pub mod persist;
 mod poll;
 pub mod settings;
 
-pub use follower::{Follower, Outcome, Resync, Update};
+pub use follower::{Follower, Outcome, Resync, Update, cert_source};
 pub use settings::{ControlConfig, ControlSettings};
 
 use crate::state::Shared;
