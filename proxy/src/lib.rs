@@ -66,4 +66,20 @@ pub mod fuzzing {
     pub use crate::resume::{sse, token};
     pub use crate::trace::{caller_state, w3c};
     pub use opentelemetry::trace::TraceState;
+
+    /// Splits `body` into chunks whose sizes come from `seeds` (0 means an empty
+    /// chunk); whatever the seeds do not cover is the last chunk. For targets that
+    /// feed a streaming parser the same bytes split every way.
+    pub fn chunks<'a>(body: &'a [u8], seeds: &[u8]) -> Vec<&'a [u8]> {
+        let mut out = Vec::new();
+        let mut rest = body;
+        for &s in seeds {
+            let n = usize::from(s).min(rest.len());
+            let (head, tail) = rest.split_at(n);
+            out.push(head);
+            rest = tail;
+        }
+        out.push(rest);
+        out
+    }
 }

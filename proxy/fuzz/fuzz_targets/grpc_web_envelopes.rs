@@ -21,21 +21,7 @@ use tollgate_filters::rpc::envelope::{
     EnvelopeScanner, FLAG_COMPRESSED, FLAG_END_STREAM, FLAG_TRAILERS, HEADER_LEN, REQUEST_FLAGS,
 };
 use tollgate_filters::rpc::{Envelope, EnvelopeDecoder, FrameError};
-
-/// Splits `body` into chunks whose sizes come from `seeds` (0 means an empty chunk);
-/// whatever the seeds do not cover is the last chunk.
-fn chunks<'a>(body: &'a [u8], seeds: &[u8]) -> Vec<&'a [u8]> {
-    let mut out = Vec::new();
-    let mut rest = body;
-    for &s in seeds {
-        let n = usize::from(s).min(rest.len());
-        let (head, tail) = rest.split_at(n);
-        out.push(head);
-        rest = tail;
-    }
-    out.push(rest);
-    out
-}
+use tollgate_proxy::fuzzing::chunks;
 
 struct Outcome {
     envelopes: Vec<Envelope>,

@@ -19,19 +19,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use libfuzzer_sys::fuzz_target;
 use tollgate_filters::rpc::base64_stream::{Base64Decoder, Base64Error, encode};
-
-fn chunks<'a>(body: &'a [u8], seeds: &[u8]) -> Vec<&'a [u8]> {
-    let mut out = Vec::new();
-    let mut rest = body;
-    for &s in seeds {
-        let n = usize::from(s).min(rest.len());
-        let (head, tail) = rest.split_at(n);
-        out.push(head);
-        rest = tail;
-    }
-    out.push(rest);
-    out
-}
+use tollgate_proxy::fuzzing::chunks;
 
 fn decode(parts: &[&[u8]]) -> Result<Vec<u8>, Base64Error> {
     let mut d = Base64Decoder::new();

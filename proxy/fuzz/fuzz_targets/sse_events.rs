@@ -37,23 +37,9 @@ use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 use tollgate_proxy::fuzzing::sse::{HEARTBEAT, Splitter, TooLarge, error_event, with_id};
 use tollgate_proxy::fuzzing::token::ResumeRequest;
-use tollgate_proxy::fuzzing::{EnvelopeCounter, SseCounter};
+use tollgate_proxy::fuzzing::{EnvelopeCounter, SseCounter, chunks};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
-
-/// Splits `body` into chunks whose sizes come from `seeds`; the rest is the last chunk.
-fn chunks<'a>(body: &'a [u8], seeds: &[u8]) -> Vec<&'a [u8]> {
-    let mut out = Vec::new();
-    let mut rest = body;
-    for &s in seeds {
-        let n = usize::from(s).min(rest.len());
-        let (head, tail) = rest.split_at(n);
-        out.push(head);
-        rest = tail;
-    }
-    out.push(rest);
-    out
-}
 
 /// One complete event block of the reference.
 #[derive(Debug)]
