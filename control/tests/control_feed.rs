@@ -42,6 +42,12 @@ async fn log_after(svc: &Svc, after: i64) -> Vec<(i64, EdgeEvent)> {
         .collect()
 }
 
+/// Creates `app`, then `n` routes to it.
+async fn write_app(c: Client, app: &'static str, n: usize) {
+    expect(c.post("/api/v1/apps", json!({ "id": app })).await, 201);
+    write_routes(c, app, n).await;
+}
+
 async fn write_routes(c: Client, app: &'static str, n: usize) {
     for i in 0..n {
         expect(
@@ -141,8 +147,7 @@ async fn snapshot_then_every_delta_in_order_while_commands_run() {
 async fn resume_from_a_cursor_sends_only_deltas() {
     let svc = start().await;
     let c = svc.http();
-    expect(c.post("/api/v1/apps", json!({ "id": "a" })).await, 201);
-    write_routes(c.clone(), "a", 6).await;
+    write_app(c.clone(), "a", 6).await;
     let all = log_after(&svc, 0).await;
     let (mid, _) = all[3];
 
@@ -189,8 +194,7 @@ async fn a_proxy_far_behind_gets_one_compressed_snapshot_instead_of_the_history(
     })
     .await;
     let c = svc.http();
-    expect(c.post("/api/v1/apps", json!({ "id": "a" })).await, 201);
-    write_routes(c.clone(), "a", 6).await;
+    write_app(c.clone(), "a", 6).await;
     let all = log_after(&svc, 0).await;
     let last = all.last().unwrap().0;
     let client = || async {
@@ -372,13 +376,7 @@ async fn a_proxy_beyond_a_restored_backup_is_told_the_log_diverged() {
     };
 
     let running = start_in(tmp.path()).await;
-    expect(
-        admin(&running)
-            .post("/api/v1/apps", json!({ "id": "a" }))
-            .await,
-        201,
-    );
-    write_routes(admin(&running), "a", 2).await;
+    write_app(admin(&running), "a", 2).await;
     let kept = last_marker(&expect(
         client(&running).get("/v1/events?after=0").await,
         200,
@@ -388,13 +386,7 @@ async fn a_proxy_beyond_a_restored_backup_is_told_the_log_diverged() {
 
     // Lost: what happens after the backup.
     let running = start_in(tmp.path()).await;
-    expect(
-        admin(&running)
-            .post("/api/v1/apps", json!({ "id": "b" }))
-            .await,
-        201,
-    );
-    write_routes(admin(&running), "b", 2).await;
+    write_app(admin(&running), "b", 2).await;
     let lost = last_marker(&expect(
         client(&running).get("/v1/events?after=0").await,
         200,
@@ -408,13 +400,7 @@ async fn a_proxy_beyond_a_restored_backup_is_told_the_log_diverged() {
     }
     std::fs::copy(&backup, &db).unwrap();
     let running = start_in(tmp.path()).await;
-    expect(
-        admin(&running)
-            .post("/api/v1/apps", json!({ "id": "c" }))
-            .await,
-        201,
-    );
-    write_routes(admin(&running), "c", 4).await;
+    write_app(admin(&running), "c", 4).await;
     let head = running.projection().event_id();
     assert!(head > lost.0, "the log passes the lost cursor");
     let p = client(&running);
