@@ -467,6 +467,24 @@ impl Proxy {
         }
     }
 
+    /// Waits until the cursor is at `event_id` and the config built from it serves (the
+    /// cursor moves before the config built from it is swapped in).
+    async fn wait_served(&self, event_id: i64) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let c = self.control().await;
+            if c["event_id"] == event_id && c["serving_event_id"] == event_id {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "control {c}, expected serving {event_id}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn wait_metric(&self, name_and_labels: &str, at_least: f64) {
         let deadline = Instant::now() + WAIT;
         loop {
@@ -865,7 +883,7 @@ async fn persisted_snapshot_serves_while_the_feed_is_down() {
         },
     )
     .await;
-    proxy.wait_cursor(41).await;
+    proxy.wait_served(41).await;
     assert_eq!(proxy.get("acme.test").await.0, 503);
 }
 
@@ -974,7 +992,7 @@ async fn http_polling_while_grpc_is_down_then_back_to_grpc() {
         },
     )
     .await;
-    proxy.wait_cursor(66).await;
+    proxy.wait_served(66).await;
     assert_eq!(proxy.get("beta.test").await.0, 404);
 }
 
