@@ -1,11 +1,20 @@
-//! JSON Web Keys (RFC 7517, RFC 7518 §6, RFC 8037) reduced to the public keys `ring`
-//! can verify with: RSA, EC P-256 and Ed25519.
+//! JSON Web Keys (RFC 7517, RFC 7518 §6, RFC 8037) reduced to the public keys the
+//! edge verifies with: RSA (2048 to 8192 bits), EC P-256 and Ed25519.
+//!
+//! Members are read through `jsonwebtoken`'s JWK model and signatures are checked
+//! through `jsonwebtoken` (its provider is `ring`, see `ring_provider`). In front of it stay the checks the crate
+//! does not make: an entry that publishes private material is refused, `use` and
+//! `key_ops` must allow verification, key sizes are bounded, and padded base64 in key
+//! members (some providers pad) is accepted.
 
 use super::error::TokenError;
 use base64::Engine;
 use base64::alphabet::URL_SAFE;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
+use jsonwebtoken::DecodingKey;
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, EllipticCurve, Jwk as JwkModel, KeyOperations, PublicKeyUse,
+};
 use serde_json::{Map, Value};
 
 /// Most entries a JWKS may list; real providers publish a handful.
@@ -16,6 +25,9 @@ const KEY_B64: GeneralPurpose = GeneralPurpose::new(
     &URL_SAFE,
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
+
+/// Members that only a private or symmetric key has.
+const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
 /// The signature algorithms the edge verifies (RFC 7518 §3, RFC 8037 §3.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -50,74 +62,75 @@ impl Algorithm {
             Algorithm::EdDsa => "EdDSA",
         }
     }
-}
 
-/// Public key material, already decoded and size-checked.
-#[derive(Clone, PartialEq, Eq)]
-enum Material {
-    /// Big-endian modulus and exponent, no leading zeros.
-    Rsa { n: Vec<u8>, e: Vec<u8> },
-    /// Uncompressed SEC1 point `0x04 || x || y`.
-    P256 { point: Vec<u8> },
-    /// The 32-byte public key.
-    Ed25519 { x: Vec<u8> },
-}
-
-impl std::fmt::Debug for Material {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    fn jwt(self) -> jsonwebtoken::Algorithm {
         match self {
-            Material::Rsa { n, .. } => write!(f, "RSA-{}", n.len() * 8),
-            Material::P256 { .. } => f.write_str("EC P-256"),
-            Material::Ed25519 { .. } => f.write_str("OKP Ed25519"),
+            Algorithm::Rs256 => jsonwebtoken::Algorithm::RS256,
+            Algorithm::Ps256 => jsonwebtoken::Algorithm::PS256,
+            Algorithm::Es256 => jsonwebtoken::Algorithm::ES256,
+            Algorithm::EdDsa => jsonwebtoken::Algorithm::EdDSA,
         }
     }
 }
 
+/// The kind of public key, which decides the algorithms it may verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Rsa,
+    P256,
+    Ed25519,
+}
+
 /// One verification key of a JWKS.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub(crate) struct Jwk {
     pub(crate) kid: Option<String>,
     /// The JWK's own `alg`, when it names one: the key is then usable only for it.
-    alg: Option<String>,
-    material: Material,
+    alg: Option<Algorithm>,
+    kind: Kind,
+    /// The decoded public key (modulus and exponent, SEC1 point, or Ed25519 key),
+    /// what two sets are compared by.
+    material: Vec<u8>,
+    key: DecodingKey,
 }
+
+impl std::fmt::Debug for Jwk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jwk")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for Jwk {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.kid, self.alg, self.kind, &self.material)
+            == (&other.kid, other.alg, other.kind, &other.material)
+    }
+}
+
+impl Eq for Jwk {}
 
 impl Jwk {
     /// Whether this key may verify `alg`: key type matches and the key's `alg`, if any, agrees.
     pub(crate) fn fits(&self, alg: Algorithm) -> bool {
         let kind_ok = matches!(
-            (&self.material, alg),
-            (Material::Rsa { .. }, Algorithm::Rs256 | Algorithm::Ps256)
-                | (Material::P256 { .. }, Algorithm::Es256)
-                | (Material::Ed25519 { .. }, Algorithm::EdDsa)
+            (self.kind, alg),
+            (Kind::Rsa, Algorithm::Rs256 | Algorithm::Ps256)
+                | (Kind::P256, Algorithm::Es256)
+                | (Kind::Ed25519, Algorithm::EdDsa)
         );
-        kind_ok && self.alg.as_deref().is_none_or(|a| a == alg.name())
+        kind_ok && self.alg.is_none_or(|a| a == alg)
     }
 
-    /// Verifies `signature` over `message`; false when the key does not fit `alg`.
-    pub(crate) fn verify(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
-        if !self.fits(alg) {
-            return false;
-        }
-        match (&self.material, alg) {
-            (Material::Rsa { n, e }, Algorithm::Rs256) => RsaPublicKeyComponents { n, e }
-                .verify(&signature::RSA_PKCS1_2048_8192_SHA256, message, signature)
-                .is_ok(),
-            (Material::Rsa { n, e }, Algorithm::Ps256) => RsaPublicKeyComponents { n, e }
-                .verify(&signature::RSA_PSS_2048_8192_SHA256, message, signature)
-                .is_ok(),
-            (Material::P256 { point }, Algorithm::Es256) => {
-                UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
-                    .verify(message, signature)
-                    .is_ok()
-            }
-            (Material::Ed25519 { x }, Algorithm::EdDsa) => {
-                UnparsedPublicKey::new(&signature::ED25519, x)
-                    .verify(message, signature)
-                    .is_ok()
-            }
-            _ => false,
-        }
+    /// Verifies the base64url `signature` over `message`; false when the key does not
+    /// fit `alg`.
+    pub(crate) fn verify(&self, alg: Algorithm, message: &[u8], signature: &str) -> bool {
+        self.fits(alg)
+            && jsonwebtoken::crypto::verify(signature, message, &self.key, alg.jwt())
+                .unwrap_or(false)
     }
 }
 
@@ -135,6 +148,8 @@ impl JwkSet {
     ///
     /// `Malformed` when the document is not a JWKS; `NoKeys` when no key is usable.
     pub fn parse(json: &[u8]) -> Result<JwkSet, TokenError> {
+        // Every key is built here, so the provider is in place before any verifies.
+        super::ring_provider::install();
         let doc: Value = serde_json::from_slice(json).map_err(|_| TokenError::Malformed)?;
         let entries = doc
             .get("keys")
@@ -220,80 +235,72 @@ impl JwkSet {
 }
 
 fn parse_key(obj: &Map<String, Value>) -> Option<Jwk> {
-    let text = |name: &str| -> Option<Option<&str>> {
-        match obj.get(name) {
-            None => Some(None),
-            Some(Value::String(s)) => Some(Some(s.as_str())),
-            Some(_) => None,
-        }
-    };
-    if let Some(u) = text("use")?
-        && u != "sig"
-    {
-        return None;
-    }
-    if let Some(ops) = obj.get("key_ops") {
-        let ops = ops.as_array()?;
-        if !ops.iter().any(|o| o.as_str() == Some("verify")) {
-            return None;
-        }
-    }
     // A published private key means anyone can sign: refuse the key outright.
-    if ["d", "p", "q", "dp", "dq", "qi", "oth", "k"]
-        .iter()
-        .any(|m| obj.contains_key(*m))
-    {
+    if PRIVATE_MEMBERS.iter().any(|m| obj.contains_key(*m)) {
         tracing::warn!("JWKS entry carries private or symmetric key material; refused");
         return None;
     }
-    let alg = text("alg")?;
-    if let Some(a) = alg
-        && Algorithm::from_name(a).is_none()
+    let model: JwkModel = serde_json::from_value(Value::Object(obj.clone())).ok()?;
+    let common = &model.common;
+    if common
+        .public_key_use
+        .as_ref()
+        .is_some_and(|u| *u != PublicKeyUse::Signature)
     {
         return None;
     }
-    let kid = text("kid")?.map(str::to_owned);
-    let bytes = |name: &str| -> Option<Vec<u8>> { KEY_B64.decode(text(name)??).ok() };
-    let material = match text("kty")?? {
-        "RSA" => {
-            let n = strip_zeros(bytes("n")?);
-            let e = strip_zeros(bytes("e")?);
-            // 2048..=8192-bit moduli (what ring accepts), exponents up to 33 bits
+    if let Some(ops) = &common.key_operations
+        && !ops.contains(&KeyOperations::Verify)
+    {
+        return None;
+    }
+    let alg = match &common.key_algorithm {
+        None => None,
+        Some(a) => Some(Algorithm::from_name(&a.to_string())?),
+    };
+    let bytes = |b64: &str| KEY_B64.decode(b64).ok();
+    let (kind, material, key) = match &model.algorithm {
+        AlgorithmParameters::RSA(rsa) => {
+            let n = strip_zeros(bytes(&rsa.n)?);
+            let e = strip_zeros(bytes(&rsa.e)?);
+            // 2048..=8192-bit moduli, exponents up to 33 bits
             if !(256..=1024).contains(&n.len()) || e.is_empty() || e.len() > 5 {
                 return None;
             }
-            Material::Rsa { n, e }
+            let key = DecodingKey::from_rsa_raw_components(&n, &e);
+            let mut material = n;
+            material.extend_from_slice(&e);
+            (Kind::Rsa, material, key)
         }
-        "EC" => {
-            if text("crv")?? != "P-256" {
-                return None;
-            }
-            let (x, y) = (bytes("x")?, bytes("y")?);
+        AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => {
+            let (x, y) = (bytes(&ec.x)?, bytes(&ec.y)?);
             if x.len() != 32 || y.len() != 32 {
                 return None;
             }
+            // Uncompressed SEC1 point: what the crate verifies ECDSA keys from.
             let mut point = Vec::with_capacity(65);
             point.push(0x04);
             point.extend_from_slice(&x);
             point.extend_from_slice(&y);
-            Material::P256 { point }
+            let key = DecodingKey::from_ec_der(&point);
+            (Kind::P256, point, key)
         }
-        "OKP" => {
-            if text("crv")?? != "Ed25519" {
-                return None;
-            }
-            let x = bytes("x")?;
+        AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => {
+            let x = bytes(&okp.x)?;
             if x.len() != 32 {
                 return None;
             }
-            Material::Ed25519 { x }
+            let key = DecodingKey::from_ed_der(&x);
+            (Kind::Ed25519, x, key)
         }
         _ => return None,
     };
     Some(Jwk {
-        kid,
-        alg: alg.map(str::to_owned),
+        kid: common.key_id.clone(),
+        alg,
+        kind,
         material,
+        key,
     })
 }
 
@@ -317,6 +324,14 @@ mod tests {
         ] {
             assert_eq!(Algorithm::from_name(name), None, "{name}");
         }
+    }
+
+    /// `jsonwebtoken` panics on verification when it has no crypto provider: parsing
+    /// a key set installs one.
+    #[test]
+    fn parsing_keys_installs_the_crypto_provider() {
+        let _ = JwkSet::parse(br#"{"keys":[]}"#);
+        assert!(jsonwebtoken::crypto::CryptoProvider::try_get_default().is_some());
     }
 
     #[test]

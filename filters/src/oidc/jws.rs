@@ -26,7 +26,8 @@ pub(crate) struct Compact<'a> {
     pub(crate) signing_input: &'a str,
     /// Decoded but not yet parsed: JSON is read only once the signature holds.
     payload: Vec<u8>,
-    pub(crate) signature: Vec<u8>,
+    /// The signature as sent (base64url, checked to decode strictly).
+    pub(crate) signature: &'a str,
 }
 
 impl<'a> Compact<'a> {
@@ -47,12 +48,12 @@ impl<'a> Compact<'a> {
         }
         let header = parse_header(&b64(h)?)?;
         let payload = b64(p)?;
-        let signature = b64(s)?;
+        b64(s)?;
         Ok(Compact {
             header,
             signing_input: &token[..h.len() + 1 + p.len()],
             payload,
-            signature,
+            signature: s,
         })
     }
 
@@ -115,7 +116,7 @@ mod tests {
         let c = Compact::parse(&t).unwrap();
         assert_eq!(c.header.alg, "ES256");
         assert_eq!(c.header.kid.as_deref(), Some("k"));
-        assert_eq!(c.signature, b"sig");
+        assert_eq!(b64(c.signature).unwrap(), b"sig");
         assert_eq!(c.signing_input, &t[..t.rfind('.').unwrap()]);
         assert!(c.payload().unwrap().is_empty());
     }

@@ -11,6 +11,11 @@
 //! those the issuer allows; never `none`, never HMAC. Identity comes only from a token
 //! whose signature and claims were checked. Header members that point at other keys
 //! (`jku`, `x5u`, `jwk`, `x5c`) are ignored: keys come only from the issuer's JWKS.
+//!
+//! Signatures are checked through `jsonwebtoken` (with `ring` as its crypto provider),
+//! keys read through its JWK model. The compact-JWS framing stays here, in front of it, because it is
+//! stricter than the crate: duplicate JSON members, `crit`, `b64`, JWE headers,
+//! non-canonical base64url and oversized tokens are refused before any key is used.
 
 mod claims;
 mod error;
@@ -20,6 +25,7 @@ mod jwk;
 mod jwks_cache;
 mod jws;
 mod registry;
+mod ring_provider;
 mod verify;
 
 pub use claims::VerifiedToken;

@@ -25,7 +25,7 @@ pub fn verify(
     let message = jws.signing_input.as_bytes();
     if !candidates
         .iter()
-        .any(|k| k.verify(alg, message, &jws.signature))
+        .any(|k| k.verify(alg, message, jws.signature))
     {
         return Err(TokenError::BadSignature);
     }
