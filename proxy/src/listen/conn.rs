@@ -14,6 +14,7 @@ use super::io::{ClientIo, Slot};
 use super::protocol::HttpBuilders;
 use crate::acme::tls_alpn;
 use crate::clock::now_ms;
+use crate::http::body::ResponseBody;
 use crate::http::handler::{ConnInfo, handle};
 use crate::http::misdirected::PresentedCert;
 use crate::state::Shared;
@@ -23,8 +24,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use prometheus::IntCounter;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::net::TcpStream;
@@ -34,6 +36,11 @@ use tokio_rustls::rustls::server::Acceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor};
 use tollgate_routing::ChallengeKind;
+
+/// One request being served: the response, with its body tracked for idleness.
+type RequestFuture = Pin<
+    Box<dyn Future<Output = Result<hyper::Response<Tracked<ResponseBody>>, Infallible>> + Send>,
+>;
 
 /// The longest a connection may take to close after its graceful shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -193,10 +200,14 @@ impl Conn {
             service_fn(move |req| {
                 let open = activity.begin();
                 let (shared, info) = (shared.clone(), info.clone());
-                async move {
+                // Boxed: hyper's HTTP/1.1 connection keeps a slot the size of the
+                // service's future for its whole life, idle or not; a request's state
+                // (about 6 KiB) is then allocated only while the request runs.
+                let fut: RequestFuture = Box::pin(async move {
                     let resp = handle(shared, info, req).await;
                     Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, open)))
-                }
+                });
+                fut
             })
         };
         let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
