@@ -452,33 +452,32 @@ impl Proxy {
 
     /// Waits until the admin view's control cursor reaches `event_id`.
     async fn wait_cursor(&self, event_id: i64) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let c = self.control().await;
-            if c["event_id"] == event_id {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "control cursor {c}, expected {event_id}\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.wait_control(&format!("cursor at {event_id}"), |c| {
+            c["event_id"] == event_id
+        })
+        .await;
     }
 
     /// Waits until the cursor is at `event_id` and the config built from it serves (the
     /// cursor moves before the config built from it is swapped in).
     async fn wait_served(&self, event_id: i64) {
+        self.wait_control(&format!("serving {event_id}"), |c| {
+            c["event_id"] == event_id && c["serving_event_id"] == event_id
+        })
+        .await;
+    }
+
+    /// Waits until the admin view's control section satisfies `done`.
+    async fn wait_control(&self, what: &str, done: impl Fn(&Value) -> bool) {
         let deadline = Instant::now() + WAIT;
         loop {
             let c = self.control().await;
-            if c["event_id"] == event_id && c["serving_event_id"] == event_id {
+            if done(&c) {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "control {c}, expected serving {event_id}\n{}",
+                "control {c}, expected {what}\n{}",
                 self.logs()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
