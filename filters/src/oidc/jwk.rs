@@ -2,10 +2,10 @@
 //! edge verifies with: RSA (2048 to 8192 bits), EC P-256 and Ed25519.
 //!
 //! Members are read through `jsonwebtoken`'s JWK model and signatures are checked
-//! through `jsonwebtoken` (its provider is `ring`, see `ring_provider`). In front of it stay the checks the crate
-//! does not make: an entry that publishes private material is refused, `use` and
-//! `key_ops` must allow verification, key sizes are bounded, and padded base64 in key
-//! members (some providers pad) is accepted.
+//! through `jsonwebtoken` (its provider is `ring`, see `ring_provider`). In front of it
+//! stay the checks the crate does not make: an entry that publishes private material is
+//! refused, `use` and `key_ops` must allow verification, key sizes are bounded, and
+//! padded base64 in key members (some providers pad) is accepted.
 
 use super::error::TokenError;
 use base64::Engine;

@@ -13,9 +13,10 @@
 //! (`jku`, `x5u`, `jwk`, `x5c`) are ignored: keys come only from the issuer's JWKS.
 //!
 //! Signatures are checked through `jsonwebtoken` (with `ring` as its crypto provider),
-//! keys read through its JWK model. The compact-JWS framing stays here, in front of it, because it is
-//! stricter than the crate: duplicate JSON members, `crit`, `b64`, JWE headers,
-//! non-canonical base64url and oversized tokens are refused before any key is used.
+//! keys read through its JWK model. The compact-JWS framing stays here, in front of it,
+//! because it is stricter than the crate: duplicate JSON members, `crit`, `b64`, JWE
+//! headers, non-canonical base64url and oversized tokens are refused before any key is
+//! used.
 
 mod claims;
 mod error;
