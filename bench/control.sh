@@ -4,7 +4,8 @@
 #
 #   (a) latency: UPDATES times, bind a new hostname (PUT /api/v1/hostnames/<h>) and time,
 #       from just before the request until the proxy's admin /config shows
-#       control.serving_event_id >= the event_id the API answered (polled every 1 ms).
+#       control.serving_event_id >= the event_id the API answered (admin /control, polled
+#       every 1 ms).
 #       The proxy follows over gRPC Watch (http_url is configured as the fallback only).
 #   (b) scale: seed SCALE_APPS apps, SCALE_HOSTS bound hostnames, SCALE_ROUTES routes,
 #       SCALE_KEYS API keys and ONE wildcard certificate covering every hostname (the
@@ -15,6 +16,8 @@
 #           incremental applies during seeding
 #         - proxy B, started cold (empty state_dir): time until it serves the head event,
 #           its apply duration (one snapshot apply) and RSS
+#         - proxy B again, after the control service is killed: time until it serves the
+#           head event from its persisted snapshot
 #
 # Environment: UPDATES [50] SCALE_APPS [100] SCALE_HOSTS [1000] SCALE_ROUTES [1000]
 #              SCALE_KEYS [10000] SEED_THREADS [8] BASE_PORT [18300] SKIP_BUILD [0]
@@ -65,6 +68,7 @@ log "starting tollgate control (sqlite in $RUN)"
 RUST_LOG=${RUST_LOG:-warn} "$RUN/tollgate" control --store "sqlite://$RUN/control.db" \
   --listen 127.0.0.1:$CP_HTTP --grpc-listen 127.0.0.1:$CP_GRPC --ready-file "$RUN/control-ready.json" \
   >"$RUN/control.log" 2>&1 & PIDS+=($!)
+export CP_PID=$!
 for _ in $(seq 100); do [[ -s $RUN/control-ready.json ]] && break; sleep 0.1; done
 [[ -s $RUN/control-ready.json ]] || { echo "control.sh: control not ready:" >&2; cat "$RUN/control.log" >&2; exit 1; }
 log "starting proxy A"
@@ -90,9 +94,8 @@ def call(c, method, path, body=None, hdrs=ADMIN_HDR):
     if r.status >= 300: raise RuntimeError(f"{method} {path}: {r.status} {data[:300]!r}")
     return json.loads(data) if data else None
 def serving(c):
-    cfg = call(c, "GET", "/config", hdrs={})
-    ctl = cfg.get("control") or {}
-    return ctl.get("serving_event_id") or 0
+    # /control, not /config: the cursor alone, whatever the size of the config.
+    return call(c, "GET", "/control", hdrs={}).get("serving_event_id") or 0
 def rss_kb(pid):
     for line in open(f"/proc/{pid}/status"):
         if line.startswith("VmRSS:"): return int(line.split()[1])
@@ -177,29 +180,56 @@ print(f"    proxy A (followed incrementally): RSS {rss_a0/1024:.1f} -> {rss_a1/1
       f"{cnt1-cnt0:.0f} applies during seeding, {sum1-sum0:.2f} s in total, mean {1000*(sum1-sum0)/max(1,cnt1-cnt0):.1f} ms")
 sys.stdout.flush()
 
+def start_b():
+    b = subprocess.Popen([f"{RUN}/tollgate", "proxy", "--config", f"{RUN}/b.toml", "--ready-file", f"{RUN}/b-ready.json"],
+                         stdout=open(f"{RUN}/proxy-b.log", "a"), stderr=subprocess.STDOUT, env=dict(E, RUST_LOG=E.get("RUST_LOG", "warn")))
+    open(f"{RUN}/b.pid", "w").write(str(b.pid))
+    return b
+def until_serving(head, t0):
+    """Seconds from t0 until proxy B serves `head` (polling its admin /control)."""
+    adm = None
+    while True:
+        if time.perf_counter() - t0 > 300: raise RuntimeError("proxy B did not serve the head event in 300 s")
+        try:
+            adm = adm or conn(int(E["B_ADMIN"]))
+            if serving(adm) >= head: return time.perf_counter() - t0
+        except (ConnectionError, OSError, http.client.HTTPException):
+            adm = None
+        time.sleep(0.01)
+def stop(p):
+    p.terminate()
+    try: p.wait(10)
+    except subprocess.TimeoutExpired: p.kill()
+
 # Cold start: proxy B gets the whole snapshot in one message.
 t0 = time.perf_counter()
-b = subprocess.Popen([f"{RUN}/tollgate", "proxy", "--config", f"{RUN}/b.toml", "--ready-file", f"{RUN}/b-ready.json"],
-                     stdout=open(f"{RUN}/proxy-b.log", "w"), stderr=subprocess.STDOUT, env=dict(E, RUST_LOG=E.get("RUST_LOG", "warn")))
-open(f"{RUN}/b.pid", "w").write(str(b.pid))
+b = start_b()
 try:
-    adm_b = None
-    while True:
-        if time.perf_counter() - t0 > 300: raise RuntimeError("proxy B did not catch up in 300 s")
-        try:
-            adm_b = adm_b or conn(int(E["B_ADMIN"]))
-            if serving(adm_b) >= head: break
-        except (ConnectionError, OSError, http.client.HTTPException):
-            adm_b = None
-        time.sleep(0.01)
-    cold = time.perf_counter() - t0
+    cold = until_serving(head, t0)
     time.sleep(1)
     sb, nb = apply_metric(int(E["B_ADMIN"])); rss_b = rss_kb(b.pid)
     print(f"    proxy B cold start -> serving head event: {cold*1000:.0f} ms; applies {nb:.0f}, "
           f"{sb*1000:.0f} ms in total (apply = validate + compile); RSS {rss_b/1024:.1f} MiB")
+    sys.stdout.flush()
+    # Restart with the control service down: B serves from its persisted snapshot.
+    state = f"{RUN}/b-state/edge-snapshot.json"
+    t1 = time.perf_counter()
+    while True:
+        try:
+            if json.load(open(state)).get("event_id", 0) >= head: break
+        except (OSError, ValueError):
+            pass
+        if time.perf_counter() - t1 > 120: raise RuntimeError("proxy B did not persist the head event in 120 s")
+        time.sleep(0.5)
+    stop(b)
+    os.kill(int(E["CP_PID"]), 9)
+    size = os.path.getsize(state)
+    t0 = time.perf_counter()
+    b = start_b()
+    warm = until_serving(head, t0)
+    print(f"    proxy B restarted with the control service down -> serving the head event from its "
+          f"persisted snapshot ({size/1048576:.1f} MiB): {warm*1000:.0f} ms")
 finally:
-    b.terminate()
-    try: b.wait(10)
-    except subprocess.TimeoutExpired: b.kill()
+    stop(b)
 EOF
 log "results in $OUT"

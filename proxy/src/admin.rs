@@ -1,8 +1,9 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (alive), `/readyz`
-//! (serving and not draining) and `/config` (a read-only view of the active config).
+//! (serving and not draining), `/config` (a read-only view of the active config) and
+//! `/control` (the control feed's status alone).
 //!
 //! With an admin token (`[admin] token_file`, or `TOLLGATE_PROXY_ADMIN_TOKEN`),
-//! `/metrics` and `/config` need `Authorization: Bearer <token>`; `/healthz` and
+//! `/metrics`, `/config` and `/control` need `Authorization: Bearer <token>`; `/healthz` and
 //! `/readyz` stay open for probes, which cannot send credentials.
 
 use crate::clock::now_ms;
@@ -30,7 +31,8 @@ pub const MIN_TOKEN_LEN: usize = 16;
 /// A token file larger than this is refused rather than read.
 const MAX_TOKEN_FILE_BYTES: u64 = 4096;
 
-/// Who may read `/metrics` and `/config`: anyone, or holders of the admin token.
+/// Who may read `/metrics`, `/config` and `/control`: anyone, or holders of the admin
+/// token.
 #[derive(Clone, Default)]
 pub struct AdminAuth(Option<Arc<Required>>);
 
@@ -124,7 +126,7 @@ impl AdminAuth {
             TokenSource::File(path) => match read_token_file(path).await {
                 Ok(t) => t,
                 Err(problem) => {
-                    tracing::warn!(path = %path.display(), %problem, "admin token file unusable; refusing /metrics and /config");
+                    tracing::warn!(path = %path.display(), %problem, "admin token file unusable; refusing /metrics, /config and /control");
                     return Some(text(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "admin token unavailable\n",
@@ -207,7 +209,8 @@ fn unauthorized() -> Response<Full<Bytes>> {
     r
 }
 
-/// Serves admin requests until `stop` flips; `auth` guards `/metrics` and `/config`.
+/// Serves admin requests until `stop` flips; `auth` guards `/metrics`, `/config` and
+/// `/control`.
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
@@ -215,10 +218,10 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     if auth.is_required() {
-        tracing::info!("admin: /metrics and /config require the admin token");
+        tracing::info!("admin: /metrics, /config and /control require the admin token");
     } else {
         tracing::info!(
-            "admin: no admin token set; /metrics and /config are open to whoever reaches the admin listener"
+            "admin: no admin token set; /metrics, /config and /control are open to whoever reaches the admin listener"
         );
     }
     loop {
@@ -253,7 +256,7 @@ async fn route(
     if req.method() != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
     }
-    if matches!(req.uri().path(), "/metrics" | "/config")
+    if matches!(req.uri().path(), "/metrics" | "/config" | "/control")
         && let Some(refused) = auth.refuse(req.headers()).await
     {
         return refused;
@@ -275,20 +278,34 @@ async fn route(
             "waiting for the first config from the control service\n",
         ),
         "/readyz" => text(StatusCode::OK, "ready\n"),
-        "/config" => {
-            let body = config_view(shared).to_string();
-            let mut r = Response::new(Full::new(Bytes::from(body)));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("application/json"),
-            );
-            r
-        }
+        "/config" => json_response(&config_view(shared)),
+        // The feed's status alone: what `/config` says under `control`, without the
+        // whole config, so polling it costs the same at 10 apps and at 10,000.
+        "/control" => match shared.control.get() {
+            Some(c) => {
+                let mut view = c.view();
+                view["version"] = shared.state.load().version.into();
+                json_response(&view)
+            }
+            None => text(
+                StatusCode::NOT_FOUND,
+                "not following a control service (no [control] in the config)\n",
+            ),
+        },
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /metrics /healthz /readyz /config\n",
+            "not found: try /metrics /healthz /readyz /config /control\n",
         ),
     }
+}
+
+fn json_response(v: &Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

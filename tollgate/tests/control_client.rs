@@ -421,9 +421,9 @@ impl Proxy {
     }
 
     async fn control(&self) -> Value {
-        let (status, body) = http_get(self.admin, "admin", "/config").await;
-        assert_eq!(status, 200);
-        serde_json::from_str::<Value>(&body).expect("config JSON")["control"].clone()
+        let (status, body) = http_get(self.admin, "admin", "/control").await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Value>(&body).expect("control JSON")
     }
 
     async fn metric(&self, name_and_labels: &str) -> f64 {
@@ -593,6 +593,12 @@ async fn snapshot_applies_then_deltas_in_order() {
     let c = proxy.control().await;
     assert_eq!(c["serving_event_id"], 15, "{c}");
     assert_eq!(c["connected"], true);
+    // `/control` is `/config`'s `control` object, with the config version.
+    let (_, body) = http_get(proxy.admin, "admin", "/config").await;
+    let view: Value = serde_json::from_str(&body).expect("config JSON");
+    let mut expected = view["control"].clone();
+    expected["version"] = view["version"].clone();
+    assert_eq!(c, expected);
     assert_eq!(c["transport"], "grpc");
     assert_eq!(c["node_id"], "test-node");
     assert_eq!(

@@ -330,7 +330,7 @@ async fn admin_token_guards_metrics_and_config_not_the_probes() {
         ProxyProcess::start(cfg, &[("admin.token", &format!("{TOKEN}\n"))]).expect("proxy starts");
     let bearer = |t: &str| format!("Bearer {t}");
 
-    for path in ["/metrics", "/config"] {
+    for path in ["/metrics", "/config", "/control"] {
         let (status, headers, _) = admin_get_as(&proxy, path, None).await;
         assert_eq!(status, 401, "{path} without a token");
         assert_eq!(
@@ -357,6 +357,10 @@ async fn admin_token_guards_metrics_and_config_not_the_probes() {
     assert_eq!(status, 200);
     let view: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(view["version"], 1, "{view}");
+    // No [control]: nothing to report, said so.
+    let (status, _, body) = admin_get_as(&proxy, "/control", Some(&bearer(TOKEN))).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("control service"), "{body}");
     // Probes send no credentials and stay open.
     for path in ["/healthz", "/readyz"] {
         assert_eq!(admin_get_as(&proxy, path, None).await.0, 200, "{path}");
