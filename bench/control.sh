@@ -16,6 +16,7 @@
 #           incremental applies during seeding
 #         - proxy B, started cold (empty state_dir): time until it serves the head event,
 #           its apply duration (one snapshot apply) and RSS
+#         - (c) the latency of (a) again, on top of the seeded scale
 #         - proxy B again, after the control service is killed: time until it serves the
 #           head event from its persisted snapshot
 #
@@ -112,22 +113,25 @@ api, adm_a = conn(CP), conn(int(E["A_ADMIN"]))
 print(f"# tollgate control bench  {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
 
 # ---- (a) update latency
+def update_latency(label, zone):
+    """UPDATES hostname binds to app `lat`, each timed until proxy A serves it."""
+    lat = []
+    for i in range(int(E["UPDATES"])):
+        t0 = time.perf_counter()
+        ev = call(api, "PUT", f"/api/v1/hostnames/h{i}.{zone}.bench", {"app": "lat"})["event_id"]
+        t_api = time.perf_counter()
+        while serving(adm_a) < ev:
+            if time.perf_counter() - t0 > 30: raise RuntimeError(f"proxy did not reach event {ev} in 30 s")
+            time.sleep(0.001)
+        t1 = time.perf_counter()
+        lat.append(((t1 - t0) * 1000, (t_api - t0) * 1000))
+    tot = [x[0] for x in lat]; apis = [x[1] for x in lat]
+    print(f"{label}, {len(lat)} hostname binds, API call -> proxy serving it (gRPC Watch):")
+    print(f"    end to end  p50 {pct(tot,50):.2f} ms  p99 {pct(tot,99):.2f} ms  max {max(tot):.2f} ms")
+    print(f"    API answer  p50 {pct(apis,50):.2f} ms  p99 {pct(apis,99):.2f} ms  (part of the above)")
+    sys.stdout.flush()
 call(api, "POST", "/api/v1/apps", {"id": "lat"})
-lat = []
-for i in range(int(E["UPDATES"])):
-    t0 = time.perf_counter()
-    ev = call(api, "PUT", f"/api/v1/hostnames/h{i}.lat.bench", {"app": "lat"})["event_id"]
-    t_api = time.perf_counter()
-    while serving(adm_a) < ev:
-        if time.perf_counter() - t0 > 30: raise RuntimeError(f"proxy did not reach event {ev} in 30 s")
-        time.sleep(0.001)
-    t1 = time.perf_counter()
-    lat.append(((t1 - t0) * 1000, (t_api - t0) * 1000))
-tot = [x[0] for x in lat]; apis = [x[1] for x in lat]
-print(f"(a) update latency, {len(lat)} hostname binds, API call -> proxy serving it (gRPC Watch):")
-print(f"    end to end  p50 {pct(tot,50):.2f} ms  p99 {pct(tot,99):.2f} ms  max {max(tot):.2f} ms")
-print(f"    API answer  p50 {pct(apis,50):.2f} ms  p99 {pct(apis,99):.2f} ms  (part of the above)")
-sys.stdout.flush()
+update_latency("(a) update latency on an empty config", "lat")
 
 # ---- (b) scale
 A_PID = int(E["A_PID"])
@@ -179,6 +183,9 @@ print(f"    GET /v1/snapshot: {len(body):,} bytes ({len(body)/1048576:.1f} MiB),
 print(f"    proxy A (followed incrementally): RSS {rss_a0/1024:.1f} -> {rss_a1/1024:.1f} MiB; "
       f"{cnt1-cnt0:.0f} applies during seeding, {sum1-sum0:.2f} s in total, mean {1000*(sum1-sum0)/max(1,cnt1-cnt0):.1f} ms")
 sys.stdout.flush()
+
+# ---- (c) the same updates at the full scale just seeded: each one changes routing
+update_latency("(c) update latency at this scale", "full")
 
 def start_b():
     b = subprocess.Popen([f"{RUN}/tollgate", "proxy", "--config", f"{RUN}/b.toml", "--ready-file", f"{RUN}/b-ready.json"],
