@@ -98,8 +98,9 @@ fn summary(label: &str, mut times: Vec<Duration>) {
     );
 }
 
-/// The whole-config stages a publish runs, timed one by one: what a delta still pays
-/// for the parts that are rebuilt rather than updated.
+/// The whole-config stages, timed one by one: what a cold start or a platform-wide
+/// change (API hosts, port policy, issuers) pays; a change to a few apps pays for
+/// those apps only.
 fn profile(model: &EdgeConfig) {
     let t = Instant::now();
     let spec = model.routing_spec_without_keys();
@@ -114,7 +115,7 @@ fn profile(model: &EdgeConfig) {
     let json = serde_json::to_vec(model).map(|j| j.len()).unwrap_or(0);
     let persist = t.elapsed();
     println!(
-        "  rebuilt per apply: routing spec without keys {:.1} ms, validate {:.1} ms{}, Snapshot::build (validate + compile) {:.1} ms{}; persisted JSON {:.1} MiB in {:.1} ms (background, at most once a second)",
+        "  whole config: routing spec without keys {:.1} ms, validate {:.1} ms{}, Snapshot::build (validate + compile) {:.1} ms{}; persisted JSON {:.1} MiB in {:.1} ms (background, at most once a second)",
         ms(routing_spec),
         ms(validate),
         if valid { "" } else { " (refused)" },
@@ -189,7 +190,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         rss_mib()
     );
 
-    let kinds: [(&str, Box<dyn Fn(usize) -> EdgeEvent>); 4] = [
+    let kinds: [(&str, Box<dyn Fn(usize) -> EdgeEvent>); 6] = [
         (
             "api_key_created",
             Box::new(|n| key_event("app00000", 900_000_000 + n)),
@@ -205,6 +206,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Box::new(|n| {
                 event(serde_json::json!({"type": "hostname_bound",
             "hostname": format!("extra{n:05}.tenants.example"), "app_id": "app00001"}))
+            }),
+        ),
+        (
+            "route_created",
+            Box::new(|n| {
+                event(serde_json::json!({"type": "route_created", "route": {
+                    "id": format!("extra-r{n:05}"), "hostname": "h00002.tenants.example",
+                    "path_prefix": format!("/extra{n}"), "app": "app00002"}}))
+            }),
+        ),
+        (
+            "instance_added",
+            Box::new(|n| {
+                event(
+                    serde_json::json!({"type": "instance_added", "app_id": "app00003",
+                    "upstream": "default", "endpoint": {"address": format!("10.200.0.{}:8080", n % 250 + 1)}}),
+                )
             }),
         ),
         ("certificate_uploaded", Box::new(|n| cert_event(apps + n))),

@@ -342,11 +342,12 @@ fn config_view(shared: &Shared) -> Value {
         })
         .collect();
     let (certs, certs_refused) = shared.cert_health.view(&shared.certs.current());
+    let spec = state.snapshot.spec();
     json!({
         "version": state.version,
-        "api_hosts": state.snapshot.spec.api_hosts,
-        "apps": state.snapshot.spec.apps,
-        "routes": state.snapshot.spec.routes,
+        "api_hosts": spec.api_hosts,
+        "apps": spec.apps,
+        "routes": spec.routes,
         "upstreams": upstreams,
         "certificates": certs,
         "certificates_refused": certs_refused,

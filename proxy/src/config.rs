@@ -531,7 +531,7 @@ fn load_with(path: &Path, expiry: Expiry<'_>) -> Result<Loaded, ConfigError> {
 impl Loaded {
     /// Compiles the routes into a snapshot with the given version.
     pub fn snapshot(&self, version: u64) -> Result<Snapshot, ConfigError> {
-        Ok(Snapshot::build(self.routing.clone(), version)?)
+        Ok(Snapshot::compile(&self.routing, version)?)
     }
 }
 

@@ -13,7 +13,7 @@ use crate::metrics::{Metrics, status_class};
 use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge};
 use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
-use tollgate_routing::{Matched, MetricsDetail, RoutingSpec};
+use tollgate_routing::{AppChange, Matched, MetricsDetail, RoutingSpec};
 
 /// The `app` and `route` label of everything without detailed metrics.
 pub const OTHER: &str = "_other";
@@ -152,16 +152,48 @@ impl MetricScope {
                 scope.detailed.insert((*id).into());
             } else {
                 if !previous.is_some_and(|p| p.overflow.contains(*id)) {
-                    tracing::warn!(
-                        app = %id,
-                        cap,
-                        "app asks for detailed metrics beyond limits.max_detailed_metrics_apps: its series use app=\"_other\""
-                    );
+                    warn_overflow(id, cap);
                 }
                 scope.overflow.insert((*id).into());
             }
         }
         scope
+    }
+
+    /// This scope after the apps `changes` name changed, deciding for those apps alone
+    /// as [`MetricScope::build`] would; `None` when a detailed app stopped asking while
+    /// others wait beyond the cap (which of them moves up is a whole-config choice).
+    pub fn updated(&self, changes: &[AppChange], cap: usize) -> Option<MetricScope> {
+        let mut next = MetricScope {
+            detailed: self.detailed.clone(),
+            overflow: self.overflow.clone(),
+        };
+        for c in changes {
+            let id = c.id.as_str();
+            let asking = c.spec.as_ref().is_some_and(|a| {
+                a.metrics == MetricsDetail::Detailed
+                    || c.routes
+                        .iter()
+                        .any(|r| r.metrics == MetricsDetail::Detailed)
+            });
+            let was_detailed = next.detailed.remove(id);
+            let was_overflow = next.overflow.remove(id);
+            if !asking {
+                if was_detailed && !next.overflow.is_empty() {
+                    return None;
+                }
+                continue;
+            }
+            if was_detailed || next.detailed.len() < cap {
+                next.detailed.insert(id.into());
+            } else {
+                if !was_overflow {
+                    warn_overflow(id, cap);
+                }
+                next.overflow.insert(id.into());
+            }
+        }
+        Some(next)
     }
 
     /// Shows this scope in the gauges, once its config is the one serving.
@@ -230,6 +262,15 @@ impl MetricScope {
     }
 }
 
+/// Says, once, that an app's series fold into `_other`.
+fn warn_overflow(app: &str, cap: usize) {
+    tracing::warn!(
+        app,
+        cap,
+        "app asks for detailed metrics beyond limits.max_detailed_metrics_apps: its series use app=\"_other\""
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,8 +313,9 @@ mod tests {
     #[test]
     fn routes_share_bounded_series_unless_their_app_is_detailed() {
         let metrics = Metrics::new().expect("metrics");
-        let snapshot = Snapshot::build(spec(&["app3"], 5), 1).expect("valid");
-        let scope = MetricScope::build(&snapshot.spec, 100, None);
+        let spec = spec(&["app3"], 5);
+        let snapshot = Snapshot::compile(&spec, 1).expect("valid");
+        let scope = MetricScope::build(&spec, 100, None);
         let series = |host: &str, path: &str| {
             let m = snapshot.table.lookup(host, 80, path).expect("route");
             scope.route_series(&m, &metrics)

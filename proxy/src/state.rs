@@ -4,10 +4,10 @@
 use crate::acme::{AcmeMetrics, AcmeTable};
 use crate::auth::AuthState;
 use crate::cert_health::CertHealth;
-use crate::chain::{PlanParts, RoutePlan, build_plans};
+use crate::chain::{PlanParts, Plans, build_plans, update_plans};
 use crate::config::{ConfigError, Limits, Loaded};
 use crate::control_client::ControlStatus;
-use crate::limits::{self, AppLimits, LimitEngine};
+use crate::limits::{self, LimitEngine, LimitMap};
 use crate::metric_scope::MetricScope;
 use crate::metrics::Metrics;
 use crate::upstream::Upstreams;
@@ -22,13 +22,16 @@ use tollgate_certs::{CertResolver, CertStore};
 use tollgate_filters::apikey::KeyStore;
 use tollgate_filters::oidc::IssuerRegistry;
 use tollgate_filters::rpc::Schema;
-use tollgate_routing::{AcmeChallenge, PathPolicy, RoutingSpec, Snapshot};
+use tollgate_routing::{
+    AcmeChallenge, AppChange, PathPolicy, RouteTable, RoutingDelta, RoutingSpec, Snapshot, validate,
+};
 
 /// One config generation: routes and the upstream clusters they point at.
 ///
-/// The parts compiled from routes are behind `Arc`s, so a generation that changes
-/// only API keys or ACME challenges shares them with the one before
-/// ([`ProxyState::with_keys`]) instead of compiling them again.
+/// The parts compiled from routes are persistent maps or behind `Arc`s, so a
+/// generation that changes only API keys or ACME challenges shares them with the one
+/// before ([`ProxyState::with_keys`]), and one that changes a few apps copies the
+/// paths to those apps and shares the rest ([`ProxyState::updated`]).
 #[derive(Debug)]
 pub struct ProxyState {
     /// Counts every swap, whatever it changed.
@@ -39,52 +42,70 @@ pub struct ProxyState {
     /// Schemas for Connect JSON, by the `descriptor_set` name routes give.
     pub schemas: Arc<HashMap<String, Schema>>,
     /// Compiled rate limits, quotas and budgets of the apps that have them.
-    pub limits: Arc<HashMap<String, Arc<AppLimits>>>,
+    pub limits: LimitMap,
     /// Routes with limits of their own (instead of their app's), by route id.
-    pub route_limits: Arc<HashMap<String, Arc<AppLimits>>>,
-    /// Each route's plan (resolved parts and filter chain), by route index.
-    pub(crate) routes: Arc<[RoutePlan]>,
+    pub route_limits: LimitMap,
+    /// Each route's plan (resolved parts and filter chain), by route slot.
+    pub(crate) routes: Plans,
     /// The apps whose metrics carry their id.
     pub(crate) metric_scope: Arc<MetricScope>,
     /// The ACME challenges to answer, by hostname.
     pub(crate) acme: AcmeTable,
 }
 
+/// What the routes of a new generation are made of.
+pub enum Routing {
+    /// The routes serving, unchanged: only keys, certificates and challenges change.
+    Same,
+    /// A whole spec, compiled from scratch (reusing clusters and limits that match).
+    Full(RoutingSpec),
+    /// A few apps changed (see [`EdgeConfig::routing_delta`]); the rest is shared.
+    ///
+    /// [`EdgeConfig::routing_delta`]: tollgate_routing::EdgeConfig::routing_delta
+    Delta(RoutingDelta),
+}
+
+/// What building a generation needs besides its routes.
+struct Env<'a> {
+    metrics: &'a Metrics,
+    engine: &'a LimitEngine,
+    settings: &'a Limits,
+}
+
 impl ProxyState {
-    /// Builds the runtime parts of a snapshot, reusing what `previous` already runs.
-    /// `keys`, when given, is the key store to serve (kept up to date by the caller);
-    /// otherwise it is built from the snapshot's keys.
+    /// Builds the runtime parts of a snapshot compiled from `spec`, reusing what
+    /// `previous` already runs. `keys`, when given, is the key store to serve (kept
+    /// up to date by the caller); otherwise it is built from the snapshot's keys.
     fn build(
         snapshot: Arc<Snapshot>,
+        spec: &RoutingSpec,
         keys: Option<KeyStore>,
         acme: &tollgate_routing::OrdMap<String, AcmeChallenge>,
         previous: Option<&ProxyState>,
-        metrics: &Metrics,
-        engine: &LimitEngine,
-        settings: &Limits,
+        env: &Env<'_>,
     ) -> Result<Self, ConfigError> {
-        let spec = &snapshot.spec;
         let metric_scope = MetricScope::build(
             spec,
-            settings.max_detailed_metrics_apps,
+            env.settings.max_detailed_metrics_apps,
             previous.map(|p| &*p.metric_scope),
         );
         let upstreams = Upstreams::build(
             spec,
             previous.map(|p| &*p.upstreams),
-            metrics,
+            env.metrics,
             &metric_scope,
-            settings.max_response_header_bytes,
+            env.settings.max_response_header_bytes,
         )?;
         let keys = match keys {
             Some(k) => k,
-            None => KeyStore::build(&spec.api_keys).map_err(ConfigError::ApiKeys)?,
+            None => KeyStore::build(&snapshot.api_keys).map_err(ConfigError::ApiKeys)?,
         };
         let issuers = IssuerRegistry::build(&spec.oidc_issuers, previous.map(|p| &p.auth.issuers))
             .map_err(ConfigError::Issuers)?;
         let schemas = load_schemas(spec, previous.map(|p| &*p.schemas))?;
-        let limits = limits::build_apps(spec, previous.map(|p| &*p.limits), engine);
-        let route_limits = limits::build_routes(spec, previous.map(|p| &*p.route_limits), engine);
+        let limits = limits::build_apps(spec, previous.map(|p| &p.limits), env.engine);
+        let route_limits =
+            limits::build_routes(spec, previous.map(|p| &p.route_limits), env.engine);
         let routes = build_plans(
             &snapshot.table,
             &PlanParts {
@@ -92,7 +113,7 @@ impl ProxyState {
                 limits: &limits,
                 route_limits: &route_limits,
                 schemas: &schemas,
-                metrics,
+                metrics: env.metrics,
                 metric_scope: &metric_scope,
             },
         );
@@ -103,12 +124,79 @@ impl ProxyState {
             upstreams: Arc::new(upstreams),
             auth: AuthState { keys, issuers },
             schemas: Arc::new(schemas),
-            limits: Arc::new(limits),
-            route_limits: Arc::new(route_limits),
-            routes: routes.into(),
+            limits,
+            route_limits,
+            routes,
             metric_scope: Arc::new(metric_scope),
             acme,
         })
+    }
+
+    /// This generation with the apps `delta` names compiled again and everything
+    /// else shared, after validating what they relate to. `None` when the change
+    /// needs a whole build (see [`MetricScope::updated`]); `snapshot` is then the
+    /// updated routes to build it from.
+    fn updated(
+        &self,
+        delta: RoutingDelta,
+        keys: Option<KeyStore>,
+        acme: &tollgate_routing::OrdMap<String, AcmeChallenge>,
+        version: u64,
+        env: &Env<'_>,
+    ) -> Result<Result<Self, Arc<Snapshot>>, ConfigError> {
+        validate(&delta.scoped)?;
+        let changes = delta.apps;
+        let (snapshot, slots) = self.snapshot.updated(changes.clone(), version);
+        let snapshot = Arc::new(snapshot);
+        let Some(metric_scope) = self
+            .metric_scope
+            .updated(&changes, env.settings.max_detailed_metrics_apps)
+        else {
+            return Ok(Err(snapshot));
+        };
+        let upstreams = self.upstreams.updated(
+            &changes,
+            env.metrics,
+            &metric_scope,
+            env.settings.max_response_header_bytes,
+        )?;
+        let schemas = update_schemas(&self.schemas, &changes)?;
+        let (limits, route_limits) = limits::update(
+            (&self.limits, &self.route_limits),
+            &changes,
+            |app| self.snapshot.table.routes_of(app),
+            env.engine,
+        );
+        let routes = update_plans(
+            &self.routes,
+            &snapshot.table,
+            &slots,
+            changes.iter().map(|c| c.id.as_str()),
+            &PlanParts {
+                upstreams: &upstreams,
+                limits: &limits,
+                route_limits: &route_limits,
+                schemas: &schemas,
+                metrics: env.metrics,
+                metric_scope: &metric_scope,
+            },
+        );
+        report_degraded_apps(&changes, &self.snapshot.table, env.metrics);
+        Ok(Ok(ProxyState {
+            version,
+            snapshot,
+            upstreams: Arc::new(upstreams),
+            auth: AuthState {
+                keys: keys.unwrap_or_else(|| self.auth.keys.clone()),
+                issuers: self.auth.issuers.clone(),
+            },
+            schemas,
+            limits,
+            route_limits,
+            routes,
+            metric_scope: Arc::new(metric_scope),
+            acme: AcmeTable::build(acme, Some(&self.acme)),
+        }))
     }
 
     /// This generation's routes with other keys and ACME challenges: nothing compiled
@@ -138,20 +226,63 @@ impl ProxyState {
 }
 
 /// Counts the apps refused for a config problem, logging each new problem once.
-fn report_degraded(next: &RoutingSpec, previous: &RoutingSpec, metrics: &Metrics) {
+fn report_degraded(next: &RoutingSpec, previous: &RouteTable, metrics: &Metrics) {
     let mut count = 0;
     for app in &next.apps {
         let Some(why) = &app.degraded else { continue };
         count += 1;
         let known = previous
-            .apps
-            .iter()
-            .any(|p| p.id == app.id && p.degraded.as_ref() == Some(why));
+            .app(&app.id)
+            .is_some_and(|p| p.degraded.as_ref() == Some(why));
         if !known {
             tracing::error!(app = %app.id, problem = %why, "app refused until its config is fixed");
         }
     }
     metrics.apps_degraded.set(count);
+}
+
+/// [`report_degraded`] for the apps `changes` name: the count moves by what they
+/// changed.
+fn report_degraded_apps(changes: &[AppChange], previous: &RouteTable, metrics: &Metrics) {
+    let mut count = metrics.apps_degraded.get();
+    for c in changes {
+        let before = previous.app(&c.id).and_then(|a| a.degraded.as_ref());
+        let now = c.spec.as_ref().and_then(|a| a.degraded.as_ref());
+        count += i64::from(now.is_some()) - i64::from(before.is_some());
+        if let Some(why) = now
+            && before != Some(why)
+        {
+            tracing::error!(app = %c.id, problem = %why, "app refused until its config is fixed");
+        }
+    }
+    metrics.apps_degraded.set(count.max(0));
+}
+
+/// The schemas serving, with any the apps `changes` name newly use loaded; the map
+/// is shared as it is when they use none it lacks.
+fn update_schemas(
+    previous: &Arc<HashMap<String, Schema>>,
+    changes: &[AppChange],
+) -> Result<Arc<HashMap<String, Schema>>, ConfigError> {
+    let missing: Vec<&str> = changes
+        .iter()
+        .flat_map(|c| {
+            let routes = c.routes.iter().filter_map(|r| r.rpc.as_ref());
+            c.spec.iter().filter_map(|a| a.rpc.as_ref()).chain(routes)
+        })
+        .filter_map(|rpc| rpc.descriptor_set.as_deref())
+        .filter(|name| !previous.contains_key(*name))
+        .collect();
+    if missing.is_empty() {
+        return Ok(previous.clone());
+    }
+    let mut out = (**previous).clone();
+    for name in missing {
+        if !out.contains_key(name) {
+            out.insert(name.to_string(), load_schema(name, None)?);
+        }
+    }
+    Ok(Arc::new(out))
 }
 
 /// Name of the schema compiled into the binary (the `proto/` crate's files).
@@ -177,26 +308,28 @@ fn load_schemas(
         let reused = previous
             .and_then(|p| p.get(name))
             .filter(|_| name == BUILTIN_SCHEMA);
-        let schema = match reused {
-            Some(s) => s.clone(),
-            None => {
-                let bytes = if name == BUILTIN_SCHEMA {
-                    tollgate_proto::FILE_DESCRIPTOR_SET.to_vec()
-                } else {
-                    std::fs::read(name).map_err(|source| ConfigError::DescriptorSetRead {
-                        path: name.into(),
-                        source,
-                    })?
-                };
-                Schema::from_bytes(&bytes).map_err(|source| ConfigError::Schema {
-                    name: name.to_string(),
-                    source,
-                })?
-            }
-        };
-        out.insert(name.to_string(), schema);
+        out.insert(name.to_string(), load_schema(name, reused)?);
     }
     Ok(out)
+}
+
+/// The schema `name` names: `reused` when given, else the builtin one or a file read.
+fn load_schema(name: &str, reused: Option<&Schema>) -> Result<Schema, ConfigError> {
+    if let Some(s) = reused {
+        return Ok(s.clone());
+    }
+    let bytes = if name == BUILTIN_SCHEMA {
+        tollgate_proto::FILE_DESCRIPTOR_SET.to_vec()
+    } else {
+        std::fs::read(name).map_err(|source| ConfigError::DescriptorSetRead {
+            path: name.into(),
+            source,
+        })?
+    };
+    Schema::from_bytes(&bytes).map_err(|source| ConfigError::Schema {
+        name: name.to_string(),
+        source,
+    })
 }
 
 /// Everything a connection or request needs, shared by all of them.
@@ -239,12 +372,15 @@ impl Shared {
     ) -> Result<Arc<Self>, ConfigError> {
         let state = ProxyState::build(
             Arc::new(loaded.snapshot(1)?),
+            &loaded.routing,
             None,
             &tollgate_routing::OrdMap::new(),
             None,
-            &metrics,
-            &limit_engine,
-            &loaded.config.limits,
+            &Env {
+                metrics: &metrics,
+                engine: &limit_engine,
+                settings: &loaded.config.limits,
+            },
         )?;
         metrics.config_version.set(1);
         state.metric_scope.publish(&metrics);
@@ -284,7 +420,7 @@ impl Shared {
     /// Swaps in a new config; on error nothing changes. Returns the new version.
     pub fn apply(&self, loaded: Loaded) -> Result<u64, ConfigError> {
         self.apply_parts(
-            Some(loaded.routing),
+            Routing::Full(loaded.routing),
             None,
             loaded.certs,
             &tollgate_routing::OrdMap::new(),
@@ -294,11 +430,10 @@ impl Shared {
     /// Swaps in routes, certificates and ACME challenges from any source (the config
     /// file has no challenges; the control service publishes them); on error nothing
     /// changes. Returns the new version. `keys`, when given, replaces the keys of
-    /// `routing` (see [`ProxyState::build`]); `routing` is `None` when the routes are
-    /// the ones serving: only keys, certificates and challenges change.
+    /// `routing` (see [`ProxyState::build`]).
     pub fn apply_parts(
         &self,
-        routing: Option<RoutingSpec>,
+        routing: Routing,
         keys: Option<KeyStore>,
         certs: CertStore,
         acme: &tollgate_routing::OrdMap<String, AcmeChallenge>,
@@ -306,23 +441,33 @@ impl Shared {
         let started = Instant::now();
         let current = self.state.load();
         let version = current.version + 1;
+        let env = Env {
+            metrics: &self.metrics,
+            engine: &self.limit_engine,
+            settings: &self.limits,
+        };
+        let same = matches!(routing, Routing::Same);
+        let full = |snapshot: Arc<Snapshot>, spec: &RoutingSpec, keys| {
+            let state = ProxyState::build(snapshot, spec, keys, acme, Some(&current), &env)?;
+            report_degraded(spec, &current.snapshot.table, &self.metrics);
+            Ok::<_, ConfigError>(state)
+        };
         let state = match routing {
-            None => current.with_keys(version, keys, acme),
-            Some(routing) => {
-                let state = ProxyState::build(
-                    Arc::new(Snapshot::build(routing, version)?),
-                    keys,
-                    acme,
-                    Some(&current),
-                    &self.metrics,
-                    &self.limit_engine,
-                    &self.limits,
-                )?;
-                report_degraded(&state.snapshot.spec, &current.snapshot.spec, &self.metrics);
-                state.metric_scope.publish(&self.metrics);
-                state
+            Routing::Same => current.with_keys(version, keys, acme),
+            Routing::Full(spec) => full(Arc::new(Snapshot::compile(&spec, version)?), &spec, keys)?,
+            Routing::Delta(delta) => {
+                match current.updated(delta, keys.clone(), acme, version, &env)? {
+                    Ok(state) => state,
+                    Err(snapshot) => {
+                        let spec = snapshot.spec();
+                        full(snapshot, &spec, keys)?
+                    }
+                }
             }
         };
+        if !same {
+            state.metric_scope.publish(&self.metrics);
+        }
         let cert_count = certs.len();
         let acme_active = state.acme.len();
         // Routes and certificates change together, right after each other.

@@ -38,6 +38,20 @@ pub struct Scope {
 }
 
 impl Scope {
+    /// A scope naming these objects.
+    pub(crate) fn touching(
+        apps: BTreeSet<String>,
+        routes: BTreeSet<String>,
+        hostnames: BTreeSet<String>,
+    ) -> Scope {
+        Scope {
+            apps,
+            routes,
+            hostnames,
+            keys: BTreeSet::new(),
+        }
+    }
+
     /// What `events` touch; `None` when they may affect any object.
     pub fn of(events: &[EdgeEvent]) -> Option<Scope> {
         use EdgeEvent::*;

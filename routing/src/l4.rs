@@ -1,7 +1,8 @@
 //! The compiled L4 routes: TLS passthrough by SNI per listen port, and raw TCP by port.
 
 use crate::host::wildcard_parent;
-use crate::model::{AppSpec, ProtocolHint, RouteSpec, RoutingSpec};
+use crate::matcher::RouteTable;
+use crate::model::{AppSpec, ProtocolHint, RouteSpec};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -35,10 +36,10 @@ pub struct L4Table {
 
 impl L4Table {
     /// Compiles the L4 routes of a spec that [`crate::validate`] accepted.
-    pub(crate) fn compile(spec: &RoutingSpec, apps: &HashMap<Box<str>, Arc<AppSpec>>) -> Self {
+    pub(crate) fn compile(table: &RouteTable) -> Self {
         let mut t = L4Table::default();
-        for r in spec.routes.iter().filter(|r| r.is_l4()) {
-            let (Some(port), Some(app)) = (r.listen_port, apps.get(r.app.as_str())) else {
+        for (app, r) in table.configured_routes().filter(|(_, r)| r.is_l4()) {
+            let Some(port) = r.listen_port else {
                 continue;
             };
             let route = Arc::new(compiled(r, port, app));

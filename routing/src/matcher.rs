@@ -2,44 +2,45 @@
 //!
 //! Lookups allocate nothing; the upstream path is described as "replace the first
 //! `strip` bytes with `replace`" so the caller builds the new URI once. Every route,
-//! including each app's `/v1/<app_id>` route on the API hosts, has a dense `index`: a
-//! proxy compiles what it needs per route into a `Vec` in that order, so a request
-//! makes one lookup here and none afterwards.
+//! including each app's `/v1/<app_id>` route on the API hosts, has a small `index` (a
+//! slot, reused once its route is gone): a proxy keeps what it compiles per route in
+//! that slot, so a request makes one lookup here and none afterwards. How the table is
+//! built and updated app by app is in `table_build`.
 
 use crate::auth::AuthPolicy;
 use crate::host::wildcard_parent;
-use crate::model::{AppSpec, RouteSpec, RoutingSpec};
+use crate::model::{AppSpec, RouteSpec};
 use crate::resume::ResumeSpec;
 use crate::rpc::{CorsSpec, RpcSpec};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// A route ready for matching.
 #[derive(Debug)]
 pub struct CompiledRoute {
-    /// Position in [`RouteTable::routes`].
+    /// Slot of this route (see [`Matched::index`]).
     pub index: usize,
     /// Bounded label for metrics and logs.
     pub id: Arc<str>,
-    prefix: Box<str>,
-    rewrite: Option<Box<str>>,
-    port: Option<u16>,
+    pub(crate) prefix: Box<str>,
+    pub(crate) rewrite: Option<Box<str>>,
+    pub(crate) port: Option<u16>,
     pub app: Arc<AppSpec>,
     pub max_body_bytes: Option<u64>,
-    upstream: Option<Box<str>>,
-    auth: Option<AuthPolicy>,
-    rpc: Option<RpcSpec>,
-    cors: Option<CorsSpec>,
-    resume: Option<ResumeSpec>,
+    pub(crate) upstream: Option<Box<str>>,
+    pub(crate) auth: Option<AuthPolicy>,
+    pub(crate) rpc: Option<RpcSpec>,
+    pub(crate) cors: Option<CorsSpec>,
+    pub(crate) resume: Option<ResumeSpec>,
     /// The configured route, or `None` for an app's hostname and API routes.
-    source: Option<Arc<RouteSpec>>,
+    pub(crate) source: Option<Arc<RouteSpec>>,
 }
 
 /// The outcome of a successful lookup.
 #[derive(Debug, Clone, Copy)]
 pub struct Matched<'a> {
-    /// Dense route index: the slot of this route in per-route tables built from
-    /// [`RouteTable::routes`].
+    /// The route's slot, below [`RouteTable::route_count`]: where per-route tables
+    /// built from [`RouteTable::routes`] keep this route's parts.
     pub index: usize,
     pub route_id: &'a Arc<str>,
     pub app: &'a Arc<AppSpec>,
@@ -89,150 +90,96 @@ pub enum Miss<'a> {
     NoRoute,
 }
 
-/// Host and path matcher built from a validated [`RoutingSpec`].
-#[derive(Debug, Default)]
+/// The routes of one host (exact, or the parent of a wildcard), longest prefix first.
+pub(crate) type Bucket = Arc<[Arc<CompiledRoute>]>;
+
+/// One app in the table: its spec, its routes and where they sit, so that replacing
+/// the app touches its own entries and nothing else.
+#[derive(Debug)]
+pub(crate) struct AppEntry {
+    pub(crate) spec: Arc<AppSpec>,
+    /// The app's route on the API hosts (`/v1/<app_id>`).
+    pub(crate) api: Arc<CompiledRoute>,
+    /// The bucket and slot of each hostname route and configured route of the app.
+    pub(crate) placed: Vec<Placed>,
+    /// The configured routes sending to the app, L4 ones included, as given.
+    pub(crate) routes: Vec<Arc<RouteSpec>>,
+}
+
+/// A compiled route of an app and the bucket it sits in.
+#[derive(Debug, Clone)]
+pub(crate) struct Placed {
+    pub(crate) wildcard: bool,
+    pub(crate) host: Arc<str>,
+    pub(crate) route: Arc<CompiledRoute>,
+}
+
+/// Host and path matcher built from a validated [`crate::RoutingSpec`].
+///
+/// Its maps are persistent (`imbl`): a clone shares them, and
+/// [`RouteTable::updated`] replaces a few apps by copying the paths to what changed,
+/// so the cost of an update follows the apps it names, not how many there are.
+#[derive(Debug, Default, Clone)]
 pub struct RouteTable {
-    exact: HashMap<Box<str>, Vec<CompiledRoute>>,
+    pub(crate) exact: imbl::HashMap<Arc<str>, Bucket>,
     /// Keyed by the parent of the wildcard: `*.tenant.example` under `tenant.example`.
-    wildcard: HashMap<Box<str>, Vec<CompiledRoute>>,
-    api_hosts: HashSet<Box<str>>,
-    apps: HashMap<Box<str>, Arc<AppSpec>>,
-    /// Each app's route on the API hosts (`/v1/<app_id>`), by app id.
-    api: HashMap<Box<str>, CompiledRoute>,
-    /// How many routes there are: indexes run from 0 to `count - 1`.
-    count: usize,
+    pub(crate) wildcard: imbl::HashMap<Arc<str>, Bucket>,
+    pub(crate) api_hosts: Arc<HashSet<Box<str>>>,
+    /// Every app by id, with its routes.
+    pub(crate) apps: imbl::HashMap<Box<str>, Arc<AppEntry>>,
+    /// Route indexes run from 0 to `slots - 1`; `free` holds those no route uses.
+    pub(crate) slots: usize,
+    pub(crate) free: Vec<usize>,
 }
 
 impl RouteTable {
-    /// Compiles a spec that [`crate::validate`] accepted.
-    pub(crate) fn compile(spec: &RoutingSpec) -> Self {
-        let apps: HashMap<Box<str>, Arc<AppSpec>> = spec
-            .apps
-            .iter()
-            .map(|a| (a.id.as_str().into(), Arc::new(a.clone())))
-            .collect();
-        let mut table = RouteTable {
-            api_hosts: spec.api_hosts.iter().map(|h| h.as_str().into()).collect(),
-            ..Default::default()
-        };
-        // Metrics label of every `/v1/<app_id>` match on an API host.
-        let api_id: Arc<str> = "api".into();
-        for app in &spec.apps {
-            let Some(app) = apps.get(app.id.as_str()) else {
-                continue;
-            };
-            let route = CompiledRoute {
-                index: table.next_index(),
-                id: api_id.clone(),
-                prefix: "/v1/".into(),
-                rewrite: Some(app.api_rewrite.as_str().into()),
-                port: None,
-                max_body_bytes: app.max_body_bytes,
-                upstream: None,
-                auth: app.auth.clone(),
-                rpc: app.rpc.clone(),
-                cors: app.cors.clone(),
-                resume: app.resume.clone(),
-                source: None,
-                app: app.clone(),
-            };
-            table.api.insert(app.id.as_str().into(), route);
-        }
-        for app in spec.apps.iter().filter_map(|a| apps.get(a.id.as_str())) {
-            for host in &app.hostnames {
-                let route = RouteSpec {
-                    id: Some(format!("host:{host}")),
-                    hostname: host.clone(),
-                    listen_port: None,
-                    path_prefix: "/".into(),
-                    rewrite_prefix: None,
-                    app: app.id.clone(),
-                    protocol_hint: Default::default(),
-                    max_body_bytes: None,
-                    upstream: None,
-                    backend_port: None,
-                    proxy_protocol: false,
-                    max_connections: None,
-                    auth: None,
-                    rpc: None,
-                    cors: None,
-                    limits: None,
-                    redirect: None,
-                    resume: None,
-                    https_redirect: None,
-                    hsts: None,
-                    headers: None,
-                    security_headers: None,
-                    metrics: Default::default(),
-                };
-                table.insert(&route, None, app.clone());
-            }
-        }
-        for route in spec.routes.iter().filter(|r| !r.is_l4()) {
-            if let Some(app) = apps.get(route.app.as_str()) {
-                table.insert(route, Some(Arc::new(route.clone())), app.clone());
-            }
-        }
-        for routes in table.exact.values_mut().chain(table.wildcard.values_mut()) {
-            // Longest prefix first; a port-bound route before an unbound one.
-            routes.sort_by(|a, b| {
-                (b.prefix.len(), b.port.is_some()).cmp(&(a.prefix.len(), a.port.is_some()))
-            });
-        }
-        table.apps = apps;
-        table
-    }
-
-    fn next_index(&mut self) -> usize {
-        self.count += 1;
-        self.count - 1
-    }
-
-    fn insert(&mut self, spec: &RouteSpec, source: Option<Arc<RouteSpec>>, app: Arc<AppSpec>) {
-        let route = CompiledRoute {
-            index: self.next_index(),
-            id: spec.metrics_id().into(),
-            prefix: spec.path_prefix.as_str().into(),
-            rewrite: spec.rewrite_prefix.as_deref().map(Into::into),
-            port: spec.listen_port,
-            max_body_bytes: spec.max_body_bytes.or(app.max_body_bytes),
-            upstream: spec.upstream.as_deref().map(Into::into),
-            auth: spec.auth.clone().or_else(|| app.auth.clone()),
-            rpc: spec.rpc.clone().or_else(|| app.rpc.clone()),
-            cors: spec.cors.clone().or_else(|| app.cors.clone()),
-            resume: spec.resume.clone().or_else(|| app.resume.clone()),
-            source,
-            app,
-        };
-        let (map, key) = match spec.hostname.strip_prefix("*.") {
-            Some(parent) => (&mut self.wildcard, parent),
-            None => (&mut self.exact, spec.hostname.as_str()),
-        };
-        map.entry(key.into()).or_default().push(route);
-    }
-
-    pub(crate) fn apps(&self) -> &HashMap<Box<str>, Arc<AppSpec>> {
-        &self.apps
-    }
-
     /// An app by id.
     pub fn app(&self, id: &str) -> Option<&Arc<AppSpec>> {
-        self.apps.get(id)
+        self.apps.get(id).map(|e| &e.spec)
     }
 
-    /// How many routes the table holds; every [`Matched::index`] is below it.
+    /// Every app, in no particular order.
+    pub fn apps(&self) -> impl Iterator<Item = &Arc<AppSpec>> {
+        self.apps.values().map(|e| &e.spec)
+    }
+
+    /// The configured routes of every app (L4 ones included), in no particular order.
+    pub fn configured_routes(&self) -> impl Iterator<Item = (&Arc<AppSpec>, &Arc<RouteSpec>)> {
+        self.apps
+            .values()
+            .flat_map(|e| e.routes.iter().map(move |r| (&e.spec, r)))
+    }
+
+    /// The configured routes of one app, as given.
+    pub fn routes_of(&self, app: &str) -> &[Arc<RouteSpec>] {
+        self.apps.get(app).map_or(&[], |e| &e.routes)
+    }
+
+    /// The routes of one app (its API route, hostname routes and configured HTTP
+    /// routes), as a lookup would return them with nothing to strip.
+    pub fn app_routes(&self, app: &str) -> impl Iterator<Item = Matched<'_>> {
+        self.apps
+            .get(app)
+            .into_iter()
+            .flat_map(|e| std::iter::once(&e.api).chain(e.placed.iter().map(|p| &p.route)))
+            .map(|r| r.matched(0))
+    }
+
+    /// An upper bound of the route indexes: every [`Matched::index`] is below it.
+    /// Slots freed by an update are reused by later ones, so it stays near the
+    /// number of routes.
     pub fn route_count(&self) -> usize {
-        self.count
+        self.slots
     }
 
     /// Every route, as a lookup would return it (with nothing to strip), in no
-    /// particular order; each index from 0 to [`Self::route_count`] appears once.
+    /// particular order; each index in use appears once.
     pub fn routes(&self) -> impl Iterator<Item = Matched<'_>> {
         self.exact
             .values()
             .chain(self.wildcard.values())
-            .flatten()
-            .chain(self.api.values())
+            .flat_map(|b| b.iter())
+            .chain(self.apps.values().map(|e| &e.api))
             .map(|r| r.matched(0))
     }
 
@@ -252,7 +199,7 @@ impl RouteTable {
             .into_iter()
             .chain(wildcard_parent(host).and_then(|p| self.wildcard.get(p)));
         for routes in candidates {
-            for r in routes {
+            for r in routes.iter() {
                 if r.port.is_none_or(|p| p == port) && prefix_matches(&r.prefix, path) {
                     return Ok(r.matched(r.prefix.len()));
                 }
@@ -267,13 +214,13 @@ impl RouteTable {
         if app_id.is_empty() {
             return Err(Miss::NoRoute);
         }
-        let route = self.api.get(app_id).ok_or(Miss::UnknownApp(app_id))?;
-        Ok(route.matched("/v1/".len() + app_id.len()))
+        let entry = self.apps.get(app_id).ok_or(Miss::UnknownApp(app_id))?;
+        Ok(entry.api.matched("/v1/".len() + app_id.len()))
     }
 }
 
 impl CompiledRoute {
-    fn matched(&self, strip: usize) -> Matched<'_> {
+    pub(crate) fn matched(&self, strip: usize) -> Matched<'_> {
         Matched {
             index: self.index,
             route_id: &self.id,

@@ -46,7 +46,7 @@ fn events_build_a_valid_routing_spec() {
             .id,
         "acme"
     );
-    assert_eq!(s.spec.api_keys.len(), 1);
+    assert_eq!(s.api_keys.len(), 1);
 }
 
 #[test]

@@ -29,7 +29,7 @@ mod rpc_call;
 mod security_headers;
 mod status;
 
-pub use plan::{ClusterChoice, Parts as PlanParts, RoutePlan, build_plans};
+pub use plan::{ClusterChoice, Parts as PlanParts, Plans, RoutePlan, build_plans, update_plans};
 
 use crate::auth::Identity;
 use crate::http::body::ResponseBody;

@@ -5,13 +5,13 @@
 use super::HeadFilter;
 use super::{admission, auth, body_limit, cors, resume, rpc_call, status};
 use super::{headers, hsts, https_redirect, redirect, security_headers};
-use crate::limits::AppLimits;
+use crate::limits::LimitMap;
 use crate::upstream::AppUpstreams;
 use crate::upstream::cluster::Cluster;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tollgate_filters::rpc::Schema;
-use tollgate_routing::{AppSpec, Matched, RouteTable};
+use tollgate_routing::{AppSpec, Matched, RouteTable, TableDelta};
 
 /// One route, compiled for the request path.
 #[derive(Debug)]
@@ -42,20 +42,54 @@ pub enum ClusterChoice {
 /// Compiled runtime parts the plans point into.
 pub struct Parts<'a> {
     pub upstreams: &'a crate::upstream::Upstreams,
-    pub limits: &'a HashMap<String, Arc<AppLimits>>,
-    pub route_limits: &'a HashMap<String, Arc<AppLimits>>,
+    pub limits: &'a LimitMap,
+    pub route_limits: &'a LimitMap,
     pub schemas: &'a HashMap<String, Schema>,
     pub metrics: &'a crate::metrics::Metrics,
     pub metric_scope: &'a crate::metric_scope::MetricScope,
 }
 
-/// One plan per route of `table`, indexed by [`Matched::index`].
-pub fn build_plans(table: &RouteTable, parts: &Parts<'_>) -> Box<[RoutePlan]> {
-    let mut plans: Vec<(usize, RoutePlan)> =
-        table.routes().map(|m| (m.index, plan(&m, parts))).collect();
-    plans.sort_unstable_by_key(|(index, _)| *index);
-    debug_assert!(plans.iter().enumerate().all(|(i, (index, _))| i == *index));
-    plans.into_iter().map(|(_, plan)| plan).collect()
+/// Each route's plan, in its slot ([`Matched::index`]); an empty slot is `None`. A
+/// persistent vector: an update sets the slots it changed and shares the rest.
+pub type Plans = imbl::Vector<Option<Arc<RoutePlan>>>;
+
+/// One plan per route of `table`.
+pub fn build_plans(table: &RouteTable, parts: &Parts<'_>) -> Plans {
+    let mut plans: Vec<Option<Arc<RoutePlan>>> = vec![None; table.route_count()];
+    for m in table.routes() {
+        if let Some(slot) = plans.get_mut(m.index) {
+            *slot = Some(Arc::new(plan(&m, parts)));
+        }
+    }
+    plans.into_iter().collect()
+}
+
+/// `previous` with the slots `delta` emptied cleared and the routes of the apps
+/// `changed` names planned again.
+pub fn update_plans<'a>(
+    previous: &Plans,
+    table: &RouteTable,
+    delta: &TableDelta,
+    changed: impl Iterator<Item = &'a str>,
+    parts: &Parts<'_>,
+) -> Plans {
+    let mut plans = previous.clone();
+    for &i in &delta.removed {
+        if i < plans.len() {
+            plans.set(i, None);
+        }
+    }
+    while plans.len() < table.route_count() {
+        plans.push_back(None);
+    }
+    for app in changed {
+        for m in table.app_routes(app) {
+            if m.index < plans.len() {
+                plans.set(m.index, Some(Arc::new(plan(&m, parts))));
+            }
+        }
+    }
+    plans
 }
 
 fn plan(m: &Matched<'_>, parts: &Parts<'_>) -> RoutePlan {
@@ -176,12 +210,11 @@ app = "acme"
     #[tokio::test]
     async fn each_route_gets_its_own_chain_in_order_and_its_resolved_cluster() {
         let spec: RoutingSpec = toml::from_str(SPEC).expect("spec parses");
-        let snapshot = Snapshot::build(spec, 1).expect("spec is valid");
+        let snapshot = Snapshot::compile(&spec, 1).expect("spec is valid");
         let metrics = Metrics::new().expect("metrics");
         let scope = crate::metric_scope::MetricScope::default();
-        let upstreams =
-            Upstreams::build(&snapshot.spec, None, &metrics, &scope, 65536).expect("clusters");
-        let none = HashMap::new();
+        let upstreams = Upstreams::build(&spec, None, &metrics, &scope, 65536).expect("clusters");
+        let none = LimitMap::new();
         let plans = build_plans(
             &snapshot.table,
             &Parts {
@@ -196,28 +229,26 @@ app = "acme"
         assert_eq!(plans.len(), snapshot.table.route_count());
         let plan_of = |host: &str, path: &str| {
             let m = snapshot.table.lookup(host, 443, path).expect("route");
-            assert_eq!(
-                plans[m.index].app.id, m.app.id,
-                "plan index matches the route"
-            );
-            &plans[m.index]
+            let plan = plans[m.index].clone().expect("a plan in the route's slot");
+            assert_eq!(plan.app.id, m.app.id, "plan index matches the route");
+            plan
         };
 
         let upload = plan_of("acme.example", "/upload/x");
-        assert_eq!(names(upload), ["Cors", "BodyLimit", "Auth"]);
+        assert_eq!(names(&upload), ["Cors", "BodyLimit", "Auth"]);
         match &upload.cluster {
             ClusterChoice::Named(Some(c)) => assert_eq!(&*c.name, "canary"),
             other => panic!("named cluster expected, got {other:?}"),
         }
         let root = plan_of("acme.example", "/");
-        assert_eq!(names(root), ["Cors", "Auth"]);
+        assert_eq!(names(&root), ["Cors", "Auth"]);
         assert!(matches!(root.cluster, ClusterChoice::App));
         assert_eq!(
-            names(plan_of("api.example.com", "/v1/acme/x")),
+            names(&plan_of("api.example.com", "/v1/acme/x")),
             ["Cors", "Auth"]
         );
         // A suspended app's routes refuse before anything else runs.
-        assert_eq!(names(plan_of("globex.example", "/")), ["AppStatus"]);
-        assert!(plans.iter().all(|p| p.upstreams.is_some()));
+        assert_eq!(names(&plan_of("globex.example", "/")), ["AppStatus"]);
+        assert!(plans.iter().flatten().all(|p| p.upstreams.is_some()));
     }
 }

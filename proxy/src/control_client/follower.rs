@@ -13,7 +13,7 @@
 use super::ControlStatus;
 use super::persist::{PersistedState, Persister};
 use crate::config::ConfigError;
-use crate::state::Shared;
+use crate::state::{Routing, Shared};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tollgate_certs::{CertSource, CertStore};
@@ -532,14 +532,28 @@ impl Follower {
     /// Builds the servable config from the model and swaps it in; on error the running
     /// config stays. Persists the model after a successful swap when `persist`.
     async fn publish(&mut self, persist: bool) -> Result<u64, ConfigError> {
-        // Routes are compiled again only when something they are made of changed: a
-        // burst of keys or certificates reuses the compiled routes as they are.
+        // Routes are compiled again only where something they are made of changed: a
+        // burst of keys or certificates reuses the compiled routes as they are, a change
+        // to a few apps recompiles those apps.
         let routing = if self.built.routing && self.built.model.same_routing(&self.model) {
-            None
+            Routing::Same
+        } else if let Some(mut delta) = self
+            .built
+            .routing
+            .then(|| self.built.model.routing_delta(&self.model))
+            .flatten()
+        {
+            // The ids left out before stay listed: this spec holds only what changed.
+            let mut dropped = self.dropped_routes.clone();
+            drop_cross_tenant_routes(&mut delta.scoped, &mut dropped);
+            self.dropped_routes.extend(dropped);
+            self.dropped_routes.sort_unstable();
+            self.dropped_routes.dedup();
+            Routing::Delta(delta)
         } else {
             let mut spec = self.model.routing_spec_without_keys();
             drop_cross_tenant_routes(&mut spec, &mut self.dropped_routes);
-            Some(spec)
+            Routing::Full(spec)
         };
         // Only the certificates and keys that changed since the last build are loaded.
         let changes = self.built.cert_changes(&self.model);
@@ -694,6 +708,10 @@ mod tests {
     #[test]
     fn key_changes_follow_keys_and_the_state_of_their_apps() {
         let mut model = EdgeConfig::default();
+        apply(
+            &mut model,
+            serde_json::json!({"type": "api_hosts_set", "hosts": ["api.test"]}),
+        );
         for app in ["a", "b"] {
             apply(
                 &mut model,
@@ -742,15 +760,22 @@ mod tests {
     }
 
     /// A burst of keys swaps in a new generation that shares the compiled routes; a
-    /// hostname compiles them again. Both are served.
+    /// hostname compiles its app's routes again and shares the other apps'. Both are
+    /// served.
     #[tokio::test]
     async fn keys_alone_reuse_the_compiled_routes() {
         let mut follower = crate::benching::follower().await.expect("follower");
         let mut model = EdgeConfig::default();
         apply(
             &mut model,
-            serde_json::json!({"type": "app_created", "app_id": "a"}),
+            serde_json::json!({"type": "api_hosts_set", "hosts": ["api.test"]}),
         );
+        for app in ["a", "b"] {
+            apply(
+                &mut model,
+                serde_json::json!({"type": "app_created", "app_id": app}),
+            );
+        }
         let snapshot = super::Update::Snapshot {
             event_id: 1,
             config: model,
@@ -770,7 +795,16 @@ mod tests {
         let keyed = follower.shared().state.load_full();
         assert_eq!(keyed.version, first.version + 1);
         assert!(std::sync::Arc::ptr_eq(&first.snapshot, &keyed.snapshot));
-        assert!(std::sync::Arc::ptr_eq(&first.routes, &keyed.routes));
+        let same_plans = first.routes.len() == keyed.routes.len()
+            && first
+                .routes
+                .iter()
+                .zip(keyed.routes.iter())
+                .all(|p| match p {
+                    (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+                    (a, b) => a.is_none() && b.is_none(),
+                });
+        assert!(same_plans, "keys alone compiled routes again");
         assert_eq!((first.auth.keys.len(), keyed.auth.keys.len()), (0, 1));
 
         let bind =
@@ -779,7 +813,79 @@ mod tests {
         assert_eq!(outcome, super::Outcome::Continue);
         let bound = follower.shared().state.load_full();
         assert!(!std::sync::Arc::ptr_eq(&keyed.snapshot, &bound.snapshot));
-        assert_eq!(bound.snapshot.spec.apps[0].hostnames, ["a.test"]);
+        assert_eq!(bound.snapshot.spec().apps[0].hostnames, ["a.test"]);
         assert_eq!(bound.auth.keys.len(), 1, "the keys stay");
+        let plan = |state: &crate::state::ProxyState, host: &str, path: &str| {
+            let m = state
+                .snapshot
+                .table
+                .lookup(host, 443, path)
+                .expect("a route");
+            state.routes[m.index]
+                .clone()
+                .expect("a plan in the route's slot")
+        };
+        let served = plan(&bound, "a.test", "/");
+        assert_eq!(served.app.id, "a");
+        // App b did not change: its plan is the one compiled before, not a copy.
+        let (before, after) = (
+            plan(&keyed, "api.test", "/v1/b/x"),
+            plan(&bound, "api.test", "/v1/b/x"),
+        );
+        assert!(
+            std::sync::Arc::ptr_eq(&before, &after),
+            "b was compiled again"
+        );
+        assert!(!std::sync::Arc::ptr_eq(
+            &plan(&keyed, "api.test", "/v1/a/x"),
+            &plan(&bound, "api.test", "/v1/a/x")
+        ));
+    }
+
+    /// A change to one app that fails validation is refused whole, and the routes
+    /// serving stay; the event that repairs it is served with everything after it.
+    #[tokio::test]
+    async fn an_invalid_app_change_is_refused_then_repaired() {
+        let mut follower = crate::benching::follower().await.expect("follower");
+        let mut model = EdgeConfig::default();
+        apply(
+            &mut model,
+            serde_json::json!({"type": "app_created", "app_id": "a"}),
+        );
+        let snapshot = super::Update::Snapshot {
+            event_id: 1,
+            config: model,
+            last_edge: None,
+            resync: None,
+        };
+        assert_eq!(
+            follower.apply_batch(vec![snapshot]).await,
+            super::Outcome::Continue
+        );
+        let good = follower.shared().state.load_full();
+        let bad = serde_json::json!({"type": "instance_added", "app_id": "a",
+            "upstream": "default", "endpoint": {"address": "not an address"}});
+        follower.apply_batch(vec![delta(2, bad)]).await;
+        let kept = follower.shared().state.load_full();
+        assert_eq!(kept.version, good.version, "the invalid change was served");
+        let errors = follower.shared().metrics.control_apply_errors.clone();
+        assert_eq!(errors.with_label_values(&["validation"]).get(), 1);
+
+        let fix = serde_json::json!({"type": "instance_removed", "app_id": "a",
+            "upstream": "default", "address": "not an address"});
+        let bind =
+            serde_json::json!({"type": "hostname_bound", "hostname": "a.test", "app_id": "a"});
+        follower
+            .apply_batch(vec![delta(3, fix), delta(4, bind)])
+            .await;
+        let fixed = follower.shared().state.load_full();
+        assert!(fixed.version > good.version);
+        let m = fixed
+            .snapshot
+            .table
+            .lookup("a.test", 443, "/")
+            .expect("served");
+        assert_eq!(m.app.id, "a");
+        assert_eq!(errors.with_label_values(&["validation"]).get(), 1);
     }
 }

@@ -465,7 +465,11 @@ fn route<'a>(
         })?;
     ctx.done.route = m.route_id.clone();
     ctx.done.app = Some(m.app.clone());
-    let plan = state.routes.get(m.index).ok_or(ProxyError::NoRoute)?;
+    let plan = state
+        .routes
+        .get(m.index)
+        .and_then(Option::as_deref)
+        .ok_or(ProxyError::NoRoute)?;
     ctx.done.series = Some(plan.series.clone());
     let upstreams = plan
         .upstreams

@@ -18,7 +18,9 @@ use tollgate_filters::budget::{
 use tollgate_filters::limit::{
     AppLimiter, ClusterLimiter, RedisBackend, RedisConfig, StreamQuota, spawn_housekeeping,
 };
-use tollgate_routing::{BudgetUnit, LimitsSpec, OnBackendError, RoutingSpec};
+use tollgate_routing::{
+    AppChange, AppSpec, BudgetUnit, LimitsSpec, OnBackendError, RouteSpec, RoutingSpec,
+};
 
 /// How often idle rate-limit keys are dropped and in-process budgets saved.
 const HOUSEKEEPING: Duration = Duration::from_secs(30);
@@ -166,48 +168,83 @@ impl AppLimits {
     }
 }
 
+/// Compiled limits by app id (or by route id for routes with limits of their own):
+/// a persistent map, so a generation that changes a few apps copies a few paths.
+pub type LimitMap = imbl::HashMap<String, Arc<AppLimits>>;
+
 /// Compiles every app's limits, keyed by app id, reusing the previous generation's
 /// where unchanged.
 pub fn build_apps(
     spec: &RoutingSpec,
-    previous: Option<&HashMap<String, Arc<AppLimits>>>,
+    previous: Option<&LimitMap>,
     engine: &LimitEngine,
-) -> HashMap<String, Arc<AppLimits>> {
-    let apps = spec.apps.iter().filter_map(|app| {
-        let limits = app.limits.clone()?;
-        let policy = limits.on_backend_error;
-        Some((
-            app.id.clone(),
-            app.id.clone(),
-            app.id.as_str(),
-            limits,
-            policy,
-        ))
-    });
-    compile(apps, previous, engine)
+) -> LimitMap {
+    let items = spec.apps.iter().filter_map(app_item);
+    compile(items, previous, engine).collect()
 }
 
 /// Compiles every route's own limits, keyed by the route's metrics id. A route's rate
 /// counters are its own (namespace `<app>~<route>`); its app's budget still applies.
 pub fn build_routes(
     spec: &RoutingSpec,
-    previous: Option<&HashMap<String, Arc<AppLimits>>>,
+    previous: Option<&LimitMap>,
     engine: &LimitEngine,
-) -> HashMap<String, Arc<AppLimits>> {
-    let routes = spec.routes.iter().filter_map(|r| {
-        let mut limits = r.limits.clone()?;
-        let app_limits = spec
-            .apps
-            .iter()
-            .find(|a| a.id == r.app)
-            .and_then(|a| a.limits.as_ref());
-        limits.budget = app_limits.and_then(|l| l.budget.clone());
-        let policy = app_limits.map(|l| l.on_backend_error).unwrap_or_default();
-        let id = r.metrics_id();
-        let scope = format!("{}~{id}", r.app);
-        Some((id, scope, r.app.as_str(), limits, policy))
-    });
-    compile(routes, previous, engine)
+) -> LimitMap {
+    let apps: HashMap<&str, &AppSpec> = spec.apps.iter().map(|a| (a.id.as_str(), a)).collect();
+    let items = spec
+        .routes
+        .iter()
+        .filter_map(|r| route_item(r, apps.get(r.app.as_str()).copied()));
+    compile(items, previous, engine).collect()
+}
+
+/// `previous` with the limits of the apps `changes` name, and of their routes, compiled
+/// again (reused where unchanged). `old_routes` gives the routes each app had.
+pub fn update<'a>(
+    previous: (&LimitMap, &LimitMap),
+    changes: &[AppChange],
+    old_routes: impl Fn(&str) -> &'a [Arc<RouteSpec>],
+    engine: &LimitEngine,
+) -> (LimitMap, LimitMap) {
+    let (mut apps, mut routes) = (previous.0.clone(), previous.1.clone());
+    for c in changes {
+        apps.remove(&c.id);
+        for r in old_routes(&c.id) {
+            routes.remove(&r.metrics_id());
+        }
+    }
+    let app_items = changes.iter().filter_map(|c| app_item(c.spec.as_deref()?));
+    apps.extend(compile(app_items, Some(previous.0), engine));
+    let route_items = changes
+        .iter()
+        .flat_map(|c| c.routes.iter().map(move |r| (r, c.spec.as_deref())))
+        .filter_map(|(r, app)| route_item(r, app));
+    routes.extend(compile(route_items, Some(previous.1), engine));
+    (apps, routes)
+}
+
+/// What an app's own limits compile from.
+fn app_item(app: &AppSpec) -> Option<Item<'_>> {
+    let limits = app.limits.clone()?;
+    let policy = limits.on_backend_error;
+    Some((
+        app.id.clone(),
+        app.id.clone(),
+        app.id.as_str(),
+        limits,
+        policy,
+    ))
+}
+
+/// What a route's own limits compile from: its rates, its app's budget.
+fn route_item<'a>(r: &'a RouteSpec, app: Option<&AppSpec>) -> Option<Item<'a>> {
+    let mut limits = r.limits.clone()?;
+    let app_limits = app.and_then(|a| a.limits.as_ref());
+    limits.budget = app_limits.and_then(|l| l.budget.clone());
+    let policy = app_limits.map(|l| l.on_backend_error).unwrap_or_default();
+    let id = r.metrics_id();
+    let scope = format!("{}~{id}", r.app);
+    Some((id, scope, r.app.as_str(), limits, policy))
 }
 
 /// (key, counter scope, owning app, limits, the budget's `on_backend_error`)
@@ -215,21 +252,16 @@ type Item<'a> = (String, String, &'a str, LimitsSpec, OnBackendError);
 
 fn compile<'a>(
     items: impl Iterator<Item = Item<'a>>,
-    previous: Option<&HashMap<String, Arc<AppLimits>>>,
+    previous: Option<&LimitMap>,
     engine: &LimitEngine,
-) -> HashMap<String, Arc<AppLimits>> {
-    items
-        .map(|(key, scope, owner, limits, policy)| {
-            let reused = previous
-                .and_then(|p| p.get(&key))
-                .filter(|old| {
-                    old.spec == limits && *old.app == *scope && old.budget_on_error == policy
-                })
-                .cloned();
-            let built = reused.unwrap_or_else(|| {
-                Arc::new(AppLimits::build(&scope, owner, &limits, policy, engine))
-            });
-            (key, built)
-        })
-        .collect()
+) -> impl Iterator<Item = (String, Arc<AppLimits>)> {
+    items.map(move |(key, scope, owner, limits, policy)| {
+        let reused = previous
+            .and_then(|p| p.get(&key))
+            .filter(|old| old.spec == limits && *old.app == *scope && old.budget_on_error == policy)
+            .cloned();
+        let built = reused
+            .unwrap_or_else(|| Arc::new(AppLimits::build(&scope, owner, &limits, policy, engine)));
+        (key, built)
+    })
 }
