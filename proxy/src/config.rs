@@ -418,7 +418,7 @@ impl ProxyConfig {
             }
         }
         for app in &mut self.apps {
-            for cluster in app.upstreams.values_mut() {
+            for cluster in std::sync::Arc::make_mut(&mut app.upstreams).values_mut() {
                 if let Some(ca) = &mut cluster.tls_ca_file {
                     absolute(ca);
                 }

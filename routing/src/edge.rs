@@ -15,6 +15,7 @@ use crate::ownership::{ClaimState, HostnameClaim};
 use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Removes the entries whose value matches (a scan of `map`; removing an app is rare).
 fn remove_where<V: Clone>(map: &mut OrdMap<String, V>, matches: impl Fn(&V) -> bool) {
@@ -36,7 +37,8 @@ pub struct EdgeApp {
     /// Set while a deletion's grace period runs: routes answer 503 and keys fail.
     #[serde(default)]
     pub deleting_until: Option<i64>,
-    pub upstreams: BTreeMap<String, ClusterSpec>,
+    /// Shared with the app specs built from it; change it with `Arc::make_mut`.
+    pub upstreams: Arc<BTreeMap<String, ClusterSpec>>,
     #[serde(default)]
     pub auth: Option<AuthPolicy>,
 }
@@ -365,7 +367,7 @@ impl EdgeConfig {
                         id: app_id.clone(),
                         status: AppStatus::Active,
                         deleting_until: None,
-                        upstreams: BTreeMap::from([("default".to_string(), default)]),
+                        upstreams: Arc::new(BTreeMap::from([("default".to_string(), default)])),
                         auth: auth.clone(),
                     },
                 );
@@ -420,7 +422,7 @@ impl EdgeConfig {
                     .unwrap_or_default();
                 let mut c = cluster.clone();
                 c.endpoints = endpoints;
-                app.upstreams.insert(name.clone(), c);
+                Arc::make_mut(&mut app.upstreams).insert(name.clone(), c);
             }
             InstanceAdded {
                 app_id,
@@ -782,8 +784,10 @@ impl EdgeConfig {
 
 fn cluster_mut<'a>(app: &'a mut EdgeApp, name: &str) -> Result<&'a mut ClusterSpec, EdgeError> {
     let id = app.id.clone();
-    app.upstreams.get_mut(name).ok_or(EdgeError::NoUpstream {
-        app: id,
-        upstream: name.to_string(),
-    })
+    Arc::make_mut(&mut app.upstreams)
+        .get_mut(name)
+        .ok_or(EdgeError::NoUpstream {
+            app: id,
+            upstream: name.to_string(),
+        })
 }

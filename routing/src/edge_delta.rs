@@ -30,8 +30,12 @@ pub struct RoutingDelta {
     pub scoped: RoutingSpec,
 }
 
-/// The keys whose values differ between two maps.
-fn changed<V: Clone + PartialEq>(old: &OrdMap<String, V>, new: &OrdMap<String, V>) -> Vec<String> {
+/// The keys whose values differ between two maps (added, removed or changed): the
+/// persistent maps' diff skips the nodes they share, so this costs what changed.
+pub fn changed_ids<V: Clone + PartialEq>(
+    old: &OrdMap<String, V>,
+    new: &OrdMap<String, V>,
+) -> Vec<String> {
     old.diff(new)
         .map(|change| match change {
             DiffItem::Add(id, _) | DiffItem::Remove(id, _) => id.clone(),
@@ -52,10 +56,10 @@ impl EdgeConfig {
         {
             return None;
         }
-        let mut apps: BTreeSet<String> = changed(&self.apps, &next.apps).into_iter().collect();
-        apps.extend(changed(&self.limits, &next.limits));
+        let mut apps: BTreeSet<String> = changed_ids(&self.apps, &next.apps).into_iter().collect();
+        apps.extend(changed_ids(&self.limits, &next.limits));
         let mut routes = BTreeSet::new();
-        for id in changed(&self.routes, &next.routes) {
+        for id in changed_ids(&self.routes, &next.routes) {
             for r in [self.routes.get(&id), next.routes.get(&id)]
                 .into_iter()
                 .flatten()
@@ -66,7 +70,7 @@ impl EdgeConfig {
         }
         let mut hostnames = BTreeSet::new();
         let index = next.lookups();
-        for host in changed(&self.hostnames, &next.hostnames) {
+        for host in changed_ids(&self.hostnames, &next.hostnames) {
             for owner in [self.hostnames.get(&host), next.hostnames.get(&host)]
                 .into_iter()
                 .flatten()

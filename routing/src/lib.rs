@@ -35,7 +35,7 @@ mod validate_gateway;
 pub use acme::{AcmeChallenge, ChallengeKind, ManagedTls, TlsState, managed_cert_id};
 pub use auth::{ApiKeySpec, AuthPolicy, KeyKind, OidcIssuerSpec, SUPPORTED_ALGORITHMS};
 pub use edge::{EdgeApp, EdgeCert, EdgeConfig, EdgeError, EdgeEvent};
-pub use edge_delta::RoutingDelta;
+pub use edge_delta::{RoutingDelta, changed_ids};
 pub use edge_scope::{Related, Scope};
 pub use feed::EdgeMarker;
 pub use gateway::{

@@ -196,7 +196,7 @@ fn check_app(r: &mut Report, at: &str, app: &AppSpec) {
             format!("no upstream named `{}`", app.default_upstream),
         );
     }
-    for (name, cluster) in &app.upstreams {
+    for (name, cluster) in app.upstreams.iter() {
         check_cluster(r, &format!("{at}.upstreams.{name}"), cluster);
     }
     for (i, split) in app.splits.iter().enumerate() {

@@ -130,7 +130,11 @@ fn wildcard_matches_one_label() {
 fn invalid_specs_list_every_problem() {
     let mut spec: RoutingSpec = toml::from_str(SPEC).unwrap();
     spec.routes[0].app = "missing".into();
-    spec.apps[0].upstreams.get_mut("default").unwrap().endpoints[0].address = "nohostport".into();
+    std::sync::Arc::make_mut(&mut spec.apps[0].upstreams)
+        .get_mut("default")
+        .unwrap()
+        .endpoints[0]
+        .address = "nohostport".into();
     spec.apps[1].hostnames.push("acme.tenant.example".into());
     spec.apps[0].splits[0].backends[0].upstream = "ghost".into();
     let err = Snapshot::build(spec, 2).unwrap_err();

@@ -10,7 +10,6 @@
 
 use super::{CommandError, Commands, Ctx, Plan, Target, Written, check_id, now_unix};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use tollgate_routing::{
     AppStatus, AuthPolicy, ClusterSpec, EdgeApp, EdgeConfig, EdgeEvent, EndpointSpec,
 };
@@ -33,7 +32,7 @@ pub struct AppView {
     pub status: AppStatus,
     /// Unix seconds at which a scheduled deletion completes.
     pub deleting_until: Option<i64>,
-    pub upstreams: BTreeMap<String, ClusterSpec>,
+    pub upstreams: std::sync::Arc<std::collections::BTreeMap<String, ClusterSpec>>,
     pub auth: Option<AuthPolicy>,
     pub hostnames: Vec<String>,
     pub routes: Vec<String>,

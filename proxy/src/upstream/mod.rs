@@ -45,7 +45,7 @@ impl Build<'_> {
     ) -> Result<Option<Arc<AppUpstreams>>, ClusterError> {
         let mut clusters = HashMap::with_capacity(app.upstreams.len());
         let metrics_app = self.scope.app_label(&app.id, self.metrics);
-        for (name, cspec) in &app.upstreams {
+        for (name, cspec) in app.upstreams.iter() {
             let reused = previous
                 .and_then(|a| a.clusters.get(name.as_str()))
                 .filter(|c| c.spec == *cspec && c.metrics_app == metrics_app)
