@@ -7,8 +7,7 @@
 
 mod common;
 
-use common::{APPS, HOSTS, Rng, event, random_event};
-use serde_json::json;
+use common::{APPS, HOSTS, Rng, event, random_config, random_event};
 use std::collections::BTreeSet;
 use tollgate_routing::{EdgeConfig, RouteTable};
 
@@ -68,15 +67,7 @@ fn updating_app_by_app_answers_like_a_full_compile() {
     let mut rng = Rng(0x0DDB_1A5E_5BAD_5EED);
     let (mut steps, mut changed, mut kept) = (0, 0, 0);
     for _ in 0..1500 {
-        let mut current = EdgeConfig::default();
-        current
-            .apply(&event(
-                json!({"type": "api_hosts_set", "hosts": ["api.example"]}),
-            ))
-            .expect("api hosts");
-        for _ in 0..rng.below(40) {
-            let _ = current.apply(&event(random_event(&mut rng)));
-        }
+        let mut current = random_config(&mut rng);
         let mut table = full(&current);
         for _ in 0..4 {
             let mut next = current.clone();

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{Rng, event, random_event};
+use common::{Rng, event, random_config, random_event};
 use serde_json::json;
 use std::collections::BTreeSet;
 use tollgate_routing::{EdgeConfig, EdgeEvent, RoutingSpec, Scope, validate};
@@ -40,15 +40,7 @@ fn scoped_validation_finds_what_whole_validation_finds() {
     let mut checked = 0;
     let mut refused = 0;
     for _ in 0..12_000 {
-        let mut current = EdgeConfig::default();
-        current
-            .apply(&event(
-                json!({"type": "api_hosts_set", "hosts": ["api.example"]}),
-            ))
-            .expect("api hosts");
-        for _ in 0..rng.below(40) {
-            let _ = current.apply(&event(random_event(&mut rng)));
-        }
+        let current = random_config(&mut rng);
         let command: Vec<EdgeEvent> = (0..1 + rng.below(2))
             .map(|_| event(random_event(&mut rng)))
             .collect();

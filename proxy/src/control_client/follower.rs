@@ -697,8 +697,8 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn key_changes_follow_keys_and_the_state_of_their_apps() {
+    /// API host `api.test` and apps `a` and `b`.
+    fn two_apps() -> EdgeConfig {
         let mut model = EdgeConfig::default();
         apply(
             &mut model,
@@ -710,6 +710,12 @@ mod tests {
                 serde_json::json!({"type": "app_created", "app_id": app}),
             );
         }
+        model
+    }
+
+    #[test]
+    fn key_changes_follow_keys_and_the_state_of_their_apps() {
+        let mut model = two_apps();
         apply(&mut model, key("k1", "a", '1'));
         apply(&mut model, key("k2", "b", '2'));
         let some = |s: &str| Some(s.to_string());
@@ -751,23 +757,8 @@ mod tests {
         }
     }
 
-    /// A burst of keys swaps in a new generation that shares the compiled routes; a
-    /// hostname compiles its app's routes again and shares the other apps'. Both are
-    /// served.
-    #[tokio::test]
-    async fn keys_alone_reuse_the_compiled_routes() {
-        let mut follower = crate::benching::follower().await.expect("follower");
-        let mut model = EdgeConfig::default();
-        apply(
-            &mut model,
-            serde_json::json!({"type": "api_hosts_set", "hosts": ["api.test"]}),
-        );
-        for app in ["a", "b"] {
-            apply(
-                &mut model,
-                serde_json::json!({"type": "app_created", "app_id": app}),
-            );
-        }
+    /// Hands `model` to `follower` as the feed's first snapshot (event 1).
+    async fn start(follower: &mut super::Follower, model: EdgeConfig) {
         let snapshot = super::Update::Snapshot {
             event_id: 1,
             config: model,
@@ -778,6 +769,16 @@ mod tests {
             follower.apply_batch(vec![snapshot]).await,
             super::Outcome::Continue
         );
+    }
+
+    /// A burst of keys swaps in a new generation that shares the compiled routes; a
+    /// hostname compiles its app's routes again and shares the other apps'. Both are
+    /// served.
+    #[tokio::test]
+    async fn keys_alone_reuse_the_compiled_routes() {
+        let mut follower = crate::benching::follower().await.expect("follower");
+        let model = two_apps();
+        start(&mut follower, model).await;
         let first = follower.shared().state.load_full();
 
         let outcome = follower
@@ -844,16 +845,7 @@ mod tests {
             &mut model,
             serde_json::json!({"type": "app_created", "app_id": "a"}),
         );
-        let snapshot = super::Update::Snapshot {
-            event_id: 1,
-            config: model,
-            last_edge: None,
-            resync: None,
-        };
-        assert_eq!(
-            follower.apply_batch(vec![snapshot]).await,
-            super::Outcome::Continue
-        );
+        start(&mut follower, model).await;
         let good = follower.shared().state.load_full();
         let bad = serde_json::json!({"type": "instance_added", "app_id": "a",
             "upstream": "default", "endpoint": {"address": "not an address"}});

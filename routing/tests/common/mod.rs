@@ -5,7 +5,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use serde_json::{Value, json};
-use tollgate_routing::EdgeEvent;
+use tollgate_routing::{EdgeConfig, EdgeEvent};
 
 /// xorshift64*: deterministic, no dependency.
 pub struct Rng(pub u64);
@@ -111,4 +111,19 @@ pub fn random_event(rng: &mut Rng) -> Value {
 
 pub fn event(v: Value) -> EdgeEvent {
     serde_json::from_value(v).expect("a well-formed event")
+}
+
+/// A random config: API hosts, then up to 40 random events (those the model refuses
+/// are skipped).
+pub fn random_config(rng: &mut Rng) -> EdgeConfig {
+    let mut config = EdgeConfig::default();
+    config
+        .apply(&event(
+            json!({"type": "api_hosts_set", "hosts": ["api.example"]}),
+        ))
+        .expect("api hosts");
+    for _ in 0..rng.below(40) {
+        let _ = config.apply(&event(random_event(rng)));
+    }
+    config
 }
