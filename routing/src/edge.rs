@@ -69,7 +69,7 @@ pub struct EdgeConfig {
     #[serde(default)]
     pub certificates: OrdMap<String, EdgeCert>,
     #[serde(default)]
-    pub api_keys: OrdMap<String, ApiKeySpec>,
+    pub api_keys: OrdMap<String, Arc<ApiKeySpec>>,
     #[serde(default)]
     pub oidc_issuers: OrdMap<String, OidcIssuerSpec>,
     /// Per-app rate limits and budgets, opaque here.
@@ -351,6 +351,15 @@ impl EdgeConfig {
         }
     }
 
+    /// The proxy's form of [`EdgeConfig::refresh_index`]: builds only the lookups a
+    /// proxy reads, leaving out the keys by hash that the control service's checks
+    /// use (they scan the keys instead on such an index). Later `apply`s keep to it.
+    pub fn refresh_edge_index(&mut self) {
+        if self.index.stale || !self.index.edge_only {
+            self.index = Index::build_for(self, true);
+        }
+    }
+
     /// Applies one event; on error nothing changed.
     pub fn apply(&mut self, event: &EdgeEvent) -> Result<(), EdgeError> {
         use EdgeEvent::*;
@@ -524,7 +533,8 @@ impl EdgeConfig {
                 if self.api_keys.contains_key(&key.key_id) {
                     return Err(EdgeError::KeyExists(key.key_id.clone()));
                 }
-                self.api_keys.insert(key.key_id.clone(), key.clone());
+                self.api_keys
+                    .insert(key.key_id.clone(), Arc::new(key.clone()));
                 self.index.add_key(key);
             }
             ApiKeyRevoked { key_id } => {
@@ -668,7 +678,7 @@ impl EdgeConfig {
             .api_keys
             .values()
             .filter(|k| self.serves_keys_of(&k.app))
-            .cloned()
+            .map(|k| ApiKeySpec::clone(k))
             .collect();
         spec
     }
@@ -768,7 +778,7 @@ impl EdgeConfig {
     }
 
     /// The key `key_id` when its app accepts keys (it exists and is not being deleted).
-    pub fn served_key(&self, key_id: &str) -> Option<&ApiKeySpec> {
+    pub fn served_key(&self, key_id: &str) -> Option<&Arc<ApiKeySpec>> {
         self.api_keys
             .get(key_id)
             .filter(|k| self.serves_keys_of(&k.app))

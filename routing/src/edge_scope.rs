@@ -239,7 +239,12 @@ impl EdgeConfig {
         }
         let mut keys: BTreeSet<String> = BTreeSet::new();
         for k in scope.keys.iter().filter_map(|id| self.api_keys.get(id)) {
-            keys.extend(ids(&index.keys_by_hash, &k.sha256).cloned());
+            if index.edge_only {
+                let same = self.api_keys.values().filter(|o| o.sha256 == k.sha256);
+                keys.extend(same.map(|o| o.key_id.clone()));
+            } else {
+                keys.extend(ids(&index.keys_by_hash, &k.sha256).cloned());
+            }
         }
         let route_specs: Vec<&RouteSpec> = routes
             .iter()
@@ -247,7 +252,7 @@ impl EdgeConfig {
             .collect();
         let key_specs: Vec<&ApiKeySpec> = keys
             .iter()
-            .filter_map(|id: &String| self.api_keys.get(id))
+            .filter_map(|id: &String| self.api_keys.get(id).map(|k| &**k))
             .collect();
         let mut apps: BTreeSet<&str> = scope.apps.iter().map(String::as_str).collect();
         self.referenced_apps(&route_specs, &key_specs, &mut apps);
@@ -291,7 +296,7 @@ impl EdgeConfig {
         let keys: Vec<&ApiKeySpec> = related
             .keys
             .iter()
-            .filter_map(|id| self.api_keys.get(id))
+            .filter_map(|id| self.api_keys.get(id).map(|k| &**k))
             .collect();
         let mut apps: BTreeSet<&str> = related.apps.iter().map(String::as_str).collect();
         self.referenced_apps(&routes, &keys, &mut apps);

@@ -115,3 +115,30 @@ fn platform_wide_events_have_no_scope() {
     let app = event(json!({"type": "app_created", "app_id": "a"}));
     assert!(Scope::of(&[app]).is_some());
 }
+
+#[test]
+fn a_proxy_index_answers_as_the_control_service_index() {
+    let mut rng = Rng(11);
+    for _ in 0..300 {
+        let mut config = EdgeConfig::default();
+        for _ in 0..30 {
+            let _ = config.apply(&event(random_event(&mut rng)));
+        }
+        let mut edge = config.clone();
+        edge.refresh_edge_index();
+        for _ in 0..5 {
+            let command = [event(random_event(&mut rng))];
+            let scope = Scope::of(&command).unwrap();
+            assert_eq!(
+                config.apply(&command[0]).is_ok(),
+                edge.apply(&command[0]).is_ok()
+            );
+            assert!(edge.index_is_current(), "the proxy index drifted");
+            // Key scopes read keys by hash: the proxy's index scans for them instead.
+            assert_eq!(edge.scoped_spec(&scope), config.scoped_spec(&scope));
+            for app in config.apps.keys() {
+                assert_eq!(edge.keys_of(app), config.keys_of(app));
+            }
+        }
+    }
+}

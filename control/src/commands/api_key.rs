@@ -153,7 +153,7 @@ impl Commands {
             let record = config
                 .api_keys
                 .get(key_id)
-                .cloned()
+                .map(|k| ApiKeySpec::clone(k))
                 .ok_or_else(|| CommandError::NotFound(format!("no key `{key_id}`")))?;
             Ok(Plan::new(
                 vec![EdgeEvent::ApiKeyRevoked {

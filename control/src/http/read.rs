@@ -204,13 +204,17 @@ async fn list_app_keys(axum::extract::State(api): Shared, Path(app): Path<String
 
 async fn list_keys_of(api: &super::Api, app: Option<String>) -> ApiResult {
     let view = api.commands.projection().view();
-    let keys: Vec<_> = view
-        .config
-        .api_keys
-        .values()
-        .filter(|k| app.as_ref().is_none_or(|a| *a == k.app))
-        .map(key_view)
-        .collect();
+    let config = &view.config;
+    // An app's keys through the index: listing them costs what the app holds.
+    let keys: Vec<_> = match &app {
+        Some(app) => config
+            .keys_of(app)
+            .iter()
+            .filter_map(|id| config.api_keys.get(id))
+            .map(|k| key_view(k))
+            .collect(),
+        None => config.api_keys.values().map(|k| key_view(k)).collect(),
+    };
     ok("keys", keys, &[("event_id", json!(view.event_id))])
 }
 

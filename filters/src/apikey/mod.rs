@@ -28,7 +28,8 @@
 //!
 //! 1. [`parse`] strictly (`Malformed`);
 //! 2. SHA-256 the presented string;
-//! 3. look the digest up in a `HashMap<[u8; 32], _>` (`Unknown` when absent), then
+//! 3. look the digest up in a `HashMap<[u8; 32], _>` (the shard of its first byte;
+//!    `Unknown` when absent), then
 //!    compare the stored digest with the computed one using
 //!    [`subtle::ConstantTimeEq`];
 //! 4. the key's `sk_`/`pk_` prefix must match the record's kind (`KindMismatch`);

@@ -2,23 +2,16 @@
 
 use super::KeyError;
 use super::format::{decode_sha256_hex, parse, sha256};
-use imbl::HashMap;
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use tollgate_routing::{ApiKeySpec, KeyKind};
 
-/// Who a verified key speaks for.
-///
-/// Shared behind an `Arc` by [`KeyStore::verify`], so accepting a key costs one
-/// reference-count increment and no allocation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyIdentity {
-    pub key_id: String,
-    pub app: String,
-    pub kind: KeyKind,
-    pub scopes: Vec<String>,
-}
+/// Who a verified key speaks for: its record as configured. [`KeyStore::verify`] hands
+/// out the very `Arc` the store (and the control model it was built from) holds, so
+/// accepting a key costs one reference-count increment and no allocation.
+pub type KeyIdentity = ApiKeySpec;
 
 /// Whether `identity` holds every one of `required` (none required: true).
 pub fn has_scopes(identity: &KeyIdentity, required: &[String]) -> bool {
@@ -27,29 +20,48 @@ pub fn has_scopes(identity: &KeyIdentity, required: &[String]) -> bool {
         .all(|r| identity.scopes.iter().any(|s| s == r))
 }
 
+/// The digest map is cut into this many shards, by the digest's first byte: a change
+/// copies the shards it touches (a few hundred entries at 100,000 keys), not the map.
+const SHARDS: usize = 256;
+
+/// Keys whose digest starts with one byte value.
+type Shard = HashMap<[u8; 32], Record>;
+
+#[derive(Clone)]
 struct Record {
-    digest: [u8; 32],
-    identity: Arc<KeyIdentity>,
-    expires_at: Option<i64>,
+    spec: Arc<ApiKeySpec>,
     /// Lowercased `scheme://host[:port]`; compared case-insensitively.
     allowed_origins: Box<[Box<str>]>,
 }
 
 /// Known keys by SHA-256, built off the request path and never mutated: a new config
-/// makes a new store. The map is persistent: a clone shares it and
-/// [`KeyStore::update`] copies only the paths it changes, so changing one key costs
-/// the same among ten or a hundred thousand.
-#[derive(Default, Clone)]
+/// makes a new store. A clone shares every shard, and [`KeyStore::update`] copies only
+/// the shards it changes, so changing one key costs the same among ten or a hundred
+/// thousand; the records share the specs they were built from.
+#[derive(Clone)]
 pub struct KeyStore {
-    by_digest: HashMap<[u8; 32], Arc<Record>>,
+    shards: Arc<[Arc<Shard>]>,
+    len: usize,
+}
+
+impl Default for KeyStore {
+    fn default() -> Self {
+        let empty = Arc::new(Shard::new());
+        KeyStore {
+            shards: (0..SHARDS).map(|_| Arc::clone(&empty)).collect(),
+            len: 0,
+        }
+    }
 }
 
 impl fmt::Debug for KeyStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyStore")
-            .field("keys", &self.by_digest.len())
-            .finish()
+        f.debug_struct("KeyStore").field("keys", &self.len).finish()
     }
+}
+
+fn shard_of(digest: &[u8; 32]) -> usize {
+    usize::from(digest[0])
 }
 
 impl KeyStore {
@@ -60,37 +72,48 @@ impl KeyStore {
     /// an exact `scheme://host[:port]`. A public key with no allowed origins is kept
     /// but can never be used.
     pub fn build(specs: &[ApiKeySpec]) -> Result<KeyStore, KeyError> {
+        let specs: Vec<Arc<ApiKeySpec>> = specs.iter().cloned().map(Arc::new).collect();
         KeyStore::empty().update(specs.iter().map(|s| (None, Some(s))))
     }
 
     /// This store with each `(old, new)` change made: every `old` (when given) leaves,
     /// then every `new` (when given) comes in, checked as [`KeyStore::build`] checks.
-    /// Only the changed records are touched.
+    /// Only the shards of changed records are copied; a new record shares `new`.
     pub fn update<'a>(
         &self,
-        changes: impl IntoIterator<Item = (Option<&'a ApiKeySpec>, Option<&'a ApiKeySpec>)>,
+        changes: impl IntoIterator<Item = (Option<&'a Arc<ApiKeySpec>>, Option<&'a Arc<ApiKeySpec>>)>,
     ) -> Result<KeyStore, KeyError> {
         let changes: Vec<_> = changes.into_iter().collect();
-        let mut by_digest = self.by_digest.clone();
+        let mut shards: Vec<Arc<Shard>> = self.shards.to_vec();
+        let mut len = self.len;
         // Removals first, so that a batch which moves a hash from one key to another
         // does not see it taken.
         for old in changes.iter().filter_map(|(old, _)| *old) {
-            if let Some(digest) = decode_sha256_hex(&old.sha256)
-                && by_digest
-                    .get(&digest)
-                    .is_some_and(|r| r.identity.key_id == old.key_id)
+            let Some(digest) = decode_sha256_hex(&old.sha256) else {
+                continue;
+            };
+            let shard = &mut shards[shard_of(&digest)];
+            if shard
+                .get(&digest)
+                .is_some_and(|r| r.spec.key_id == old.key_id)
             {
-                by_digest.remove(&digest);
+                Arc::make_mut(shard).remove(&digest);
+                len -= 1;
             }
         }
         for spec in changes.iter().filter_map(|(_, new)| *new) {
-            let record = record(spec)?;
-            if by_digest.contains_key(&record.digest) {
+            let (digest, record) = record(spec)?;
+            let shard = Arc::make_mut(&mut shards[shard_of(&digest)]);
+            if shard.contains_key(&digest) {
                 return Err(invalid(spec, "another key has the same hash"));
             }
-            by_digest.insert(record.digest, Arc::new(record));
+            shard.insert(digest, record);
+            len += 1;
         }
-        Ok(KeyStore { by_digest })
+        Ok(KeyStore {
+            shards: shards.into(),
+            len,
+        })
     }
 
     /// A store that knows no keys.
@@ -99,11 +122,11 @@ impl KeyStore {
     }
 
     pub fn len(&self) -> usize {
-        self.by_digest.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_digest.is_empty()
+        self.len == 0
     }
 
     /// Verifies a presented key for a request to `app_id` at `now_unix`.
@@ -124,19 +147,21 @@ impl KeyStore {
         let digest = sha256(presented);
         // The map is indexed by the digest, which reveals nothing usable about the
         // secret (module docs); the deciding comparison is constant-time.
-        let record = self.by_digest.get(&digest).ok_or(KeyError::Unknown)?;
-        if !bool::from(record.digest.ct_eq(&digest)) {
+        let (stored, record) = self.shards[shard_of(&digest)]
+            .get_key_value(&digest)
+            .ok_or(KeyError::Unknown)?;
+        if !bool::from(stored.ct_eq(&digest)) {
             return Err(KeyError::Unknown);
         }
         // From here on the caller has proved possession of a known key.
-        let id = &record.identity;
+        let id = &record.spec;
         if parsed.kind != id.kind {
             return Err(KeyError::KindMismatch);
         }
         if id.app != app_id {
             return Err(KeyError::WrongApp);
         }
-        if let Some(exp) = record.expires_at
+        if let Some(exp) = id.expires_at
             && now_unix >= exp
         {
             return Err(KeyError::Expired);
@@ -161,8 +186,8 @@ fn invalid(spec: &ApiKeySpec, why: &str) -> KeyError {
     KeyError::InvalidRecord
 }
 
-/// The record of a key, or why its spec is invalid.
-fn record(spec: &ApiKeySpec) -> Result<Record, KeyError> {
+/// The digest and record of a key, or why its spec is invalid.
+fn record(spec: &Arc<ApiKeySpec>) -> Result<([u8; 32], Record), KeyError> {
     let digest = decode_sha256_hex(&spec.sha256)
         .ok_or_else(|| invalid(spec, "sha256 is not 64 lowercase hex digits"))?;
     if let Some(bad) = spec.allowed_origins.iter().find(|o| !valid_origin(o)) {
@@ -171,21 +196,15 @@ fn record(spec: &ApiKeySpec) -> Result<Record, KeyError> {
             &format!("allowed origin `{bad}` is not an exact scheme://host[:port]"),
         ));
     }
-    Ok(Record {
-        digest,
-        identity: Arc::new(KeyIdentity {
-            key_id: spec.key_id.clone(),
-            app: spec.app.clone(),
-            kind: spec.kind,
-            scopes: spec.scopes.clone(),
-        }),
-        expires_at: spec.expires_at,
+    let record = Record {
+        spec: Arc::clone(spec),
         allowed_origins: spec
             .allowed_origins
             .iter()
             .map(|o| o.to_ascii_lowercase().into_boxed_str())
             .collect(),
-    })
+    };
+    Ok((digest, record))
 }
 
 /// An exact browser origin: `scheme://host[:port]`, no path, query, userinfo or
@@ -277,9 +296,9 @@ mod tests {
     fn updates_add_and_revoke_keys_without_touching_the_others() {
         let (sk1, h1) = generate(KeyKind::Secret, true, "acme").unwrap();
         let (sk2, h2) = generate(KeyKind::Secret, true, "acme").unwrap();
-        let k1 = spec("k1", "acme", KeyKind::Secret, h1.clone());
-        let k2 = spec("k2", "acme", KeyKind::Secret, h2);
-        let before = KeyStore::build(std::slice::from_ref(&k1)).unwrap();
+        let k1 = Arc::new(spec("k1", "acme", KeyKind::Secret, h1.clone()));
+        let k2 = Arc::new(spec("k2", "acme", KeyKind::Secret, h2));
+        let before = KeyStore::empty().update([(None, Some(&k1))]).unwrap();
         let after = before.update([(None, Some(&k2))]).unwrap();
         assert_eq!((before.len(), after.len()), (1, 2));
         assert!(
@@ -300,7 +319,7 @@ mod tests {
 
         // A second key with a taken hash is refused; one holding another's hash is
         // not removed in its name.
-        let twin = spec("k3", "acme", KeyKind::Secret, h1);
+        let twin = Arc::new(spec("k3", "acme", KeyKind::Secret, h1));
         assert_eq!(
             after.update([(None, Some(&twin))]).unwrap_err(),
             KeyError::InvalidRecord
@@ -321,6 +340,44 @@ mod tests {
         let a = store.verify(&sk, "acme", None, 0).unwrap();
         let b = store.verify(&sk, "acme", None, 0).unwrap();
         assert!(Arc::ptr_eq(&a, &b));
+
+        // The identity is the spec the store was updated with, not a copy of it.
+        let (sk2, h2) = generate(KeyKind::Secret, true, "acme").unwrap();
+        let given = Arc::new(spec("k2", "acme", KeyKind::Secret, h2));
+        let store = store.update([(None, Some(&given))]).unwrap();
+        assert!(Arc::ptr_eq(
+            &store.verify(&sk2, "acme", None, 0).unwrap(),
+            &given
+        ));
+    }
+
+    #[test]
+    fn a_change_copies_only_its_shard() {
+        let keys: Vec<(String, Arc<ApiKeySpec>)> = (0..2_000)
+            .map(|i| {
+                let (sk, h) = generate(KeyKind::Secret, true, "acme").unwrap();
+                (
+                    sk,
+                    Arc::new(spec(&format!("k{i}"), "acme", KeyKind::Secret, h)),
+                )
+            })
+            .collect();
+        let store = KeyStore::empty()
+            .update(keys.iter().map(|(_, k)| (None, Some(k))))
+            .unwrap();
+        assert_eq!(store.len(), 2_000);
+        let revoked = &keys[7].1;
+        let next = store.update([(Some(revoked), None)]).unwrap();
+        assert_eq!(next.len(), 1_999);
+        let changed: Vec<usize> = (0..SHARDS)
+            .filter(|&i| !Arc::ptr_eq(&store.shards[i], &next.shards[i]))
+            .collect();
+        let digest = decode_sha256_hex(&revoked.sha256).unwrap();
+        assert_eq!(changed, vec![shard_of(&digest)]);
+        for (i, (sk, _)) in keys.iter().enumerate() {
+            assert_eq!(next.verify(sk, "acme", None, 0).is_ok(), i != 7, "key {i}");
+            assert!(store.verify(sk, "acme", None, 0).is_ok(), "key {i} before");
+        }
     }
 
     #[test]
@@ -347,12 +404,8 @@ mod tests {
 
     #[test]
     fn has_scopes_requires_all() {
-        let id = KeyIdentity {
-            key_id: "k".into(),
-            app: "a".into(),
-            kind: KeyKind::Secret,
-            scopes: vec!["read".into(), "write".into()],
-        };
+        let mut id = spec("k", "a", KeyKind::Secret, String::new());
+        id.scopes = vec!["read".into(), "write".into()];
         assert!(has_scopes(&id, &[]));
         assert!(has_scopes(&id, &["read".into()]));
         assert!(has_scopes(&id, &["write".into(), "read".into()]));

@@ -225,6 +225,9 @@ impl Built {
     }
 }
 
+/// A key as served before and as served now (`None`: not served).
+type KeyChange<'a> = (Option<&'a Arc<ApiKeySpec>>, Option<&'a Arc<ApiKeySpec>>);
+
 /// The `(served before, served now)` keys that differ from `old` to `new`: keys added,
 /// revoked or changed, and the keys of apps whose state changed (a deletion stops
 /// their keys). Borrowed: a cold start lists every key, and copies of 100,000 keys
@@ -232,7 +235,7 @@ impl Built {
 fn key_changes<'a>(
     old: &'a EdgeConfig,
     new: &'a EdgeConfig,
-) -> Vec<(Option<&'a ApiKeySpec>, Option<&'a ApiKeySpec>)> {
+) -> Vec<KeyChange<'a>> {
     let mut ids: BTreeSet<String> = changed_ids(&old.api_keys, &new.api_keys)
         .into_iter()
         .collect();
@@ -254,10 +257,12 @@ impl Follower {
         default_certificate: Option<String>,
         persister: Option<Persister>,
     ) -> Self {
+        let mut model = EdgeConfig::default();
+        model.refresh_edge_index();
         Follower {
             shared,
             status,
-            model: EdgeConfig::default(),
+            model,
             cursor: 0,
             last_edge: None,
             default_certificate,
@@ -349,7 +354,7 @@ impl Follower {
     /// it even when it does not build, since it is still the log's state at that event.
     pub async fn restore(&mut self, state: PersistedState) -> Result<u64, ConfigError> {
         self.model = state.config;
-        self.model.refresh_index();
+        self.model.refresh_edge_index();
         self.set_cursor(state.event_id);
         self.set_last_edge(state.last_edge);
         self.needs_snapshot = false;
@@ -373,7 +378,7 @@ impl Follower {
                         self.resynced(why);
                     }
                     self.model = config;
-                    self.model.refresh_index();
+                    self.model.refresh_edge_index();
                     self.set_cursor(event_id);
                     self.set_last_edge(last_edge);
                     self.needs_snapshot = false;
