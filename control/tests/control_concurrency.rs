@@ -180,7 +180,10 @@ async fn two_services_on_one_database_never_duplicate_or_lose_events() {
     let va = a.projection().view();
     let vb = b.projection().view();
     assert_eq!(va.config, vb.config);
-    let served: BTreeSet<String> = va.config.apps["shared"].upstreams["default"]
+    let served: BTreeSet<String> = va.config.apps["shared"]
+        .upstreams
+        .get("default")
+        .unwrap()
         .endpoints
         .iter()
         .map(|e| e.address.clone())

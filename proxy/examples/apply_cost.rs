@@ -169,6 +169,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         t.elapsed().as_secs_f64(),
         rss_mib()
     );
+    // The index a proxy keeps (a proxy's model comes deserialized, and builds only it).
+    model.refresh_edge_index();
     // Profiled at the end, so that its garbage does not count in the RSS figures.
     let profiled = model.clone();
 

@@ -7,6 +7,7 @@
 
 use crate::acme::{AcmeChallenge, ChallengeKind, ManagedTls, TlsState};
 use crate::auth::{ApiKeySpec, AuthPolicy, OidcIssuerSpec};
+use crate::clusters::Clusters;
 use crate::edge_index::{Index, ids};
 use crate::model::{
     AppSpec, AppStatus, ClusterSpec, EndpointSpec, PortPolicy, RouteSpec, RoutingSpec,
@@ -38,7 +39,7 @@ pub struct EdgeApp {
     #[serde(default)]
     pub deleting_until: Option<i64>,
     /// Shared with the app specs built from it; change it with `Arc::make_mut`.
-    pub upstreams: Arc<BTreeMap<String, ClusterSpec>>,
+    pub upstreams: Arc<Clusters>,
     #[serde(default)]
     pub auth: Option<AuthPolicy>,
 }
@@ -376,7 +377,7 @@ impl EdgeConfig {
                         id: app_id.clone(),
                         status: AppStatus::Active,
                         deleting_until: None,
-                        upstreams: Arc::new(BTreeMap::from([("default".to_string(), default)])),
+                        upstreams: Arc::new(Clusters::from([("default".to_string(), default)])),
                         auth: auth.clone(),
                     },
                 );

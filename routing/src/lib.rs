@@ -10,6 +10,7 @@
 
 pub mod acme;
 pub mod auth;
+pub mod clusters;
 pub mod edge;
 pub mod edge_delta;
 mod edge_index;
@@ -34,6 +35,7 @@ mod validate_gateway;
 
 pub use acme::{AcmeChallenge, ChallengeKind, ManagedTls, TlsState, managed_cert_id};
 pub use auth::{ApiKeySpec, AuthPolicy, KeyKind, OidcIssuerSpec, SUPPORTED_ALGORITHMS};
+pub use clusters::Clusters;
 pub use edge::{EdgeApp, EdgeCert, EdgeConfig, EdgeError, EdgeEvent};
 pub use edge_delta::{RoutingDelta, changed_ids};
 pub use edge_scope::{Related, Scope};

@@ -5,6 +5,7 @@
 //! production gateway for long-lived streams wants (no total timeout, 600 s idle).
 
 use crate::auth::{ApiKeySpec, AuthPolicy, OidcIssuerSpec};
+use crate::clusters::Clusters;
 use crate::gateway::{
     HeaderRulesSpec, HstsSpec, HttpsRedirectSpec, RedirectSpec, SecurityHeadersSpec, Switch,
 };
@@ -12,7 +13,6 @@ use crate::limits::LimitsSpec;
 use crate::resume::ResumeSpec;
 use crate::rpc::{CorsSpec, RpcSpec};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Everything the router needs: API hosts, apps and explicit routes.
@@ -96,7 +96,7 @@ pub struct AppSpec {
     /// Named upstream clusters; `default_upstream` names the one used without a split.
     /// Shared with the control service's app it is built from (a map's smallest node
     /// costs about 3 KB per copy and app); change it with `Arc::make_mut`.
-    pub upstreams: Arc<BTreeMap<String, ClusterSpec>>,
+    pub upstreams: Arc<Clusters>,
     #[serde(default = "default_upstream_name")]
     pub default_upstream: String,
     /// Header-selected weighted splits (canaries), first match wins.

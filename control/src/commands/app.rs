@@ -32,7 +32,7 @@ pub struct AppView {
     pub status: AppStatus,
     /// Unix seconds at which a scheduled deletion completes.
     pub deleting_until: Option<i64>,
-    pub upstreams: std::sync::Arc<std::collections::BTreeMap<String, ClusterSpec>>,
+    pub upstreams: std::sync::Arc<tollgate_routing::Clusters>,
     pub auth: Option<AuthPolicy>,
     pub hostnames: Vec<String>,
     pub routes: Vec<String>,

@@ -4,6 +4,7 @@ use super::KeyError;
 use super::format::{decode_sha256_hex, parse, sha256};
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use tollgate_routing::{ApiKeySpec, KeyKind};
@@ -20,11 +21,11 @@ pub fn has_scopes(identity: &KeyIdentity, required: &[String]) -> bool {
         .all(|r| identity.scopes.iter().any(|s| s == r))
 }
 
-/// The digest map is cut into this many shards, by the digest's first byte: a change
-/// copies the shards it touches (a few hundred entries at 100,000 keys), not the map.
+/// The digest map is cut into this many shards: a change copies the shards it touches
+/// (a few hundred entries at 100,000 keys), not the map.
 const SHARDS: usize = 256;
 
-/// Keys whose digest starts with one byte value.
+/// Keys whose digests the store's shard hash sends to one shard.
 type Shard = HashMap<[u8; 32], Record>;
 
 #[derive(Clone)]
@@ -41,6 +42,10 @@ struct Record {
 #[derive(Clone)]
 pub struct KeyStore {
     shards: Arc<[Arc<Shard>]>,
+    /// Picks a digest's shard with a per-process random key: hashes are configuration
+    /// (a control API may accept a tenant's own), and crafted ones must not pile into
+    /// one shard that every change then copies whole.
+    router: RandomState,
     len: usize,
 }
 
@@ -49,6 +54,7 @@ impl Default for KeyStore {
         let empty = Arc::new(Shard::new());
         KeyStore {
             shards: (0..SHARDS).map(|_| Arc::clone(&empty)).collect(),
+            router: RandomState::new(),
             len: 0,
         }
     }
@@ -60,11 +66,12 @@ impl fmt::Debug for KeyStore {
     }
 }
 
-fn shard_of(digest: &[u8; 32]) -> usize {
-    usize::from(digest[0])
-}
-
 impl KeyStore {
+    fn shard_of(&self, digest: &[u8; 32]) -> usize {
+        // The remainder is below SHARDS, so the cast loses nothing.
+        (self.router.hash_one(digest) % SHARDS as u64) as usize
+    }
+
     /// Builds the store, decoding each hash once.
     ///
     /// Fails with [`KeyError::InvalidRecord`] (and logs which key) when a hash is not
@@ -92,7 +99,7 @@ impl KeyStore {
             let Some(digest) = decode_sha256_hex(&old.sha256) else {
                 continue;
             };
-            let shard = &mut shards[shard_of(&digest)];
+            let shard = &mut shards[self.shard_of(&digest)];
             if shard
                 .get(&digest)
                 .is_some_and(|r| r.spec.key_id == old.key_id)
@@ -103,7 +110,7 @@ impl KeyStore {
         }
         for spec in changes.iter().filter_map(|(_, new)| *new) {
             let (digest, record) = record(spec)?;
-            let shard = Arc::make_mut(&mut shards[shard_of(&digest)]);
+            let shard = Arc::make_mut(&mut shards[self.shard_of(&digest)]);
             if shard.contains_key(&digest) {
                 return Err(invalid(spec, "another key has the same hash"));
             }
@@ -112,6 +119,7 @@ impl KeyStore {
         }
         Ok(KeyStore {
             shards: shards.into(),
+            router: self.router.clone(),
             len,
         })
     }
@@ -147,7 +155,7 @@ impl KeyStore {
         let digest = sha256(presented);
         // The map is indexed by the digest, which reveals nothing usable about the
         // secret (module docs); the deciding comparison is constant-time.
-        let (stored, record) = self.shards[shard_of(&digest)]
+        let (stored, record) = self.shards[self.shard_of(&digest)]
             .get_key_value(&digest)
             .ok_or(KeyError::Unknown)?;
         if !bool::from(stored.ct_eq(&digest)) {
@@ -373,11 +381,28 @@ mod tests {
             .filter(|&i| !Arc::ptr_eq(&store.shards[i], &next.shards[i]))
             .collect();
         let digest = decode_sha256_hex(&revoked.sha256).unwrap();
-        assert_eq!(changed, vec![shard_of(&digest)]);
+        assert_eq!(changed, vec![next.shard_of(&digest)]);
         for (i, (sk, _)) in keys.iter().enumerate() {
             assert_eq!(next.verify(sk, "acme", None, 0).is_ok(), i != 7, "key {i}");
             assert!(store.verify(sk, "acme", None, 0).is_ok(), "key {i} before");
         }
+    }
+
+    #[test]
+    fn crafted_hashes_do_not_pile_into_one_shard() {
+        // Hashes that share all but their last bytes, as a tenant could upload.
+        let keys: Vec<Arc<ApiKeySpec>> = (0..2_000u32)
+            .map(|i| {
+                let hash = format!("{:064x}", i);
+                Arc::new(spec(&format!("k{i}"), "acme", KeyKind::Secret, hash))
+            })
+            .collect();
+        let store = KeyStore::empty()
+            .update(keys.iter().map(|k| (None, Some(k))))
+            .unwrap();
+        // About 8 per shard; 64 would take a broken shard hash.
+        let largest = store.shards.iter().map(|s| s.len()).max().unwrap();
+        assert!(largest < 64, "a shard holds {largest} of 2,000 keys");
     }
 
     #[test]

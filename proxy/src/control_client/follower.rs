@@ -232,10 +232,7 @@ type KeyChange<'a> = (Option<&'a Arc<ApiKeySpec>>, Option<&'a Arc<ApiKeySpec>>);
 /// revoked or changed, and the keys of apps whose state changed (a deletion stops
 /// their keys). Borrowed: a cold start lists every key, and copies of 100,000 keys
 /// were tens of MiB at the peak.
-fn key_changes<'a>(
-    old: &'a EdgeConfig,
-    new: &'a EdgeConfig,
-) -> Vec<KeyChange<'a>> {
+fn key_changes<'a>(old: &'a EdgeConfig, new: &'a EdgeConfig) -> Vec<KeyChange<'a>> {
     let mut ids: BTreeSet<String> = changed_ids(&old.api_keys, &new.api_keys)
         .into_iter()
         .collect();
