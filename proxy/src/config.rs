@@ -398,7 +398,12 @@ impl ProxyConfig {
         RoutingSpec {
             api_hosts: self.api_hosts.clone(),
             apps: self.apps.clone(),
-            routes: self.routes.clone(),
+            routes: self
+                .routes
+                .iter()
+                .cloned()
+                .map(std::sync::Arc::new)
+                .collect(),
             port_policy: self.port_policy.clone(),
             api_keys: self.api_keys.clone(),
             oidc_issuers: self.oidc_issuers.clone(),

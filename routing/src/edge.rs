@@ -63,7 +63,7 @@ pub struct EdgeConfig {
     #[serde(default)]
     pub apps: OrdMap<String, EdgeApp>,
     #[serde(default)]
-    pub routes: OrdMap<String, RouteSpec>,
+    pub routes: OrdMap<String, Arc<RouteSpec>>,
     /// Hostname to the app it belongs to (one app at a time).
     #[serde(default)]
     pub hostnames: OrdMap<String, String>,
@@ -461,7 +461,7 @@ impl EdgeConfig {
                     return Err(EdgeError::RouteExists(id));
                 }
                 self.index.add_route(&id, route);
-                self.routes.insert(id, route.clone());
+                self.routes.insert(id, Arc::new(route.clone()));
             }
             RouteDeleted { route_id } => {
                 let r = self

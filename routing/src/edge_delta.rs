@@ -98,7 +98,7 @@ impl EdgeConfig {
                 let routes = ids(&index.routes_of, &id)
                     .filter_map(|r| next.routes.get(r))
                     .filter(|r| !next.is_cross_tenant(r))
-                    .map(|r| Arc::new(r.clone()))
+                    .map(Arc::clone)
                     .collect();
                 AppChange { id, spec, routes }
             })

@@ -27,6 +27,7 @@ use crate::host::wildcard_parent;
 use crate::model::{RouteSpec, RoutingSpec};
 use std::borrow::Cow;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// What a list of events touches.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -248,7 +249,7 @@ impl EdgeConfig {
         }
         let route_specs: Vec<&RouteSpec> = routes
             .iter()
-            .filter_map(|id| self.routes.get(*id))
+            .filter_map(|id| self.routes.get(*id).map(|r| &**r))
             .collect();
         let key_specs: Vec<&ApiKeySpec> = keys
             .iter()
@@ -288,11 +289,12 @@ impl EdgeConfig {
     /// The routing spec of `related`'s objects that exist here, with what their checks
     /// refer to: each route's app and the apps owning its name, each key's app.
     pub fn spec_of(&self, related: &Related) -> RoutingSpec {
-        let routes: Vec<&RouteSpec> = related
+        let shared: Vec<&Arc<RouteSpec>> = related
             .routes
             .iter()
             .filter_map(|id| self.routes.get(id))
             .collect();
+        let routes: Vec<&RouteSpec> = shared.iter().map(|r| r.as_ref()).collect();
         let keys: Vec<&ApiKeySpec> = related
             .keys
             .iter()
@@ -308,7 +310,7 @@ impl EdgeConfig {
                 .filter_map(|id| self.apps.get(*id))
                 .map(|a| self.app_spec(a, ids(&index.hostnames_of, &a.id).cloned().collect()))
                 .collect(),
-            routes: routes.into_iter().cloned().collect(),
+            routes: shared.into_iter().cloned().collect(),
             port_policy: self.port_policy.clone(),
             api_keys: keys
                 .into_iter()

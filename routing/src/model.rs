@@ -25,7 +25,7 @@ pub struct RoutingSpec {
     #[serde(default)]
     pub apps: Vec<AppSpec>,
     #[serde(default)]
-    pub routes: Vec<RouteSpec>,
+    pub routes: Vec<Arc<RouteSpec>>,
     /// Which listen ports L4 routes may use.
     #[serde(default)]
     pub port_policy: PortPolicy,

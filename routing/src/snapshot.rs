@@ -85,7 +85,7 @@ impl Snapshot {
             routes: apps
                 .iter()
                 .flat_map(|a| self.table.routes_of(&a.id))
-                .map(|r| (**r).clone())
+                .cloned()
                 .collect(),
             apps: apps.into_iter().map(|a| (**a).clone()).collect(),
             port_policy: self.port_policy.clone(),

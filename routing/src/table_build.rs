@@ -48,7 +48,7 @@ impl RouteTable {
             routes
                 .entry(r.app.as_str())
                 .or_default()
-                .push(Arc::new(r.clone()));
+                .push(Arc::clone(r));
         }
         let changes = spec.apps.iter().map(|a| AppChange {
             id: a.id.clone(),

@@ -12,6 +12,7 @@ use crate::resume::ResumeSpec;
 use crate::rpc::{CorsSpec, RpcSpec};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::Arc;
 
 /// One problem in a spec, located by a dotted path such as `apps[acme].upstreams.default`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -437,7 +438,7 @@ fn check_l4_route(r: &mut Report, at: &str, route: &RouteSpec, policy: &PortPoli
 }
 
 /// A port carries one kind of route: HTTP, TLS passthrough, or a single raw TCP route.
-fn check_port_kinds(r: &mut Report, routes: &[RouteSpec]) {
+fn check_port_kinds(r: &mut Report, routes: &[Arc<RouteSpec>]) {
     let mut kinds: HashMap<u16, (usize, usize, usize)> = HashMap::new();
     for route in routes {
         let Some(port) = route.listen_port else {

@@ -124,3 +124,33 @@ fn updating_app_by_app_answers_like_a_full_compile() {
     );
     assert!(kept > 1000, "only {kept} untouched apps checked");
 }
+
+#[test]
+fn compiled_routes_share_the_model_routes() {
+    let mut rng = Rng(5);
+    let mut checked = 0;
+    for _ in 0..1_000 {
+        let config = random_config(&mut rng);
+        let mut next = config.clone();
+        if next.apply(&event(random_event(&mut rng))).is_err() {
+            continue;
+        }
+        let whole = full(&next);
+        let updated = match config.routing_delta(&next) {
+            Some(delta) => full(&config).updated(delta.apps).0,
+            None => continue,
+        };
+        for table in [&whole, &updated] {
+            for route in next.routes.values().filter(|r| !next.is_cross_tenant(r)) {
+                let compiled = table.routes_of(&route.app);
+                assert!(
+                    compiled.iter().any(|c| std::sync::Arc::ptr_eq(c, route)),
+                    "route {:?} is a copy in the table",
+                    route.id
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 200, "only {checked} routes checked");
+}

@@ -129,7 +129,7 @@ fn wildcard_matches_one_label() {
 #[test]
 fn invalid_specs_list_every_problem() {
     let mut spec: RoutingSpec = toml::from_str(SPEC).unwrap();
-    spec.routes[0].app = "missing".into();
+    std::sync::Arc::make_mut(&mut spec.routes[0]).app = "missing".into();
     std::sync::Arc::make_mut(&mut spec.apps[0].upstreams)
         .get_mut("default")
         .unwrap()
@@ -151,12 +151,12 @@ fn a_route_cannot_send_a_hostname_of_one_app_to_another() {
     let with_route = |hostname: &str, app: &str| {
         let mut spec: RoutingSpec = toml::from_str(SPEC).unwrap();
         spec.apps[1].hostnames.push("*.globex.example".into());
-        let mut route = spec.routes[1].clone();
+        let mut route = (*spec.routes[1]).clone();
         route.id = Some("r1".into());
         route.hostname = hostname.into();
         route.path_prefix = "/admin".into();
         route.app = app.into();
-        spec.routes.push(route);
+        spec.routes.push(route.into());
         spec
     };
     let refused = [

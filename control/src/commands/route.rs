@@ -56,7 +56,7 @@ impl Commands {
             let route = config
                 .routes
                 .get(id)
-                .cloned()
+                .map(|r| RouteSpec::clone(r))
                 .ok_or_else(|| CommandError::NotFound(format!("no route `{id}`")))?;
             Ok(Plan::new(
                 vec![EdgeEvent::RouteDeleted {
