@@ -92,7 +92,7 @@ pub(super) async fn follow(
             Err(s) => return ended(progressed, status_text(&s)),
         };
         let mut batch = Vec::new();
-        push(&mut batch, first);
+        push(&mut batch, first).await;
         let mut end = None;
         // Coalesce: take whatever else is already buffered without waiting, so a burst
         // of deltas costs one rebuild. `message()` keeps its state in the stream, so
@@ -100,7 +100,7 @@ pub(super) async fn follow(
         while batch.len() < MAX_BATCH {
             match stream.message().now_or_never() {
                 None => break,
-                Some(Ok(Some(m))) => push(&mut batch, m),
+                Some(Ok(Some(m))) => push(&mut batch, m).await,
                 Some(Ok(None)) => {
                     end = Some("the service closed the stream".to_string());
                     break;
@@ -132,19 +132,23 @@ fn ended(progressed: bool, reason: String) -> SessionEnd {
     SessionEnd::Ended { progressed, reason }
 }
 
-fn push(batch: &mut Vec<Update>, message: WatchResponse) {
+async fn push(batch: &mut Vec<Update>, message: WatchResponse) {
     match message.kind {
         Some(Kind::Snapshot(s)) => {
             let last_edge = s
                 .last_edge
                 .and_then(|m| EdgeMarker::checked(m.event_id, m.fingerprint))
                 .filter(|m| m.event_id <= s.event_id);
-            batch.push(Update::snapshot(
-                s.event_id,
-                &s.config_json,
-                last_edge,
-                &s.reason,
-            ))
+            let event_id = s.event_id;
+            // Tens of MiB of JSON at tenant scale: decoded off the async workers.
+            let decoded = tokio::task::spawn_blocking(move || {
+                Update::snapshot(event_id, &s.config_json, last_edge, &s.reason)
+            })
+            .await;
+            batch.push(decoded.unwrap_or_else(|e| Update::BadSnapshot {
+                event_id,
+                error: format!("decoding the snapshot: {e}"),
+            }))
         }
         Some(Kind::Delta(d)) => batch.push(Update::delta(
             d.event_id,

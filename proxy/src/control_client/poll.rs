@@ -28,7 +28,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Deserialize)]
 struct SnapshotBody {
     event_id: i64,
-    config: serde_json::Value,
+    /// Decoded apart, so that a config that does not decode is a bad snapshot at a
+    /// known event id rather than a failed request.
+    config: Box<serde_json::value::RawValue>,
     /// Absent from older services.
     #[serde(default)]
     last_edge: Option<EdgeMarker>,
@@ -94,7 +96,8 @@ impl Poller {
         })
     }
 
-    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, PollError> {
+    /// The body of a successful `GET path`.
+    async fn get_bytes(&self, path: &str) -> Result<Bytes, PollError> {
         let other = |e: &dyn std::fmt::Display| PollError::Other(e.to_string());
         let uri: Uri = format!("{}{path}", self.base)
             .parse()
@@ -128,18 +131,31 @@ impl Poller {
             let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
             return Err(PollError::Status(status, code, text));
         }
+        Ok(body)
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, PollError> {
+        let body = self.get_bytes(path).await?;
         serde_json::from_slice(&body).map_err(|e| PollError::Other(format!("{path}: {e}")))
     }
 
     /// `GET /v1/snapshot`: the update, the event id it is current at and its marker.
     async fn snapshot(&self) -> Result<(i64, Option<EdgeMarker>, Update), PollError> {
-        let body: SnapshotBody = self.get("/v1/snapshot").await?;
-        let id = body.event_id;
-        let last_edge = body
-            .last_edge
+        let body = self.get_bytes("/v1/snapshot").await?;
+        // Tens of MiB at tenant scale: decoded off the async workers.
+        let decoded = tokio::task::spawn_blocking(move || {
+            let body: SnapshotBody = serde_json::from_slice(&body)?;
+            let config = serde_json::from_str::<EdgeConfig>(body.config.get());
+            Ok::<_, serde_json::Error>((body.event_id, body.last_edge, config))
+        })
+        .await
+        .map_err(|e| PollError::Other(format!("decoding the snapshot: {e}")))?
+        .map_err(|e| PollError::Other(format!("/v1/snapshot: {e}")))?;
+        let (id, last_edge, config) = decoded;
+        let last_edge = last_edge
             .and_then(|m| EdgeMarker::checked(m.event_id, m.fingerprint))
             .filter(|m| m.event_id <= id);
-        let update = match serde_json::from_value::<EdgeConfig>(body.config) {
+        let update = match config {
             Ok(config) => Update::Snapshot {
                 event_id: id,
                 config,
