@@ -236,3 +236,88 @@ async fn concurrent_commands_on_many_aggregates_all_land_once() {
     assert_eq!(svc.running.projection().view().config.routes.len(), 40);
     svc.stop().await;
 }
+
+/// Concurrent single commands are committed in groups: each answer still names its
+/// own event (id, aggregate, version, actor), whichever group carried it, and a
+/// command decided on events of its group not yet committed sees them.
+#[tokio::test]
+async fn grouped_commands_each_get_their_own_events() {
+    use tollgate_control::commands::CreateApp;
+    let svc = start().await;
+    let commands = svc.running.commands.clone();
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let commands = commands.clone();
+        tasks.push(tokio::spawn(async move {
+            let ctx = Ctx::actor(if i % 3 == 0 { "bob" } else { "alice" });
+            let app = format!("g{i}");
+            let created = commands
+                .create_app(
+                    &ctx,
+                    CreateApp {
+                        id: app.clone(),
+                        auth: None,
+                    },
+                )
+                .await
+                .unwrap();
+            let host = format!("h{i}.example");
+            let bound = commands.bind_hostname(&ctx, &host, &app).await.unwrap();
+            // The same bind again: decided on the first, which is then committed.
+            let again = commands.bind_hostname(&ctx, &host, &app).await.unwrap();
+            assert!(!again.changed && again.event_id >= bound.event_id);
+            [
+                (
+                    "app",
+                    app,
+                    ctx.actor.clone(),
+                    created.event_id,
+                    created.version,
+                ),
+                ("hostname", host, ctx.actor, bound.event_id, bound.version),
+            ]
+        }));
+    }
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.extend(t.await.unwrap());
+    }
+    // Two apps race for one name: one wins, the other is refused, nothing is lost.
+    let (a, b) = (commands.clone(), commands.clone());
+    let first = tokio::spawn(async move {
+        a.bind_hostname(&Ctx::actor("alice"), "contested.example", "g1")
+            .await
+    });
+    let second = tokio::spawn(async move {
+        b.bind_hostname(&Ctx::actor("alice"), "contested.example", "g2")
+            .await
+    });
+    let results = [first.await.unwrap(), second.await.unwrap()];
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+    assert!(
+        results
+            .iter()
+            .any(|r| matches!(r, Err(CommandError::Conflict(_)))),
+        "{results:?}"
+    );
+
+    let events = commands.store().read_after(0, 1000).await.unwrap();
+    assert_eq!(events.len(), 61, "30 apps, 30 binds, one contested bind");
+    for (kind, id, actor, event_id, version) in answers {
+        let e = events
+            .iter()
+            .find(|e| e.event_id == event_id)
+            .unwrap_or_else(|| panic!("{kind} {id}: no event {event_id}"));
+        assert_eq!(
+            (
+                e.aggregate_type.as_str(),
+                e.aggregate_id.as_str(),
+                e.aggregate_seq
+            ),
+            (kind, id.as_str(), version),
+            "the answer for {kind} {id} names another event"
+        );
+        assert_eq!(e.actor_id, actor);
+    }
+    svc.stop().await;
+}

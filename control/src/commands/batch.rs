@@ -508,13 +508,13 @@ impl Commands {
                 "a batch takes at most {MAX_BATCH_ITEMS} commands"
             ))));
         }
-        let _one_at_a_time = self.lock.lock().await;
+        let _alone = self.parts().exclusive().await;
         self.projection.sync().await.map_err(batch_store)?;
         let view = self.projection.view();
         let staged = Commands {
             store: self.store.clone(),
             projection: self.projection.clone(),
-            lock: Mutex::new(()),
+            groups: Default::default(),
             ownership: self.ownership.clone(),
             metrics: None,
             stage: Some(Mutex::new(Stage {

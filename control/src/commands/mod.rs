@@ -3,23 +3,26 @@
 //! Every command targets one aggregate (`app`, `route`, `hostname`, `certificate`,
 //! `api_key` or `platform`) and runs the same steps (`Commands::execute`):
 //!
-//! 1. take the command lock (commands of this process run one at a time, so each
-//!    is decided against the state the previous one left);
-//! 2. read the aggregate's version from the store; a client's `If-Match` version
-//!    that differs is a 409 right away;
-//! 3. bring the projection up to the end of the log ([`Projection::sync`]), so the
-//!    decision sees every event of the aggregate up to that version;
-//! 4. decide the events from the projected [`EdgeConfig`] (404/409 for objects that
-//!    are missing or in the way, 400 for malformed input);
+//! 1. take the group lock (commands of this process decide one at a time, so each
+//!    is decided against the state the previous one left, committed or staged);
+//! 2. read the aggregate's version (the staged one, else the store's); a client's
+//!    `If-Match` version that differs is a 409 right away;
+//! 3. when nothing is staged, bring the projection up to the end of the log
+//!    ([`Projection::sync`]), so the decision sees every event of the aggregate up
+//!    to that version; otherwise decide on the staged state, which continues it;
+//! 4. decide the events from that [`EdgeConfig`] (404/409 for objects that are
+//!    missing or in the way, 400 for malformed input);
 //! 5. check the result (`check`): apply the events to a clone with
 //!    [`EdgeConfig::apply`], validate the clone's routing spec with
 //!    [`tollgate_routing::validate()`] and, for certificate commands, build every
 //!    certificate of the clone with [`tollgate_certs::CertStore::build`] (422);
-//! 6. append with the version read in step 2 as the expected version: a concurrent
-//!    append to the same aggregate by any process makes the store refuse the whole
-//!    batch ([`StoreError::Conflict`], 409), so no event is duplicated or lost;
-//! 7. sync the projection again and wait until it has applied the last appended
-//!    event, so the caller reads its own write.
+//!    the clone becomes the staged state;
+//! 6. append, with the commands staged alongside, in one store transaction: each
+//!    aggregate's version is checked, so a concurrent append to the same aggregate
+//!    by any process makes the store refuse the group ([`StoreError::Conflict`],
+//!    409), and no event is duplicated or lost (the `group` module);
+//! 7. sync the projection and wait until it has applied the last appended event,
+//!    so the caller reads its own write.
 //!
 //! Event payloads are the serde JSON of the [`EdgeEvent`]; its `type` tag is the
 //! stored `event_type`. A command that would change nothing appends nothing.
@@ -36,6 +39,7 @@ mod batch;
 mod certificate;
 mod check;
 mod claim;
+mod group;
 mod hostname;
 mod platform;
 mod route;
@@ -54,7 +58,7 @@ pub use tls::{Expect, ManageTls, TlsView, tls_view};
 
 use crate::metrics::ControlMetrics;
 use crate::projection::Projection;
-use crate::store::{AnyStore, EventStore, NewEvent, StoreError};
+use crate::store::{AnyStore, NewEvent, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
@@ -234,7 +238,8 @@ impl<T> Written<T> {
 pub struct Commands {
     store: Arc<AnyStore>,
     projection: Arc<Projection>,
-    lock: Mutex<()>,
+    /// Staged single commands and the commit lock (see the `group` module).
+    groups: Arc<group::Groups>,
     /// Set on the private instance a batch runs its items on: commands decide
     /// against the batch's config and collect their events instead of appending.
     stage: Option<Mutex<batch::Stage>>,
@@ -250,7 +255,7 @@ impl Commands {
         Commands {
             store,
             projection,
-            lock: Mutex::new(()),
+            groups: Arc::default(),
             stage: None,
             ownership: Arc::default(),
             metrics: None,
@@ -294,81 +299,24 @@ impl Commands {
         written
     }
 
-    /// Steps 1-7 of the [module docs](self) for a command outside a batch.
+    /// Steps 1-7 of the [module docs](self) for a command outside a batch, committed
+    /// with the commands of concurrent callers (see the `group` module).
     async fn decide_and_append<T>(
         &self,
         ctx: &Ctx,
         target: Target,
         decide: impl FnOnce(&EdgeConfig) -> Result<Plan<T>, CommandError>,
     ) -> Result<Written<T>, CommandError> {
-        let label = target.label();
-        let _one_at_a_time = self.lock.lock().await;
-        let version = self
-            .store
-            .version(target.kind, &target.id)
-            .await
-            .map_err(|e| CommandError::from_store(&label, e))?;
-        if let Some(expected) = ctx.expected_version
-            && expected != version
-        {
-            return Err(CommandError::VersionConflict {
-                aggregate: label,
-                expected,
-                actual: version,
-            });
+        self.parts().execute(ctx, target, decide).await
+    }
+
+    fn parts(&self) -> group::Parts {
+        group::Parts {
+            store: self.store.clone(),
+            projection: self.projection.clone(),
+            metrics: self.metrics.clone(),
+            groups: self.groups.clone(),
         }
-        self.projection.sync().await?;
-        let view = self.projection.view();
-        let plan = decide(&view.config)?;
-        if plan.events.is_empty() {
-            return Ok(Written {
-                value: plan.value,
-                event_id: view.event_id,
-                version,
-                changed: false,
-                applied: true,
-            });
-        }
-        check::check(&view.config, &plan.events, plan.check_certs)?;
-        let events = encode(&plan.events)?;
-        let stored = self
-            .store
-            .append(target.kind, &target.id, version, &ctx.actor, events)
-            .await
-            .map_err(|e| CommandError::from_store(&label, e))?;
-        if let Some(m) = &self.metrics {
-            m.appends.appended(&plan.events);
-        }
-        let last = stored.last().map_or(view.event_id, |e| e.event_id);
-        let new_version = stored.last().map_or(version, |e| e.aggregate_seq);
-        tracing::info!(
-            aggregate = %label,
-            actor = %ctx.actor,
-            event_id = last,
-            version = new_version,
-            events = ?stored.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>(),
-            "command applied"
-        );
-        if let Err(e) = self.projection.sync().await {
-            tracing::warn!(error = %e, "projection sync after a command failed");
-        }
-        let applied = self
-            .projection
-            .wait_applied(last, READ_YOUR_WRITES_TIMEOUT)
-            .await;
-        if !applied {
-            tracing::warn!(
-                event_id = last,
-                "projection did not apply the command's events in time"
-            );
-        }
-        Ok(Written {
-            value: plan.value,
-            event_id: last,
-            version: new_version,
-            changed: true,
-            applied,
-        })
     }
 }
 

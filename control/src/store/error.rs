@@ -1,7 +1,7 @@
 //! Errors returned by the event store.
 
 /// Everything an [`EventStore`](super::EventStore) operation can fail with.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// Optimistic-concurrency failure: the aggregate is not at the version the
     /// command was decided against (HTTP 409). Nothing was appended.

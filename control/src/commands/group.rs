@@ -1,0 +1,378 @@
+//! Group commit: single commands of concurrent callers share one append.
+//!
+//! A commit costs a transaction and an fsync whatever it holds; one command per
+//! commit capped PostgreSQL near 600 commands/s. So a command decides, checks and
+//! stages its events under the group lock (steps 2-5 of the [module docs](super)),
+//! against the open [`Stage`]: the projection plus the events staged before it, so
+//! it sees what earlier commands of the group did, exactly as if they had run one by
+//! one. Then a commit task appends the whole stage with one
+//! [`EventStore::append_batch`] (each aggregate's version checked as for a single
+//! append) and every member gets its own events' ids back.
+//!
+//! - One commit at a time (the commit lock). While one commits, the next commands
+//!   stage on top of it; if it fails, the stage built on it fails too (the members
+//!   get the store's error) and the next command starts over from the projection.
+//! - A stage holds one actor's commands (appends carry one `actor_id`); a command of
+//!   another actor waits for the open stage to commit first.
+//! - A command refused, or changing nothing, on top of events not yet committed waits
+//!   for them: if they fail, so does its answer, which was decided on them.
+//! - A stage with nothing pending is rebuilt from a freshly synced projection, so an
+//!   idle service decides each command on the end of the log, as before.
+//! - Commits run in tasks of their own: a caller that goes away cannot strand the
+//!   commands staged with its own.
+//!
+//! A version conflict (another process appended to a staged aggregate) fails the
+//! whole stage with 409: each member may retry.
+
+use super::{CommandError, Ctx, Plan, READ_YOUR_WRITES_TIMEOUT, Target, Written, check, encode};
+use crate::metrics::ControlMetrics;
+use crate::projection::{Projection, View};
+use crate::store::{AnyStore, BatchEvent, EventStore, StoreError, StoredEvent};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::{Mutex, OwnedMutexGuard, watch};
+use tollgate_routing::{EdgeConfig, EdgeEvent};
+
+/// What a stage's append came to: the stored events in stage order, or the error.
+type Outcome = Result<Arc<Vec<StoredEvent>>, StoreError>;
+
+/// The group lock's state and the commit lock, shared with commit tasks.
+#[derive(Default)]
+pub(crate) struct Groups {
+    open: Arc<Mutex<Option<Stage>>>,
+    commit: Arc<Mutex<()>>,
+}
+
+/// Commands decided and not yet appended.
+struct Stage {
+    actor: String,
+    /// The projection's config plus every staged event (and those of the stage this
+    /// one was decided on while it commits).
+    config: EdgeConfig,
+    /// Aggregate versions as of the staged events.
+    versions: HashMap<(&'static str, String), i64>,
+    events: Vec<BatchEvent>,
+    edge: Vec<EdgeEvent>,
+    /// The projection cursor the chain of stages started from.
+    event_id: i64,
+    done: watch::Sender<Option<Outcome>>,
+    /// The stage this one continues, while it commits.
+    after: Option<watch::Receiver<Option<Outcome>>>,
+}
+
+impl Stage {
+    fn fresh(actor: &str, view: &View) -> Stage {
+        Stage {
+            actor: actor.to_string(),
+            config: view.config.clone(),
+            versions: HashMap::new(),
+            events: Vec::new(),
+            edge: Vec::new(),
+            event_id: view.event_id,
+            done: watch::channel(None).0,
+            after: None,
+        }
+    }
+
+    /// The stage the next commands decide on while this one commits.
+    fn successor(&self) -> Stage {
+        Stage {
+            actor: self.actor.clone(),
+            config: self.config.clone(),
+            versions: self.versions.clone(),
+            events: Vec::new(),
+            edge: Vec::new(),
+            event_id: self.event_id,
+            done: watch::channel(None).0,
+            after: Some(self.done.subscribe()),
+        }
+    }
+
+    /// Whether anything it shows is not in the log yet.
+    fn pending(&self) -> bool {
+        !self.events.is_empty()
+            || self
+                .after
+                .as_ref()
+                .is_some_and(|a| !matches!(&*a.borrow(), Some(Ok(_))))
+    }
+}
+
+/// A member's place in its stage.
+struct Member<T> {
+    value: T,
+    /// Its events' range in the stage; empty when it appended nothing.
+    range: std::ops::Range<usize>,
+    version: i64,
+    edge: Vec<EdgeEvent>,
+}
+
+/// What the store, the projection and the metrics are, for a commit task.
+#[derive(Clone)]
+pub(crate) struct Parts {
+    pub store: Arc<AnyStore>,
+    pub projection: Arc<Projection>,
+    pub metrics: Option<Arc<ControlMetrics>>,
+    pub groups: Arc<Groups>,
+}
+
+impl Parts {
+    /// Steps 2-7 of the [module docs](super) for a single command, in a group.
+    pub(crate) async fn execute<T>(
+        &self,
+        ctx: &Ctx,
+        target: Target,
+        decide: impl FnOnce(&EdgeConfig) -> Result<Plan<T>, CommandError>,
+    ) -> Result<Written<T>, CommandError> {
+        let label = target.label();
+        let mut open = self.groups.open.clone().lock_owned().await;
+        // Another actor's events first: a stage appends under one actor.
+        while let Some(stage) = open
+            .as_ref()
+            .filter(|s| s.actor != ctx.actor && s.pending())
+        {
+            let mut done = stage.done.subscribe();
+            drop(open);
+            self.spawn_commit();
+            let _ = outcome(&mut done).await;
+            open = self.groups.open.clone().lock_owned().await;
+        }
+        let stage = self.stage_for(&mut open, &ctx.actor).await?;
+        let decided = decide_on(stage, &self.store, ctx, &target, &label, decide).await;
+        let event_id = stage.event_id;
+        // What the decision rests on that is not in the log yet: the stage's events
+        // (its own included), else the stage it continues.
+        let mut rests_on = if !stage.events.is_empty() {
+            Some(stage.done.subscribe())
+        } else {
+            stage.after.clone().filter(|a| a.borrow().is_none())
+        };
+        let staged = !stage.events.is_empty();
+        drop(open);
+        if staged {
+            self.spawn_commit();
+        }
+        let Some(done) = rests_on.as_mut() else {
+            return decided.map(|m| Written {
+                value: m.value,
+                event_id,
+                version: m.version,
+                changed: false,
+                applied: true,
+            });
+        };
+        let stored = outcome(done)
+            .await
+            .map_err(|e| CommandError::from_store(&label, e))?;
+        let member = decided?;
+        let Some(last) = stored.get(member.range.clone()).and_then(|s| s.last()) else {
+            let event_id = self.projection.view().event_id.max(event_id);
+            return Ok(Written {
+                value: member.value,
+                event_id,
+                version: member.version,
+                changed: false,
+                applied: true,
+            });
+        };
+        let last = last.event_id;
+        if let Some(m) = &self.metrics {
+            m.appends.appended(&member.edge);
+        }
+        tracing::info!(
+            aggregate = %label,
+            actor = %ctx.actor,
+            event_id = last,
+            version = member.version,
+            events = ?member.edge.iter().map(EdgeEvent::event_type).collect::<Vec<_>>(),
+            "command applied"
+        );
+        let applied = self
+            .projection
+            .wait_applied(last, READ_YOUR_WRITES_TIMEOUT)
+            .await;
+        if !applied {
+            tracing::warn!(
+                event_id = last,
+                "projection did not apply the command's events in time"
+            );
+        }
+        Ok(Written {
+            value: member.value,
+            event_id: last,
+            version: member.version,
+            changed: true,
+            applied,
+        })
+    }
+
+    /// The open stage, rebuilt from the synced projection when nothing is pending.
+    async fn stage_for<'a>(
+        &self,
+        open: &'a mut OwnedMutexGuard<Option<Stage>>,
+        actor: &str,
+    ) -> Result<&'a mut Stage, CommandError> {
+        if open.as_ref().is_none_or(|s| !s.pending()) {
+            self.projection.sync().await?;
+            **open = Some(Stage::fresh(actor, &self.projection.view()));
+        }
+        let stage = open
+            .as_mut()
+            .ok_or_else(|| CommandError::Store("no open stage".into()))?;
+        stage.actor = actor.to_string();
+        Ok(stage)
+    }
+
+    /// Commits the open stage in a task of its own (after any commit under way).
+    fn spawn_commit(&self) {
+        let parts = self.clone();
+        tokio::spawn(async move {
+            let _one_at_a_time = parts.groups.commit.clone().lock_owned().await;
+            parts.commit_open().await;
+        });
+    }
+
+    /// Appends the open stage, if it holds events; the caller holds the commit lock.
+    async fn commit_open(&self) {
+        let stage = {
+            let mut open = self.groups.open.lock().await;
+            match open.take() {
+                Some(stage) if !stage.events.is_empty() => {
+                    *open = Some(stage.successor());
+                    stage
+                }
+                other => {
+                    *open = other;
+                    return;
+                }
+            }
+        };
+        // The stage before this one committed (or failed) under the same lock.
+        let before = stage.after.as_ref().and_then(|a| a.borrow().clone());
+        let result = match before {
+            Some(Err(e)) => Err(e),
+            _ => self.store.append_batch(&stage.actor, stage.events).await,
+        };
+        match result {
+            Ok(stored) => {
+                if let Err(e) = self.projection.sync().await {
+                    tracing::warn!(error = %e, "projection sync after a group commit failed");
+                }
+                stage.done.send_replace(Some(Ok(Arc::new(stored))));
+            }
+            Err(e) => {
+                // What was decided on top of this stage fails with it.
+                let mut open = self.groups.open.lock().await;
+                let own = stage.done.subscribe();
+                if open
+                    .as_ref()
+                    .and_then(|s| s.after.as_ref())
+                    .is_some_and(|a| a.same_channel(&own))
+                    && let Some(next) = open.take()
+                {
+                    next.done.send_replace(Some(Err(e.clone())));
+                }
+                stage.done.send_replace(Some(Err(e)));
+            }
+        }
+    }
+
+    /// Waits until no stage is pending and holds both locks, so that a batch runs
+    /// alone; the next command rebuilds its stage from the projection.
+    pub(crate) async fn exclusive(&self) -> Exclusive {
+        loop {
+            let commit = self.groups.commit.clone().lock_owned().await;
+            let open = self.groups.open.clone().lock_owned().await;
+            let Some(mut done) = open
+                .as_ref()
+                .filter(|s| s.pending())
+                .map(|s| s.done.subscribe())
+            else {
+                return Exclusive {
+                    _commit: commit,
+                    _open: open,
+                };
+            };
+            drop(open);
+            drop(commit);
+            self.spawn_commit();
+            let _ = outcome(&mut done).await;
+        }
+    }
+}
+
+/// No command stages or commits while this is held.
+pub(crate) struct Exclusive {
+    _commit: OwnedMutexGuard<()>,
+    _open: OwnedMutexGuard<Option<Stage>>,
+}
+
+/// Decides one command on `stage` and stages its events.
+async fn decide_on<T>(
+    stage: &mut Stage,
+    store: &AnyStore,
+    ctx: &Ctx,
+    target: &Target,
+    label: &str,
+    decide: impl FnOnce(&EdgeConfig) -> Result<Plan<T>, CommandError>,
+) -> Result<Member<T>, CommandError> {
+    let key = (target.kind, target.id.clone());
+    let version = match stage.versions.get(&key) {
+        Some(v) => *v,
+        None => store
+            .version(target.kind, &target.id)
+            .await
+            .map_err(|e| CommandError::from_store(label, e))?,
+    };
+    if let Some(expected) = ctx.expected_version
+        && expected != version
+    {
+        return Err(CommandError::VersionConflict {
+            aggregate: label.to_string(),
+            expected,
+            actual: version,
+        });
+    }
+    let plan = decide(&stage.config)?;
+    let start = stage.events.len();
+    if plan.events.is_empty() {
+        return Ok(Member {
+            value: plan.value,
+            range: start..start,
+            version,
+            edge: Vec::new(),
+        });
+    }
+    let next = check::check(&stage.config, &plan.events, plan.check_certs)?;
+    let encoded = encode(&plan.events)?;
+    let new_version = version + encoded.len() as i64;
+    stage.config = next;
+    for (expected_version, event) in (version..).zip(encoded) {
+        stage.events.push(BatchEvent {
+            aggregate_type: target.kind.to_string(),
+            aggregate_id: target.id.clone(),
+            expected_version,
+            event,
+        });
+    }
+    stage.edge.extend(plan.events.iter().cloned());
+    stage.versions.insert(key, new_version);
+    Ok(Member {
+        value: plan.value,
+        range: start..stage.events.len(),
+        version: new_version,
+        edge: plan.events,
+    })
+}
+
+/// The outcome `done` resolves to; a dropped sender reads as a store error.
+async fn outcome(done: &mut watch::Receiver<Option<Outcome>>) -> Outcome {
+    match done.wait_for(Option::is_some).await {
+        Ok(o) => o.clone().unwrap_or_else(|| Err(lost())),
+        Err(_) => Err(lost()),
+    }
+}
+
+fn lost() -> StoreError {
+    StoreError::Database("the group commit ended without an outcome".into())
+}
