@@ -90,11 +90,19 @@ impl Stage {
 
     /// Whether anything it shows is not in the log yet.
     fn pending(&self) -> bool {
-        !self.events.is_empty()
-            || self
-                .after
-                .as_ref()
-                .is_some_and(|a| !matches!(&*a.borrow(), Some(Ok(_))))
+        self.waiter().is_some()
+    }
+
+    /// What resolves once everything it shows is in the log (or failed): its own
+    /// commit when it holds events, else the commit of the stage it continues.
+    fn waiter(&self) -> Option<watch::Receiver<Option<Outcome>>> {
+        if !self.events.is_empty() {
+            Some(self.done.subscribe())
+        } else {
+            self.after
+                .clone()
+                .filter(|a| !matches!(&*a.borrow(), Some(Ok(_))))
+        }
     }
 }
 
@@ -127,11 +135,11 @@ impl Parts {
         let label = target.label();
         let mut open = self.groups.open.clone().lock_owned().await;
         // Another actor's events first: a stage appends under one actor.
-        while let Some(stage) = open
+        while let Some(mut done) = open
             .as_ref()
-            .filter(|s| s.actor != ctx.actor && s.pending())
+            .filter(|s| s.actor != ctx.actor)
+            .and_then(Stage::waiter)
         {
-            let mut done = stage.done.subscribe();
             drop(open);
             self.spawn_commit();
             let _ = outcome(&mut done).await;
@@ -142,11 +150,7 @@ impl Parts {
         let event_id = stage.event_id;
         // What the decision rests on that is not in the log yet: the stage's events
         // (its own included), else the stage it continues.
-        let mut rests_on = if !stage.events.is_empty() {
-            Some(stage.done.subscribe())
-        } else {
-            stage.after.clone().filter(|a| a.borrow().is_none())
-        };
+        let mut rests_on = stage.waiter();
         let staged = !stage.events.is_empty();
         drop(open);
         if staged {
@@ -283,11 +287,7 @@ impl Parts {
         loop {
             let commit = self.groups.commit.clone().lock_owned().await;
             let open = self.groups.open.clone().lock_owned().await;
-            let Some(mut done) = open
-                .as_ref()
-                .filter(|s| s.pending())
-                .map(|s| s.done.subscribe())
-            else {
+            let Some(mut done) = open.as_ref().and_then(Stage::waiter) else {
                 return Exclusive {
                     _commit: commit,
                     _open: open,
