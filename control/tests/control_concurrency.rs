@@ -321,3 +321,35 @@ async fn grouped_commands_each_get_their_own_events() {
     }
     svc.stop().await;
 }
+
+/// Actors take turns: a command of one actor waits for another actor's staged
+/// commands to commit, and every command of every round lands.
+#[tokio::test]
+async fn commands_of_different_actors_each_land() {
+    use tollgate_control::commands::CreateApp;
+    let svc = start().await;
+    let commands = svc.running.commands.clone();
+    for round in 0..100 {
+        let mut tasks = Vec::new();
+        for actor in ["carol", "dave", "erin"] {
+            let commands = commands.clone();
+            tasks.push(tokio::spawn(async move {
+                let id = format!("{actor}-{round}");
+                let w = commands
+                    .create_app(&Ctx::actor(actor), CreateApp { id, auth: None })
+                    .await
+                    .unwrap();
+                assert!(w.changed);
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    }
+    let events = commands.store().read_after(0, 1000).await.unwrap();
+    assert_eq!(events.len(), 300);
+    for e in &events {
+        assert!(e.aggregate_id.starts_with(&e.actor_id), "{e:?}");
+    }
+    svc.stop().await;
+}
