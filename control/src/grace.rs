@@ -2,7 +2,7 @@
 //!
 //! Every tick the task looks for apps whose `deleting_until` has passed in the
 //! projection and runs [`Commands::finish_deletion`] for each, which re-checks the
-//! app under the command lock (it may have been resumed or removed meanwhile) and
+//! app under the group lock (it may have been resumed or removed meanwhile) and
 //! appends `app_removed`. Since the projection is replayed at start, deletions that
 //! fell due while the service was down complete on the first tick after a restart.
 

@@ -1,6 +1,7 @@
 //! Batches: a list of commands applied atomically (`POST /api/v1/batch`).
 //!
-//! [`Commands::batch`] takes the command lock once, brings the projection up to
+//! [`Commands::batch`] runs alone (no single command is staged or being committed
+//! meanwhile: both locks of the `group` module), brings the projection up to
 //! the end of the log and runs every item, in order, through the same command
 //! code as the single endpoints, on a private [`Commands`] whose `execute` is
 //! staged ([`execute_staged`]): it decides against the batch's own config (the
