@@ -88,7 +88,7 @@ impl Stage {
         }
     }
 
-    /// Whether anything it shows is not in the log yet.
+    /// Whether it rests on events not committed yet.
     fn pending(&self) -> bool {
         self.waiter().is_some()
     }
@@ -99,9 +99,9 @@ impl Stage {
         if !self.events.is_empty() {
             Some(self.done.subscribe())
         } else {
-            self.after
-                .clone()
-                .filter(|a| !matches!(&*a.borrow(), Some(Ok(_))))
+            // A stage whose predecessor failed is discarded with it; were one left,
+            // it would not be pending and the next command would rebuild it.
+            self.after.clone().filter(|a| a.borrow().is_none())
         }
     }
 }
