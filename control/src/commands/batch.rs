@@ -23,9 +23,7 @@
 //! nothing is written.
 
 use super::check;
-use super::{
-    CommandError, Commands, CreateApp, CreateKey, Ctx, Plan, Target, UploadCert, Written, encode,
-};
+use super::{CommandError, Commands, CreateApp, CreateKey, Ctx, Plan, Target, UploadCert, Written};
 use crate::store::{AnyStore, BatchEvent, EventStore};
 use serde::Deserialize;
 use serde_json::Value;
@@ -243,7 +241,7 @@ pub enum BatchError {
 pub(crate) struct Stage {
     config: EdgeConfig,
     /// Aggregate versions as of the batch so far.
-    versions: HashMap<(&'static str, String), i64>,
+    versions: super::StagedVersions,
     events: Vec<BatchEvent>,
     /// The same events decoded, for re-checking prefixes of the batch.
     edge: Vec<EdgeEvent>,
@@ -261,23 +259,7 @@ pub(crate) async fn execute_staged<T>(
     decide: impl FnOnce(&EdgeConfig) -> Result<Plan<T>, CommandError>,
 ) -> Result<Written<T>, CommandError> {
     let mut stage = stage.lock().await;
-    let key = (target.kind, target.id.clone());
-    let version = match stage.versions.get(&key) {
-        Some(v) => *v,
-        None => store
-            .version(target.kind, &target.id)
-            .await
-            .map_err(|e| CommandError::from_store(&target.label(), e))?,
-    };
-    if let Some(expected) = ctx.expected_version
-        && expected != version
-    {
-        return Err(CommandError::VersionConflict {
-            aggregate: target.label(),
-            expected,
-            actual: version,
-        });
-    }
+    let version = super::staged_version(store, &stage.versions, ctx, &target).await?;
     let plan = decide(&stage.config)?;
     if plan.events.is_empty() {
         return Ok(Written {
@@ -291,19 +273,16 @@ pub(crate) async fn execute_staged<T>(
     for e in &plan.events {
         stage.config.apply(e).map_err(CommandError::from_edge)?;
     }
-    let encoded = encode(&plan.events)?;
-    let new_version = version + encoded.len() as i64;
-    for (expected_version, event) in (version..).zip(encoded) {
-        stage.events.push(BatchEvent {
-            aggregate_type: target.kind.to_string(),
-            aggregate_id: target.id.clone(),
-            expected_version,
-            event,
-        });
-    }
+    let stage = &mut *stage;
+    let new_version = super::stage_events(
+        &mut stage.events,
+        &mut stage.versions,
+        &target,
+        version,
+        &plan.events,
+    )?;
     stage.edge.extend(plan.events);
     stage.check_certs |= plan.check_certs;
-    stage.versions.insert(key, new_version);
     Ok(Written {
         value: plan.value,
         event_id: stage.event_id,

@@ -24,7 +24,10 @@
 //! A version conflict (another process appended to a staged aggregate) fails the
 //! whole stage with 409: each member may retry.
 
-use super::{CommandError, Ctx, Plan, READ_YOUR_WRITES_TIMEOUT, Target, Written, check, encode};
+use super::{
+    CommandError, Ctx, Plan, READ_YOUR_WRITES_TIMEOUT, StagedVersions, Target, Written, check,
+    stage_events, staged_version,
+};
 use crate::metrics::ControlMetrics;
 use crate::projection::{Projection, View};
 use crate::store::{AnyStore, BatchEvent, EventStore, StoreError, StoredEvent};
@@ -50,7 +53,7 @@ struct Stage {
     /// one was decided on while it commits).
     config: EdgeConfig,
     /// Aggregate versions as of the staged events.
-    versions: HashMap<(&'static str, String), i64>,
+    versions: StagedVersions,
     events: Vec<BatchEvent>,
     edge: Vec<EdgeEvent>,
     /// The projection cursor the chain of stages started from.
@@ -146,7 +149,7 @@ impl Parts {
             open = self.groups.open.clone().lock_owned().await;
         }
         let stage = self.stage_for(&mut open, &ctx.actor).await?;
-        let decided = decide_on(stage, &self.store, ctx, &target, &label, decide).await;
+        let decided = decide_on(stage, &self.store, ctx, &target, decide).await;
         let event_id = stage.event_id;
         // What the decision rests on that is not in the log yet: the stage's events
         // (its own included), else the stage it continues.
@@ -313,26 +316,9 @@ async fn decide_on<T>(
     store: &AnyStore,
     ctx: &Ctx,
     target: &Target,
-    label: &str,
     decide: impl FnOnce(&EdgeConfig) -> Result<Plan<T>, CommandError>,
 ) -> Result<Member<T>, CommandError> {
-    let key = (target.kind, target.id.clone());
-    let version = match stage.versions.get(&key) {
-        Some(v) => *v,
-        None => store
-            .version(target.kind, &target.id)
-            .await
-            .map_err(|e| CommandError::from_store(label, e))?,
-    };
-    if let Some(expected) = ctx.expected_version
-        && expected != version
-    {
-        return Err(CommandError::VersionConflict {
-            aggregate: label.to_string(),
-            expected,
-            actual: version,
-        });
-    }
+    let version = staged_version(store, &stage.versions, ctx, target).await?;
     let plan = decide(&stage.config)?;
     let start = stage.events.len();
     if plan.events.is_empty() {
@@ -344,19 +330,15 @@ async fn decide_on<T>(
         });
     }
     let next = check::check(&stage.config, &plan.events, plan.check_certs)?;
-    let encoded = encode(&plan.events)?;
-    let new_version = version + encoded.len() as i64;
+    let new_version = stage_events(
+        &mut stage.events,
+        &mut stage.versions,
+        target,
+        version,
+        &plan.events,
+    )?;
     stage.config = next;
-    for (expected_version, event) in (version..).zip(encoded) {
-        stage.events.push(BatchEvent {
-            aggregate_type: target.kind.to_string(),
-            aggregate_id: target.id.clone(),
-            expected_version,
-            event,
-        });
-    }
     stage.edge.extend(plan.events.iter().cloned());
-    stage.versions.insert(key, new_version);
     Ok(Member {
         value: plan.value,
         range: start..stage.events.len(),

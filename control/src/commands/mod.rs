@@ -58,7 +58,7 @@ pub use tls::{Expect, ManageTls, TlsView, tls_view};
 
 use crate::metrics::ControlMetrics;
 use crate::projection::Projection;
-use crate::store::{AnyStore, NewEvent, StoreError};
+use crate::store::{AnyStore, EventStore, NewEvent, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
@@ -292,22 +292,12 @@ impl Commands {
         if let Some(stage) = &self.stage {
             return batch::execute_staged(&self.store, stage, ctx, target, decide).await;
         }
-        let written = self.decide_and_append(ctx, target, decide).await;
+        // Committed with the commands of concurrent callers (the `group` module).
+        let written = self.parts().execute(ctx, target, decide).await;
         if let (Err(e), Some(m)) = (&written, &self.metrics) {
             m.appends.refused(e);
         }
         written
-    }
-
-    /// Steps 1-7 of the [module docs](self) for a command outside a batch, committed
-    /// with the commands of concurrent callers (see the `group` module).
-    async fn decide_and_append<T>(
-        &self,
-        ctx: &Ctx,
-        target: Target,
-        decide: impl FnOnce(&EdgeConfig) -> Result<Plan<T>, CommandError>,
-    ) -> Result<Written<T>, CommandError> {
-        self.parts().execute(ctx, target, decide).await
     }
 
     fn parts(&self) -> group::Parts {
@@ -318,6 +308,57 @@ impl Commands {
             groups: self.groups.clone(),
         }
     }
+}
+
+/// Aggregate versions as of the events staged so far (a batch's or a group's).
+pub(crate) type StagedVersions = std::collections::HashMap<(&'static str, String), i64>;
+
+/// The version of `target` as staged, else as stored; a client's `If-Match` version
+/// that differs is a 409.
+pub(crate) async fn staged_version(
+    store: &AnyStore,
+    versions: &StagedVersions,
+    ctx: &Ctx,
+    target: &Target,
+) -> Result<i64, CommandError> {
+    let version = match versions.get(&(target.kind, target.id.clone())) {
+        Some(v) => *v,
+        None => store
+            .version(target.kind, &target.id)
+            .await
+            .map_err(|e| CommandError::from_store(&target.label(), e))?,
+    };
+    match ctx.expected_version {
+        Some(expected) if expected != version => Err(CommandError::VersionConflict {
+            aggregate: target.label(),
+            expected,
+            actual: version,
+        }),
+        _ => Ok(version),
+    }
+}
+
+/// Stages `events` of `target` from `version` on: their batch entries go to `out`,
+/// the aggregate's new version to `versions`, which it returns.
+pub(crate) fn stage_events(
+    out: &mut Vec<crate::store::BatchEvent>,
+    versions: &mut StagedVersions,
+    target: &Target,
+    version: i64,
+    events: &[EdgeEvent],
+) -> Result<i64, CommandError> {
+    let encoded = encode(events)?;
+    let new_version = version + encoded.len() as i64;
+    for (expected_version, event) in (version..).zip(encoded) {
+        out.push(crate::store::BatchEvent {
+            aggregate_type: target.kind.to_string(),
+            aggregate_id: target.id.clone(),
+            expected_version,
+            event,
+        });
+    }
+    versions.insert((target.kind, target.id.clone()), new_version);
+    Ok(new_version)
 }
 
 /// The stored form of edge events: the serde JSON, tagged with its type.
