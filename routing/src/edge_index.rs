@@ -26,7 +26,7 @@ pub struct Index {
     /// Built from nothing: a deserialized config's index must be rebuilt before use.
     pub(crate) stale: bool,
     /// A proxy's index: `keys_by_hash`, which only the control service's checks
-    /// read, is left empty (they scan instead), saving about 100 B per key.
+    /// read, is left empty (they scan instead): about 170 B per key (massif, 100,000 keys).
     pub(crate) edge_only: bool,
     pub(crate) hostnames_of: Pairs<String>,
     pub(crate) routes_of: Pairs<String>,
