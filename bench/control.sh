@@ -19,15 +19,22 @@
 #         - (c) the latency of (a) again, on top of the seeded scale
 #         - proxy B again, after the control service is killed: time until it serves the
 #           head event from its persisted snapshot
+#       (a) and (c) time each update until EVERY following proxy serves it (FOLLOWERS
+#       proxies: A and, from the second on, A2, A3, ...), and report the slowest.
+#   (d) the latency of (a) on the full scale while a bulk load runs: BULK_CLIENTS
+#       clients post batches of BULK_BATCH API-key commands through POST /api/v1/batch
+#       for as long as the updates take (their commands/s is printed too).
 #
 # Environment: UPDATES [50] SCALE_APPS [100] SCALE_HOSTS [1000] SCALE_ROUTES [1000]
 #              SCALE_KEYS [10000] SEED_THREADS [8] BASE_PORT [18300] SKIP_BUILD [0]
+#              FOLLOWERS [3] BULK_CLIENTS [2] BULK_BATCH [500]
 #              (the issue's target is 10000/10000/100000; raise them if you have the time)
 set -euo pipefail
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$BENCH")
 export UPDATES=${UPDATES:-50} SCALE_APPS=${SCALE_APPS:-100} SCALE_HOSTS=${SCALE_HOSTS:-1000}
 export SCALE_ROUTES=${SCALE_ROUTES:-1000} SCALE_KEYS=${SCALE_KEYS:-10000} SEED_THREADS=${SEED_THREADS:-8}
+export FOLLOWERS=${FOLLOWERS:-3} BULK_CLIENTS=${BULK_CLIENTS:-2} BULK_BATCH=${BULK_BATCH:-500}
 BASE_PORT=${BASE_PORT:-18300}; SKIP_BUILD=${SKIP_BUILD:-0}
 for t in openssl curl python3; do command -v $t >/dev/null || { echo "control.sh: $t missing" >&2; exit 1; }; done
 export CP_HTTP=$((BASE_PORT + 1)) CP_GRPC=$((BASE_PORT + 2))
@@ -78,6 +85,18 @@ RUST_LOG=${RUST_LOG:-warn} "$RUN/tollgate" proxy --config "$RUN/a.toml" --ready-
 export A_PID=$!
 for _ in $(seq 100); do [[ -s $RUN/a-ready.json ]] && break; sleep 0.1; done
 [[ -s $RUN/a-ready.json ]] || { echo "control.sh: proxy A not ready:" >&2; cat "$RUN/proxy-a.log" >&2; exit 1; }
+# More followers: A2, A3, ... on ports BASE_PORT + 10*(n+1) + 11 / + 19.
+FOLLOWER_ADMINS=$A_ADMIN
+for n in $(seq 2 "$FOLLOWERS"); do
+  plain=$((BASE_PORT + 10 * (n + 1) + 11)) admin=$((BASE_PORT + 10 * (n + 1) + 19))
+  proxy_conf "a$n" $plain $admin
+  RUST_LOG=${RUST_LOG:-warn} "$RUN/tollgate" proxy --config "$RUN/a$n.toml" --ready-file "$RUN/a$n-ready.json" \
+    >"$RUN/proxy-a$n.log" 2>&1 & PIDS+=($!)
+  for _ in $(seq 100); do [[ -s $RUN/a$n-ready.json ]] && break; sleep 0.1; done
+  [[ -s $RUN/a$n-ready.json ]] || { echo "control.sh: proxy A$n not ready:" >&2; cat "$RUN/proxy-a$n.log" >&2; exit 1; }
+  FOLLOWER_ADMINS="$FOLLOWER_ADMINS $admin"
+done
+export FOLLOWER_ADMINS
 
 # Proxy B is started by the Python part (cold start after seeding); it writes the pid
 # to $RUN/b.pid so the cleanup above can stop it.
@@ -110,23 +129,25 @@ def apply_metric(port):
 def pct(xs, p): xs = sorted(xs); return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 api, adm_a = conn(CP), conn(int(E["A_ADMIN"]))
+followers = [conn(int(p)) for p in E["FOLLOWER_ADMINS"].split()]
 print(f"# tollgate control bench  {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
 
 # ---- (a) update latency
 def update_latency(label, zone):
-    """UPDATES hostname binds to app `lat`, each timed until proxy A serves it."""
+    """UPDATES hostname binds to app `lat`, each timed until every follower serves it."""
     lat = []
     for i in range(int(E["UPDATES"])):
         t0 = time.perf_counter()
         ev = call(api, "PUT", f"/api/v1/hostnames/h{i}.{zone}.bench", {"app": "lat"})["event_id"]
         t_api = time.perf_counter()
-        while serving(adm_a) < ev:
-            if time.perf_counter() - t0 > 30: raise RuntimeError(f"proxy did not reach event {ev} in 30 s")
-            time.sleep(0.001)
+        for f in followers:
+            while serving(f) < ev:
+                if time.perf_counter() - t0 > 30: raise RuntimeError(f"proxy did not reach event {ev} in 30 s")
+                time.sleep(0.001)
         t1 = time.perf_counter()
         lat.append(((t1 - t0) * 1000, (t_api - t0) * 1000))
     tot = [x[0] for x in lat]; apis = [x[1] for x in lat]
-    print(f"{label}, {len(lat)} hostname binds, API call -> proxy serving it (gRPC Watch):")
+    print(f"{label}, {len(lat)} hostname binds, API call -> all {len(followers)} following proxies serving it (gRPC Watch):")
     print(f"    end to end  p50 {pct(tot,50):.2f} ms  p99 {pct(tot,99):.2f} ms  max {max(tot):.2f} ms")
     print(f"    API answer  p50 {pct(apis,50):.2f} ms  p99 {pct(apis,99):.2f} ms  (part of the above)")
     sys.stdout.flush()
@@ -186,6 +207,33 @@ sys.stdout.flush()
 
 # ---- (c) the same updates at the full scale just seeded: each one changes routing
 update_latency("(c) update latency at this scale", "full")
+heads = [serving(f) for f in followers]
+print(f"    every follower at the same event: {len(set(heads)) == 1} ({heads})")
+
+# ---- (d) the same again while clients bulk-load keys through the batch API
+bulk_stop = threading.Event(); bulk_done = []; bulk_errs = []
+def bulk(n):
+    c = conn(CP); k = 0
+    while not bulk_stop.is_set():
+        cmds = [{"op": "create_key", "app": f"s{(n * 7919 + k + j) % NA}"} for j in range(int(E["BULK_BATCH"]))]
+        k += len(cmds)
+        try: call(c, "POST", "/api/v1/batch", {"commands": cmds})
+        except Exception as e: bulk_errs.append(str(e)); return
+        bulk_done.append(len(cmds))
+bulkers = [threading.Thread(target=bulk, args=(n,)) for n in range(int(E["BULK_CLIENTS"]))]
+t_bulk = time.perf_counter(); [t.start() for t in bulkers]
+time.sleep(1)
+update_latency(f"(d) update latency at this scale while {len(bulkers)} clients bulk-load keys", "bulk")
+bulk_stop.set(); [t.join() for t in bulkers]
+dt = time.perf_counter() - t_bulk
+if bulk_errs: raise RuntimeError(bulk_errs[0])
+print(f"    bulk load meanwhile: {sum(bulk_done)} commands in {len(bulk_done)} batches, {sum(bulk_done)/dt:.0f} commands/s")
+head = call(api, "GET", "/api/v1/version")["event_id"]
+for f in followers:
+    while serving(f) < head: time.sleep(0.01)
+time.sleep(1)
+print(f"    proxy A after it: RSS {rss_kb(A_PID)/1024:.1f} MiB, head event {head}")
+sys.stdout.flush()
 
 def start_b():
     b = subprocess.Popen([f"{RUN}/tollgate", "proxy", "--config", f"{RUN}/b.toml", "--ready-file", f"{RUN}/b-ready.json"],
