@@ -39,10 +39,6 @@ impl Clusters {
         }
     }
 
-    pub fn remove(&mut self, name: &str) -> Option<ClusterSpec> {
-        self.find(name).ok().map(|i| self.0.remove(i).1)
-    }
-
     pub fn len(&self) -> usize {
         self.0.len()
     }
@@ -54,14 +50,6 @@ impl Clusters {
     /// `(name, cluster)` in name order.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &ClusterSpec)> {
         self.0.iter().map(|(n, c)| (n, c))
-    }
-
-    pub fn keys(&self) -> impl Iterator<Item = &String> {
-        self.0.iter().map(|(n, _)| n)
-    }
-
-    pub fn values(&self) -> impl Iterator<Item = &ClusterSpec> {
-        self.0.iter().map(|(_, c)| c)
     }
 
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut ClusterSpec> {
@@ -111,12 +99,11 @@ mod tests {
         assert_eq!(c.insert("c".into(), cluster("10.0.0.3:80")), None);
         let replaced = c.insert("b".into(), cluster("10.0.0.9:80"));
         assert_eq!(replaced, Some(cluster("10.0.0.2:80")));
-        assert_eq!(c.keys().collect::<Vec<_>>(), ["a", "b", "c"]);
+        let names: Vec<&String> = c.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["a", "b", "c"]);
         assert_eq!(c.get("b"), Some(&cluster("10.0.0.9:80")));
         assert!(c.contains_key("c") && !c.contains_key("d"));
-        assert_eq!(c.remove("a"), Some(cluster("10.0.0.1:80")));
-        assert_eq!(c.remove("a"), None);
-        assert_eq!(c.len(), 2);
+        assert_eq!(c.len(), 3);
     }
 
     #[test]

@@ -46,7 +46,6 @@ pub struct KeyStore {
     /// (a control API may accept a tenant's own), and crafted ones must not pile into
     /// one shard that every change then copies whole.
     router: RandomState,
-    len: usize,
 }
 
 impl Default for KeyStore {
@@ -55,14 +54,15 @@ impl Default for KeyStore {
         KeyStore {
             shards: (0..SHARDS).map(|_| Arc::clone(&empty)).collect(),
             router: RandomState::new(),
-            len: 0,
         }
     }
 }
 
 impl fmt::Debug for KeyStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyStore").field("keys", &self.len).finish()
+        f.debug_struct("KeyStore")
+            .field("keys", &self.len())
+            .finish()
     }
 }
 
@@ -92,7 +92,6 @@ impl KeyStore {
     ) -> Result<KeyStore, KeyError> {
         let changes: Vec<_> = changes.into_iter().collect();
         let mut shards: Vec<Arc<Shard>> = self.shards.to_vec();
-        let mut len = self.len;
         // Removals first, so that a batch which moves a hash from one key to another
         // does not see it taken.
         for old in changes.iter().filter_map(|(old, _)| *old) {
@@ -105,7 +104,6 @@ impl KeyStore {
                 .is_some_and(|r| r.spec.key_id == old.key_id)
             {
                 Arc::make_mut(shard).remove(&digest);
-                len -= 1;
             }
         }
         for spec in changes.iter().filter_map(|(_, new)| *new) {
@@ -115,12 +113,10 @@ impl KeyStore {
                 return Err(invalid(spec, "another key has the same hash"));
             }
             shard.insert(digest, record);
-            len += 1;
         }
         Ok(KeyStore {
             shards: shards.into(),
             router: self.router.clone(),
-            len,
         })
     }
 
@@ -130,11 +126,11 @@ impl KeyStore {
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        self.shards.iter().map(|s| s.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.shards.iter().all(|s| s.is_empty())
     }
 
     /// Verifies a presented key for a request to `app_id` at `now_unix`.
