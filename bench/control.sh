@@ -14,11 +14,11 @@
 #         - GET /v1/snapshot size in bytes
 #         - proxy A: RSS before/after, apply-duration histogram (sum/count) for the
 #           incremental applies during seeding
-#         - proxy B, started cold (empty state_dir): time until it serves the head event,
-#           its apply duration (one snapshot apply) and RSS
 #         - (c) the latency of (a) again, on top of the seeded scale
-#         - proxy B again, after the control service is killed: time until it serves the
-#           head event from its persisted snapshot
+#         - proxy B, started cold (empty state_dir): time until it serves the head event,
+#           its apply duration (one snapshot apply) and RSS; then stopped
+#         - (d), below, and then proxy B again, after the control service is killed:
+#           time until it serves the head event it persisted, from that snapshot
 #       (a) and (c) time each update until EVERY following proxy serves it (FOLLOWERS
 #       proxies: A and, from the second on, A2, A3, ...), and report the slowest.
 #   (d) the latency of (a) on the full scale while a bulk load runs: BULK_CLIENTS
@@ -150,6 +150,8 @@ def update_latency(label, zone):
     print(f"{label}, {len(lat)} hostname binds, API call -> all {len(followers)} following proxies serving it (gRPC Watch):")
     print(f"    end to end  p50 {pct(tot,50):.2f} ms  p99 {pct(tot,99):.2f} ms  max {max(tot):.2f} ms")
     print(f"    API answer  p50 {pct(apis,50):.2f} ms  p99 {pct(apis,99):.2f} ms  (part of the above)")
+    rest = [x[0] - x[1] for x in lat]
+    print(f"    answer -> all serving  p50 {pct(rest,50):.2f} ms  p99 {pct(rest,99):.2f} ms  (the rest)")
     sys.stdout.flush()
 call(api, "POST", "/api/v1/apps", {"id": "lat"})
 update_latency("(a) update latency on an empty config", "lat")
@@ -210,6 +212,51 @@ update_latency("(c) update latency at this scale", "full")
 heads = [serving(f) for f in followers]
 print(f"    every follower at the same event: {len(set(heads)) == 1} ({heads})")
 
+def start_b():
+    b = subprocess.Popen([f"{RUN}/tollgate", "proxy", "--config", f"{RUN}/b.toml", "--ready-file", f"{RUN}/b-ready.json"],
+                         stdout=open(f"{RUN}/proxy-b.log", "a"), stderr=subprocess.STDOUT, env=dict(E, RUST_LOG=E.get("RUST_LOG", "warn")))
+    open(f"{RUN}/b.pid", "w").write(str(b.pid))
+    return b
+def until_serving(head, t0):
+    """Seconds from t0 until proxy B serves `head` (polling its admin /control)."""
+    adm = None
+    while True:
+        if time.perf_counter() - t0 > 300: raise RuntimeError("proxy B did not serve the head event in 300 s")
+        try:
+            adm = adm or conn(int(E["B_ADMIN"]))
+            if serving(adm) >= head: return time.perf_counter() - t0
+        except (ConnectionError, OSError, http.client.HTTPException):
+            adm = None
+        time.sleep(0.01)
+def stop(p):
+    p.terminate()
+    try: p.wait(10)
+    except subprocess.TimeoutExpired: p.kill()
+
+# Cold start at the full scale: proxy B gets the whole snapshot in one message.
+head = call(api, "GET", "/api/v1/version")["event_id"]
+t0 = time.perf_counter()
+b = start_b()
+state = f"{RUN}/b-state/edge-snapshot.json"
+try:
+    cold = until_serving(head, t0)
+    time.sleep(1)
+    sb, nb = apply_metric(int(E["B_ADMIN"])); rss_b = rss_kb(b.pid)
+    print(f"    proxy B cold start -> serving head event: {cold*1000:.0f} ms; applies {nb:.0f}, "
+          f"{sb*1000:.0f} ms in total (apply = validate + compile); RSS {rss_b/1024:.1f} MiB")
+    sys.stdout.flush()
+    t1 = time.perf_counter()
+    while True:
+        try:
+            if json.load(open(state)).get("event_id", 0) >= head: break
+        except (OSError, ValueError):
+            pass
+        if time.perf_counter() - t1 > 120: raise RuntimeError("proxy B did not persist the head event in 120 s")
+        time.sleep(0.5)
+finally:
+    stop(b)
+b_head = head
+
 # ---- (d) the same again while clients bulk-load keys through the batch API
 bulk_stop = threading.Event(); bulk_done = []; bulk_errs = []
 def bulk(n):
@@ -235,53 +282,13 @@ time.sleep(1)
 print(f"    proxy A after it: RSS {rss_kb(A_PID)/1024:.1f} MiB, head event {head}")
 sys.stdout.flush()
 
-def start_b():
-    b = subprocess.Popen([f"{RUN}/tollgate", "proxy", "--config", f"{RUN}/b.toml", "--ready-file", f"{RUN}/b-ready.json"],
-                         stdout=open(f"{RUN}/proxy-b.log", "a"), stderr=subprocess.STDOUT, env=dict(E, RUST_LOG=E.get("RUST_LOG", "warn")))
-    open(f"{RUN}/b.pid", "w").write(str(b.pid))
-    return b
-def until_serving(head, t0):
-    """Seconds from t0 until proxy B serves `head` (polling its admin /control)."""
-    adm = None
-    while True:
-        if time.perf_counter() - t0 > 300: raise RuntimeError("proxy B did not serve the head event in 300 s")
-        try:
-            adm = adm or conn(int(E["B_ADMIN"]))
-            if serving(adm) >= head: return time.perf_counter() - t0
-        except (ConnectionError, OSError, http.client.HTTPException):
-            adm = None
-        time.sleep(0.01)
-def stop(p):
-    p.terminate()
-    try: p.wait(10)
-    except subprocess.TimeoutExpired: p.kill()
-
-# Cold start: proxy B gets the whole snapshot in one message.
+# Restart with the control service down: B serves from the snapshot it persisted.
+os.kill(int(E["CP_PID"]), 9)
+size = os.path.getsize(state)
 t0 = time.perf_counter()
 b = start_b()
 try:
-    cold = until_serving(head, t0)
-    time.sleep(1)
-    sb, nb = apply_metric(int(E["B_ADMIN"])); rss_b = rss_kb(b.pid)
-    print(f"    proxy B cold start -> serving head event: {cold*1000:.0f} ms; applies {nb:.0f}, "
-          f"{sb*1000:.0f} ms in total (apply = validate + compile); RSS {rss_b/1024:.1f} MiB")
-    sys.stdout.flush()
-    # Restart with the control service down: B serves from its persisted snapshot.
-    state = f"{RUN}/b-state/edge-snapshot.json"
-    t1 = time.perf_counter()
-    while True:
-        try:
-            if json.load(open(state)).get("event_id", 0) >= head: break
-        except (OSError, ValueError):
-            pass
-        if time.perf_counter() - t1 > 120: raise RuntimeError("proxy B did not persist the head event in 120 s")
-        time.sleep(0.5)
-    stop(b)
-    os.kill(int(E["CP_PID"]), 9)
-    size = os.path.getsize(state)
-    t0 = time.perf_counter()
-    b = start_b()
-    warm = until_serving(head, t0)
+    warm = until_serving(b_head, t0)
     print(f"    proxy B restarted with the control service down -> serving the head event from its "
           f"persisted snapshot ({size/1048576:.1f} MiB): {warm*1000:.0f} ms")
 finally:

@@ -341,6 +341,106 @@ async fn concurrent_batches(s: &Service) {
     }
 }
 
+/// Batches and single commands racing for the same names: each name has one
+/// creator, a batch lands whole or not at all, and no single command fails
+/// because a batch committed beside it.
+async fn batches_race_single_commands(s: &Service) {
+    let c = s.http();
+    let before = s.last_event_id().await;
+    // Batch b creates r{10b}..r{10b+19}: each overlaps the next one's range.
+    let batches = (0..4).map(|b| {
+        let c = c.clone();
+        async move {
+            let commands: Vec<Value> = (10 * b..10 * b + 20)
+                .map(|i| json!({ "op": "create_app", "id": format!("r{i}") }))
+                .collect();
+            (b, batch(&c, Value::Array(commands)).await)
+        }
+    });
+    // Singles create every fifth name, and suspend an app no batch touches.
+    let singles = (0..50).filter(|i| i % 5 == 0).map(|i| {
+        let c = c.clone();
+        async move {
+            let a = c
+                .post("/api/v1/apps", json!({ "id": format!("r{i}") }))
+                .await;
+            (i, a)
+        }
+    });
+    expect(
+        c.post("/api/v1/apps", json!({ "id": "bystander" })).await,
+        201,
+    );
+    let bystander = async {
+        for _ in 0..10 {
+            expect(
+                c.post("/api/v1/apps/bystander/suspend", json!({})).await,
+                200,
+            );
+            expect(
+                c.post("/api/v1/apps/bystander/resume", json!({})).await,
+                200,
+            );
+        }
+    };
+    let (batches, singles, ()) = tokio::join!(
+        futures_util::future::join_all(batches),
+        futures_util::future::join_all(singles),
+        bystander
+    );
+    let events = s.events_after(before).await;
+    let mut created: std::collections::BTreeMap<String, i64> = Default::default();
+    for e in events.iter().filter(|e| e.event_type == "app_created") {
+        assert!(
+            created.insert(e.aggregate_id.clone(), e.event_id).is_none(),
+            "{} created twice",
+            e.aggregate_id
+        );
+    }
+    // Every creation is owned by exactly one successful answer.
+    let mut owned = BTreeSet::new();
+    for (i, a) in singles {
+        let id = format!("r{i}");
+        match a.status {
+            201 => assert!(owned.insert(id), "r{i} claimed twice"),
+            // Someone else created it first; never a version conflict.
+            409 => assert!(
+                created.contains_key(&id) && !a.body.to_string().contains("version conflict"),
+                "{:#}",
+                a.body
+            ),
+            other => panic!("single create r{i}: {other} {:#}", a.body),
+        }
+    }
+    for (b, a) in batches {
+        let ids: Vec<String> = (10 * b..10 * b + 20).map(|i| format!("r{i}")).collect();
+        match a.status {
+            200 => {
+                let first = a.body["event_ids"][0].as_i64().unwrap();
+                let last = a.body["event_ids"][1].as_i64().unwrap();
+                assert_eq!(last - first + 1, 20, "batch {b}");
+                for id in ids {
+                    assert!((first..=last).contains(&created[&id]), "batch {b}: {id}");
+                    assert!(owned.insert(id), "batch {b}: a name claimed twice");
+                }
+            }
+            // The item it blames names an app someone else created.
+            422 => {
+                let index = a.body["error"]["index"].as_u64().unwrap() as usize;
+                assert_eq!(a.body["error"]["item"]["status"], 409, "{:#}", a.body);
+                assert!(created.contains_key(&ids[index]), "{:#}", a.body);
+            }
+            other => panic!("batch {b}: {other} {:#}", a.body),
+        }
+    }
+    owned.insert("bystander".to_string());
+    let created: BTreeSet<String> = created.into_keys().collect();
+    assert_eq!(
+        created, owned,
+        "a creation no answer owns, or an answer without one"
+    );
+}
+
 /// Proxies following the feed see a batch's events like any others.
 async fn feed_carries_batches(s: &Service) {
     let c = s.http();
@@ -401,5 +501,6 @@ both_stores!(
     atomic_failure,
     size_caps,
     concurrent_batches,
+    batches_race_single_commands,
     feed_carries_batches,
 );

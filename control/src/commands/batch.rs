@@ -1,33 +1,42 @@
 //! Batches: a list of commands applied atomically (`POST /api/v1/batch`).
 //!
-//! [`Commands::batch`] runs alone (no single command is staged or being committed
-//! meanwhile: both locks of the `group` module), brings the projection up to
-//! the end of the log and runs every item, in order, through the same command
-//! code as the single endpoints, on a private [`Commands`] whose `execute` is
-//! staged ([`execute_staged`]): it decides against the batch's own config (the
-//! projection plus the effects of the earlier items, so an item may use what an
-//! earlier one created), applies the events to it (404/409 as for a single
-//! command) and collects them instead of appending. Then:
+//! [`Commands::batch`] runs every item, in order, through the same command code
+//! as the single endpoints, on a private [`Commands`] whose `execute` is staged
+//! ([`execute_staged`]): it decides against the batch's own config (a base plus
+//! the effects of the earlier items, so an item may use what an earlier one
+//! created), applies the events to it (404/409 as for a single command) and
+//! collects them instead of appending. Then:
 //!
 //! 1. the result is checked once, as a single command's result is (routing
 //!    validation, and every certificate when an item touched certificates).
 //!    Only the batch's result has to be servable, not each step on the way. On
 //!    failure the item to blame is found by bisection: the first prefix of the
 //!    batch whose result fails ends with it;
-//! 2. all events are appended in one store transaction
-//!    ([`EventStore::append_batch`]): all or nothing, one contiguous range of
-//!    event ids, each aggregate's version checked as for single commands;
-//! 3. the projection is synced and the answer waits until it shows the batch.
+//! 2. the events join the open stage of the `group` module, to be appended with
+//!    the single commands staged there in one store transaction
+//!    ([`EventStore::append_batch`]): all or nothing, the batch's events one
+//!    contiguous range of event ids, each aggregate's version checked;
+//! 3. the answer waits until the projection shows the batch.
+//!
+//! The base of steps 1 and 2 is first the committed state, with no lock held,
+//! so that single commands go on staging and committing while a large batch is
+//! decided. Under the group lock the decision is kept when it is what deciding
+//! on the open stage would give: no aggregate it changes was staged or
+//! committed since, and its events still apply to the open stage and check
+//! there (`rebase`). Otherwise it is decided again with the open stage as the
+//! base, holding the lock, as a single command is.
 //!
 //! Any failing item fails the whole batch ([`BatchError::Item`] names it) and
 //! nothing is written.
 
 use super::check;
+use super::group::{Joining, Open};
 use super::{CommandError, Commands, CreateApp, CreateKey, Ctx, Plan, Target, UploadCert, Written};
+use crate::projection::View;
 use crate::store::{AnyStore, BatchEvent, EventStore};
 use serde::Deserialize;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use tokio::sync::Mutex;
 use tollgate_routing::{
     AuthPolicy, ClusterSpec, EdgeConfig, EdgeEvent, EndpointSpec, OidcIssuerSpec, PortPolicy,
@@ -246,7 +255,7 @@ pub(crate) struct Stage {
     /// The same events decoded, for re-checking prefixes of the batch.
     edge: Vec<EdgeEvent>,
     check_certs: bool,
-    /// The projection cursor the batch started from.
+    /// The projection cursor the batch's decisions start from.
     event_id: i64,
 }
 
@@ -488,9 +497,118 @@ impl Commands {
                 "a batch takes at most {MAX_BATCH_ITEMS} commands"
             ))));
         }
-        let _alone = self.parts().exclusive().await;
+        // 1. Decide and check on the committed state, off the group lock.
+        let turn = self.groups.batch_turn.lock().await;
         self.projection.sync().await.map_err(batch_store)?;
         let view = self.projection.view();
+        let base = Base::of(&view);
+        let grace = default_grace_seconds;
+        let decided = self.decide(actor, entries.clone(), base, grace).await?;
+        drop(turn);
+        if decided.stage.events.is_empty() {
+            return Ok(BatchWritten {
+                items: decided.items,
+                event_ids: None,
+                event_id: view.event_id,
+                applied: true,
+            });
+        }
+        // 2. Join the open stage: as decided when that still holds on it, else
+        //    decided again on it, under the group lock.
+        let parts = self.parts();
+        let open = parts.open(actor).await.map_err(BatchError::Batch)?;
+        let decided = match self.rebase(&open, &decided, view.event_id).await {
+            Some(config) => Decided {
+                stage: Stage {
+                    config,
+                    ..decided.stage
+                },
+                ..decided
+            },
+            None => {
+                let base = Base {
+                    config: open.config().map_err(batch_store)?.clone(),
+                    versions: open.versions().map_err(batch_store)?.clone(),
+                    event_id: open.event_id().map_err(batch_store)?,
+                };
+                match self.decide(actor, entries, base, grace).await {
+                    Ok(decided) => decided,
+                    // A refusal decided on staged events stands if they commit.
+                    Err(refused) => {
+                        parts.settle(open).await.map_err(|e| {
+                            BatchError::Batch(CommandError::from_store("the batch's base", e))
+                        })?;
+                        return Err(refused);
+                    }
+                }
+            }
+        };
+        let Decided {
+            mut items,
+            ends,
+            stage,
+        } = decided;
+        let joining = Joining {
+            events: stage.events,
+            edge: stage.edge,
+            versions: stage.versions,
+            config: stage.config,
+        };
+        let edge = joining.edge.clone();
+        // 3. One append with the commands staged beside it.
+        let stored = parts.commit_joined(open, joining).await.map_err(|e| {
+            BatchError::Batch(CommandError::from_store("an aggregate of the batch", e))
+        })?;
+        let (Some(first), Some(last)) = (stored.first(), stored.last()) else {
+            // Decided again on staged events, it changed nothing after all.
+            return Ok(BatchWritten {
+                items,
+                event_ids: None,
+                event_id: self.projection.view().event_id.max(view.event_id),
+                applied: true,
+            });
+        };
+        let (first, last) = (first.event_id, last.event_id);
+        if let Some(m) = &self.metrics {
+            m.appends.appended(&edge);
+        }
+        let mut start = 0;
+        for (item, end) in items.iter_mut().zip(&ends) {
+            if *end > start
+                && let (Some(first), Some(last)) = (stored.get(start), stored.get(end - 1))
+            {
+                item.event_ids = Some((first.event_id, last.event_id));
+            }
+            start = *end;
+        }
+        tracing::info!(
+            actor,
+            commands = items.len(),
+            events = stored.len(),
+            first_event_id = first,
+            last_event_id = last,
+            "batch applied"
+        );
+        let applied = self
+            .projection
+            .wait_applied(last, super::READ_YOUR_WRITES_TIMEOUT)
+            .await;
+        Ok(BatchWritten {
+            items,
+            event_ids: Some((first, last)),
+            event_id: last,
+            applied,
+        })
+    }
+
+    /// Runs every item on `base`, collecting the events, and checks the result.
+    pub(crate) async fn decide(
+        &self,
+        actor: &str,
+        entries: Vec<BatchEntry>,
+        base: Base,
+        default_grace_seconds: u64,
+    ) -> Result<Decided, BatchError> {
         let staged = Commands {
             store: self.store.clone(),
             projection: self.projection.clone(),
@@ -498,12 +616,12 @@ impl Commands {
             ownership: self.ownership.clone(),
             metrics: None,
             stage: Some(Mutex::new(Stage {
-                config: view.config.clone(),
-                versions: HashMap::new(),
+                config: base.config.clone(),
+                versions: base.versions,
                 events: Vec::new(),
                 edge: Vec::new(),
                 check_certs: false,
-                event_id: view.event_id,
+                event_id: base.event_id,
             })),
         };
         let mut items = Vec::with_capacity(entries.len());
@@ -535,69 +653,94 @@ impl Commands {
                 "the batch lost its stage".into(),
             )));
         };
-        if stage.events.is_empty() {
-            return Ok(BatchWritten {
-                items,
-                event_ids: None,
-                event_id: view.event_id,
-                applied: true,
-            });
-        }
-        let scope = Scope::of(&stage.edge);
-        if let Err(error) = check::check_result(
-            &view.config,
-            &stage.config,
-            stage.check_certs,
-            scope.as_ref(),
-        ) {
-            let (index, error) =
-                culprit(&view.config, &stage.edge, &ends, stage.check_certs, error);
-            let op = items.get(index).map_or("?", |i| i.op);
-            return Err(BatchError::Item { index, op, error });
-        }
-        let stored = self
-            .store
-            .append_batch(actor, stage.events)
-            .await
-            .map_err(|e| {
-                BatchError::Batch(CommandError::from_store("an aggregate of the batch", e))
-            })?;
-        if let Some(m) = &self.metrics {
-            m.appends.appended(&stage.edge);
-        }
-        let mut start = 0;
-        for (item, end) in items.iter_mut().zip(&ends) {
-            if *end > start
-                && let (Some(first), Some(last)) = (stored.get(start), stored.get(end - 1))
+        if !stage.events.is_empty() {
+            let scope = Scope::of(&stage.edge);
+            let certs = stage.check_certs;
+            if let Err(error) =
+                check::check_result(&base.config, &stage.config, certs, scope.as_ref())
             {
-                item.event_ids = Some((first.event_id, last.event_id));
+                let (index, error) = culprit(&base.config, &stage.edge, &ends, certs, error);
+                let op = items.get(index).map_or("?", |i| i.op);
+                return Err(BatchError::Item { index, op, error });
             }
-            start = *end;
         }
-        let first = stored.first().map_or(view.event_id, |e| e.event_id);
-        let last = stored.last().map_or(view.event_id, |e| e.event_id);
-        tracing::info!(
-            actor,
-            commands = items.len(),
-            events = stored.len(),
-            first_event_id = first,
-            last_event_id = last,
-            "batch applied"
-        );
-        if let Err(e) = self.projection.sync().await {
-            tracing::warn!(error = %e, "projection sync after a batch failed");
-        }
-        let applied = self
-            .projection
-            .wait_applied(last, super::READ_YOUR_WRITES_TIMEOUT)
-            .await;
-        Ok(BatchWritten {
-            items,
-            event_ids: Some((first, last)),
-            event_id: last,
-            applied,
-        })
+        Ok(Decided { items, ends, stage })
     }
+
+    /// The open stage's config with `decided` (decided on the committed state at
+    /// `from`) applied, when that is what deciding it on the open stage would give:
+    /// no aggregate it changes has changed since (staged or committed), and the
+    /// result still applies and checks. `None`: decide it again.
+    pub(crate) async fn rebase(
+        &self,
+        open: &Open,
+        decided: &Decided,
+        from: i64,
+    ) -> Option<EdgeConfig> {
+        if open.is_committed_state_at(from) {
+            return Some(decided.stage.config.clone());
+        }
+        let mine: HashSet<(&str, &str)> = decided
+            .stage
+            .versions
+            .keys()
+            .map(|(kind, id)| (*kind, id.as_str()))
+            .collect();
+        let staged = open.versions().ok()?;
+        if staged
+            .keys()
+            .any(|(k, id)| mine.contains(&(*k, id.as_str())))
+        {
+            return None;
+        }
+        let since = self.store.read_after(from, REBASE_MAX_EVENTS).await.ok()?;
+        if since.len() as i64 >= REBASE_MAX_EVENTS
+            || since
+                .iter()
+                .any(|e| mine.contains(&(e.aggregate_type.as_str(), e.aggregate_id.as_str())))
+        {
+            return None;
+        }
+        let current = open.config().ok()?;
+        let mut next = current.clone();
+        for e in &decided.stage.edge {
+            next.apply(e).ok()?;
+        }
+        let scope = Scope::of(&decided.stage.edge);
+        check::check_result(current, &next, decided.stage.check_certs, scope.as_ref()).ok()?;
+        Some(next)
+    }
+}
+
+/// Most events committed since a batch's decision that joining the open stage
+/// looks through for conflicts; past it the batch is decided again.
+const REBASE_MAX_EVENTS: i64 = 4096;
+
+/// What a batch is decided on.
+pub(crate) struct Base {
+    config: EdgeConfig,
+    versions: super::StagedVersions,
+    /// The projection cursor under `config`.
+    event_id: i64,
+}
+
+impl Base {
+    /// The committed state `view` shows.
+    pub(crate) fn of(view: &View) -> Base {
+        Base {
+            config: view.config.clone(),
+            versions: HashMap::new(),
+            event_id: view.event_id,
+        }
+    }
+}
+
+/// A batch decided and checked, not yet appended.
+pub(crate) struct Decided {
+    items: Vec<BatchItem>,
+    /// `ends[i]`: how many events items up to `i` staged.
+    ends: Vec<usize>,
+    stage: Stage,
 }
 
 fn batch_store(e: crate::store::StoreError) -> BatchError {

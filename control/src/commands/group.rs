@@ -20,6 +20,8 @@
 //!   idle service decides each command on the end of the log, as before.
 //! - Commits run in tasks of their own: a caller that goes away cannot strand the
 //!   commands staged with its own.
+//! - A batch joins the open stage with all its events at once ([`Parts::open`],
+//!   [`Parts::commit_joined`]), so they stay one range of ids in the append.
 //!
 //! A version conflict (another process appended to a staged aggregate) fails the
 //! whole stage with 409: each member may retry.
@@ -44,6 +46,9 @@ type Outcome = Result<Arc<Vec<StoredEvent>>, StoreError>;
 pub(crate) struct Groups {
     open: Arc<Mutex<Option<Stage>>>,
     commit: Arc<Mutex<()>>,
+    /// Batches decide one at a time (off the group lock): a bulk load keeps one
+    /// worker busy at most, and single commands, the feed and the API the others.
+    pub(crate) batch_turn: Mutex<()>,
 }
 
 /// Commands decided and not yet appended.
@@ -136,18 +141,7 @@ impl Parts {
         decide: impl FnOnce(&EdgeConfig) -> Result<Plan<T>, CommandError>,
     ) -> Result<Written<T>, CommandError> {
         let label = target.label();
-        let mut open = self.groups.open.clone().lock_owned().await;
-        // Another actor's events first: a stage appends under one actor.
-        while let Some(mut done) = open
-            .as_ref()
-            .filter(|s| s.actor != ctx.actor)
-            .and_then(Stage::waiter)
-        {
-            drop(open);
-            self.spawn_commit();
-            let _ = outcome(&mut done).await;
-            open = self.groups.open.clone().lock_owned().await;
-        }
+        let mut open = self.lock_for(&ctx.actor).await;
         let stage = self.stage_for(&mut open, &ctx.actor).await?;
         let decided = decide_on(stage, &self.store, ctx, &target, decide).await;
         let event_id = stage.event_id;
@@ -213,6 +207,67 @@ impl Parts {
         })
     }
 
+    /// The group lock, once no other actor's events are staged (a stage appends
+    /// under one actor).
+    async fn lock_for(&self, actor: &str) -> OwnedMutexGuard<Option<Stage>> {
+        let mut open = self.groups.open.clone().lock_owned().await;
+        while let Some(mut done) = open
+            .as_ref()
+            .filter(|s| s.actor != actor)
+            .and_then(Stage::waiter)
+        {
+            drop(open);
+            self.spawn_commit();
+            let _ = outcome(&mut done).await;
+            open = self.groups.open.clone().lock_owned().await;
+        }
+        open
+    }
+
+    /// The open stage of `actor`, under the group lock, for a batch to join.
+    pub(crate) async fn open(&self, actor: &str) -> Result<Open, CommandError> {
+        let mut guard = self.lock_for(actor).await;
+        self.stage_for(&mut guard, actor).await?;
+        Ok(Open { guard })
+    }
+
+    /// Stages `joining` on `open` and waits until it is committed: the stored
+    /// events, in order, or the store's error (the whole group's).
+    pub(crate) async fn commit_joined(
+        &self,
+        mut open: Open,
+        joining: Joining,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        if joining.events.is_empty() {
+            self.settle(open).await?;
+            return Ok(Vec::new());
+        }
+        let stage = open.stage_mut()?;
+        let start = stage.events.len();
+        stage.events.extend(joining.events);
+        stage.versions.extend(joining.versions);
+        stage.edge.extend(joining.edge);
+        stage.config = joining.config;
+        let range = start..stage.events.len();
+        let mut done = stage.done.subscribe();
+        drop(open);
+        self.spawn_commit();
+        let stored = outcome(&mut done).await?;
+        stored.get(range).map(<[_]>::to_vec).ok_or_else(lost)
+    }
+
+    /// Releases `open` and waits until what it shows is committed: an answer
+    /// decided on it (a refusal, a no-op) stands only if that commit does.
+    pub(crate) async fn settle(&self, open: Open) -> Result<(), StoreError> {
+        let waiter = open.stage()?.waiter();
+        drop(open);
+        if let Some(mut done) = waiter {
+            self.spawn_commit();
+            outcome(&mut done).await?;
+        }
+        Ok(())
+    }
+
     /// The open stage, rebuilt from the synced projection when nothing is pending.
     async fn stage_for<'a>(
         &self,
@@ -234,13 +289,15 @@ impl Parts {
     fn spawn_commit(&self) {
         let parts = self.clone();
         tokio::spawn(async move {
-            let _one_at_a_time = parts.groups.commit.clone().lock_owned().await;
-            parts.commit_open().await;
+            let one_at_a_time = parts.groups.commit.clone().lock_owned().await;
+            parts.commit_open(one_at_a_time).await;
         });
     }
 
-    /// Appends the open stage, if it holds events; the caller holds the commit lock.
-    async fn commit_open(&self) {
+    /// Appends the open stage, if it holds events, under the commit lock; then,
+    /// with the lock released so that the next stage can append, syncs the
+    /// projection and tells the members.
+    async fn commit_open(&self, one_at_a_time: OwnedMutexGuard<()>) {
         let stage = {
             let mut open = self.groups.open.lock().await;
             match open.take() {
@@ -254,7 +311,8 @@ impl Parts {
                 }
             }
         };
-        // The stage before this one committed (or failed) under the same lock.
+        // The stage before this one failed under the same lock, or appended (its
+        // outcome may still be unsent while the projection syncs).
         let before = stage.after.as_ref().and_then(|a| a.borrow().clone());
         let result = match before {
             Some(Err(e)) => Err(e),
@@ -262,6 +320,8 @@ impl Parts {
         };
         match result {
             Ok(stored) => {
+                // The next stage may append now: this one is in the log.
+                drop(one_at_a_time);
                 if let Err(e) = self.projection.sync().await {
                     tracing::warn!(error = %e, "projection sync after a group commit failed");
                 }
@@ -283,31 +343,53 @@ impl Parts {
             }
         }
     }
+}
 
-    /// Waits until no stage is pending and holds both locks, so that a batch runs
-    /// alone; the next command rebuilds its stage from the projection.
-    pub(crate) async fn exclusive(&self) -> Exclusive {
-        loop {
-            let commit = self.groups.commit.clone().lock_owned().await;
-            let open = self.groups.open.clone().lock_owned().await;
-            let Some(mut done) = open.as_ref().and_then(Stage::waiter) else {
-                return Exclusive {
-                    _commit: commit,
-                    _open: open,
-                };
-            };
-            drop(open);
-            drop(commit);
-            self.spawn_commit();
-            let _ = outcome(&mut done).await;
-        }
+/// The open stage, held under the group lock: nothing else stages meanwhile.
+pub(crate) struct Open {
+    guard: OwnedMutexGuard<Option<Stage>>,
+}
+
+impl Open {
+    fn stage(&self) -> Result<&Stage, StoreError> {
+        self.guard.as_ref().ok_or_else(lost)
+    }
+
+    fn stage_mut(&mut self) -> Result<&mut Stage, StoreError> {
+        self.guard.as_mut().ok_or_else(lost)
+    }
+
+    /// The state commands decide on: the projection's plus what is staged.
+    pub(crate) fn config(&self) -> Result<&EdgeConfig, StoreError> {
+        Ok(&self.stage()?.config)
+    }
+
+    /// The versions of the aggregates staged on top of the projection.
+    pub(crate) fn versions(&self) -> Result<&StagedVersions, StoreError> {
+        Ok(&self.stage()?.versions)
+    }
+
+    /// The projection cursor the stage's config starts from.
+    pub(crate) fn event_id(&self) -> Result<i64, StoreError> {
+        Ok(self.stage()?.event_id)
+    }
+
+    /// Whether the stage is exactly the projection at `event_id`: nothing
+    /// staged and no commit of it under way.
+    pub(crate) fn is_committed_state_at(&self, event_id: i64) -> bool {
+        self.stage()
+            .is_ok_and(|s| !s.pending() && s.event_id == event_id)
     }
 }
 
-/// No command stages or commits while this is held.
-pub(crate) struct Exclusive {
-    _commit: OwnedMutexGuard<()>,
-    _open: OwnedMutexGuard<Option<Stage>>,
+/// Events decided elsewhere (a batch) that join the open stage.
+pub(crate) struct Joining {
+    pub events: Vec<BatchEvent>,
+    pub edge: Vec<EdgeEvent>,
+    /// The versions of the aggregates they change, after them.
+    pub versions: StagedVersions,
+    /// The open stage's config with them applied.
+    pub config: EdgeConfig,
 }
 
 /// Decides one command on `stage` and stages its events.

@@ -36,6 +36,8 @@
 mod api_key;
 mod app;
 mod batch;
+#[cfg(test)]
+mod batch_rebase_tests;
 mod certificate;
 mod check;
 mod claim;
