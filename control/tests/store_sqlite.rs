@@ -39,6 +39,7 @@ suite_tests!(
     suite_checkpoints,
     suite_subscribe,
     suite_append_batch,
+    suite_large_batch,
     suite_concurrent_batches,
 );
 

@@ -11,7 +11,7 @@ use sqlx::sqlite::{
 use tokio::sync::watch;
 
 use super::model::{
-    BatchVersions, now_millis, validate_append, validate_batch, validate_checkpoint, validate_limit,
+    now_millis, validate_append, validate_batch, validate_checkpoint, validate_limit,
 };
 use super::settle::{Expected, Failure, settle};
 use super::{BatchEvent, EventStore, NewEvent, StoreError, StoredEvent};
@@ -29,6 +29,9 @@ macro_rules! columns {
         "event_id, occurred_at, aggregate_type, aggregate_id, aggregate_seq, event_type, actor_id, payload"
     };
 }
+
+#[path = "sqlite_batch.rs"]
+mod batch;
 
 const VERSION_SQL: &str = "SELECT COALESCE(MAX(aggregate_seq), 0) FROM events \
      WHERE aggregate_type = ?1 AND aggregate_id = ?2";
@@ -103,7 +106,7 @@ impl SqliteStore {
     }
 }
 
-fn event_from_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
+pub(super) fn event_from_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
     let payload: String = row.try_get("payload")?;
     let payload = serde_json::from_str(&payload)
         .map_err(|e| StoreError::Database(format!("stored payload is not JSON: {e}")))?;
@@ -194,37 +197,7 @@ impl EventStore for SqliteStore {
             .map_err(|e| StoreError::Invalid(format!("payload does not serialise: {e}")))?;
 
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let outcome: Result<Vec<StoredEvent>, Failure> = async {
-            let occurred_at = now_millis();
-            let mut versions = BatchVersions::default();
-            let mut stored = Vec::with_capacity(events.len());
-            for (e, payload) in events.iter().zip(&payloads) {
-                let current = match versions.get(e) {
-                    Some(v) => v,
-                    None => {
-                        sqlx::query_scalar(VERSION_SQL)
-                            .bind(&e.aggregate_type)
-                            .bind(&e.aggregate_id)
-                            .fetch_one(&mut *tx)
-                            .await?
-                    }
-                };
-                let seq = versions.advance(e, current).map_err(Failure::Store)?;
-                let row = sqlx::query(INSERT_SQL)
-                    .bind(occurred_at)
-                    .bind(&e.aggregate_type)
-                    .bind(&e.aggregate_id)
-                    .bind(seq)
-                    .bind(&e.event.event_type)
-                    .bind(actor_id)
-                    .bind(payload)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                stored.push(event_from_row(&row).map_err(Failure::Store)?);
-            }
-            Ok(stored)
-        }
-        .await;
+        let outcome = batch::insert_all(&mut tx, actor_id, now_millis(), &events, &payloads).await;
 
         settle(
             self,

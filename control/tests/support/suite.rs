@@ -743,6 +743,67 @@ pub async fn suite_append_batch<S: EventStore>(s: &S) {
     );
 }
 
+/// A batch larger than any one statement a backend builds (hundreds of
+/// aggregates, some with history, some touched twice): every event in order,
+/// each version checked; a stale version at the very end appends nothing.
+pub async fn suite_large_batch<S: EventStore>(s: &S) {
+    let tag = unique("large");
+    let old: Vec<String> = (0..50).map(|i| format!("{tag}-old-{i}")).collect();
+    for id in &old {
+        s.append("app", id, 0, "alice", vec![ev("Created", json!({}))])
+            .await
+            .unwrap();
+    }
+    // 50 known apps (version 1) twice each, then 450 new ones: 550 events.
+    let mut events: Vec<BatchEvent> = Vec::new();
+    for round in 1..=2 {
+        events.extend(old.iter().map(|id| batch_ev("app", id, round, "Changed")));
+    }
+    events.extend((0..450).map(|i| batch_ev("key", &format!("{tag}-new-{i}"), 0, "Created")));
+    let expected: Vec<(String, i64)> = events
+        .iter()
+        .map(|e| (e.aggregate_id.clone(), e.expected_version + 1))
+        .collect();
+
+    let mut stale = events.clone();
+    stale.push(batch_ev("app", &old[0], 1, "Changed"));
+    let before = s.last_event_id().await.unwrap();
+    let r = s.append_batch("bob", stale).await;
+    assert!(
+        matches!(
+            r,
+            Err(StoreError::Conflict {
+                expected: 1,
+                actual: 3
+            })
+        ),
+        "{r:?}"
+    );
+    assert_eq!(
+        s.last_event_id().await.unwrap(),
+        before,
+        "a refused batch appended"
+    );
+
+    let stored = s.append_batch("bob", events).await.unwrap();
+    let got: Vec<(String, i64)> = stored
+        .iter()
+        .map(|e| (e.aggregate_id.clone(), e.aggregate_seq))
+        .collect();
+    assert_eq!(got, expected, "stored out of order or with wrong versions");
+    let first = stored[0].event_id;
+    assert!(
+        stored.iter().zip(first..).all(|(e, id)| e.event_id == id),
+        "not one contiguous range"
+    );
+    assert_eq!(s.read_after(first - 1, 550).await.unwrap(), stored);
+    assert_eq!(s.version("app", &old[49]).await.unwrap(), 3);
+    assert_eq!(
+        s.version("key", &format!("{tag}-new-449")).await.unwrap(),
+        1
+    );
+}
+
 /// Concurrent batches and single appends: every batch's events form one
 /// contiguous range of ids holding nothing else.
 pub async fn suite_concurrent_batches<S: EventStore>(s: &S) {
