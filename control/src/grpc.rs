@@ -8,9 +8,11 @@
 //!   (`last_edge`): a proxy that fell far behind catches up in one message, not by
 //!   replaying unbounded history. Otherwise the watch resumes: only deltas after the
 //!   marker (after `after_event_id` for proxies that send none).
-//! - **Compression.** Messages are gzip-compressed for clients that accept it
-//!   (`grpc-accept-encoding`); a snapshot of 10,000 tenants is mostly repeated
-//!   JSON keys and compresses well.
+//! - **Compression.** A snapshot's config is gzip-compressed (fast level) for
+//!   proxies that ask (`gzip_snapshot`): at 10,000 tenants it is tens of MiB of
+//!   mostly repeated JSON keys. Deltas are not compressed: each is one small event,
+//!   and gRPC compression (a fresh compressor per message, per proxy) cost the
+//!   service more CPU during a bulk load than deciding the commands.
 //! - **Deltas** are read from the store by id range ([`crate::feed::read_range`])
 //!   up to the projection's cursor, in event-id order, each id at most once and
 //!   none skipped: the store guarantees no event appears below a cursor later.
@@ -27,6 +29,9 @@ use crate::metrics::{ControlMetrics, SnapshotReason, Watcher};
 use crate::projection::Projection;
 use crate::store::{AnyStore, EventStore};
 use crate::token::{Token, bearer};
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use std::io::BufWriter;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -158,6 +163,7 @@ impl EdgeFeed for Feed {
             node: req.node_id,
             watcher: Watcher::open(self.metrics.as_deref(), snapshot.map(|(m, _)| m)),
             reason: snapshot.map_or("", |(_, r)| r),
+            gzip_snapshot: req.gzip_snapshot,
         };
         let stop = self.stop.clone();
         tokio::spawn(task.run(resume, stop));
@@ -174,6 +180,8 @@ struct Session {
     watcher: Watcher,
     /// Why the session starts with a snapshot (the `Snapshot`'s `reason`).
     reason: &'static str,
+    /// The proxy takes the snapshot's config gzip-compressed.
+    gzip_snapshot: bool,
 }
 
 impl Session {
@@ -201,11 +209,18 @@ impl Session {
             Some(after) => after,
             None => {
                 let view = self.projection.view();
-                let json = serde_json::to_vec(&view.config).map_err(|e| e.to_string())?;
+                let gzip = self.gzip_snapshot;
+                let encode = view.clone();
+                // Tens of MiB at tenant scale: encoded off the async workers.
+                let (config_json, encoding) =
+                    tokio::task::spawn_blocking(move || snapshot_bytes(&encode.config, gzip))
+                        .await
+                        .map_err(|e| e.to_string())??;
                 let last_edge = view.last_edge.clone().unwrap_or_default();
                 self.send(Kind::Snapshot(Snapshot {
                     event_id: view.event_id,
-                    config_json: json,
+                    config_json,
+                    config_encoding: encoding.into(),
                     last_edge: Some(EdgeMarker {
                         event_id: last_edge.event_id,
                         fingerprint: last_edge.fingerprint,
@@ -253,4 +268,20 @@ impl Session {
             }
         }
     }
+}
+
+/// The snapshot's `config_json` and its `config_encoding`.
+fn snapshot_bytes(
+    config: &tollgate_routing::EdgeConfig,
+    gzip: bool,
+) -> Result<(Vec<u8>, &'static str), String> {
+    if !gzip {
+        return Ok((serde_json::to_vec(config).map_err(|e| e.to_string())?, ""));
+    }
+    // serde_json writes a token at a time: buffer them into large writes.
+    let mut out =
+        BufWriter::with_capacity(256 << 10, GzEncoder::new(Vec::new(), Compression::fast()));
+    serde_json::to_writer(&mut out, config).map_err(|e| e.to_string())?;
+    let gz = out.into_inner().map_err(|e| e.to_string())?;
+    Ok((gz.finish().map_err(|e| e.to_string())?, "gzip"))
 }

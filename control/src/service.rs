@@ -292,7 +292,6 @@ pub async fn start(opts: ControlOptions) -> Result<Running, ControlError> {
     .with_metrics(metrics.clone());
     let service = EdgeFeedServer::new(feed)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
-        .send_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Gzip);
     let mut grpc_stop = stop_rx.clone();
     spawn(Box::pin(async move {

@@ -204,38 +204,55 @@ async fn a_proxy_far_behind_gets_one_compressed_snapshot_instead_of_the_history(
             .max_decoding_message_size(64 << 20)
             .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
     };
-    let request = |after: i64| {
+    let request = |after: i64, gzip_snapshot: bool| {
         let mut req = tonic::Request::new(WatchRequest {
             after_event_id: after,
             node_id: "test-proxy".into(),
             last_edge: None,
+            gzip_snapshot,
         });
         req.metadata_mut()
             .insert("authorization", format!("Bearer {PROXY}").parse().unwrap());
         req
     };
 
-    // Further behind than 3 events: the projection at its cursor, gzip on the wire.
-    let resp = client().await.watch(request(all[0].0)).await.unwrap();
-    assert_eq!(
-        resp.metadata()
-            .get("grpc-encoding")
-            .and_then(|v| v.to_str().ok()),
-        Some("gzip")
-    );
-    let mut stream = resp.into_inner();
-    let Kind::Snapshot(s) = next(&mut stream).await else {
-        panic!("a proxy far behind gets a snapshot")
-    };
-    assert_eq!(s.event_id, last);
-    let config: EdgeConfig = serde_json::from_slice(&s.config_json).unwrap();
-    assert_eq!(config.routes.len(), 6);
+    // Further behind than 3 events: the projection at its cursor, its config
+    // gzip-compressed when asked for, plain JSON otherwise.
+    let mut configs = Vec::new();
+    for gzip in [true, false] {
+        let resp = client().await.watch(request(all[0].0, gzip)).await.unwrap();
+        // No per-message compression: deltas are small and many.
+        assert_eq!(resp.metadata().get("grpc-encoding"), None);
+        let mut stream = resp.into_inner();
+        let Kind::Snapshot(s) = next(&mut stream).await else {
+            panic!("a proxy far behind gets a snapshot")
+        };
+        assert_eq!(s.event_id, last);
+        let json = if gzip {
+            assert_eq!(s.config_encoding, "gzip");
+            let mut json = Vec::new();
+            std::io::Read::read_to_end(
+                &mut flate2::read::GzDecoder::new(&s.config_json[..]),
+                &mut json,
+            )
+            .unwrap();
+            assert!(s.config_json.len() < json.len(), "not smaller");
+            json
+        } else {
+            assert_eq!(s.config_encoding, "");
+            s.config_json
+        };
+        let config: EdgeConfig = serde_json::from_slice(&json).unwrap();
+        assert_eq!(config.routes.len(), 6);
+        configs.push(json);
+    }
+    assert_eq!(configs[0], configs[1]);
 
     // Within the bound, a resume still gets only the deltas.
     let (near, _) = all[all.len() - 3];
     let mut stream = client()
         .await
-        .watch(request(near))
+        .watch(request(near, true))
         .await
         .unwrap()
         .into_inner();
@@ -351,6 +368,7 @@ async fn watch_marked(
             event_id: marker.0,
             fingerprint: marker.1.clone(),
         }),
+        gzip_snapshot: false,
     });
     req.metadata_mut()
         .insert("authorization", format!("Bearer {PROXY}").parse().unwrap());

@@ -142,6 +142,7 @@ impl Session {
                     fingerprint: fp.into(),
                 }),
                 reason: reason.into(),
+                config_encoding: String::new(),
             })),
         };
         self.tx.send(Ok(msg)).await.expect("stream open");

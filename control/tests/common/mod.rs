@@ -240,6 +240,7 @@ pub async fn watch(
         after_event_id: after,
         node_id: "test-proxy".into(),
         last_edge: None,
+        gzip_snapshot: false,
     });
     if let Some(t) = token {
         req.metadata_mut()

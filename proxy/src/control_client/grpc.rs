@@ -2,10 +2,13 @@
 
 use super::follower::{Follower, Outcome, Update};
 use super::settings::ControlSettings;
+use flate2::read::GzDecoder;
 use futures_util::FutureExt;
 use http::Uri;
 use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::connect::HttpConnector;
+use std::borrow::Cow;
+use std::io::Read;
 use std::time::Duration;
 use tollgate_proto::control::v1::edge_feed_client::EdgeFeedClient;
 use tollgate_proto::control::v1::watch_response::Kind;
@@ -67,6 +70,7 @@ pub(super) async fn open(
             event_id: m.event_id,
             fingerprint: m.fingerprint.clone(),
         }),
+        gzip_snapshot: true,
     });
     if let Some(bearer) = settings.bearer() {
         let value = bearer
@@ -142,7 +146,10 @@ async fn push(batch: &mut Vec<Update>, message: WatchResponse) {
             let event_id = s.event_id;
             // Tens of MiB of JSON at tenant scale: decoded off the async workers.
             let decoded = tokio::task::spawn_blocking(move || {
-                Update::snapshot(event_id, &s.config_json, last_edge, &s.reason)
+                match plain_config(&s.config_json, &s.config_encoding) {
+                    Ok(json) => Update::snapshot(event_id, &json, last_edge, &s.reason),
+                    Err(error) => Update::BadSnapshot { event_id, error },
+                }
             })
             .await;
             batch.push(decoded.unwrap_or_else(|e| Update::BadSnapshot {
@@ -157,6 +164,29 @@ async fn push(batch: &mut Vec<Update>, message: WatchResponse) {
             d.fingerprint,
         )),
         None => tracing::debug!("control feed message without a kind; ignored"),
+    }
+}
+
+/// A snapshot's config as plain JSON: `config_json` itself, or inflated when the
+/// service compressed it, up to [`MAX_MESSAGE_BYTES`].
+fn plain_config<'a>(bytes: &'a [u8], encoding: &str) -> Result<Cow<'a, [u8]>, String> {
+    match encoding {
+        "" => Ok(Cow::Borrowed(bytes)),
+        "gzip" => {
+            let mut json = Vec::with_capacity(bytes.len().saturating_mul(8).min(MAX_MESSAGE_BYTES));
+            GzDecoder::new(bytes)
+                .take(MAX_MESSAGE_BYTES as u64 + 1)
+                .read_to_end(&mut json)
+                .map_err(|e| format!("inflating the snapshot: {e}"))?;
+            if json.len() > MAX_MESSAGE_BYTES {
+                return Err(format!(
+                    "the snapshot inflates past {} MiB",
+                    MAX_MESSAGE_BYTES >> 20
+                ));
+            }
+            Ok(Cow::Owned(json))
+        }
+        other => Err(format!("unknown snapshot config_encoding `{other}`")),
     }
 }
 
@@ -178,4 +208,37 @@ fn chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_MESSAGE_BYTES, plain_config};
+    use flate2::Compression;
+    use flate2::write::GzEncoder;
+    use std::io::Write;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = GzEncoder::new(Vec::new(), Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn snapshots_are_inflated_when_compressed_and_kept_when_plain() {
+        let json = br#"{"apps":[]}"#;
+        assert_eq!(&*plain_config(json, "").unwrap(), json);
+        assert_eq!(&*plain_config(&gzip(json), "gzip").unwrap(), json);
+        let err = plain_config(json, "br").unwrap_err();
+        assert!(err.contains("config_encoding"), "{err}");
+        let err = plain_config(b"not gzip", "gzip").unwrap_err();
+        assert!(err.contains("inflating"), "{err}");
+    }
+
+    #[test]
+    fn a_snapshot_inflating_past_the_cap_is_refused() {
+        // A few hundred KiB of zeros that inflate past the message cap.
+        let bomb = gzip(&vec![0u8; MAX_MESSAGE_BYTES + 1]);
+        let err = plain_config(&bomb, "gzip").unwrap_err();
+        assert!(err.contains("inflates past"), "{err}");
+    }
 }
