@@ -105,8 +105,13 @@ impl AppendMetrics {
     /// Counts events just appended. Event types are the fixed set of
     /// [`EdgeEvent`] variants.
     pub fn appended(&self, events: &[EdgeEvent]) {
-        for e in events {
-            self.appended.with_label_values(&[e.event_type()]).inc();
+        self.appended_types(events.iter().map(EdgeEvent::event_type));
+    }
+
+    /// Counts appended events by their types.
+    pub fn appended_types(&self, types: impl IntoIterator<Item = &'static str>) {
+        for t in types {
+            self.appended.with_label_values(&[t]).inc();
         }
     }
 

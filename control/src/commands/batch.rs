@@ -18,9 +18,9 @@
 //!    contiguous range of event ids, each aggregate's version checked;
 //! 3. the answer waits until the projection shows the batch.
 //!
-//! The base of steps 1 and 2 is first the committed state, with no lock held,
-//! so that single commands go on staging and committing while a large batch is
-//! decided. Under the group lock the decision is kept when it is what deciding
+//! The base of steps 1 and 2 is first the committed state, with no group lock
+//! held, so that single commands go on staging and committing while a large batch
+//! is decided (batches take turns at this: one decides at a time). Under the group lock the decision is kept when it is what deciding
 //! on the open stage would give: no aggregate it changes was staged or
 //! committed since, and its events still apply to the open stage and check
 //! there (`rebase`). Otherwise it is decided again with the open stage as the
@@ -554,7 +554,7 @@ impl Commands {
             versions: stage.versions,
             config: stage.config,
         };
-        let edge = joining.edge.clone();
+        let types: Vec<&'static str> = joining.edge.iter().map(EdgeEvent::event_type).collect();
         // 3. One append with the commands staged beside it.
         let stored = parts.commit_joined(open, joining).await.map_err(|e| {
             BatchError::Batch(CommandError::from_store("an aggregate of the batch", e))
@@ -570,7 +570,7 @@ impl Commands {
         };
         let (first, last) = (first.event_id, last.event_id);
         if let Some(m) = &self.metrics {
-            m.appends.appended(&edge);
+            m.appends.appended_types(types);
         }
         let mut start = 0;
         for (item, end) in items.iter_mut().zip(&ends) {
