@@ -45,7 +45,8 @@ pub fn read(path: &Path) -> Result<Option<PersistedState>, String> {
 /// Replaces `path` with `state`: write a temp file next to it, fsync, rename, fsync
 /// the folder. A crash leaves either the old file or the new one, never a torn one.
 pub fn write_atomic(path: &Path, state: &PersistedState) -> std::io::Result<()> {
-    crate::files::write_atomic(path, &serde_json::to_vec(state)?)
+    // Tens of MiB at tenant scale: streamed, not built in memory first.
+    crate::files::write_atomic_with(path, |f| Ok(serde_json::to_writer(f, state)?))
 }
 
 /// At most one write per this interval: the file holds the whole model (tens of MiB at
