@@ -142,6 +142,22 @@ impl BatchVersions {
             .copied()
     }
 
+    /// Each event's sequence number, in order: its expected version checked
+    /// against its aggregate's version so far, which starts at `stored(e)`.
+    pub fn sequence(
+        events: &[BatchEvent],
+        stored: impl Fn(&BatchEvent) -> i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut versions = BatchVersions::default();
+        events
+            .iter()
+            .map(|e| {
+                let now = versions.get(e).unwrap_or_else(|| stored(e));
+                versions.advance(e, now)
+            })
+            .collect()
+    }
+
     /// Checks `e` against `current` (the version so far) and records its
     /// sequence number, which it returns.
     pub fn advance(&mut self, e: &BatchEvent, current: i64) -> Result<i64, StoreError> {

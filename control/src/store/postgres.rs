@@ -316,18 +316,13 @@ impl EventStore for PgStore {
                 let key: (String, String) = (row.try_get(0)?, row.try_get(1)?);
                 current.insert(key, row.try_get::<i64, _>(2)?);
             }
-            let mut versions = BatchVersions::default();
-            let mut seqs = Vec::with_capacity(events.len());
-            for e in &events {
-                let now = match versions.get(e) {
-                    Some(v) => v,
-                    None => current
-                        .get(&(e.aggregate_type.clone(), e.aggregate_id.clone()))
-                        .copied()
-                        .unwrap_or(0),
-                };
-                seqs.push(versions.advance(e, now).map_err(Failure::Store)?);
-            }
+            let seqs = BatchVersions::sequence(&events, |e| {
+                current
+                    .get(&(e.aggregate_type.clone(), e.aggregate_id.clone()))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .map_err(Failure::Store)?;
             let types: Vec<&str> = events.iter().map(|e| e.aggregate_type.as_str()).collect();
             let ids: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
             let kinds: Vec<&str> = events.iter().map(|e| e.event.event_type.as_str()).collect();

@@ -31,18 +31,13 @@ pub(super) async fn insert_all(
     payloads: &[String],
 ) -> Result<Vec<StoredEvent>, Failure> {
     let current = versions(tx, events).await?;
-    let mut versions = BatchVersions::default();
-    let mut seqs = Vec::with_capacity(events.len());
-    for e in events {
-        let now = match versions.get(e) {
-            Some(v) => v,
-            None => current
-                .get(&(e.aggregate_type.as_str(), e.aggregate_id.as_str()))
-                .copied()
-                .unwrap_or(0),
-        };
-        seqs.push(versions.advance(e, now).map_err(Failure::Store)?);
-    }
+    let seqs = BatchVersions::sequence(events, |e| {
+        current
+            .get(&(e.aggregate_type.as_str(), e.aggregate_id.as_str()))
+            .copied()
+            .unwrap_or(0)
+    })
+    .map_err(Failure::Store)?;
     let mut stored = Vec::with_capacity(events.len());
     for (start, chunk) in (0..).step_by(INSERT_CHUNK).zip(events.chunks(INSERT_CHUNK)) {
         let sql = insert_sql(chunk.len());
