@@ -556,10 +556,10 @@ impl Commands {
         };
         let types: Vec<&'static str> = joining.edge.iter().map(EdgeEvent::event_type).collect();
         // 3. One append with the commands staged beside it.
-        let stored = parts.commit_joined(open, joining).await.map_err(|e| {
+        let ids = parts.commit_joined(open, joining).await.map_err(|e| {
             BatchError::Batch(CommandError::from_store("an aggregate of the batch", e))
         })?;
-        let (Some(first), Some(last)) = (stored.first(), stored.last()) else {
+        let (Some(&first), Some(&last)) = (ids.first(), ids.last()) else {
             // Decided again on staged events, it changed nothing after all.
             return Ok(BatchWritten {
                 items,
@@ -568,23 +568,22 @@ impl Commands {
                 applied: true,
             });
         };
-        let (first, last) = (first.event_id, last.event_id);
         if let Some(m) = &self.metrics {
             m.appends.appended_types(types);
         }
         let mut start = 0;
         for (item, end) in items.iter_mut().zip(&ends) {
             if *end > start
-                && let (Some(first), Some(last)) = (stored.get(start), stored.get(end - 1))
+                && let (Some(&first), Some(&last)) = (ids.get(start), ids.get(end - 1))
             {
-                item.event_ids = Some((first.event_id, last.event_id));
+                item.event_ids = Some((first, last));
             }
             start = *end;
         }
         tracing::info!(
             actor,
             commands = items.len(),
-            events = stored.len(),
+            events = ids.len(),
             first_event_id = first,
             last_event_id = last,
             "batch applied"

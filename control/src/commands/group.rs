@@ -231,13 +231,13 @@ impl Parts {
         Ok(Open { guard })
     }
 
-    /// Stages `joining` on `open` and waits until it is committed: the stored
-    /// events, in order, or the store's error (the whole group's).
+    /// Stages `joining` on `open` and waits until it is committed: its events' ids,
+    /// in order, or the store's error (the whole group's).
     pub(crate) async fn commit_joined(
         &self,
         mut open: Open,
         joining: Joining,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
+    ) -> Result<Vec<i64>, StoreError> {
         if joining.events.is_empty() {
             self.settle(open).await?;
             return Ok(Vec::new());
@@ -253,7 +253,10 @@ impl Parts {
         drop(open);
         self.spawn_commit();
         let stored = outcome(&mut done).await?;
-        stored.get(range).map(<[_]>::to_vec).ok_or_else(lost)
+        stored
+            .get(range)
+            .map(|events| events.iter().map(|e| e.event_id).collect())
+            .ok_or_else(lost)
     }
 
     /// Releases `open` and waits until what it shows is committed: an answer
