@@ -87,7 +87,7 @@ def ratio(a, b):
     return f"{a / b:.2f}"
 
 
-PEERS = ("nginx", "haproxy", "envoy", "pingora")
+PEERS = ("nginx", "haproxy", "envoy", "pingora", "baseline")
 
 
 def per_core(v):
@@ -165,6 +165,8 @@ def summary(results_dir):
     w(f"- load: h1 `wrk -t1 -c{meta.get('h1_conns', '?')}`; h2c/h2tls `h2load -t1 "
       f"-c{meta.get('h2_conns', '?')} -m{meta.get('h2_streams', '?')}`; tlsnew `wrk -t1 -c{meta.get('tls_conns', '?')}` "
       f"with `Connection: close`; tlsfull {meta.get('tls_conns', '?')} x `openssl s_time -new`")
+    if meta.get("baseline"):
+        w(f"- baseline: another tollgate build, `{meta['baseline']}`, same config on its own ports")
     if meta.get("tollgate_preload"):
         w(f"- EXPERIMENT: tollgate ran with LD_PRELOAD={meta['tollgate_preload']}")
     w("- server CPU: CPU time of the target's server processes (tollgate, haproxy, envoy, pingora: the "

@@ -54,6 +54,9 @@
 #   UPDATE_README [1]  0: leave bench/README.md alone
 #   TOLLGATE_PRELOAD   experiments only: LD_PRELOAD for tollgate (e.g. an allocator),
 #                      recorded in the results
+#   BASELINE_BIN       another tollgate binary (e.g. a build of an earlier commit), run
+#                      as one more peer, `baseline`, with the same config on its own
+#                      ports: a change's before/after ratio measured in one run
 #   SERVE_ONLY [0]     1: start upstream, tollgate and the peers as configured here, print
 #                      the URLs and pids, and wait (for profiling by hand)
 #
@@ -109,6 +112,7 @@ NX_H1=$((BASE_PORT + 21)) NX_H2C=$((BASE_PORT + 22)) NX_TLS=$((BASE_PORT + 23)) 
 HA_PLAIN=$((BASE_PORT + 31)) HA_TLS=$((BASE_PORT + 33)) HA_STATS=$((BASE_PORT + 39))
 EV_PLAIN=$((BASE_PORT + 41)) EV_TLS=$((BASE_PORT + 43)) EV_ADMIN=$((BASE_PORT + 49))
 PG_PLAIN=$((BASE_PORT + 51))
+BL_PLAIN=$((BASE_PORT + 55)) BL_TLS=$((BASE_PORT + 56)) BL_ADMIN=$((BASE_PORT + 57))
 
 HOST=bench.local
 BODY="hello from the tollgate bench upstream"
@@ -205,6 +209,10 @@ for peer in $PEERS; do
     *) skip_peer "$peer" "unknown peer (known: nginx haproxy envoy pingora)" ;;
   esac
 done
+if [[ -n ${BASELINE_BIN:-} ]]; then
+  [[ -x $BASELINE_BIN ]] || { echo "run.sh: BASELINE_BIN $BASELINE_BIN is not an executable" >&2; exit 1; }
+  cp "$BASELINE_BIN" "$RUN/baseline"; ACTIVE+=(baseline)
+fi
 has_peer() { local p; for p in "${ACTIVE[@]}"; do [[ $p == "$1" ]] && return 0; done; return 1; }
 log "peers: ${ACTIVE[*]:-none}"
 
@@ -477,6 +485,10 @@ protocol = "http1"
 balance = { policy = "round_robin" }
 EOF
 
+# The baseline tollgate (BASELINE_BIN): the same config on its own ports.
+sed -e "s/127.0.0.1:$TG_PLAIN\"/127.0.0.1:$BL_PLAIN\"/" -e "s/127.0.0.1:$TG_TLS\"/127.0.0.1:$BL_TLS\"/" \
+  -e "s/127.0.0.1:$TG_ADMIN\"/127.0.0.1:$BL_ADMIN\"/" "$RUN/tollgate.toml" >"$RUN/baseline.toml"
+
 # ---------------------------------------------------------------- start everything
 mkdir -p "$RUN/upstream-tmp" "$RUN/nginx-proxy-tmp"
 log "starting upstream nginx (CPU $UPSTREAM_CPUS)"
@@ -517,6 +529,14 @@ TOKIO_WORKER_THREADS=$PROXY_WORKERS RUST_LOG=${RUST_LOG:-warn} LD_PRELOAD=${TOLL
   "$TOLLGATE" proxy --config "$RUN/tollgate.toml" --ready-file "$RUN/ready.json" >"$RUN/tollgate.log" 2>&1 &
 TG_PID=$!
 PIDS+=("$TG_PID")
+BL_PID=
+if has_peer baseline; then
+  log "starting the baseline tollgate ($BASELINE_BIN), TOKIO_WORKER_THREADS=$PROXY_WORKERS (CPU $PROXY_CPUS)"
+  TOKIO_WORKER_THREADS=$PROXY_WORKERS RUST_LOG=${RUST_LOG:-warn} LD_PRELOAD=${TOLLGATE_PRELOAD:-} taskset -c "$PROXY_CPUS" \
+    "$RUN/baseline" proxy --config "$RUN/baseline.toml" >"$RUN/baseline.log" 2>&1 &
+  BL_PID=$!
+  PIDS+=("$BL_PID")
+fi
 
 for _ in $(seq 100); do [[ -s $RUN/ready.json ]] && break; sleep 0.1; done
 [[ -s $RUN/ready.json ]] || { echo "run.sh: tollgate did not get ready; see its log:" >&2; cat "$RUN/tollgate.log" >&2; exit 1; }
@@ -525,6 +545,7 @@ has_peer nginx && ports+=" $NX_H1 $NX_H2C $NX_TLS $NX_STATUS"
 has_peer haproxy && ports+=" $HA_PLAIN $HA_TLS $HA_STATS"
 has_peer envoy && ports+=" $EV_PLAIN $EV_TLS $EV_ADMIN"
 has_peer pingora && ports+=" $PG_PLAIN"
+has_peer baseline && ports+=" $BL_PLAIN $BL_TLS $BL_ADMIN"
 for p in $ports; do wait_port "127.0.0.1:$p"; done
 
 # ---------------------------------------------------------------- targets
@@ -540,6 +561,8 @@ declare -A URL=(
 )
 for s in h1 h2c; do URL[$s.haproxy]=http://127.0.0.1:$HA_PLAIN/ URL[$s.envoy]=http://127.0.0.1:$EV_PLAIN/ URL[$s.pingora]=http://127.0.0.1:$PG_PLAIN/; done
 for s in h2tls tlsnew tlsfull; do URL[$s.haproxy]=https://127.0.0.1:$HA_TLS/ URL[$s.envoy]=https://127.0.0.1:$EV_TLS/; done
+for s in h1 h2c; do URL[$s.baseline]=http://127.0.0.1:$BL_PLAIN/; done
+for s in h2tls tlsnew tlsfull; do URL[$s.baseline]=https://127.0.0.1:$BL_TLS/; done
 # (pingora: built without a TLS backend, so no TLS scenarios; the summary shows "—")
 
 # Targets of a scenario: direct, tollgate, and each active peer that serves it.
@@ -589,8 +612,8 @@ fi
 # the "accepts" of nginx's stub_status (our own status request is subtracted).
 conn_counter() { # target
   case $1 in
-    tollgate)
-      curl -sS "http://127.0.0.1:$TG_ADMIN/metrics" |
+    tollgate | baseline)
+      curl -sS "http://127.0.0.1:$([[ $1 == tollgate ]] && echo "$TG_ADMIN" || echo "$BL_ADMIN")/metrics" |
         awk '/^tollgate_tls_handshakes_total\{/ && /listener="tls"/ && /result="ok"/ {print $NF; f=1} END {if (!f) print 0}' ;;
     nginx) curl -sS "http://127.0.0.1:$NX_STATUS/" | awk 'NR==3 {print $1}' ;;
     # haproxy: the bench frontend's cumulated connections (stats CSV, column conn_tot);
@@ -617,6 +640,7 @@ server_ticks() { # target
     haproxy) pids=$HA_PID ;; # one process, all threads
     envoy) pids=$EV_PID ;;   # one process, all threads
     pingora) pids=$PG_PID ;; # one process, all threads
+    baseline) pids=$BL_PID ;;
     direct) pids="$UP_PID $(pgrep -P "$UP_PID" | tr '\n' ' ')" ;;
   esac
   local total=0 p
@@ -866,6 +890,7 @@ load_cpus=$LOAD_CPUS
 upstream_cpus=$UPSTREAM_CPUS
 workers=$PROXY_WORKERS
 tollgate_preload=${TOLLGATE_PRELOAD:-}
+baseline=${BASELINE_BIN:-}
 duration=$SECS
 warmup=$WARMUP
 rounds=$ROUNDS

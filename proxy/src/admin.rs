@@ -337,6 +337,7 @@ fn config_view(shared: &Shared) -> Value {
                     "available": e.available(now),
                     "in_flight": e.in_flight(),
                     "h2_connections": e.h2_connections(),
+                    "h1_idle_connections": e.h1_idle(),
                 })).collect::<Vec<_>>(),
             })
         })

@@ -1,22 +1,23 @@
 //! The client of a cluster: TCP or TLS, HTTP/1.1 or HTTP/2.
 //!
-//! HTTP/1.1 clusters use hyper-util's pooled client (keep-alive). HTTP/2 clusters keep
-//! their connections per endpoint ([`H2Pool`]): several when one connection's
-//! `SETTINGS_MAX_CONCURRENT_STREAMS` is not enough. Both open connections with the same
-//! connector, so TLS settings, timeouts and socket options are the same.
+//! Both keep their connections per endpoint: HTTP/1.1 in an [`H1Pool`] of keep-alive
+//! connections, each driven by the request using it; HTTP/2 in an [`H2Pool`], several
+//! connections when one connection's `SETTINGS_MAX_CONCURRENT_STREAMS` is not enough.
+//! Both open connections with the same connector, so TLS settings, timeouts and socket
+//! options are the same.
 
 use super::endpoint::{Endpoint, InFlight};
+use super::h1_pool;
 use super::h2_conn::{self, Signal, Signalled};
 use super::h2_pool::StreamSlot;
 use crate::http::body::RequestBody;
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
-use hyper::client::conn::http2;
+use hyper::client::conn::{http1, http2};
 use hyper_rustls::{
     FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder, MaybeHttpsStream,
 };
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls_pki_types::ServerName;
@@ -27,7 +28,7 @@ use tollgate_routing::ClusterSpec;
 use tower_service::Service;
 
 #[cfg(doc)]
-use super::h2_pool::H2Pool;
+use super::{h1_pool::H1Pool, h2_pool::H2Pool};
 
 /// Why a cluster's client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -47,12 +48,13 @@ pub type ConnectError = Arc<dyn std::error::Error + Send + Sync>;
 /// Why an upstream request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// HTTP/1.1 clusters: from hyper-util's pooled client.
-    #[error(transparent)]
-    Pooled(#[from] hyper_util::client::legacy::Error),
-    /// No connection: TCP, TLS or the HTTP/2 handshake failed (nothing was sent).
+    /// No connection: TCP, TLS or the HTTP/2 handshake failed, or a new HTTP/1.1
+    /// connection closed before the request was written (nothing was sent).
     #[error("connecting to the upstream failed")]
     Connect(#[source] ConnectError),
+    /// The HTTP/1.1 exchange failed after the request was handed to a connection.
+    #[error("HTTP/1.1 request failed")]
+    Http1(#[source] hyper::Error),
     /// The HTTP/2 exchange failed after the request was handed to a connection.
     #[error("HTTP/2 request failed")]
     Http2(#[source] hyper::Error),
@@ -62,9 +64,8 @@ impl Error {
     /// The request never reached the upstream: no connection could be opened.
     pub fn is_connect(&self) -> bool {
         match self {
-            Error::Pooled(e) => e.is_connect(),
             Error::Connect(_) => true,
-            Error::Http2(_) => false,
+            Error::Http1(_) | Error::Http2(_) => false,
         }
     }
 }
@@ -85,8 +86,18 @@ pub struct UpstreamClient {
 
 #[derive(Debug)]
 enum Kind {
-    Http1(Client<HttpsConnector<HttpConnector>, RequestBody>),
+    Http1(H1Dialer),
     Http2(Dialer),
+}
+
+/// Opens the HTTP/1.1 connections of a cluster's endpoints.
+#[derive(Debug)]
+pub(super) struct H1Dialer {
+    connector: HttpsConnector<HttpConnector>,
+    h1: http1::Builder,
+    scheme: Scheme,
+    /// TCP connect (itself within the cluster's `connect_timeout_ms`) and TLS together.
+    handshake_timeout: Duration,
 }
 
 /// Opens the HTTP/2 connections of a cluster's endpoints.
@@ -125,13 +136,69 @@ impl UpstreamClient {
         req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Option<StreamSlot>), Error> {
         match &self.kind {
-            Kind::Http1(client) => Ok((client.request(req).await?, None)),
+            Kind::Http1(dialer) => Ok((ep.h1.send(dialer, &ep.authority, req).await?, None)),
             Kind::Http2(dialer) => {
                 let (resp, slot) = ep.h2.send(dialer, &ep.authority, req).await?;
                 Ok((resp, Some(slot)))
             }
         }
     }
+}
+
+#[cfg(test)]
+impl UpstreamClient {
+    /// The HTTP/1.1 dialer, for the pool's tests.
+    pub(super) fn h1_dialer(&self) -> Option<&H1Dialer> {
+        match &self.kind {
+            Kind::Http1(dialer) => Some(dialer),
+            Kind::Http2(_) => None,
+        }
+    }
+}
+
+impl H1Dialer {
+    pub(super) fn scheme(&self) -> &Scheme {
+        &self.scheme
+    }
+
+    /// A new HTTP/1.1 connection to `authority`, not yet driven.
+    pub(super) async fn connect(
+        &self,
+        authority: &Authority,
+    ) -> Result<h1_pool::Conn, ConnectError> {
+        let handshake = async {
+            let io = dial(&self.connector, &self.scheme, authority).await?;
+            let (send, conn) = self
+                .h1
+                .handshake(io)
+                .await
+                .map_err(|e| Arc::new(e) as ConnectError)?;
+            Ok(h1_pool::Conn::new(send, Box::pin(conn.with_upgrades())))
+        };
+        match tokio::time::timeout(self.handshake_timeout, handshake).await {
+            Ok(result) => result,
+            Err(elapsed) => Err(Arc::new(elapsed)),
+        }
+    }
+}
+
+/// A new TCP or TLS connection to `authority`.
+async fn dial(
+    connector: &HttpsConnector<HttpConnector>,
+    scheme: &Scheme,
+    authority: &Authority,
+) -> Result<Io, ConnectError> {
+    let uri = Uri::builder()
+        .scheme(scheme.clone())
+        .authority(authority.clone())
+        .path_and_query("/")
+        .build()
+        .map_err(|e| Arc::new(e) as ConnectError)?;
+    let mut connector = connector.clone();
+    std::future::poll_fn(|cx| connector.poll_ready(cx))
+        .await
+        .map_err(ConnectError::from)?;
+    connector.call(uri).await.map_err(ConnectError::from)
 }
 
 impl Dialer {
@@ -147,18 +214,8 @@ impl Dialer {
         ),
         ConnectError,
     > {
-        let uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(authority.clone())
-            .path_and_query("/")
-            .build()
-            .map_err(|e| Arc::new(e) as ConnectError)?;
         let handshake = async {
-            let mut connector = self.connector.clone();
-            std::future::poll_fn(|cx| connector.poll_ready(cx))
-                .await
-                .map_err(ConnectError::from)?;
-            let io = connector.call(uri).await.map_err(ConnectError::from)?;
+            let io = dial(&self.connector, &self.scheme, authority).await?;
             let (io, signal) = Signalled::new(io);
             let (send, conn) = self
                 .h2
@@ -196,6 +253,11 @@ pub fn build(spec: &ClusterSpec, max_head_bytes: usize) -> Result<UpstreamClient
     };
     let max_header_list = u32::try_from(max_head_bytes).unwrap_or(u32::MAX);
 
+    let scheme = if spec.protocol.is_tls() {
+        Scheme::HTTPS
+    } else {
+        Scheme::HTTP
+    };
     if spec.protocol.is_http2() {
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())
@@ -209,11 +271,7 @@ pub fn build(spec: &ClusterSpec, max_head_bytes: usize) -> Result<UpstreamClient
         let dialer = Dialer {
             connector: builder.enable_http2().wrap_connector(tcp),
             h2,
-            scheme: if spec.protocol.is_tls() {
-                Scheme::HTTPS
-            } else {
-                Scheme::HTTP
-            },
+            scheme,
             handshake_timeout: connect_timeout * 2,
             max_connections: spec.max_connections_per_endpoint.max(1) as usize,
         };
@@ -222,17 +280,17 @@ pub fn build(spec: &ClusterSpec, max_head_bytes: usize) -> Result<UpstreamClient
         });
     }
 
-    let mut b = Client::builder(TokioExecutor::new());
-    b.timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(IDLE_TIMEOUT)
-        .pool_max_idle_per_host(256)
-        .set_host(true)
-        // hyper refuses a head that does not fit its read buffer ("message head is too large").
-        .http1_max_buf_size(max_head_bytes.max(MIN_H1_BUFFER));
-    let connector = builder.enable_http1().wrap_connector(tcp);
+    let mut h1 = http1::Builder::new();
+    // hyper refuses a head that does not fit its read buffer ("message head is too large").
+    h1.max_buf_size(max_head_bytes.max(MIN_H1_BUFFER));
+    let dialer = H1Dialer {
+        connector: builder.enable_http1().wrap_connector(tcp),
+        h1,
+        scheme,
+        handshake_timeout: connect_timeout * 2,
+    };
     Ok(UpstreamClient {
-        kind: Kind::Http1(b.build(connector)),
+        kind: Kind::Http1(dialer),
     })
 }
 

@@ -3,6 +3,7 @@
 //! failures never take out more than the cluster's `max_ejection_percent`; and, for
 //! HTTP/2 clusters, its connections.
 
+use super::h1_pool::H1Pool;
 use super::h2_pool::{H2Pool, StreamSlot};
 use crate::clock::now_ms;
 use http::uri::Authority;
@@ -25,6 +26,8 @@ pub struct Endpoint {
     consecutive_failures: AtomicU32,
     gauge: IntGauge,
     peers: Arc<Peers>,
+    /// HTTP/1.1 clusters: the idle keep-alive connections to this address.
+    pub h1: H1Pool,
     /// HTTP/2 clusters: the connections to this address (unused otherwise).
     pub h2: H2Pool,
 }
@@ -65,6 +68,7 @@ impl Endpoint {
                     consecutive_failures: AtomicU32::new(0),
                     gauge: m.gauge,
                     peers: peers.clone(),
+                    h1: H1Pool::default(),
                     h2: H2Pool::default(),
                 })
             })
@@ -96,6 +100,11 @@ impl Endpoint {
     /// Open HTTP/2 connections to this address (0 for HTTP/1.1 clusters).
     pub fn h2_connections(&self) -> usize {
         self.h2.connections()
+    }
+
+    /// Idle HTTP/1.1 keep-alive connections to this address (0 for HTTP/2 clusters).
+    pub fn h1_idle(&self) -> usize {
+        self.h1.idle()
     }
 
     pub fn record_success(&self) {

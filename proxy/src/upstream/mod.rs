@@ -6,6 +6,7 @@ pub mod client;
 pub mod cluster;
 pub mod endpoint;
 pub mod grpc_health;
+pub mod h1_pool;
 pub mod h2_conn;
 pub mod h2_pool;
 pub mod health;
