@@ -94,13 +94,38 @@ fn skip_spaces(mut v: &[u8]) -> &[u8] {
 
 /// `tchar` of RFC 9110 §5.6.2, the characters of an auth-scheme.
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TCHAR[usize::from(b)]
+}
+
+/// The b64token characters before any `=` padding.
+fn is_b64char(b: u8) -> bool {
+    B64CHAR[usize::from(b)]
+}
+
+const TCHAR: [bool; 256] = byte_set(b"!#$%&'*+-.^_`|~");
+const B64CHAR: [bool; 256] = byte_set(b"-._~+/");
+
+/// ASCII letters and digits plus `extra`, as a table: a token of a JWT's length is
+/// checked at one lookup per byte.
+const fn byte_set(extra: &[u8]) -> [bool; 256] {
+    let mut set = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        set[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        set[extra[i] as usize] = true;
+        i += 1;
+    }
+    set
 }
 
 fn is_b64token(token: &[u8]) -> bool {
     let body = token
         .iter()
-        .position(|&b| !(b.is_ascii_alphanumeric() || b"-._~+/".contains(&b)))
+        .position(|&b| !is_b64char(b))
         .unwrap_or(token.len());
     let (body, padding) = token.split_at(body);
     !body.is_empty() && padding.iter().all(|&b| b == b'=')
@@ -217,6 +242,17 @@ mod tests {
             h.append(AUTHORIZATION, HeaderValue::from_static(a));
             h.append(AUTHORIZATION, HeaderValue::from_static(b));
             assert_eq!(from_headers(&h), Err(BearerError::Repeated), "{a} / {b}");
+        }
+    }
+
+    #[test]
+    fn the_tables_hold_exactly_the_grammar_characters() {
+        for b in 0..=255u8 {
+            let alnum = b.is_ascii_alphanumeric();
+            let tchar = alnum || b"!#$%&'*+-.^_`|~".contains(&b);
+            let b64 = alnum || b"-._~+/".contains(&b);
+            assert_eq!(is_tchar(b), tchar, "tchar {b:#04x}");
+            assert_eq!(is_b64char(b), b64, "b64token {b:#04x}");
         }
     }
 

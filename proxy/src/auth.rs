@@ -98,7 +98,7 @@ pub async fn authenticate(
 ) -> Result<Identity, AuthFailure> {
     let now = now_unix();
     let bearer = bearer::from_headers(headers).map_err(AuthFailure::Bearer)?;
-    if let Some(key) = apikey::from_headers(headers).map_err(AuthFailure::Key)? {
+    if let Some(key) = apikey::with_bearer(Ok(bearer), headers).map_err(AuthFailure::Key)? {
         if !policy.api_keys {
             return Err(AuthFailure::NotAccepted);
         }
@@ -225,30 +225,41 @@ pub fn set_identity_headers(headers: &mut HeaderMap, id: &Identity, app: &Header
     headers.insert(X_TENANT_ID.clone(), app.clone());
     let actor = id.key_id.as_deref().unwrap_or(&id.subject);
     match HeaderValue::from_str(actor) {
-        Ok(v) => headers.insert(X_ACTOR_ID.clone(), v),
-        Err(_) => headers.remove(&X_ACTOR_ID),
-    };
-    let mut set = |name: &'static str, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            headers.insert(HeaderName::from_static(name), v);
+        Ok(v) => {
+            if id.key_id.is_some() {
+                headers.insert(HeaderName::from_static("x-tollgate-key-id"), v.clone());
+            }
+            headers.insert(X_ACTOR_ID.clone(), v);
         }
-    };
-    set("x-tollgate-auth", id.method);
-    set("x-tollgate-subject", &id.subject);
-    if let Some(k) = &id.key_id {
-        set("x-tollgate-key-id", k);
+        Err(_) => {
+            headers.remove(&X_ACTOR_ID);
+        }
     }
+    headers.insert(
+        HeaderName::from_static("x-tollgate-auth"),
+        HeaderValue::from_static(id.method),
+    );
+    set_text(headers, "x-tollgate-subject", &id.subject);
     if let Some(i) = &id.issuer {
-        set("x-tollgate-issuer", i);
+        set_text(headers, "x-tollgate-issuer", i);
     }
-    if let Some(t) = &id.tenant {
-        set("x-tollgate-tenant", t);
+    // A tenant is only ever the app the credential was verified for.
+    if id.tenant.is_some() {
+        headers.insert(HeaderName::from_static("x-tollgate-tenant"), app.clone());
     }
     if !id.roles.is_empty() {
-        set("x-tollgate-roles", &id.roles.join(","));
+        set_text(headers, "x-tollgate-roles", &id.roles.join(","));
     }
     if !id.scopes.is_empty() {
-        set("x-tollgate-scopes", &id.scopes.join(" "));
+        set_text(headers, "x-tollgate-scopes", &id.scopes.join(" "));
+    }
+}
+
+/// Sets `name` to `value` when it is a valid header value; a value that is not leaves
+/// the header out.
+fn set_text(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(HeaderName::from_static(name), v);
     }
 }
 
@@ -291,8 +302,20 @@ mod tests {
         set_identity_headers(&mut h, &identity(Some("k1")), &app);
         assert_eq!(h["x-tenant-id"], "acme");
         assert_eq!(h["x-actor-id"], "k1");
-        set_identity_headers(&mut h, &identity(None), &app);
+        assert_eq!(h["x-tollgate-key-id"], "k1");
+        assert_eq!(h["x-tollgate-auth"], "api_key");
+        assert!(h.get("x-tollgate-tenant").is_none(), "no tenant verified");
+        let mut h = HeaderMap::new();
+        let tenant = Identity {
+            tenant: Some("acme".into()),
+            ..identity(None)
+        };
+        set_identity_headers(&mut h, &tenant, &app);
         assert_eq!(h["x-actor-id"], "user-7");
+        assert_eq!(h["x-tollgate-subject"], "user-7");
+        assert_eq!(h["x-tollgate-tenant"], "acme");
+        assert_eq!(h["x-tollgate-auth"], "token");
+        assert!(h.get("x-tollgate-key-id").is_none());
         assert!(serde_json::from_str::<IdentityHeaders>(r#"["bad name"]"#).is_err());
         assert_eq!(IdentityHeaders::default().0.len(), 3);
     }

@@ -27,8 +27,17 @@ pub fn looks_like_key(token: &str) -> bool {
 ///
 /// [`KeyStore::verify`]: super::KeyStore::verify
 pub fn from_headers(headers: &HeaderMap) -> Result<Option<&str>, KeyError> {
+    with_bearer(bearer::from_headers(headers), headers)
+}
+
+/// [`from_headers`] for a caller that has already read `Authorization` with
+/// [`bearer::from_headers`]: `bearer` is what that returned.
+pub fn with_bearer<'a>(
+    bearer: Result<Option<&'a str>, BearerError>,
+    headers: &'a HeaderMap,
+) -> Result<Option<&'a str>, KeyError> {
     let mut found = None;
-    match bearer::from_headers(headers) {
+    match bearer {
         Ok(Some(token)) if looks_like_key(token) => found = Some(token),
         Ok(_) => {}
         Err(BearerError::Malformed) => return Err(KeyError::Malformed),

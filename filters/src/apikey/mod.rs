@@ -92,7 +92,7 @@ pub use format::{
     APP_PREFIX_MAX, MAX_KEY_LEN, MIN_KEY_LEN, ParsedKey, SECRET_LEN, generate, parse,
     random_base62, sha256_hex,
 };
-pub use headers::{API_KEY_HEADER, from_headers, looks_like_key};
+pub use headers::{API_KEY_HEADER, from_headers, looks_like_key, with_bearer};
 pub use store::{KeyIdentity, KeyStore, has_scopes};
 pub use tollgate_routing::KeyKind;
 

@@ -6,12 +6,17 @@ use super::{HeadFilter, RequestCx, Step};
 use crate::auth::{self, AuthFailure};
 use crate::http::errors::ProxyError;
 use http::HeaderMap;
+use prometheus::IntCounter;
+use std::sync::OnceLock;
 use tollgate_routing::AuthPolicy;
 
 #[derive(Debug)]
 pub struct Auth {
     app: String,
     policy: AuthPolicy,
+    /// The `ok_api_key` and `ok_token` series of this route's app label (the plan's,
+    /// fixed for the plan's life), resolved on first use: a request hashes no labels.
+    ok: [OnceLock<IntCounter>; 2],
 }
 
 impl Auth {
@@ -19,6 +24,7 @@ impl Auth {
         Auth {
             app: app.to_string(),
             policy,
+            ok: Default::default(),
         }
     }
 
@@ -50,10 +56,10 @@ impl HeadFilter for Auth {
             let mut span = cx.trace.child("auth");
             let result =
                 auth::authenticate(&cx.state.auth, &self.policy, &self.app, &head.headers).await;
-            let label = match &result {
-                Ok(id) if id.method == "api_key" => "ok_api_key",
-                Ok(_) => "ok_token",
-                Err(f) => f.reason(),
+            let (label, ok) = match &result {
+                Ok(id) if id.method == "api_key" => ("ok_api_key", Some(&self.ok[0])),
+                Ok(_) => ("ok_token", Some(&self.ok[1])),
+                Err(f) => (f.reason(), None),
             };
             // The method and the verdict only: never a credential or who it names.
             if let Ok(id) = &result {
@@ -61,11 +67,14 @@ impl HeadFilter for Auth {
             }
             span.set("tollgate.auth.result", label);
             drop(span);
-            cx.shared
-                .metrics
-                .auth_results
-                .with_label_values(&[&cx.plan.series.app, label])
-                .inc();
+            let results = &cx.shared.metrics.auth_results;
+            let app = &*cx.plan.series.app;
+            match ok {
+                Some(series) => series
+                    .get_or_init(|| results.with_label_values(&[app, label]))
+                    .inc(),
+                None => results.with_label_values(&[app, label]).inc(),
+            }
             cx.identity = Some(result.map_err(|f| self.refusal(f))?);
             Ok(None)
         }))
