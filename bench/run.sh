@@ -280,7 +280,7 @@ EOF
 } >"$RUN/upstream.conf"
 
 # The reference proxy, configured to do what tollgate does per request:
-#  - HTTP/1.1 keep-alive pool to the upstream (tollgate: hyper pool, 256 idle per host)
+#  - HTTP/1.1 keep-alive pool to the upstream (tollgate: its pool, 256 idle per endpoint)
 #  - Host passed through, x-forwarded-for/-proto/-host set, x-request-id generated and
 #    sent both ways, an app-id response header added (tollgate: x-tollgate-app-id)
 #  - HTTP/1.1 and h2c prior knowledge on plain ports, h2 + http/1.1 by ALPN on TLS.
