@@ -115,8 +115,12 @@ impl H1Pool {
         loop {
             let (mut conn, reused) = match self.checkout() {
                 Some(conn) => (conn, true),
+                // Boxed: the connect (TCP, TLS) is most of this future's size, and
+                // every request's future would carry it while few requests connect.
                 None => (
-                    dialer.connect(authority).await.map_err(Error::Connect)?,
+                    Box::pin(dialer.connect(authority))
+                        .await
+                        .map_err(Error::Connect)?,
                     false,
                 ),
             };
