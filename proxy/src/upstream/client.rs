@@ -175,10 +175,18 @@ impl H1Dialer {
                 .map_err(|e| Arc::new(e) as ConnectError)?;
             Ok(h1_pool::Conn::new(send, Box::pin(conn.with_upgrades())))
         };
-        match tokio::time::timeout(self.handshake_timeout, handshake).await {
-            Ok(result) => result,
-            Err(elapsed) => Err(Arc::new(elapsed)),
-        }
+        within(self.handshake_timeout, handshake).await
+    }
+}
+
+/// `connect`'s result, or a timeout error once `limit` has passed.
+async fn within<T>(
+    limit: Duration,
+    connect: impl Future<Output = Result<T, ConnectError>>,
+) -> Result<T, ConnectError> {
+    match tokio::time::timeout(limit, connect).await {
+        Ok(result) => result,
+        Err(elapsed) => Err(Arc::new(elapsed)),
     }
 }
 
@@ -224,10 +232,7 @@ impl Dialer {
                 .map_err(|e| Arc::new(e) as ConnectError)?;
             Ok((send, conn, signal))
         };
-        match tokio::time::timeout(self.handshake_timeout, handshake).await {
-            Ok(result) => result,
-            Err(elapsed) => Err(Arc::new(elapsed)),
-        }
+        within(self.handshake_timeout, handshake).await
     }
 }
 
