@@ -284,6 +284,31 @@ mod tests {
     }
 
     #[test]
+    fn one_bad_byte_anywhere_in_a_long_token_is_refused() {
+        // Lengths on both sides of the 32-byte blocks, one wrong byte at each position.
+        for len in [1, 31, 32, 33, 64, 65, 600] {
+            let good: Vec<u8> = (0..len).map(|i| b"aZ09-._~+/"[i % 10]).collect();
+            assert!(is_b64token(&good), "{len} good bytes");
+            for at in 0..len {
+                for bad in [b' ', b'=', b'"', 0x80, b'\t'] {
+                    let mut token = good.clone();
+                    token[at] = bad;
+                    // `=` is padding: allowed only from there to the end.
+                    let padded = bad == b'=' && at > 0 && token[at..].iter().all(|&b| b == b'=');
+                    assert_eq!(
+                        is_b64token(&token),
+                        padded,
+                        "{len} bytes, {bad:#04x} at {at}"
+                    );
+                }
+            }
+        }
+        let mut padded = vec![b'a'; 40];
+        padded.extend_from_slice(b"==");
+        assert!(is_b64token(&padded));
+    }
+
+    #[test]
     fn parse_reads_one_field_value() {
         assert_eq!(parse(b"Bearer abc"), Ok(Some("abc")));
         assert_eq!(parse(b"Basic abc"), Ok(None));
