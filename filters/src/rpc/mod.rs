@@ -18,6 +18,7 @@
 //! - [`compression`]: gzip with a hard output cap, and encoding negotiation.
 //! - [`schema`]: method lookup and JSON ↔ protobuf transcoding from a descriptor
 //!   set.
+//! - `wire_json`: protobuf → JSON written straight from the wire, for [`schema`].
 //! - [`field_path`]: one numeric field read from a message, for metering.
 //!
 //! Specifications followed: gRPC's PROTOCOL-HTTP2 and PROTOCOL-WEB, gRPC's
@@ -33,6 +34,7 @@ pub mod protocol;
 pub mod schema;
 pub mod status;
 pub mod timeout;
+mod wire_json;
 
 pub use envelope::{Envelope, EnvelopeDecoder, FrameError};
 pub use protocol::{Codec, RpcProtocol};

@@ -4,7 +4,10 @@
 //! output (either name accepted on input), 64-bit integers as strings, bytes as
 //! base64, enums by name, unpopulated fields omitted; unknown JSON fields are
 //! refused. A [`Schema`] is built once per descriptor set, off the request path,
-//! and indexes every method by its gRPC path for O(1) lookup.
+//! and indexes every method by its gRPC path for O(1) lookup. A method's protobuf
+//! → JSON is written straight from the wire (`super::wire_json`) with tables built
+//! along with the schema; `DynamicMessage` writes what that module leaves to it.
+//! [`proto_to_json`] is the `DynamicMessage` path alone, the reference output.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,6 +20,7 @@ use prost_reflect::{
 };
 
 pub use super::field_path::{FieldPath, json_field_u64, proto_field_u64};
+use super::wire_json::{self, JsonPlan, MessageId, PlanBuilder};
 
 /// A descriptor set could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -55,12 +59,21 @@ impl Schema {
     /// Loads an encoded `google.protobuf.FileDescriptorSet` (imports included).
     pub fn from_bytes(file_descriptor_set: &[u8]) -> Result<Schema, SchemaError> {
         let pool = DescriptorPool::decode(file_descriptor_set)?;
-        let methods = pool
+        let mut plans = PlanBuilder::default();
+        let found: Vec<_> = pool
             .services()
             .flat_map(|s| s.methods().collect::<Vec<_>>())
             .map(|m| {
+                let ids = (plans.add(&m.input()), plans.add(&m.output()));
+                (m, ids)
+            })
+            .collect();
+        let plan = Arc::new(plans.finish());
+        let methods = found
+            .into_iter()
+            .map(|(m, ids)| {
                 let path = format!("/{}/{}", m.parent_service().full_name(), m.name());
-                (path, MethodSchema::new(m))
+                (path, MethodSchema::new(m, Arc::clone(&plan), ids))
             })
             .collect();
         Ok(Schema {
@@ -91,10 +104,18 @@ pub struct MethodSchema {
     input: MessageDescriptor,
     output: MessageDescriptor,
     no_side_effects: bool,
+    /// JSON tables of the schema, shared by all its methods.
+    json: Arc<JsonPlan>,
+    /// The input and output types in `json`.
+    json_ids: (MessageId, MessageId),
 }
 
 impl MethodSchema {
-    fn new(method: MethodDescriptor) -> Self {
+    fn new(
+        method: MethodDescriptor,
+        json: Arc<JsonPlan>,
+        json_ids: (MessageId, MessageId),
+    ) -> Self {
         let no_side_effects = method
             .method_descriptor_proto()
             .options
@@ -105,6 +126,8 @@ impl MethodSchema {
             output: method.output(),
             method,
             no_side_effects,
+            json,
+            json_ids,
         }
     }
 
@@ -150,12 +173,12 @@ impl MethodSchema {
 
     /// Protobuf response → Connect JSON.
     pub fn response_proto_to_json(&self, proto: &[u8]) -> Result<Bytes, TranscodeError> {
-        proto_to_json(&self.output, proto)
+        transcode_or_fall_back(&self.json, self.json_ids.1, &self.output, proto)
     }
 
     /// Protobuf request → JSON (clients and tests).
     pub fn request_proto_to_json(&self, proto: &[u8]) -> Result<Bytes, TranscodeError> {
-        proto_to_json(&self.input, proto)
+        transcode_or_fall_back(&self.json, self.json_ids.0, &self.input, proto)
     }
 
     /// JSON response → protobuf (clients and tests).
@@ -179,7 +202,9 @@ pub fn json_to_proto(desc: &MessageDescriptor, json: &[u8]) -> Result<Bytes, Tra
     Ok(Bytes::from(msg.encode_to_vec()))
 }
 
-/// Decodes protobuf for `desc` and writes canonical JSON.
+/// Decodes protobuf for `desc` into a `DynamicMessage` and writes canonical JSON:
+/// the reference output. [`MethodSchema`]'s methods write the same JSON straight
+/// from the wire, with the schema's tables.
 pub fn proto_to_json(desc: &MessageDescriptor, proto: &[u8]) -> Result<Bytes, TranscodeError> {
     let msg =
         DynamicMessage::decode(desc.clone(), proto).map_err(|source| TranscodeError::Proto {
@@ -193,6 +218,21 @@ pub fn proto_to_json(desc: &MessageDescriptor, proto: &[u8]) -> Result<Bytes, Tr
             reason: e.to_string(),
         })?;
     Ok(Bytes::from(ser.into_inner()))
+}
+
+/// Writes JSON straight from the wire with `plan`'s tables for `root` (`desc`);
+/// what that path refuses or leaves aside goes through [`proto_to_json`], which
+/// has the exact error or the output.
+pub(super) fn transcode_or_fall_back(
+    plan: &JsonPlan,
+    root: MessageId,
+    desc: &MessageDescriptor,
+    proto: &[u8],
+) -> Result<Bytes, TranscodeError> {
+    match wire_json::transcode(plan, root, proto) {
+        Ok(json) => Ok(Bytes::from(json)),
+        Err(_) => proto_to_json(desc, proto),
+    }
 }
 
 #[cfg(test)]
