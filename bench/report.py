@@ -158,7 +158,7 @@ def summary(results_dir):
     w(f"- pinning (taskset): proxies on CPU {meta.get('proxy_cpus', '?')}, "
       f"load generator on CPU {meta.get('load_cpus', '?')}, upstream on CPU {meta.get('upstream_cpus', '?')}; "
       f"one process per proxy with {meta.get('workers', '?')} worker(s): nginx `worker_processes`, tollgate "
-      f"`TOKIO_WORKER_THREADS`, haproxy `nbthread`, envoy `--concurrency`, pingora `threads`")
+      f"`workers` (plus a runtime thread for admin and health checks), haproxy `nbthread`, envoy `--concurrency`, pingora `threads`")
     w(f"- {meta.get('rounds', '?')} rounds x {meta.get('duration', '?')}s per target (each after a "
       f"{meta.get('warmup', '?')}s warm-up, target order rotated), median shown; access logs off on all proxies; "
       f"upstream: nginx `return 200` ({meta.get('body_bytes', '?')}-byte body), reached over HTTP/1.1 keep-alive by all proxies")

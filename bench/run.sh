@@ -28,7 +28,7 @@
 #   PEERS ["nginx haproxy envoy pingora"]  proxies measured next to tollgate; a peer
 #                      whose binary is missing (or whose build fails) is skipped, with
 #                      the reason printed and recorded in the summary
-#   PROXY_WORKERS [1]  workers per proxy: nginx worker_processes, TOKIO_WORKER_THREADS
+#   PROXY_WORKERS [1]  workers per proxy: nginx worker_processes, tollgate `workers`
 #                      for tollgate, haproxy nbthread, envoy --concurrency, pingora threads
 #   PROXY_CPUS [0]     taskset CPU list for all proxies
 #   LOAD_CPUS [1]      taskset CPU list for wrk/h2load/s_time
@@ -452,6 +452,7 @@ EOF
 cat >"$RUN/tollgate.toml" <<EOF
 # Bench config: one app on bench.local, one upstream over HTTP/1.1 keep-alive.
 default_certificate = "$HOST"
+workers = $PROXY_WORKERS
 
 [admin]
 listen = "127.0.0.1:$TG_ADMIN"
@@ -487,7 +488,7 @@ EOF
 
 # The baseline tollgate (BASELINE_BIN): the same config on its own ports.
 sed -e "s/127.0.0.1:$TG_PLAIN\"/127.0.0.1:$BL_PLAIN\"/" -e "s/127.0.0.1:$TG_TLS\"/127.0.0.1:$BL_TLS\"/" \
-  -e "s/127.0.0.1:$TG_ADMIN\"/127.0.0.1:$BL_ADMIN\"/" "$RUN/tollgate.toml" >"$RUN/baseline.toml"
+  -e "s/127.0.0.1:$TG_ADMIN\"/127.0.0.1:$BL_ADMIN\"/" -e '/^workers = /d' "$RUN/tollgate.toml" >"$RUN/baseline.toml"
 
 # ---------------------------------------------------------------- start everything
 mkdir -p "$RUN/upstream-tmp" "$RUN/nginx-proxy-tmp"
@@ -523,14 +524,16 @@ if has_peer pingora; then
   PG_PID=$!
   PIDS+=("$PG_PID")
 fi
-log "starting tollgate, TOKIO_WORKER_THREADS=$PROXY_WORKERS (CPU $PROXY_CPUS)"
+log "starting tollgate, workers = $PROXY_WORKERS (CPU $PROXY_CPUS)"
 # TOLLGATE_PRELOAD (experiments only, e.g. another malloc): LD_PRELOAD for tollgate.
-TOKIO_WORKER_THREADS=$PROXY_WORKERS RUST_LOG=${RUST_LOG:-warn} LD_PRELOAD=${TOLLGATE_PRELOAD:-} taskset -c "$PROXY_CPUS" \
+# TOKIO_WORKER_THREADS sizes its runtime for admin, reloads and health checks only.
+TOKIO_WORKER_THREADS=1 RUST_LOG=${RUST_LOG:-warn} LD_PRELOAD=${TOLLGATE_PRELOAD:-} taskset -c "$PROXY_CPUS" \
   "$TOLLGATE" proxy --config "$RUN/tollgate.toml" --ready-file "$RUN/ready.json" >"$RUN/tollgate.log" 2>&1 &
 TG_PID=$!
 PIDS+=("$TG_PID")
 BL_PID=
 if has_peer baseline; then
+  # Builds before per-worker runtimes (no `workers` key) serve on TOKIO_WORKER_THREADS.
   log "starting the baseline tollgate ($BASELINE_BIN), TOKIO_WORKER_THREADS=$PROXY_WORKERS (CPU $PROXY_CPUS)"
   TOKIO_WORKER_THREADS=$PROXY_WORKERS RUST_LOG=${RUST_LOG:-warn} LD_PRELOAD=${TOLLGATE_PRELOAD:-} taskset -c "$PROXY_CPUS" \
     "$RUN/baseline" proxy --config "$RUN/baseline.toml" >"$RUN/baseline.log" 2>&1 &
@@ -797,7 +800,7 @@ profile_tollgate() { # scenario
     sed -e "s/127.0.0.1:$TG_PLAIN/127.0.0.1:$((TG_PLAIN + shift))/" \
       -e "s/127.0.0.1:$TG_TLS/127.0.0.1:$((TG_TLS + shift))/" \
       -e "s/127.0.0.1:$TG_ADMIN/127.0.0.1:$((TG_ADMIN + shift))/" "$RUN/tollgate.toml" >"$RUN/tollgate-cg.toml"
-    TOKIO_WORKER_THREADS=$PROXY_WORKERS RUST_LOG=warn taskset -c "$PROXY_CPUS" valgrind --tool=callgrind \
+    TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c "$PROXY_CPUS" valgrind --tool=callgrind \
       --callgrind-out-file="$base.callgrind.out" "$TOLLGATE" proxy --config "$RUN/tollgate-cg.toml" >"$base.callgrind.log" 2>&1 &
     local cg=$!
     PIDS+=("$cg")

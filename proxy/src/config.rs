@@ -26,6 +26,10 @@ use tollgate_routing::{
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyConfig {
+    /// Serving threads, each with its own runtime and sockets; the usable CPUs when
+    /// absent. Needs a restart.
+    #[serde(default)]
+    pub workers: Option<std::num::NonZeroUsize>,
     #[serde(default)]
     pub admin: AdminConfig,
     #[serde(default)]

@@ -46,6 +46,7 @@ mod state;
 mod trace;
 mod upstream;
 pub mod usage;
+mod workers;
 
 pub use clock::now_unix;
 pub use config::{ConfigError, Loaded, LogFormat, ProxyConfig, load as load_config};

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub endpoint_healthy: IntGaugeVec,
     pub connections_active: IntGaugeVec,
     pub connections: IntCounterVec,
+    /// Accepted HTTP connections by serving worker (bounded by the worker count).
+    pub worker_connections: IntCounterVec,
     pub connections_refused: IntCounterVec,
     pub connections_closed: IntCounterVec,
     pub streams_active: IntGaugeVec,
@@ -208,6 +210,11 @@ impl Metrics {
                 "tollgate_downstream_connections_total",
                 "Accepted client connections by listener.",
                 &["listener"],
+            )?,
+            worker_connections: counter(
+                "tollgate_worker_connections_total",
+                "Accepted client connections on HTTP listeners by serving worker (1..=workers).",
+                &["worker"],
             )?,
             connections_refused: counter(
                 "tollgate_downstream_connections_refused_total",

@@ -16,7 +16,7 @@ pub async fn reload(shared: &Arc<Shared>, path: &Path, trigger: &str) -> Result<
         tracing::info!(
             trigger,
             "config file changed: routing is controlled remotely by the control service; \
-             listener, admin, limit and log changes need a restart"
+             worker, listener, admin, limit and log changes need a restart"
         );
         return Ok(shared.state.load().version);
     }

@@ -14,6 +14,7 @@ use crate::reload;
 use crate::state::Shared;
 use crate::trace::{Tracing, TracingError};
 use crate::usage::{FlushConfig, UsageMetrics, spawn_flusher};
+use crate::workers::{self, Workers};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -81,6 +82,7 @@ pub async fn run(opts: RunOptions) -> Result<(), ServerError> {
     let admin_auth =
         admin::AdminAuth::resolve(&loaded.config.admin, &opts.config, admin::env_token()?)?;
     let drain = Duration::from_millis(loaded.config.limits.drain_timeout_ms);
+    let workers = loaded.config.workers;
     let engine = LimitEngine::start(&loaded.config.rate_limiting)
         .await
         .map_err(ConfigError::RateLimiting)?;
@@ -101,7 +103,8 @@ pub async fn run(opts: RunOptions) -> Result<(), ServerError> {
         None => None,
     };
     let builders = Arc::new(HttpBuilders::new(&shared.limits));
-    let bound = listen::bind(&listeners, &shared).await?;
+    let worker_count = workers.unwrap_or_else(workers::default_count).get();
+    let bound = listen::bind(&listeners, &shared, worker_count).await?;
     let admin = TcpListener::bind(admin_addr)
         .await
         .map_err(|source| ServerError::Admin {
@@ -144,10 +147,14 @@ pub async fn run(opts: RunOptions) -> Result<(), ServerError> {
     }
     let mut serving = tokio::task::JoinSet::new();
     let conn_limits = Arc::new(ConnLimits::default());
+    let mut per_worker: Vec<Vec<listen::Accepting>> =
+        (0..worker_count).map(|_| Vec::new()).collect();
     for b in bound {
         let l4_mode = match b.mode {
             ListenerMode::Http => {
-                serving.spawn(b.serve(shared.clone(), builders.clone(), stop_rx.clone(), drain));
+                for (mine, socket) in per_worker.iter_mut().zip(b.per_worker(&shared)) {
+                    mine.push(socket);
+                }
                 continue;
             }
             ListenerMode::TlsPassthrough => L4Mode::TlsPassthrough,
@@ -156,7 +163,7 @@ pub async fn run(opts: RunOptions) -> Result<(), ServerError> {
         let name = b.name.clone();
         serving.spawn(l4::serve(
             name,
-            b.into_tcp(),
+            b.into_tcp()?,
             l4_mode,
             shared.clone(),
             conn_limits.clone(),
@@ -164,6 +171,21 @@ pub async fn run(opts: RunOptions) -> Result<(), ServerError> {
             drain,
         ));
     }
+    let mut workers = Workers::start(
+        per_worker
+            .into_iter()
+            .map(|mine| {
+                listen::serve_worker(
+                    mine,
+                    shared.clone(),
+                    builders.clone(),
+                    stop_rx.clone(),
+                    drain,
+                )
+            })
+            .collect(),
+    )?;
+    tracing::info!(workers = worker_count, "serving");
 
     let which = tokio::select! {
         _ = term.recv() => "SIGTERM",
@@ -180,6 +202,7 @@ pub async fn run(opts: RunOptions) -> Result<(), ServerError> {
     shared.resume.start_draining(deadline);
     let _ = stop_tx.send(true);
     while serving.join_next().await.is_some() {}
+    workers.finished().await;
     shared.resume.finish(deadline).await;
     shared.limit_engine.persist().await;
     if let Some(f) = usage_flusher {
@@ -189,6 +212,8 @@ pub async fn run(opts: RunOptions) -> Result<(), ServerError> {
     shared.tracing.shutdown().await;
     let _ = admin_stop_tx.send(true);
     tracing::info!("stopped");
+    // The workers' runtimes end last: what requests left running there stops here.
+    drop(workers);
     Ok(())
 }
 

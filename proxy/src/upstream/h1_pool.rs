@@ -15,9 +15,13 @@
 //! request goes on the next connection (a failure on a new connection before anything
 //! was written counts as a failed connect: the request never reached the app). A task
 //! per pool closes connections idle for longer than [`IDLE_TIMEOUT`].
+//!
+//! Each serving worker has its own idle list: a connection is registered with the
+//! runtime of the worker that opened it, and is reused there.
 
 use super::client::{Error, H1Dialer, IDLE_TIMEOUT};
 use crate::http::body::RequestBody;
+use crate::workers;
 use http::header::HOST;
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Method, Request, Response, Uri};
@@ -32,7 +36,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Idle connections kept per endpoint; one more is closed when it becomes idle.
+/// Idle connections kept per endpoint and worker; one more is closed when it becomes idle.
 const MAX_IDLE: usize = 256;
 
 /// The future that runs one HTTP/1.1 connection (with upgrades), boxed once per
@@ -46,8 +50,9 @@ pub struct H1Pool {
 }
 
 struct Shared {
-    /// Least recently used first.
-    idle: Mutex<VecDeque<Idle>>,
+    /// Per serving worker (a connection stays with the runtime that opened it), least
+    /// recently used first.
+    idle: Box<[Mutex<VecDeque<Idle>>]>,
     /// [`IDLE_TIMEOUT`] but in tests.
     idle_timeout: Duration,
     reaper: AtomicBool,
@@ -62,7 +67,7 @@ impl Default for H1Pool {
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared")
-            .field("idle", &lock(self).len())
+            .field("idle", &total_idle(self))
             .finish()
     }
 }
@@ -92,7 +97,7 @@ impl H1Pool {
     fn new(idle_timeout: Duration) -> Self {
         H1Pool {
             shared: Arc::new(Shared {
-                idle: Mutex::default(),
+                idle: (0..workers::slots()).map(|_| Mutex::default()).collect(),
                 idle_timeout,
                 reaper: AtomicBool::new(false),
             }),
@@ -101,7 +106,7 @@ impl H1Pool {
 
     /// Idle connections (admin view).
     pub fn idle(&self) -> usize {
-        lock(&self.shared).len()
+        total_idle(&self.shared)
     }
 
     /// Sends `req` to `authority` on an idle connection or a new one.
@@ -262,12 +267,14 @@ async fn reap(pool: Weak<Shared>) {
     loop {
         tick.tick().await;
         let Some(shared) = pool.upgrade() else { return };
-        let expired = {
-            let mut idle = lock(&shared);
-            expire(&mut idle, Instant::now(), shared.idle_timeout)
-        };
-        // Closed outside the lock.
-        drop(expired);
+        for slot in &shared.idle {
+            let expired = {
+                let mut idle = slot.lock().unwrap_or_else(|p| p.into_inner());
+                expire(&mut idle, Instant::now(), shared.idle_timeout)
+            };
+            // Closed outside the lock.
+            drop(expired);
+        }
     }
 }
 
@@ -284,9 +291,21 @@ fn expire(idle: &mut VecDeque<Idle>, now: Instant, timeout: Duration) -> Vec<Idl
     expired
 }
 
+/// This worker's idle connections.
 fn lock(shared: &Shared) -> MutexGuard<'_, VecDeque<Idle>> {
+    let i = workers::index().min(shared.idle.len().saturating_sub(1));
+    // `idle` has a slot per worker and one for other threads, so `i` is in range.
+    let slot = &shared.idle[i];
     // Nothing panics while holding it; a poisoned lock still holds consistent state.
-    shared.idle.lock().unwrap_or_else(|p| p.into_inner())
+    slot.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn total_idle(shared: &Shared) -> usize {
+    shared
+        .idle
+        .iter()
+        .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+        .sum()
 }
 
 /// Rewrites the request for the wire as an HTTP/1.1 origin server expects it: the

@@ -1,7 +1,8 @@
 //! Connection lifetimes and scope through the real proxy: the first request must come
 //! within `header_read_timeout_ms`, idle connections are closed after
 //! `idle_timeout_ms` (HTTP/2 with a GOAWAY) while long streams keep theirs open, a
-//! listener's `max_connections` turns a flood into counted refusals, and a TLS
+//! listener's `max_connections` turns a flood into counted refusals (across the
+//! workers that share its port, each of which accepts and serves), and a TLS
 //! connection only serves hosts its certificate covers (421 otherwise).
 //!
 //! Timers are short (300 ms) and every wait for a close is bounded generously
@@ -271,6 +272,65 @@ async fn idle_connections_close_after_idle_timeout_but_open_streams_keep_theirs(
             "h2={h2}: closed once idle after the stream"
         );
     }
+}
+
+#[tokio::test]
+async fn every_worker_accepts_from_the_shared_port_and_serves_its_connections() {
+    const WORKERS: usize = 3;
+    const CONNS: usize = 48;
+    let up = Upstream::start("acme").await;
+    let cfg = Config::new()
+        .top(&format!("workers = {WORKERS}"))
+        .listener("main")
+        .app("acme", &["acme.test"], up.addr)
+        .build();
+    let proxy = ProxyProcess::start(&cfg, &[]).expect("proxy starts");
+    let addr = proxy.addr("main");
+    // Kept open so every connection has its own source port: the kernel spreads
+    // connections over the workers' sockets by their addresses.
+    let mut open = Vec::new();
+    for i in 0..CONNS {
+        let mut s = client::connect_plain(addr, i % 2 == 1)
+            .await
+            .expect("connect");
+        for round in 0..2 {
+            let req = client::get(&s, "http", "acme.test", &format!("/c{i}/r{round}"));
+            let (status, _, body) = client::text(s.send(req).await.expect("response"))
+                .await
+                .expect("body");
+            assert_eq!(status, 200, "connection {i}: {body}");
+        }
+        open.push(s);
+    }
+    let total = proxy
+        .wait_metric("tollgate_worker_connections_total", &[], WAIT, |v| {
+            v >= CONNS as f64
+        })
+        .await
+        .expect("metrics");
+    assert_eq!(total, CONNS as f64, "each connection counted by one worker");
+    // With 48 connections over 3 sockets, a worker left without any has odds of 1e-8.
+    for w in 1..=WORKERS {
+        let n = proxy
+            .metric(
+                "tollgate_worker_connections_total",
+                &[&format!("worker=\"{w}\"")],
+            )
+            .await
+            .expect("metrics");
+        assert!(n >= 1.0, "worker {w} accepted none of {CONNS} connections");
+    }
+    assert_eq!(
+        proxy
+            .metric(
+                "tollgate_worker_connections_total",
+                &[&format!("worker=\"{}\"", WORKERS + 1)],
+            )
+            .await
+            .expect("metrics"),
+        0.0,
+        "no worker beyond the configured count"
+    );
 }
 
 #[tokio::test]

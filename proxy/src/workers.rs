@@ -1,0 +1,146 @@
+//! Serving workers: one OS thread per worker, each with its own single-threaded tokio
+//! runtime, accepting from its own `SO_REUSEPORT` socket of every HTTP listener.
+//!
+//! A connection and everything its requests spawn stay on the worker that accepted
+//! it: no work stealing, no scheduler atomics, no wake-ups that cross threads on the
+//! request path. Upstream HTTP/1.1 connections are pooled per worker for the same
+//! reason ([`index`]). Admin, reloads, the control client and health checks run on
+//! the main runtime.
+//!
+//! A worker's runtime lives until [`Workers`] is dropped at the very end of a run, so
+//! what a request started there (a connection another worker later borrows, a
+//! refresh loop) keeps running while the process drains.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::num::NonZeroUsize;
+use std::sync::OnceLock;
+use tokio::sync::oneshot;
+
+thread_local! {
+    static INDEX: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The number of workers, once the proxy has started them.
+static COUNT: OnceLock<usize> = OnceLock::new();
+
+/// This thread's worker, 1-based; 0 on any other thread (the main runtime, tests).
+pub fn index() -> usize {
+    INDEX.with(Cell::get)
+}
+
+/// Slots a per-worker structure needs: one per worker, and slot 0 for other threads.
+pub fn slots() -> usize {
+    COUNT.get().map_or(1, |n| n + 1)
+}
+
+/// The worker count when the config does not set one: the CPUs this process may use
+/// (cgroup quotas included).
+pub fn default_count() -> NonZeroUsize {
+    std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
+}
+
+/// Running workers. Dropping it ends their threads and runtimes.
+pub struct Workers {
+    done: Vec<oneshot::Receiver<()>>,
+    /// Dropped to let the threads finish.
+    _release: Vec<oneshot::Sender<()>>,
+}
+
+impl Workers {
+    /// Starts one thread per entry of `serve`, each running its future on its own
+    /// runtime. The first call fixes the count [`slots`] reports for the process.
+    pub fn start<F>(serve: Vec<F>) -> std::io::Result<Workers>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let count = serve.len();
+        let _ = COUNT.set(count);
+        let mut done = Vec::with_capacity(count);
+        let mut release = Vec::with_capacity(count);
+        for (i, work) in serve.into_iter().enumerate() {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (done_tx, done_rx) = oneshot::channel();
+            let (release_tx, release_rx) = oneshot::channel::<()>();
+            std::thread::Builder::new()
+                .name(format!("tollgate-w{}", i + 1))
+                .spawn(move || {
+                    INDEX.with(|c| c.set(i + 1));
+                    runtime.block_on(async move {
+                        work.await;
+                        let _ = done_tx.send(());
+                        let _ = release_rx.await;
+                    });
+                })?;
+            done.push(done_rx);
+            release.push(release_tx);
+        }
+        Ok(Workers {
+            done,
+            _release: release,
+        })
+    }
+
+    /// Waits until every worker's serving future has finished.
+    pub async fn finished(&mut self) {
+        for d in std::mem::take(&mut self.done) {
+            let _ = d.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::runtime::RuntimeFlavor;
+    use tokio::sync::mpsc;
+
+    #[tokio::test]
+    async fn each_worker_runs_on_its_own_thread_and_runtime_until_dropped() {
+        let (seen_tx, mut seen_rx) = mpsc::unbounded_channel();
+        let (ask_tx, ask_rx) = oneshot::channel::<oneshot::Sender<usize>>();
+        let mut ask_rx = Some(ask_rx);
+        let serve: Vec<_> = (0..3)
+            .map(|_| {
+                let seen = seen_tx.clone();
+                let ask = ask_rx.take();
+                async move {
+                    let flavor = tokio::runtime::Handle::current().runtime_flavor();
+                    let _ = seen.send((index(), std::thread::current().id(), flavor));
+                    // A task outliving the serving future, as a pooled connection's does.
+                    if let Some(ask) = ask {
+                        tokio::spawn(async move {
+                            if let Ok(reply) = ask.await {
+                                let _ = reply.send(index());
+                            }
+                        });
+                    }
+                }
+            })
+            .collect();
+        drop(seen_tx);
+        let mut workers = Workers::start(serve).expect("threads start");
+        workers.finished().await;
+        let mut seen = Vec::new();
+        while let Some(s) = seen_rx.recv().await {
+            seen.push(s);
+        }
+        seen.sort_by_key(|s| s.0);
+        let indices: Vec<usize> = seen.iter().map(|s| s.0).collect();
+        assert_eq!(indices, [1, 2, 3]);
+        let threads: std::collections::HashSet<_> = seen.iter().map(|s| s.1).collect();
+        assert_eq!(threads.len(), 3, "one thread per worker");
+        assert!(!threads.contains(&std::thread::current().id()));
+        assert!(seen.iter().all(|s| s.2 == RuntimeFlavor::CurrentThread));
+        assert_eq!(index(), 0, "not a worker thread");
+
+        // The runtime still runs the task after its serving future ended...
+        let (reply_tx, reply_rx) = oneshot::channel();
+        ask_tx.send(reply_tx).expect("task alive");
+        assert_eq!(reply_rx.await.expect("reply"), 1);
+        // ...and the runtimes end when the workers are dropped.
+        drop(workers);
+    }
+}
