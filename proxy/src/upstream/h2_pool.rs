@@ -20,6 +20,9 @@
 //! A connection with no stream for [`IDLE_TIMEOUT`] closes, as HTTP/1.1 pooled ones do;
 //! one whose peer sends no SETTINGS within the connect's own time limit is dropped.
 //!
+//! Each serving worker has its own connections (and its own
+//! `max_connections_per_endpoint`), driven on its own runtime, as Envoy's workers do.
+//!
 //! The lock is never held across an await; a request costs one lock, a scan of the few
 //! connections and reference-count increments (its slot, the connection's sender), no
 //! allocation of its own.
@@ -28,6 +31,7 @@ use super::client::{ConnectError, Dialer, Error, IDLE_TIMEOUT};
 use super::h2_conn::{Connection, Signal, Watched};
 use crate::clock::now_ms;
 use crate::http::body::RequestBody;
+use crate::workers;
 use http::uri::Authority;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -41,9 +45,19 @@ use tokio::sync::Notify;
 const SEND_TRIES: usize = 3;
 
 /// The HTTP/2 connections of one endpoint.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct H2Pool {
-    shared: Arc<Shared>,
+    /// Per serving worker: a connection's driver runs on the runtime of the worker that
+    /// opened it, and only that worker's streams use it.
+    shared: Box<[Arc<Shared>]>,
+}
+
+impl Default for H2Pool {
+    fn default() -> Self {
+        H2Pool {
+            shared: (0..workers::slots()).map(|_| Arc::default()).collect(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -99,7 +113,7 @@ enum Choice {
 impl H2Pool {
     /// Open connections (admin view).
     pub fn connections(&self) -> usize {
-        self.lock().conns.len()
+        self.shared.iter().map(|s| lock(s).conns.len()).sum()
     }
 
     /// Sends `req` on a connection to `authority` with room for it.
@@ -143,7 +157,7 @@ impl H2Pool {
                     }
                     Choice::Open => {
                         st.connecting = true;
-                        let shared = self.shared.clone();
+                        let shared = self.slot().clone();
                         let dialer = dialer.clone();
                         let authority = authority.clone();
                         tokio::spawn(async move { open(shared, dialer, authority).await });
@@ -151,7 +165,7 @@ impl H2Pool {
                     Choice::Wait => {}
                 }
                 // Created under the lock: every change is made under it, then notified.
-                (self.shared.changed.notified(), st.connects)
+                (self.slot().changed.notified(), st.connects)
             };
             notified.await;
             let st = self.lock();
@@ -163,8 +177,15 @@ impl H2Pool {
         }
     }
 
+    /// This worker's connections.
+    fn slot(&self) -> &Arc<Shared> {
+        let i = workers::index().min(self.shared.len().saturating_sub(1));
+        // One slot per worker and one for other threads: `i` is in range.
+        &self.shared[i]
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
-        lock(&self.shared)
+        lock(self.slot())
     }
 }
 
