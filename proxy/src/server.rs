@@ -82,7 +82,9 @@ pub async fn run(opts: RunOptions) -> Result<(), ServerError> {
     let admin_auth =
         admin::AdminAuth::resolve(&loaded.config.admin, &opts.config, admin::env_token()?)?;
     let drain = Duration::from_millis(loaded.config.limits.drain_timeout_ms);
-    let workers = loaded.config.workers;
+    // Fixed before any upstream pool exists: pools keep a slot per worker.
+    let worker_count =
+        workers::set_count(loaded.config.workers.unwrap_or_else(workers::default_count));
     let engine = LimitEngine::start(&loaded.config.rate_limiting)
         .await
         .map_err(ConfigError::RateLimiting)?;
@@ -103,7 +105,6 @@ pub async fn run(opts: RunOptions) -> Result<(), ServerError> {
         None => None,
     };
     let builders = Arc::new(HttpBuilders::new(&shared.limits));
-    let worker_count = workers.unwrap_or_else(workers::default_count).get();
     let bound = listen::bind(&listeners, &shared, worker_count).await?;
     let admin = TcpListener::bind(admin_addr)
         .await

@@ -40,6 +40,13 @@ pub fn default_count() -> NonZeroUsize {
     std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
 }
 
+/// Fixes the worker count for the process (the first call wins) and returns the
+/// count in force. Upstream pools size their per-worker slots from it, so it comes
+/// before the first config is built.
+pub fn set_count(n: NonZeroUsize) -> usize {
+    *COUNT.get_or_init(|| n.get())
+}
+
 /// Running workers. Dropping it ends their threads and runtimes.
 pub struct Workers {
     done: Vec<oneshot::Receiver<()>>,
@@ -49,13 +56,12 @@ pub struct Workers {
 
 impl Workers {
     /// Starts one thread per entry of `serve`, each running its future on its own
-    /// runtime. The first call fixes the count [`slots`] reports for the process.
+    /// runtime, after [`set_count`] with that many.
     pub fn start<F>(serve: Vec<F>) -> std::io::Result<Workers>
     where
         F: Future<Output = ()> + Send + 'static,
     {
         let count = serve.len();
-        let _ = COUNT.set(count);
         let mut done = Vec::with_capacity(count);
         let mut release = Vec::with_capacity(count);
         for (i, work) in serve.into_iter().enumerate() {
@@ -121,7 +127,17 @@ mod tests {
             })
             .collect();
         drop(seen_tx);
+        // The only call in this test binary: one slot per worker, one for other threads.
+        assert_eq!(set_count(NonZeroUsize::new(3).expect("3")), 3);
+        assert_eq!(set_count(NonZeroUsize::MIN), 3, "the first call wins");
+        let slots_before = slots();
+        assert_eq!(slots_before, 4);
         let mut workers = Workers::start(serve).expect("threads start");
+        assert_eq!(
+            slots(),
+            slots_before,
+            "the count is fixed by set_count only"
+        );
         workers.finished().await;
         let mut seen = Vec::new();
         while let Some(s) = seen_rx.recv().await {
