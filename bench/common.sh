@@ -13,8 +13,9 @@ bench_init() {
   trap bench_cleanup EXIT
   trap 'exit 130' INT TERM
   if [[ $SKIP_BUILD != 1 ]]; then log "building tollgate (release)"; (cd "$ROOT" && cargo build --release -q -p tollgate); fi
-  # A copy, so a rebuild during the run cannot swap the binary under it.
-  cp "$ROOT/target/release/tollgate" "$RUN/tollgate"
+  # A copy, so a rebuild during the run cannot swap the binary under it. TOLLGATE_BIN
+  # measures another build (with SKIP_BUILD=1) for a before/after.
+  cp "${TOLLGATE_BIN:-$ROOT/target/release/tollgate}" "$RUN/tollgate"
 }
 
 # Stops every process in PIDS (TERM, then KILL after 5 s), keeps their logs.
