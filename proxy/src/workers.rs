@@ -34,6 +34,30 @@ pub fn slots() -> usize {
     COUNT.get().map_or(1, |n| n + 1)
 }
 
+/// One `T` per serving worker and one for other threads, so each worker's share is
+/// used on the runtime that made it.
+#[derive(Debug)]
+pub struct PerWorker<T>(Box<[T]>);
+
+impl<T> PerWorker<T> {
+    /// [`slots`] entries made by `make`.
+    pub fn new(make: impl FnMut() -> T) -> Self {
+        PerWorker(std::iter::repeat_with(make).take(slots()).collect())
+    }
+
+    /// This thread's entry (the last one on a worker the count did not include).
+    pub fn mine(&self) -> &T {
+        let i = index().min(self.0.len().saturating_sub(1));
+        // `new` made `slots()` >= 1 entries, so `i` is in range.
+        &self.0[i]
+    }
+
+    /// Every entry.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.0.iter()
+    }
+}
+
 /// The worker count when the config does not set one: the CPUs this process may use
 /// (cgroup quotas included).
 pub fn default_count() -> NonZeroUsize {
@@ -100,19 +124,29 @@ impl Workers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
     use tokio::runtime::RuntimeFlavor;
     use tokio::sync::mpsc;
 
     #[tokio::test]
     async fn each_worker_runs_on_its_own_thread_and_runtime_until_dropped() {
+        // The only call in this test binary: one slot per worker, one for other threads.
+        assert_eq!(set_count(NonZeroUsize::new(3).expect("3")), 3);
+        assert_eq!(set_count(NonZeroUsize::MIN), 3, "the first call wins");
+        let slots_before = slots();
+        assert_eq!(slots_before, 4);
+        let per = std::sync::Arc::new(PerWorker::new(|| AtomicUsize::new(0)));
+        per.mine().fetch_add(10, Relaxed);
         let (seen_tx, mut seen_rx) = mpsc::unbounded_channel();
         let (ask_tx, ask_rx) = oneshot::channel::<oneshot::Sender<usize>>();
         let mut ask_rx = Some(ask_rx);
         let serve: Vec<_> = (0..3)
             .map(|_| {
                 let seen = seen_tx.clone();
+                let per = per.clone();
                 let ask = ask_rx.take();
                 async move {
+                    per.mine().fetch_add(1, Relaxed);
                     let flavor = tokio::runtime::Handle::current().runtime_flavor();
                     let _ = seen.send((index(), std::thread::current().id(), flavor));
                     // A task outliving the serving future, as a pooled connection's does.
@@ -127,11 +161,6 @@ mod tests {
             })
             .collect();
         drop(seen_tx);
-        // The only call in this test binary: one slot per worker, one for other threads.
-        assert_eq!(set_count(NonZeroUsize::new(3).expect("3")), 3);
-        assert_eq!(set_count(NonZeroUsize::MIN), 3, "the first call wins");
-        let slots_before = slots();
-        assert_eq!(slots_before, 4);
         let mut workers = Workers::start(serve).expect("threads start");
         assert_eq!(
             slots(),
@@ -151,6 +180,8 @@ mod tests {
         assert!(!threads.contains(&std::thread::current().id()));
         assert!(seen.iter().all(|s| s.2 == RuntimeFlavor::CurrentThread));
         assert_eq!(index(), 0, "not a worker thread");
+        let counts: Vec<usize> = per.iter().map(|c| c.load(Relaxed)).collect();
+        assert_eq!(counts, [10, 1, 1, 1], "each thread used its own entry");
 
         // The runtime still runs the task after its serving future ended...
         let (reply_tx, reply_rx) = oneshot::channel();

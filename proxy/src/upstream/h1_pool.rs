@@ -21,7 +21,7 @@
 
 use super::client::{Error, H1Dialer, IDLE_TIMEOUT};
 use crate::http::body::RequestBody;
-use crate::workers;
+use crate::workers::PerWorker;
 use http::header::HOST;
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Method, Request, Response, Uri};
@@ -52,7 +52,7 @@ pub struct H1Pool {
 struct Shared {
     /// Per serving worker (a connection stays with the runtime that opened it), least
     /// recently used first.
-    idle: Box<[Mutex<VecDeque<Idle>>]>,
+    idle: PerWorker<Mutex<VecDeque<Idle>>>,
     /// [`IDLE_TIMEOUT`] but in tests.
     idle_timeout: Duration,
     reaper: AtomicBool,
@@ -97,7 +97,7 @@ impl H1Pool {
     fn new(idle_timeout: Duration) -> Self {
         H1Pool {
             shared: Arc::new(Shared {
-                idle: (0..workers::slots()).map(|_| Mutex::default()).collect(),
+                idle: PerWorker::new(Mutex::default),
                 idle_timeout,
                 reaper: AtomicBool::new(false),
             }),
@@ -267,7 +267,7 @@ async fn reap(pool: Weak<Shared>) {
     loop {
         tick.tick().await;
         let Some(shared) = pool.upgrade() else { return };
-        for slot in &shared.idle {
+        for slot in shared.idle.iter() {
             let expired = {
                 let mut idle = slot.lock().unwrap_or_else(|p| p.into_inner());
                 expire(&mut idle, Instant::now(), shared.idle_timeout)
@@ -293,9 +293,7 @@ fn expire(idle: &mut VecDeque<Idle>, now: Instant, timeout: Duration) -> Vec<Idl
 
 /// This worker's idle connections.
 fn lock(shared: &Shared) -> MutexGuard<'_, VecDeque<Idle>> {
-    let i = workers::index().min(shared.idle.len().saturating_sub(1));
-    // `idle` has a slot per worker and one for other threads, so `i` is in range.
-    let slot = &shared.idle[i];
+    let slot = shared.idle.mine();
     // Nothing panics while holding it; a poisoned lock still holds consistent state.
     slot.lock().unwrap_or_else(|p| p.into_inner())
 }

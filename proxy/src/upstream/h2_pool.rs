@@ -31,7 +31,7 @@ use super::client::{ConnectError, Dialer, Error, IDLE_TIMEOUT};
 use super::h2_conn::{Connection, Signal, Watched};
 use crate::clock::now_ms;
 use crate::http::body::RequestBody;
-use crate::workers;
+use crate::workers::PerWorker;
 use http::uri::Authority;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -49,13 +49,13 @@ const SEND_TRIES: usize = 3;
 pub struct H2Pool {
     /// Per serving worker: a connection's driver runs on the runtime of the worker that
     /// opened it, and only that worker's streams use it.
-    shared: Box<[Arc<Shared>]>,
+    shared: PerWorker<Arc<Shared>>,
 }
 
 impl Default for H2Pool {
     fn default() -> Self {
         H2Pool {
-            shared: (0..workers::slots()).map(|_| Arc::default()).collect(),
+            shared: PerWorker::new(Arc::default),
         }
     }
 }
@@ -179,9 +179,7 @@ impl H2Pool {
 
     /// This worker's connections.
     fn slot(&self) -> &Arc<Shared> {
-        let i = workers::index().min(self.shared.len().saturating_sub(1));
-        // One slot per worker and one for other threads: `i` is in range.
-        &self.shared[i]
+        self.shared.mine()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
