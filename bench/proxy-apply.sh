@@ -6,7 +6,8 @@
 # whole-config stages timed apart, and RSS. In-process: no control service, no network.
 # bench/EXTRA.md has the figures.
 #
-# Environment: APPS [10000] KEYS_PER_APP [10] CERTS [APPS] DELTAS [50] SKIP_BUILD [0]
+# Environment: APPS [10000] KEYS_PER_APP [10] CERTS [APPS] DELTAS [50] WORKERS [2]
+# (serving workers the per-worker upstream pools are sized for) SKIP_BUILD [0]
 set -euo pipefail
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$BENCH")

@@ -6,7 +6,8 @@
 //! of each apply (p50, p99, max) and the process RSS. The stages of the whole-config
 //! pipeline are timed apart once, for the profile. Run by `bench/proxy-apply.sh`.
 //!
-//! Environment: APPS [10000] KEYS_PER_APP [10] CERTS [APPS] DELTAS [50].
+//! Environment: APPS [10000] KEYS_PER_APP [10] CERTS [APPS] DELTAS [50] WORKERS [2]
+//! (the serving workers a proxy would size its per-worker upstream pools for).
 
 // A bench tool: its inputs are its own, and failing loudly on them is right.
 #![allow(clippy::expect_used, clippy::type_complexity)]
@@ -38,7 +39,12 @@ fn app_events(i: usize, keys: usize) -> Vec<EdgeEvent> {
         event(serde_json::json!({"type": "app_created", "app_id": app})),
         event(
             serde_json::json!({"type": "upstream_configured", "app_id": app, "name": "default",
-            "cluster": {"endpoints": [{"address": format!("10.{}.{}.{}:8080", i / 65536, (i / 256) % 256, i % 256)}]}}),
+            "cluster": {"endpoints": []}}),
+        ),
+        // A cluster's instances come by their own events (upstream_configured keeps them).
+        event(
+            serde_json::json!({"type": "instance_added", "app_id": app, "upstream": "default",
+            "endpoint": {"address": format!("10.{}.{}.{}:8080", i / 65536, (i / 256) % 256, i % 256)}}),
         ),
         event(serde_json::json!({"type": "hostname_bound", "hostname": host, "app_id": app})),
         event(
@@ -144,8 +150,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let keys = env("KEYS_PER_APP", 10);
     let certs = env("CERTS", apps).min(apps);
     let deltas = env("DELTAS", 50);
+    let workers =
+        std::num::NonZeroUsize::new(env("WORKERS", 2)).unwrap_or(std::num::NonZeroUsize::MIN);
+    benching::set_workers(workers);
     println!(
-        "# apply_cost: {apps} apps, {apps} hostnames, {apps} routes, {} keys, {certs} certificates",
+        "# apply_cost: {apps} apps, {apps} hostnames, {apps} routes, {} keys, {certs} certificates, {workers} workers",
         apps * keys
     );
 
@@ -190,6 +199,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ms(t.elapsed()),
         rss_before,
         rss_mib()
+    );
+    let state = follower.shared().state.load();
+    let endpoints: usize = state
+        .upstreams
+        .iter()
+        .flat_map(|(_, app)| app.clusters())
+        .map(|c| c.endpoints.len())
+        .sum();
+    println!(
+        "  serving config version {}: {} apps with upstreams, {endpoints} endpoints",
+        state.version,
+        state.upstreams.iter().count()
     );
 
     let kinds: [(&str, Box<dyn Fn(usize) -> EdgeEvent>); 6] = [

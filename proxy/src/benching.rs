@@ -14,6 +14,12 @@ use tollgate_certs::CertStore;
 pub use crate::control_client::{Follower, Outcome, Update, cert_source};
 pub use crate::state::Shared;
 
+/// Sizes per-worker upstream pools for `n` serving workers, as a proxy does before
+/// its first config (the first call in a process wins).
+pub fn set_workers(n: std::num::NonZeroUsize) -> usize {
+    crate::workers::set_count(n)
+}
+
 /// A follower over a fresh proxy state built from an empty config file.
 pub async fn follower() -> Result<Follower, Box<dyn std::error::Error>> {
     let config = ProxyConfig::parse("", Path::new("bench"))?;

@@ -11,6 +11,7 @@
 //! what a request started there (a connection another worker later borrows, a
 //! refresh loop) keeps running while the process drains.
 
+use once_cell::race::OnceBox;
 use std::cell::Cell;
 use std::future::Future;
 use std::num::NonZeroUsize;
@@ -36,25 +37,36 @@ pub fn slots() -> usize {
 
 /// One `T` per serving worker and one for other threads, so each worker's share is
 /// used on the runtime that made it.
+///
+/// Entries are made on first use: a structure no worker touches (an upstream
+/// endpoint of a tenant that gets no traffic) costs one pointer per slot.
 #[derive(Debug)]
-pub struct PerWorker<T>(Box<[T]>);
+pub struct PerWorker<T>(Box<[OnceBox<T>]>);
 
-impl<T> PerWorker<T> {
-    /// [`slots`] entries made by `make`.
-    pub fn new(make: impl FnMut() -> T) -> Self {
-        PerWorker(std::iter::repeat_with(make).take(slots()).collect())
+impl<T: Default> PerWorker<T> {
+    /// [`slots`] empty entries.
+    pub fn new() -> Self {
+        PerWorker(std::iter::repeat_with(OnceBox::new).take(slots()).collect())
     }
 
-    /// This thread's entry (the last one on a worker the count did not include).
+    /// This thread's entry, made now if it is the first use (the last entry on a
+    /// worker the count did not include).
     pub fn mine(&self) -> &T {
         let i = index().min(self.0.len().saturating_sub(1));
-        // `new` made `slots()` >= 1 entries, so `i` is in range.
-        &self.0[i]
+        // `new` made `slots()` >= 1 entries, so `i` is in range. Only this thread
+        // makes a worker's entry; slot 0's threads may race, and one box wins.
+        self.0[i].get_or_init(Box::default)
     }
 
-    /// Every entry.
+    /// Every entry made so far.
     pub fn iter(&self) -> impl Iterator<Item = &T> {
-        self.0.iter()
+        self.0.iter().filter_map(OnceBox::get)
+    }
+}
+
+impl<T: Default> Default for PerWorker<T> {
+    fn default() -> Self {
+        PerWorker::new()
     }
 }
 
@@ -135,7 +147,8 @@ mod tests {
         assert_eq!(set_count(NonZeroUsize::MIN), 3, "the first call wins");
         let slots_before = slots();
         assert_eq!(slots_before, 4);
-        let per = std::sync::Arc::new(PerWorker::new(|| AtomicUsize::new(0)));
+        let per = std::sync::Arc::new(PerWorker::<AtomicUsize>::new());
+        assert_eq!(per.iter().count(), 0, "entries are made on first use");
         per.mine().fetch_add(10, Relaxed);
         let (seen_tx, mut seen_rx) = mpsc::unbounded_channel();
         let (ask_tx, ask_rx) = oneshot::channel::<oneshot::Sender<usize>>();

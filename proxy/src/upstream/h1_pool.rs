@@ -97,7 +97,7 @@ impl H1Pool {
     fn new(idle_timeout: Duration) -> Self {
         H1Pool {
             shared: Arc::new(Shared {
-                idle: PerWorker::new(Mutex::default),
+                idle: PerWorker::new(),
                 idle_timeout,
                 reaper: AtomicBool::new(false),
             }),

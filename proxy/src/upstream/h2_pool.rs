@@ -45,19 +45,11 @@ use tokio::sync::Notify;
 const SEND_TRIES: usize = 3;
 
 /// The HTTP/2 connections of one endpoint.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct H2Pool {
     /// Per serving worker: a connection's driver runs on the runtime of the worker that
     /// opened it, and only that worker's streams use it.
     shared: PerWorker<Arc<Shared>>,
-}
-
-impl Default for H2Pool {
-    fn default() -> Self {
-        H2Pool {
-            shared: PerWorker::new(Arc::default),
-        }
-    }
 }
 
 #[derive(Debug, Default)]
