@@ -13,7 +13,9 @@
 //!   mostly repeated JSON keys. Deltas are not compressed: each is one small event,
 //!   and gRPC compression (a fresh compressor per message, per proxy) cost the
 //!   service more CPU during a bulk load than deciding the commands.
-//! - **Deltas** are read from the store by id range ([`crate::feed::read_range`])
+//! - **Deltas** are read from the store by id range ([`crate::feed::read_range`]),
+//!   once for every watcher asking for the same range, as is a snapshot for
+//!   watchers starting at the same event ([`crate::feed_share`]),
 //!   up to the projection's cursor, in event-id order, each id at most once and
 //!   none skipped: the store guarantees no event appears below a cursor later.
 //!   The stream wakes when the projection applies events (which itself is woken by
@@ -24,7 +26,8 @@
 //!   token, else `UNAUTHENTICATED`.
 //! - **Shutdown** ends every stream, so a graceful stop does not wait on them.
 
-use crate::feed::{Unresumable, read_range, resume_point};
+use crate::feed::{Unresumable, resume_point};
+use crate::feed_share::{EncodedSnapshot, FeedShare};
 use crate::metrics::{ControlMetrics, SnapshotReason, Watcher};
 use crate::projection::Projection;
 use crate::store::{AnyStore, EventStore};
@@ -39,7 +42,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tollgate_proto::control::v1::edge_feed_server::EdgeFeed;
 use tollgate_proto::control::v1::watch_response::Kind;
-use tollgate_proto::control::v1::{Delta, EdgeMarker, Snapshot, WatchRequest, WatchResponse};
+use tollgate_proto::control::v1::{EdgeMarker, Snapshot, WatchRequest, WatchResponse};
 use tonic::{Request, Response, Status};
 
 /// Messages buffered per stream before the reader waits for the proxy.
@@ -60,6 +63,8 @@ pub struct Feed {
     max_replay: i64,
     /// Watchers, snapshots and lag are counted here when set.
     metrics: Option<Arc<ControlMetrics>>,
+    /// Ranges and snapshots read once for every watcher at the same place.
+    share: Arc<FeedShare>,
 }
 
 impl Feed {
@@ -77,11 +82,13 @@ impl Feed {
             stop,
             max_replay: i64::MAX,
             metrics: None,
+            share: Arc::new(FeedShare::new(None)),
         }
     }
 
     /// The same feed counting its watchers in `metrics`.
     pub fn with_metrics(mut self, metrics: Arc<ControlMetrics>) -> Self {
+        self.share = Arc::new(FeedShare::new(Some(metrics.feed.share_counts())));
         self.metrics = Some(metrics);
         self
     }
@@ -159,6 +166,7 @@ impl EdgeFeed for Feed {
         let task = Session {
             store: self.store.clone(),
             projection: self.projection.clone(),
+            share: self.share.clone(),
             tx,
             node: req.node_id,
             watcher: Watcher::open(self.metrics.as_deref(), snapshot.map(|(m, _)| m)),
@@ -174,6 +182,7 @@ impl EdgeFeed for Feed {
 struct Session {
     store: Arc<AnyStore>,
     projection: Arc<Projection>,
+    share: Arc<FeedShare>,
     tx: mpsc::Sender<Result<WatchResponse, Status>>,
     node: String,
     /// Counted as open until the session ends.
@@ -211,16 +220,19 @@ impl Session {
                 let view = self.projection.view();
                 let gzip = self.gzip_snapshot;
                 let encode = view.clone();
-                // Tens of MiB at tenant scale: encoded off the async workers.
-                let (config_json, encoding) =
-                    tokio::task::spawn_blocking(move || snapshot_bytes(&encode.config, gzip))
-                        .await
-                        .map_err(|e| e.to_string())??;
+                // Tens of MiB at tenant scale: encoded off the async workers, once
+                // for the proxies that start at the same time.
+                let snapshot = self
+                    .share
+                    .snapshot(view.event_id, gzip, move || {
+                        snapshot_bytes(&encode.config, gzip)
+                    })
+                    .await?;
                 let last_edge = view.last_edge.clone().unwrap_or_default();
                 self.send(Kind::Snapshot(Snapshot {
                     event_id: view.event_id,
-                    config_json,
-                    config_encoding: encoding.into(),
+                    config_json: snapshot.config_json.clone(),
+                    config_encoding: snapshot.encoding.into(),
                     last_edge: Some(EdgeMarker {
                         event_id: last_edge.event_id,
                         fingerprint: last_edge.fingerprint,
@@ -235,25 +247,20 @@ impl Session {
             let target = *applied.borrow_and_update();
             self.watcher.lag(target - cursor);
             while cursor < target {
-                let page = match read_range(&self.store, &self.projection, cursor, target, PAGE)
+                let page = match self
+                    .share
+                    .page(&self.store, &self.projection, cursor, target, PAGE)
                     .await
                 {
                     Ok(p) => p,
                     Err(e) => {
                         tracing::warn!(node = %self.node, error = %e, "watch cannot read the log");
-                        let _ = self.tx.send(Err(Status::unavailable(e.to_string()))).await;
-                        return Err(e.to_string());
+                        let _ = self.tx.send(Err(Status::unavailable(e.clone()))).await;
+                        return Err(e);
                     }
                 };
-                for item in page.items {
-                    let json = serde_json::to_vec(&item.event).map_err(|e| e.to_string())?;
-                    self.send(Kind::Delta(Delta {
-                        event_id: item.event_id,
-                        event_type: item.event_type,
-                        event_json: json,
-                        fingerprint: item.fingerprint,
-                    }))
-                    .await?;
+                for delta in &page.deltas {
+                    self.send(Kind::Delta(delta.clone())).await?;
                 }
                 cursor = page.covered;
             }
@@ -274,14 +281,21 @@ impl Session {
 fn snapshot_bytes(
     config: &tollgate_routing::EdgeConfig,
     gzip: bool,
-) -> Result<(Vec<u8>, &'static str), String> {
+) -> Result<EncodedSnapshot, String> {
     if !gzip {
-        return Ok((serde_json::to_vec(config).map_err(|e| e.to_string())?, ""));
+        let config_json = serde_json::to_vec(config).map_err(|e| e.to_string())?;
+        return Ok(EncodedSnapshot {
+            config_json,
+            encoding: "",
+        });
     }
     // serde_json writes a token at a time: buffer them into large writes.
     let mut out =
         BufWriter::with_capacity(256 << 10, GzEncoder::new(Vec::new(), Compression::fast()));
     serde_json::to_writer(&mut out, config).map_err(|e| e.to_string())?;
     let gz = out.into_inner().map_err(|e| e.to_string())?;
-    Ok((gz.finish().map_err(|e| e.to_string())?, "gzip"))
+    Ok(EncodedSnapshot {
+        config_json: gz.finish().map_err(|e| e.to_string())?,
+        encoding: "gzip",
+    })
 }

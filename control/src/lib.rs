@@ -20,6 +20,7 @@ pub mod store;
 pub mod acme;
 pub mod commands;
 pub mod feed;
+pub mod feed_share;
 pub mod grace;
 pub mod grpc;
 pub mod http;

@@ -189,6 +189,7 @@ pub struct FeedMetrics {
     /// By [`SnapshotReason`], in declaration order.
     grpc_snapshots: [IntCounter; 4],
     http_snapshots: IntCounter,
+    reads: IntCounterVec,
 }
 
 impl FeedMetrics {
@@ -222,7 +223,15 @@ impl FeedMetrics {
         registry.register(Box::new(watchers.clone()))?;
         registry.register(Box::new(polls.clone()))?;
         registry.register(Box::new(lag.clone()))?;
+        let reads = IntCounterVec::new(
+            Opts::new(
+                "tollgate_control_feed_reads_total",
+                "Ranges of deltas read from the log and snapshots encoded for EdgeFeed.Watch (source=made), or taken from another watcher's at the same place in the log (source=shared).",
+            ),
+            &["kind", "source"],
+        )?;
         registry.register(Box::new(snapshots.clone()))?;
+        registry.register(Box::new(reads.clone()))?;
         let grpc_snapshot = |reason| snapshots.with_label_values(&["grpc", reason]);
         Ok(FeedMetrics {
             grpc_watchers: watchers.with_label_values(&["grpc"]),
@@ -236,7 +245,19 @@ impl FeedMetrics {
                 grpc_snapshot("log_diverged"),
             ],
             http_snapshots: snapshots.with_label_values(&["http", "requested"]),
+            reads,
         })
+    }
+
+    /// The handles a [`FeedShare`](crate::feed_share::FeedShare) counts in.
+    pub fn share_counts(&self) -> crate::feed_share::ShareCounts {
+        let r = |kind, source| self.reads.with_label_values(&[kind, source]);
+        crate::feed_share::ShareCounts {
+            pages_made: r("deltas", "made"),
+            pages_shared: r("deltas", "shared"),
+            snapshots_made: r("snapshot", "made"),
+            snapshots_shared: r("snapshot", "shared"),
+        }
     }
 
     /// Counts a `GET /v1/snapshot` answered.

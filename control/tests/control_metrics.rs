@@ -330,3 +330,59 @@ async fn watchers_polls_snapshots_and_cursor_lag() {
     assert_eq!(polled.get(&requests("/v1/events", "GET", "2xx")), 2.0);
     svc.stop().await;
 }
+
+/// Proxies at one cursor cost the service one read of each range and one encoding
+/// of a snapshot: the others take a copy, byte for byte the same.
+#[tokio::test]
+async fn watchers_at_one_place_share_each_read_and_snapshot() {
+    let svc = start().await;
+    let c = svc.http();
+    let first = expect(c.post("/api/v1/apps", json!({ "id": APP })).await, 201);
+    projection_at(&svc, first["event_id"].as_i64().unwrap()).await;
+    let reads = |kind: &str, source: &str| {
+        format!("tollgate_control_feed_reads_total{{kind=\"{kind}\",source=\"{source}\"}}")
+    };
+    let before = scrape(&svc).await;
+
+    let mut streams = Vec::new();
+    let mut snapshots = Vec::new();
+    for _ in 0..3 {
+        let mut s = watch(&svc, 0, Some(PROXY)).await.unwrap();
+        let Kind::Snapshot(snap) = next(&mut s).await else {
+            panic!("a watch from 0 starts with a snapshot");
+        };
+        snapshots.push(snap);
+        streams.push(s);
+    }
+    assert!(snapshots.windows(2).all(|w| w[0] == w[1]));
+    let started = scrape(&svc).await;
+    let delta =
+        |s: &Scrape, kind, source| s.get(&reads(kind, source)) - before.get(&reads(kind, source));
+    assert_eq!(delta(&started, "snapshot", "made"), 1.0);
+    assert_eq!(delta(&started, "snapshot", "shared"), 2.0);
+
+    // Each event reaches every watcher before the next is written, so all three ask
+    // for the same range each time.
+    let events = 4;
+    for i in 0..events {
+        let action = if i % 2 == 0 { "suspend" } else { "resume" };
+        let written = expect(
+            c.post(&format!("/api/v1/apps/{APP}/{action}"), json!({}))
+                .await,
+            200,
+        );
+        let id = written["event_id"].as_i64().unwrap();
+        let mut sent = Vec::new();
+        for s in &mut streams {
+            let Kind::Delta(d) = next(s).await else {
+                panic!("then deltas");
+            };
+            assert_eq!(d.event_id, id);
+            sent.push(d);
+        }
+        assert!(sent.windows(2).all(|w| w[0] == w[1]));
+    }
+    let after = scrape(&svc).await;
+    assert_eq!(delta(&after, "deltas", "made"), f64::from(events));
+    assert_eq!(delta(&after, "deltas", "shared"), f64::from(2 * events));
+}
