@@ -23,7 +23,8 @@
 #       proxies: A and, from the second on, A2, A3, ...), and report the slowest.
 #   (d) the latency of (a) on the full scale while a bulk load runs: BULK_CLIENTS
 #       clients post batches of BULK_BATCH API-key commands through POST /api/v1/batch
-#       for as long as the updates take (their commands/s is printed too).
+#       for as long as the updates take (their commands/s is printed too, and the control
+#       service's CPU seconds per event appended until every follower serves the head).
 #
 # Environment: UPDATES [50] SCALE_APPS [100] SCALE_HOSTS [1000] SCALE_ROUTES [1000]
 #              SCALE_KEYS [10000] SEED_THREADS [8] BASE_PORT [18300] SKIP_BUILD [0]
@@ -116,6 +117,10 @@ def call(c, method, path, body=None, hdrs=ADMIN_HDR):
 def serving(c):
     # /control, not /config: the cursor alone, whatever the size of the config.
     return call(c, "GET", "/control", hdrs={}).get("serving_event_id") or 0
+def cpu_s(pid):
+    # utime + stime of the process (all threads), in seconds.
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 def rss_kb(pid):
     for line in open(f"/proc/{pid}/status"):
         if line.startswith("VmRSS:"): return int(line.split()[1])
@@ -268,6 +273,7 @@ def bulk(n):
         except Exception as e: bulk_errs.append(str(e)); return
         bulk_done.append(len(cmds))
 bulkers = [threading.Thread(target=bulk, args=(n,)) for n in range(int(E["BULK_CLIENTS"]))]
+cp_cpu = cpu_s(int(E["CP_PID"])); head_before = call(api, "GET", "/api/v1/version")["event_id"]
 t_bulk = time.perf_counter(); [t.start() for t in bulkers]
 time.sleep(1)
 update_latency(f"(d) update latency at this scale while {len(bulkers)} clients bulk-load keys", "bulk")
@@ -278,6 +284,9 @@ print(f"    bulk load meanwhile: {sum(bulk_done)} commands in {len(bulk_done)} b
 head = call(api, "GET", "/api/v1/version")["event_id"]
 for f in followers:
     while serving(f) < head: time.sleep(0.01)
+cp_cpu = cpu_s(int(E["CP_PID"])) - cp_cpu
+print(f"    control service CPU during (d), until every follower served the head: {cp_cpu:.1f} s, "
+      f"{cp_cpu / max(1, head - head_before) * 1e6:.0f} us per event appended ({head - head_before} events)")
 time.sleep(1)
 print(f"    proxy A after it: RSS {rss_kb(A_PID)/1024:.1f} MiB, head event {head}")
 sys.stdout.flush()

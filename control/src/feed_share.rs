@@ -12,7 +12,9 @@
 //! once the projection has applied them, so two watchers asking for the same bounds
 //! get the same page. A snapshot is keyed by the event id of the projection view it
 //! encodes and its encoding. Only the last few of each are kept ([`PAGES`], one
-//! snapshot); an error is not kept, and the next watcher to ask tries again.
+//! snapshot: about 2.5 MiB gzip-compressed at 10,000 tenants, tens of MiB for a
+//! proxy that asks for it plain); an error is not kept, and the next watcher to ask
+//! tries again.
 
 use crate::feed::read_range;
 use crate::projection::Projection;
