@@ -13,13 +13,14 @@
 //!   mostly repeated JSON keys. Deltas are not compressed: each is one small event,
 //!   and gRPC compression (a fresh compressor per message, per proxy) cost the
 //!   service more CPU during a bulk load than deciding the commands.
-//! - **Deltas** are read from the store by id range ([`crate::feed::read_range`]),
-//!   once for every watcher asking for the same range, as is a snapshot for
-//!   watchers starting at the same event ([`crate::feed_share`]),
+//! - **Deltas** are read from the store by id range ([`crate::feed::read_range`])
 //!   up to the projection's cursor, in event-id order, each id at most once and
 //!   none skipped: the store guarantees no event appears below a cursor later.
 //!   The stream wakes when the projection applies events (which itself is woken by
 //!   the store's notifications) and polls every [`POLL`] regardless.
+//! - **Shared work.** Proxies that keep up ask for the same ranges: each range is
+//!   read once and shared, and so is the snapshot of proxies starting at the same
+//!   event ([`crate::feed_share`]).
 //! - **Backpressure.** Messages go through a bounded channel ([`CHANNEL`]); a slow
 //!   proxy stalls its own reader task and nothing else. A closed stream ends it.
 //! - **Auth.** `authorization: Bearer <token>` metadata with the admin or the proxy
