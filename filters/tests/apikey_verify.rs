@@ -4,7 +4,8 @@
 
 use http::{HeaderMap, HeaderValue};
 use tollgate_filters::apikey::{
-    KeyError, KeyKind, KeyStore, MAX_KEY_LEN, from_headers, generate, has_scopes, parse, sha256_hex,
+    KeyError, KeyKind, KeyStore, MAX_KEY_LEN, check_record, from_headers, generate, has_scopes,
+    parse, sha256_hex,
 };
 use tollgate_routing::ApiKeySpec;
 
@@ -275,16 +276,20 @@ fn build_rejects_bad_hashes() {
         format!("{} ", &good[1..]),
         format!("sha256:{good}"),
     ] {
+        let spec = record("k", "shop", KeyKind::Secret, &bad);
         assert_eq!(
-            KeyStore::build(&[record("k", "shop", KeyKind::Secret, &bad)]).map(|s| s.len()),
+            KeyStore::build(std::slice::from_ref(&spec)).map(|s| s.len()),
             Err(KeyError::InvalidRecord),
             "{bad:?}"
         );
+        assert_eq!(check_record(&spec), Err(KeyError::InvalidRecord), "{bad:?}");
     }
+    let spec = record("k", "shop", KeyKind::Secret, &good);
     assert_eq!(
-        KeyStore::build(&[record("k", "shop", KeyKind::Secret, &good)]).map(|s| s.len()),
+        KeyStore::build(std::slice::from_ref(&spec)).map(|s| s.len()),
         Ok(1)
     );
+    assert_eq!(check_record(&spec), Ok(()));
 }
 
 #[test]
@@ -306,12 +311,16 @@ fn build_rejects_inexact_origins() {
     for bad in ["*", "null", "https://shop.example.com/", "shop.example.com"] {
         let mut spec = record("k", "shop", KeyKind::Public, &hash);
         spec.allowed_origins = vec![bad.into()];
+        assert_eq!(check_record(&spec), Err(KeyError::InvalidRecord), "{bad}");
         assert_eq!(
             KeyStore::build(&[spec]).map(|s| s.len()),
             Err(KeyError::InvalidRecord),
             "{bad}"
         );
     }
+    let mut spec = record("k", "shop", KeyKind::Public, &hash);
+    spec.allowed_origins = vec!["https://shop.example.com:8443".into()];
+    assert_eq!(check_record(&spec), Ok(()));
 }
 
 #[test]

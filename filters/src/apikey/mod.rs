@@ -93,7 +93,7 @@ pub use format::{
     random_base62, sha256_hex,
 };
 pub use headers::{API_KEY_HEADER, from_headers, looks_like_key, with_bearer};
-pub use store::{KeyIdentity, KeyStore, has_scopes};
+pub use store::{KeyIdentity, KeyStore, check_record, has_scopes};
 pub use tollgate_routing::KeyKind;
 
 /// Why a key was refused (or a key store could not be built).

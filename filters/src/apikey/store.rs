@@ -192,8 +192,15 @@ fn invalid(spec: &ApiKeySpec, why: &str) -> KeyError {
     KeyError::InvalidRecord
 }
 
-/// The digest and record of a key, or why its spec is invalid.
-fn record(spec: &Arc<ApiKeySpec>) -> Result<([u8; 32], Record), KeyError> {
+/// Checks one key record as [`KeyStore::build`] does, without building a store: its
+/// hash is 64 lowercase hex digits and every allowed origin is an exact
+/// `scheme://host[:port]`. (A hash shared with another key is the store's to find.)
+pub fn check_record(spec: &ApiKeySpec) -> Result<(), KeyError> {
+    checked_digest(spec).map(|_| ())
+}
+
+/// The decoded hash of a record whose hash and origins are valid.
+fn checked_digest(spec: &ApiKeySpec) -> Result<[u8; 32], KeyError> {
     let digest = decode_sha256_hex(&spec.sha256)
         .ok_or_else(|| invalid(spec, "sha256 is not 64 lowercase hex digits"))?;
     if let Some(bad) = spec.allowed_origins.iter().find(|o| !valid_origin(o)) {
@@ -202,6 +209,12 @@ fn record(spec: &Arc<ApiKeySpec>) -> Result<([u8; 32], Record), KeyError> {
             &format!("allowed origin `{bad}` is not an exact scheme://host[:port]"),
         ));
     }
+    Ok(digest)
+}
+
+/// The digest and record of a key, or why its spec is invalid.
+fn record(spec: &Arc<ApiKeySpec>) -> Result<([u8; 32], Record), KeyError> {
+    let digest = checked_digest(spec)?;
     let record = Record {
         spec: Arc::clone(spec),
         allowed_origins: spec
