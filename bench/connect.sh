@@ -11,6 +11,11 @@
 # one HTTP/2 connection with CONCURRENCY streams, and counts messages and bytes from the
 # envelopes; bytes are what the client received (JSON carries the payload as base64).
 #
+# PEERS (h2c only: not with CLIENT_TLS=1) puts other proxies in tollgate's place, with one
+# worker on PROXY_CPUS (bench/connect-peers.sh): grpc-nginx, grpc-haproxy and grpc-envoy
+# pass gRPC through; grpc-web-envoy and connect-proto-envoy translate with Envoy's grpc_web
+# and connect_grpc_bridge filters. The summary then compares messages per proxy CPU-second.
+#
 # RESUME=1 adds connect-proto-resume and grpc-web-resume: the same streams on an app with
 # `resume` (every message numbered, buffered and, with REDIS_URL, written to Redis), and
 # reports the Redis commands per resumable message.
@@ -19,6 +24,7 @@
 #              CONCURRENCY [32] CONNECTIONS [1] STREAM_MESSAGES [2000] CLIENT_TLS [0]
 #              PROXY_CPUS [0] LOAD_CPUS [1] UPSTREAM_CPUS [1] BASE_PORT [18400] SKIP_BUILD [0]
 #              RESUME [0] REDIS_URL [unset: resume buffers in memory]
+#              PEERS ["nginx haproxy envoy"; "" for none]
 set -euo pipefail
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$BENCH")
@@ -26,6 +32,7 @@ DURATION=${DURATION:-5}; DURATION=${DURATION%s}; WARMUP=${WARMUP:-1}; ROUNDS=${R
 SIZES=${SIZES:-64 16384}; CONCURRENCY=${CONCURRENCY:-32}; CONNECTIONS=${CONNECTIONS:-1}
 STREAM_MESSAGES=${STREAM_MESSAGES:-2000}; CLIENT_TLS=${CLIENT_TLS:-0}
 PROXY_CPUS=${PROXY_CPUS:-0}; LOAD_CPUS=${LOAD_CPUS:-1}; UPSTREAM_CPUS=${UPSTREAM_CPUS:-1}
+PEERS=${PEERS-nginx haproxy envoy}
 BASE_PORT=${BASE_PORT:-18400}; SKIP_BUILD=${SKIP_BUILD:-0}; RESUME=${RESUME:-0}; REDIS_URL=${REDIS_URL:-}
 for t in cargo python3 taskset openssl; do
   command -v $t >/dev/null || { echo "connect.sh: $t missing; run bench/setup.sh" >&2; exit 1; }
@@ -34,6 +41,8 @@ UP=$((BASE_PORT + 1)) TG=$((BASE_PORT + 11)) TGS=$((BASE_PORT + 12)) TG_ADMIN=$(
 HOST=rpc.bench
 # shellcheck source=bench/common.sh
 . "$BENCH/common.sh"
+# shellcheck source=bench/connect-peers.sh
+. "$BENCH/connect-peers.sh"
 bench_init connect
 
 # The load tool shares the main target folder, so it reuses the compiled dependencies.
@@ -109,12 +118,26 @@ else
 fi
 TARGETS=(grpc-direct grpc-proxy grpc-web connect-proto connect-json)
 if [[ $RESUME == 1 ]]; then TARGETS+=(connect-proto-resume grpc-web-resume); fi
+if [[ -n $PEERS && $CLIENT_TLS == 1 ]]; then
+  log "peers skipped: they listen for h2c only (CLIENT_TLS=1)"
+elif [[ -n $PEERS ]]; then
+  # shellcheck disable=SC2086
+  start_peers $((BASE_PORT + 30)) $PEERS
+  for peer in "${!PEER_PID[@]}"; do TARGETS+=("grpc-$peer"); done
+  if [[ -n ${PEER_PID[envoy]:-} ]]; then TARGETS+=(grpc-web-envoy connect-proto-envoy); fi
+fi
 # load TARGET PAYLOAD SECONDS WARMUP -> one JSON line
 load() {
-  local proto=$1 where=("${PROXY_URL[@]}")
+  local proto=$1 where=("${PROXY_URL[@]}") proxy=$TG_PID peer
   case $1 in
     grpc-direct) proto=grpc; where=(--url "http://127.0.0.1:$UP") ;;
     grpc-proxy) proto=grpc ;;
+    grpc-web-envoy | connect-proto-envoy)
+      proto=${1%-envoy} proxy=${PEER_PID[envoy]}
+      where=(--url "http://$HOST:${PEER_PORT[envoy]}" --connect "127.0.0.1:${PEER_PORT[envoy]}") ;;
+    grpc-nginx | grpc-haproxy | grpc-envoy)
+      peer=${1#grpc-} proto=grpc proxy=${PEER_PID[$peer]}
+      where=(--url "http://$HOST:${PEER_PORT[$peer]}" --connect "127.0.0.1:${PEER_PORT[$peer]}") ;;
     *-resume)
       proto=${1%-resume}
       if [[ $CLIENT_TLS == 1 ]]; then
@@ -125,7 +148,7 @@ load() {
   esac
   taskset -c "$LOAD_CPUS" "$RUN/rpc-load" "${where[@]}" --protocol "$proto" \
     --concurrency "$CONCURRENCY" --connections "$CONNECTIONS" --stream-messages "$STREAM_MESSAGES" \
-    --payload-bytes "$2" --duration "$3" --warmup "$4" --cpu "proxy=$TG_PID" --cpu "upstream=$UP_PID"
+    --payload-bytes "$2" --duration "$3" --warmup "$4" --cpu "proxy=$proxy" --cpu "upstream=$UP_PID"
 }
 # Sanity: every target streams without an error, for every size.
 for size in $SIZES; do
@@ -159,7 +182,8 @@ import json, os, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 client = "TLS" if sys.argv[2] == "1" else "h2c"
 targets = [t for t in ["grpc-direct", "grpc-proxy", "grpc-web", "connect-proto", "connect-json",
-                       "connect-proto-resume", "grpc-web-resume"] if any(r["target"] == t for r in rows)]
+                       "connect-proto-resume", "grpc-web-resume", "grpc-nginx", "grpc-haproxy",
+                       "grpc-envoy", "grpc-web-envoy", "connect-proto-envoy"] if any(r["target"] == t for r in rows)]
 rounds = sorted({r["round"] for r in rows})
 ncpu = os.cpu_count() or 1
 def other(r):  # % of the machine busy with anything but the load tool, proxy and upstream
@@ -190,6 +214,16 @@ for size in sorted({r["payload_bytes"] for r in rows}):
         print(f"| {t}{' (!)' if busy > 10 else ''} | {med(t, lambda r: r['msgs_per_s']):.0f} | "
               f"{med(t, lambda r: r['mb_per_s']):.1f} | **{statistics.median(ratios):.2f}** | "
               f"{', '.join(f'{x:.2f}' for x in ratios)} | {cpu} | {per_cpu} | {busy:.0f} | {errors} |")
+    # Tollgate against each peer doing the same job: messages per proxy CPU-second, same round.
+    pairs = [(t, p) for t, p in [("grpc-proxy", "grpc-nginx"), ("grpc-proxy", "grpc-haproxy"),
+                                 ("grpc-proxy", "grpc-envoy"), ("grpc-web", "grpc-web-envoy"),
+                                 ("connect-proto", "connect-proto-envoy")] if p in targets]
+    if pairs:
+        per = lambda r: r["messages"] / max(r["cpu_s"]["proxy"], 0.01)
+        print("\n| tollgate / peer, msgs per proxy CPU-s | median | per round |\n|---|---:|---|")
+        for t, p in pairs:
+            xs = [per(get(t, rd)) / per(get(p, rd)) for rd in rounds]
+            print(f"| {t} / {p} | **{statistics.median(xs):.2f}** | {', '.join(f'{x:.2f}' for x in xs)} |")
 if flagged:
     print("\n(!) other processes kept more than 10 % of the machine busy during this target's rounds (median).")
 metrics = {}

@@ -28,6 +28,7 @@ pub mod benching;
 mod cert_health;
 mod chain;
 mod clock;
+mod coalesce;
 mod config;
 mod control_client;
 mod files;

@@ -14,6 +14,7 @@ use super::io::{ClientIo, Slot};
 use super::protocol::HttpBuilders;
 use crate::acme::tls_alpn;
 use crate::clock::now_ms;
+use crate::coalesce::Coalesced;
 use crate::http::body::ResponseBody;
 use crate::http::handler::{ConnInfo, handle};
 use crate::http::misdirected::PresentedCert;
@@ -93,8 +94,12 @@ impl Conn {
         let mut info = ConnInfo::new(self.peer, self.local_port, self.tls.is_some());
         // The handshake's timing, for the span of the connection's first request.
         let accepted = self.shared.tracing.enabled().then(SystemTime::now);
+        // HTTP/2's writes are batched (`Coalesced`); a plain port knows it from the preface.
         let (io, builder) = match &self.tls {
-            None => (ClientIo::plain(stream, slot), &self.builders.auto),
+            None => (
+                Coalesced::sniff(TokioIo::new(ClientIo::plain(stream, slot))),
+                &self.builders.auto,
+            ),
             Some(acceptor) => {
                 let Some(tls) = self.handshake(acceptor, stream).await else {
                     return;
@@ -102,11 +107,13 @@ impl Conn {
                 let session = tls.get_ref().1;
                 info.presented = PresentedCert::capture(&self.shared.certs, session.server_name());
                 info.handshake = accepted.map(|at| Arc::new(Handshake::of(session, at)));
-                let builder = match session.alpn_protocol() {
-                    Some(b"h2") => &self.builders.h2,
-                    _ => &self.builders.h1,
-                };
-                (ClientIo::tls(tls, slot), builder)
+                let h2 = session.alpn_protocol() == Some(b"h2");
+                let io = TokioIo::new(ClientIo::tls(tls, slot));
+                if h2 {
+                    (Coalesced::new(io), &self.builders.h2)
+                } else {
+                    (Coalesced::through(io), &self.builders.h1)
+                }
             }
         };
         self.serve(io, builder, info).await;
@@ -189,7 +196,12 @@ impl Conn {
     }
 
     /// Serves HTTP on `io` until the connection ends, times out or drains.
-    async fn serve(&self, io: ClientIo, builder: &Builder<TokioExecutor>, info: ConnInfo) {
+    async fn serve(
+        &self,
+        io: Coalesced<TokioIo<ClientIo>>,
+        builder: &Builder<TokioExecutor>,
+        info: ConnInfo,
+    ) {
         let limits = &self.shared.limits;
         let first_request = Duration::from_millis(limits.header_read_timeout_ms);
         let idle = Duration::from_millis(limits.idle_timeout_ms);
@@ -210,7 +222,7 @@ impl Conn {
                 fut
             })
         };
-        let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
+        let mut conn = pin!(builder.serve_connection_with_upgrades(io, service));
         let mut stop = self.stop.clone();
         let mut deadline = Instant::now() + first_request.min(idle);
         let mut closing = false;

@@ -10,6 +10,7 @@
 //! applied) every frame read before it ([`Watched`]).
 
 use super::client::Io;
+use crate::coalesce::Coalesced;
 use crate::http::body::RequestBody;
 use futures_util::task::AtomicWaker;
 use hyper::client::conn::http2;
@@ -25,7 +26,7 @@ use std::task::{Context, Poll};
 /// An upstream connection that can wake its driver while the peer's SETTINGS are awaited.
 #[derive(Debug)]
 pub struct Signalled {
-    io: Io,
+    io: Coalesced<Io>,
     signal: Arc<Signal>,
 }
 
@@ -37,6 +38,7 @@ pub struct Signal {
 }
 
 impl Signalled {
+    /// `io` with its writes batched ([`Coalesced`]).
     pub fn new(io: Io) -> (Self, Arc<Signal>) {
         let signal = Arc::new(Signal {
             armed: AtomicBool::new(true),
@@ -44,7 +46,7 @@ impl Signalled {
         });
         (
             Signalled {
-                io,
+                io: Coalesced::new(io),
                 signal: signal.clone(),
             },
             signal,
