@@ -7,8 +7,8 @@
 //! any padding still owed across chunks. It reads the standard alphabet and the
 //! URL-safe one, and skips ASCII whitespace.
 
+use super::b64::STANDARD;
 use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 
 /// A base64 body error; offsets count input bytes from the start of the stream.

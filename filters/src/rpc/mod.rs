@@ -24,6 +24,7 @@
 //! Specifications followed: gRPC's PROTOCOL-HTTP2 and PROTOCOL-WEB, gRPC's
 //! HTTP-to-status mapping, and the Connect protocol reference.
 
+mod b64;
 pub mod base64_stream;
 pub mod compression;
 pub mod connect;

@@ -1,8 +1,8 @@
 //! JSON output as `serde_json` writes it: numbers, escaped strings, base64
 //! bytes, enum names and map keys, appended to a byte buffer.
 
+use crate::rpc::b64::STANDARD;
 use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use serde_json::ser::{CompactFormatter, Formatter as _};
 
 use super::Stop;
