@@ -26,9 +26,9 @@ use std::task::{Context, Poll, ready};
 
 /// The most bytes held before they are written, whatever the batch.
 pub const CAPACITY: usize = 64 * 1024;
-/// A buffer that grew past this is let go once written, so an idle connection keeps
-/// at most this much.
-const KEEP: usize = 16 * 1024;
+/// What a batch's buffer starts with, so a batch of a few frames does not grow it in
+/// steps. The buffer is let go once written: an idle connection holds none.
+const FIRST: usize = 4096;
 /// The start of the HTTP/2 client preface (RFC 9113 §3.4); `PRI` is no HTTP/1.1 method.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0";
 /// The most bytes the first read asks for when it looks for the preface (a request
@@ -100,13 +100,18 @@ impl<T: Write + Unpin> Coalesced<T> {
             }
             self.sent += n;
         }
-        if self.buf.capacity() > KEEP {
-            self.buf = Vec::new();
-        } else {
-            self.buf.clear();
-        }
+        self.buf = Vec::new();
         self.sent = 0;
         Poll::Ready(Ok(()))
+    }
+
+    /// Reserves `len` more bytes in the buffer (at least [`FIRST`] for a new batch).
+    fn hold(&mut self, len: usize) {
+        self.buf.reserve(if self.buf.is_empty() {
+            len.max(FIRST)
+        } else {
+            len
+        });
     }
 
     /// Makes room for `len` more bytes: writes out what is held if they would not fit.
@@ -160,6 +165,7 @@ impl<T: Write + Unpin> Write for Coalesced<T> {
             // Nothing held and too big to hold: no copy.
             return Pin::new(&mut me.io).poll_write(cx, data);
         }
+        me.hold(data.len());
         me.buf.extend_from_slice(data);
         me.split = false;
         Poll::Ready(Ok(data.len()))
@@ -179,7 +185,7 @@ impl<T: Write + Unpin> Write for Coalesced<T> {
         if me.buf.is_empty() && len >= CAPACITY {
             return Pin::new(&mut me.io).poll_write_vectored(cx, bufs);
         }
-        me.buf.reserve(len);
+        me.hold(len);
         for b in bufs {
             me.buf.extend_from_slice(b);
         }

@@ -138,6 +138,11 @@ fn frames_flushed_one_by_one_leave_in_one_write_at_the_batch_end() {
         .collect();
     assert_eq!(writes[0], expected);
     assert_eq!(log.flushes.load(Relaxed), 1);
+    assert_eq!(
+        io.buf.capacity(),
+        0,
+        "a written batch leaves no buffer behind"
+    );
 }
 
 #[test]
