@@ -14,6 +14,7 @@ pub mod helpers;
 pub mod oidc;
 pub mod otlp;
 pub mod pebble;
+pub mod ports;
 pub mod postgres;
 pub mod proxy;
 pub mod redis;

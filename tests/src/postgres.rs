@@ -21,7 +21,7 @@
 //!
 //! If none works the test fails with the reasons; it never skips silently.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -279,10 +279,7 @@ async fn run(cmd: Command, what: &str) -> Result<(), String> {
 }
 
 fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free port: {e}"))
+    crate::ports::unused_local_port()
 }
 
 fn sh_quote(path: &Path) -> String {

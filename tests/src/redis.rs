@@ -8,7 +8,7 @@
 //! on the same port, as an outage. [`command`] speaks just enough RESP to look inside.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -197,8 +197,7 @@ fn spawn(port: u16, dir: &Path) -> Child {
 }
 
 fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+    crate::ports::unused_local_port().expect("a free port")
 }
 
 /// True when something on `port` answers `PING` with `+PONG`.

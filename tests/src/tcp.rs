@@ -6,12 +6,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-/// A free loopback port (bound then released), for configs that must name their port.
+/// A free loopback port for configs that must name their port ([`crate::ports`]).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    crate::ports::unused_local_port().expect("free port")
 }
 
 /// What an echo backend saw.

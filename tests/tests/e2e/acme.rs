@@ -7,7 +7,7 @@
 //! timing.
 
 use serde_json::{Value, json};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate_tests::config::Config;
@@ -22,14 +22,8 @@ const ISSUE: Duration = Duration::from_secs(120);
 
 /// A port free on both 127.0.0.1 and 127.0.0.2, so two proxies can share it.
 fn shared_port() -> u16 {
-    for _ in 0..50 {
-        let a = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = a.local_addr().expect("addr").port();
-        if std::net::TcpListener::bind(("127.0.0.2", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free on both 127.0.0.1 and 127.0.0.2");
+    let ips = [IpAddr::from([127, 0, 0, 1]), IpAddr::from([127, 0, 0, 2])];
+    tollgate_tests::ports::unused_port(&ips).expect("a port free on both addresses")
 }
 
 /// A proxy following `cp` with a plain listener on `ip:http` and TLS on `ip:tls`.
