@@ -197,7 +197,7 @@ fn spawn(port: u16, dir: &Path) -> Child {
 }
 
 fn free_port() -> u16 {
-    crate::ports::unused_local_port().expect("a free port")
+    super::ports::unused_local_port().expect("a free port")
 }
 
 /// True when something on `port` answers `PING` with `+PONG`.

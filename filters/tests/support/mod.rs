@@ -4,3 +4,8 @@
 #[allow(dead_code)]
 #[path = "../../../tests/src/redis.rs"]
 pub mod redis;
+
+/// The ports the Redis harness starts its server on.
+#[allow(dead_code)]
+#[path = "../../../tests/src/ports.rs"]
+pub mod ports;
