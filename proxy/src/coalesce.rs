@@ -105,13 +105,25 @@ impl<T: Write + Unpin> Coalesced<T> {
         Poll::Ready(Ok(()))
     }
 
-    /// Reserves `len` more bytes in the buffer (at least [`FIRST`] for a new batch).
-    fn hold(&mut self, len: usize) {
+    /// Takes `bufs` into the batch; what is held is written out first if they would
+    /// not fit, and a write too big to hold goes straight to the socket.
+    fn poll_hold(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        let len = bufs.iter().map(|b| b.len()).sum::<usize>();
+        ready!(self.poll_room(cx, len))?;
+        if self.buf.is_empty() && len >= CAPACITY {
+            return Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        }
+        // A new batch starts with room for a few frames, so it does not grow in steps.
         self.buf.reserve(if self.buf.is_empty() {
             len.max(FIRST)
         } else {
             len
         });
+        for b in bufs {
+            self.buf.extend_from_slice(b);
+        }
+        self.split = bufs.iter().filter(|b| !b.is_empty()).count() > 1;
+        Poll::Ready(Ok(len))
     }
 
     /// Makes room for `len` more bytes: writes out what is held if they would not fit.
@@ -160,15 +172,7 @@ impl<T: Write + Unpin> Write for Coalesced<T> {
         if me.mode != Mode::Batch {
             return Pin::new(&mut me.io).poll_write(cx, data);
         }
-        ready!(me.poll_room(cx, data.len()))?;
-        if me.buf.is_empty() && data.len() >= CAPACITY {
-            // Nothing held and too big to hold: no copy.
-            return Pin::new(&mut me.io).poll_write(cx, data);
-        }
-        me.hold(data.len());
-        me.buf.extend_from_slice(data);
-        me.split = false;
-        Poll::Ready(Ok(data.len()))
+        me.poll_hold(cx, &[IoSlice::new(data)])
     }
 
     fn poll_write_vectored(
@@ -180,17 +184,7 @@ impl<T: Write + Unpin> Write for Coalesced<T> {
         if me.mode != Mode::Batch {
             return Pin::new(&mut me.io).poll_write_vectored(cx, bufs);
         }
-        let len = bufs.iter().map(|b| b.len()).sum::<usize>();
-        ready!(me.poll_room(cx, len))?;
-        if me.buf.is_empty() && len >= CAPACITY {
-            return Pin::new(&mut me.io).poll_write_vectored(cx, bufs);
-        }
-        me.hold(len);
-        for b in bufs {
-            me.buf.extend_from_slice(b);
-        }
-        me.split = bufs.iter().filter(|b| !b.is_empty()).count() > 1;
-        Poll::Ready(Ok(len))
+        me.poll_hold(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
