@@ -34,6 +34,7 @@ pub struct ControlMetrics {
     pub log: LogMetrics,
     pub feed: FeedMetrics,
     pub http: HttpMetrics,
+    pub commits: CommitMetrics,
 }
 
 impl ControlMetrics {
@@ -45,6 +46,7 @@ impl ControlMetrics {
             log: LogMetrics::register(&registry)?,
             feed: FeedMetrics::register(&registry)?,
             http: HttpMetrics::register(&registry)?,
+            commits: CommitMetrics::register(&registry)?,
             registry,
         })
     }
@@ -118,6 +120,60 @@ impl AppendMetrics {
     /// Counts a command that appended nothing because of `e`.
     pub fn refused(&self, e: &CommandError) {
         self.failures[refusal(e)].inc();
+    }
+}
+
+/// Buckets of `tollgate_control_group_commit_events` (events per append).
+const COMMIT_EVENT_BUCKETS: [f64; 10] =
+    [1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0];
+
+/// What a group commit holds: the `holds` label, fixed values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitHolds {
+    /// Single commands only.
+    Commands,
+    /// A batch, with or without single commands beside it.
+    Batch,
+}
+
+/// Group commits: how long each append took and how many events it held.
+pub struct CommitMetrics {
+    /// By [`CommitHolds`], in declaration order.
+    duration: [Histogram; 2],
+    events: [Histogram; 2],
+}
+
+impl CommitMetrics {
+    fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "tollgate_control_group_commit_duration_seconds",
+                "Appends of a group of commands to the log, from the commit taking the group to the store's answer, by what the group holds (commands, or batch).",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["holds"],
+        )?;
+        let events = HistogramVec::new(
+            HistogramOpts::new(
+                "tollgate_control_group_commit_events",
+                "Events per group commit, by what the group holds (commands, or batch).",
+            )
+            .buckets(COMMIT_EVENT_BUCKETS.to_vec()),
+            &["holds"],
+        )?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(events.clone()))?;
+        let by = |h: &HistogramVec| ["commands", "batch"].map(|l| h.with_label_values(&[l]));
+        Ok(CommitMetrics {
+            duration: by(&duration),
+            events: by(&events),
+        })
+    }
+
+    /// Observes one append of `events` events that took `took`.
+    pub fn committed(&self, holds: CommitHolds, events: usize, took: Duration) {
+        self.duration[holds as usize].observe(took.as_secs_f64());
+        self.events[holds as usize].observe(events as f64);
     }
 }
 

@@ -12,19 +12,21 @@
 //!    Only the batch's result has to be servable, not each step on the way. On
 //!    failure the item to blame is found by bisection: the first prefix of the
 //!    batch whose result fails ends with it;
-//! 2. the events join the open stage of the `group` module, to be appended with
-//!    the single commands staged there in one store transaction
+//! 2. the events join the open stage of the `group` module on the batch's turn
+//!    to append: after the single commands staged ahead of it are committed,
+//!    and appended at once, alone, in one store transaction
 //!    ([`EventStore::append_batch`]): all or nothing, the batch's events one
 //!    contiguous range of event ids, each aggregate's version checked;
 //! 3. the answer waits until the projection shows the batch.
 //!
 //! The base of steps 1 and 2 is first the committed state, with no group lock
-//! held, so that single commands go on staging and committing while a large batch
-//! is decided (batches take turns at this: one decides at a time). Under the group lock the decision is kept when it is what deciding
-//! on the open stage would give: no aggregate it changes was staged or
-//! committed since, and its events still apply to the open stage and check
-//! there (`rebase`). Otherwise it is decided again with the open stage as the
-//! base, holding the lock, as a single command is.
+//! held, so that single commands go on staging and committing while a large
+//! batch is decided (batches take turns at this: one decides at a time). On its
+//! turn the decision is kept when it is what deciding on the open stage would
+//! give: no aggregate it changes was staged or committed since, and its events
+//! still apply to the open stage and check there (`rebase`). Otherwise it is
+//! decided again with the open stage as the base, holding the lock, as a single
+//! command is.
 //!
 //! Any failing item fails the whole batch ([`BatchError::Item`] names it) and
 //! nothing is written.
@@ -498,13 +500,13 @@ impl Commands {
             ))));
         }
         // 1. Decide and check on the committed state, off the group lock.
-        let turn = self.groups.batch_turn.lock().await;
+        let deciding = self.groups.batch_turn.lock().await;
         self.projection.sync().await.map_err(batch_store)?;
         let view = self.projection.view();
         let base = Base::of(&view);
         let grace = default_grace_seconds;
         let decided = self.decide(actor, entries.clone(), base, grace).await?;
-        drop(turn);
+        drop(deciding);
         if decided.stage.events.is_empty() {
             return Ok(BatchWritten {
                 items: decided.items,
@@ -516,8 +518,9 @@ impl Commands {
         // 2. Join the open stage: as decided when that still holds on it, else
         //    decided again on it, under the group lock.
         let parts = self.parts();
-        let open = parts.open(actor).await.map_err(BatchError::Batch)?;
-        let decided = match self.rebase(&open, &decided, view.event_id).await {
+        let turn = parts.turn(actor).await.map_err(BatchError::Batch)?;
+        let open = turn.open();
+        let decided = match self.rebase(open, &decided, view.event_id).await {
             Some(config) => Decided {
                 stage: Stage {
                     config,
@@ -535,7 +538,7 @@ impl Commands {
                     Ok(decided) => decided,
                     // A refusal decided on staged events stands if they commit.
                     Err(refused) => {
-                        parts.settle(open).await.map_err(|e| {
+                        parts.settle_turn(turn).await.map_err(|e| {
                             BatchError::Batch(CommandError::from_store("the batch's base", e))
                         })?;
                         return Err(refused);
@@ -556,7 +559,7 @@ impl Commands {
         };
         let types: Vec<&'static str> = joining.edge.iter().map(EdgeEvent::event_type).collect();
         // 3. One append with the commands staged beside it.
-        let ids = parts.commit_joined(open, joining).await.map_err(|e| {
+        let ids = parts.commit_turn(turn, joining).await.map_err(|e| {
             BatchError::Batch(CommandError::from_store("an aggregate of the batch", e))
         })?;
         let (Some(&first), Some(&last)) = (ids.first(), ids.last()) else {

@@ -3,61 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use super::batch::{BatchCommand, BatchEntry};
-use super::{Commands, CreateApp, Ctx};
-use crate::projection::Projection;
-use crate::store::AnyStore;
-use std::sync::Arc;
-
-async fn commands(dir: &tempfile::TempDir) -> Commands {
-    let path = dir.path().join("events.db");
-    let store = Arc::new(AnyStore::open(path.to_str().unwrap()).await.unwrap());
-    let projection = Projection::start(store.clone()).await.unwrap();
-    Commands::new(store, projection)
-}
-
-fn ctx() -> Ctx {
-    Ctx {
-        actor: "admin".into(),
-        expected_version: None,
-    }
-}
-
-fn entries(commands: Vec<BatchCommand>) -> Vec<BatchEntry> {
-    commands
-        .into_iter()
-        .map(|command| BatchEntry {
-            command,
-            if_match: None,
-        })
-        .collect()
-}
-
-fn create_app(id: &str) -> BatchCommand {
-    BatchCommand::CreateApp {
-        id: id.into(),
-        auth: None,
-    }
-}
-
-fn bind(hostname: &str, app: &str) -> BatchCommand {
-    BatchCommand::BindHostname {
-        hostname: hostname.into(),
-        app: app.into(),
-    }
-}
-
-async fn single_create(c: &Commands, id: &str) {
-    c.create_app(
-        &ctx(),
-        CreateApp {
-            id: id.into(),
-            auth: None,
-        },
-    )
-    .await
-    .unwrap();
-}
+use super::Commands;
+use super::batch::BatchCommand;
+use super::test_support::{bind, commands, create_app, ctx, entries, single_create};
 
 /// Decides `batch` on the committed state, lets `meanwhile` commit, then asks
 /// whether the decision still holds on the open stage.
@@ -70,8 +18,10 @@ async fn holds_after(
     let base = super::batch::Base::of(&view);
     let decided = c.decide("admin", entries(batch), base, 0).await.unwrap();
     meanwhile().await;
-    let open = c.parts().open("admin").await.unwrap();
-    c.rebase(&open, &decided, view.event_id).await.is_some()
+    let turn = c.parts().turn("admin").await.unwrap();
+    c.rebase(turn.open(), &decided, view.event_id)
+        .await
+        .is_some()
 }
 
 #[tokio::test]

@@ -20,8 +20,13 @@
 //!   idle service decides each command on the end of the log, as before.
 //! - Commits run in tasks of their own: a caller that goes away cannot strand the
 //!   commands staged with its own.
-//! - A batch joins the open stage with all its events at once ([`Parts::open`],
-//!   [`Parts::commit_joined`]), so they stay one range of ids in the append.
+//! - A batch joins the open stage with all its events at once ([`Parts::turn`],
+//!   [`Parts::commit_turn`]), so they stay one range of ids in the append.
+//! - Bulk work ranks below single commands. A batch takes the commit lock before
+//!   it joins, commits the single commands staged ahead of it first, and is
+//!   appended at once, alone: commands that arrive meanwhile stage after it and
+//!   never share its append. So a single command waits for at most one batch's
+//!   append, not for a queue of them.
 //!
 //! A version conflict (another process appended to a staged aggregate) fails the
 //! whole stage with 409: each member may retry.
@@ -30,11 +35,12 @@ use super::{
     CommandError, Ctx, Plan, READ_YOUR_WRITES_TIMEOUT, StagedVersions, Target, Written, check,
     stage_events, staged_version,
 };
-use crate::metrics::ControlMetrics;
+use crate::metrics::{CommitHolds, ControlMetrics};
 use crate::projection::{Projection, View};
 use crate::store::{AnyStore, BatchEvent, EventStore, StoreError, StoredEvent};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 use tollgate_routing::{EdgeConfig, EdgeEvent};
 
@@ -66,6 +72,8 @@ struct Stage {
     done: watch::Sender<Option<Outcome>>,
     /// The stage this one continues, while it commits.
     after: Option<watch::Receiver<Option<Outcome>>>,
+    /// Whether a batch joined it (for the commit metrics).
+    batch: bool,
 }
 
 impl Stage {
@@ -79,6 +87,7 @@ impl Stage {
             event_id: view.event_id,
             done: watch::channel(None).0,
             after: None,
+            batch: false,
         }
     }
 
@@ -93,6 +102,7 @@ impl Stage {
             event_id: self.event_id,
             done: watch::channel(None).0,
             after: Some(self.done.subscribe()),
+            batch: false,
         }
     }
 
@@ -224,21 +234,53 @@ impl Parts {
         open
     }
 
-    /// The open stage of `actor`, under the group lock, for a batch to join.
-    pub(crate) async fn open(&self, actor: &str) -> Result<Open, CommandError> {
-        let mut guard = self.lock_for(actor).await;
-        self.stage_for(&mut guard, actor).await?;
-        Ok(Open { guard })
+    /// The open stage of `actor` and the commit turn, for a batch to join and be
+    /// appended at once. Single commands staged ahead of it are committed first
+    /// (up to [`BATCH_YIELDS`] groups of them; past that they share its append).
+    pub(crate) async fn turn(&self, actor: &str) -> Result<Turn, CommandError> {
+        let mut yields = 0;
+        loop {
+            // The commit lock first, then the group lock: the order commits take them.
+            let commit = self.groups.commit.clone().lock_owned().await;
+            let mut guard = self.groups.open.clone().lock_owned().await;
+            let (staged, other) = guard.as_ref().map_or((false, None), |s| {
+                let other = (s.actor != actor).then(|| s.waiter()).flatten();
+                (!s.events.is_empty(), other)
+            });
+            if staged && (yields < BATCH_YIELDS || other.is_some()) {
+                yields += 1;
+                if let Some(stage) = take_staged(&mut guard) {
+                    drop(guard);
+                    let mut done = stage.done.subscribe();
+                    self.spawn_stage(stage, commit);
+                    let _ = outcome(&mut done).await;
+                }
+                continue;
+            }
+            if let Some(mut done) = other {
+                // Another actor's stage, appended, still telling its members.
+                drop((guard, commit));
+                let _ = outcome(&mut done).await;
+                continue;
+            }
+            self.stage_for(&mut guard, actor).await?;
+            return Ok(Turn {
+                open: Open { guard },
+                commit,
+            });
+        }
     }
 
-    /// Stages `joining` on `open` and waits until it is committed: its events' ids,
-    /// in order, or the store's error (the whole group's).
-    pub(crate) async fn commit_joined(
+    /// Stages `joining` on the turn's stage, appends it at once and waits: its
+    /// events' ids, in order, or the store's error (the whole group's).
+    pub(crate) async fn commit_turn(
         &self,
-        mut open: Open,
+        turn: Turn,
         joining: Joining,
     ) -> Result<Vec<i64>, StoreError> {
+        let Turn { mut open, commit } = turn;
         if joining.events.is_empty() {
+            drop(commit);
             self.settle(open).await?;
             return Ok(Vec::new());
         }
@@ -248,10 +290,14 @@ impl Parts {
         stage.versions.extend(joining.versions);
         stage.edge.extend(joining.edge);
         stage.config = joining.config;
+        stage.batch = true;
         let range = start..stage.events.len();
         let mut done = stage.done.subscribe();
+        let taken = take_staged(&mut open.guard);
         drop(open);
-        self.spawn_commit();
+        if let Some(stage) = taken {
+            self.spawn_stage(stage, commit);
+        }
         let stored = outcome(&mut done).await?;
         stored
             .get(range)
@@ -259,9 +305,17 @@ impl Parts {
             .ok_or_else(lost)
     }
 
+    /// Gives up the turn without appending: waits until what its stage shows is
+    /// committed, as [`Self::settle`].
+    pub(crate) async fn settle_turn(&self, turn: Turn) -> Result<(), StoreError> {
+        let Turn { open, commit } = turn;
+        drop(commit);
+        self.settle(open).await
+    }
+
     /// Releases `open` and waits until what it shows is committed: an answer
     /// decided on it (a refusal, a no-op) stands only if that commit does.
-    pub(crate) async fn settle(&self, open: Open) -> Result<(), StoreError> {
+    async fn settle(&self, open: Open) -> Result<(), StoreError> {
         let waiter = open.stage()?.waiter();
         drop(open);
         if let Some(mut done) = waiter {
@@ -301,26 +355,38 @@ impl Parts {
     /// with the lock released so that the next stage can append, syncs the
     /// projection and tells the members.
     async fn commit_open(&self, one_at_a_time: OwnedMutexGuard<()>) {
-        let stage = {
-            let mut open = self.groups.open.lock().await;
-            match open.take() {
-                Some(stage) if !stage.events.is_empty() => {
-                    *open = Some(stage.successor());
-                    stage
-                }
-                other => {
-                    *open = other;
-                    return;
-                }
-            }
-        };
+        let taken = take_staged(&mut *self.groups.open.lock().await);
+        if let Some(stage) = taken {
+            self.commit_stage(stage, one_at_a_time).await;
+        }
+    }
+
+    /// Commits `stage` under `commit` in a task of its own: a caller that goes away
+    /// cannot cut an append.
+    fn spawn_stage(&self, stage: Stage, commit: OwnedMutexGuard<()>) {
+        let parts = self.clone();
+        tokio::spawn(async move { parts.commit_stage(stage, commit).await });
+    }
+
+    /// Appends `stage`, taken from the open slot, under the commit lock; then, with
+    /// the lock released, syncs the projection and tells the members.
+    async fn commit_stage(&self, stage: Stage, one_at_a_time: OwnedMutexGuard<()>) {
         // The stage before this one failed under the same lock, or appended (its
         // outcome may still be unsent while the projection syncs).
         let before = stage.after.as_ref().and_then(|a| a.borrow().clone());
+        let holds = if stage.batch {
+            CommitHolds::Batch
+        } else {
+            CommitHolds::Commands
+        };
+        let (count, began) = (stage.events.len(), Instant::now());
         let result = match before {
             Some(Err(e)) => Err(e),
             _ => self.store.append_batch(&stage.actor, stage.events).await,
         };
+        if let (Ok(_), Some(m)) = (&result, &self.metrics) {
+            m.commits.committed(holds, count, began.elapsed());
+        }
         match result {
             Ok(stored) => {
                 // The next stage may append now: this one is in the log.
@@ -345,6 +411,39 @@ impl Parts {
                 stage.done.send_replace(Some(Err(e)));
             }
         }
+    }
+}
+
+/// Groups of single commands a batch lets commit ahead of it before it joins
+/// whatever is staged: a steady stream of commands cannot hold a bulk load off.
+const BATCH_YIELDS: usize = 4;
+
+/// Takes the open stage for its commit when it holds events, leaving its
+/// successor open for the next commands.
+fn take_staged(open: &mut Option<Stage>) -> Option<Stage> {
+    match open.take() {
+        Some(stage) if !stage.events.is_empty() => {
+            *open = Some(stage.successor());
+            Some(stage)
+        }
+        other => {
+            *open = other;
+            None
+        }
+    }
+}
+
+/// A batch's turn: the open stage under the group lock, and the commit lock, so
+/// that its events are appended the moment they are staged.
+pub(crate) struct Turn {
+    open: Open,
+    commit: OwnedMutexGuard<()>,
+}
+
+impl Turn {
+    /// The stage the batch joins.
+    pub(crate) fn open(&self) -> &Open {
+        &self.open
     }
 }
 
@@ -443,3 +542,7 @@ async fn outcome(done: &mut watch::Receiver<Option<Outcome>>) -> Outcome {
 fn lost() -> StoreError {
     StoreError::Database("the group commit ended without an outcome".into())
 }
+
+#[cfg(test)]
+#[path = "group_tests.rs"]
+mod tests;

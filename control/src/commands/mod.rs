@@ -45,6 +45,8 @@ mod group;
 mod hostname;
 mod platform;
 mod route;
+#[cfg(test)]
+mod test_support;
 mod tls;
 
 pub use api_key::{CreateKey, CreatedKey};
