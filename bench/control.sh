@@ -87,7 +87,7 @@ export A_PID=$!
 for _ in $(seq 100); do [[ -s $RUN/a-ready.json ]] && break; sleep 0.1; done
 [[ -s $RUN/a-ready.json ]] || { echo "control.sh: proxy A not ready:" >&2; cat "$RUN/proxy-a.log" >&2; exit 1; }
 # More followers: A2, A3, ... on ports BASE_PORT + 10*(n+1) + 11 / + 19.
-FOLLOWER_ADMINS=$A_ADMIN
+FOLLOWER_ADMINS=$A_ADMIN FOLLOWER_PIDS=$A_PID
 for n in $(seq 2 "$FOLLOWERS"); do
   plain=$((BASE_PORT + 10 * (n + 1) + 11)) admin=$((BASE_PORT + 10 * (n + 1) + 19))
   proxy_conf "a$n" $plain $admin
@@ -95,9 +95,9 @@ for n in $(seq 2 "$FOLLOWERS"); do
     >"$RUN/proxy-a$n.log" 2>&1 & PIDS+=($!)
   for _ in $(seq 100); do [[ -s $RUN/a$n-ready.json ]] && break; sleep 0.1; done
   [[ -s $RUN/a$n-ready.json ]] || { echo "control.sh: proxy A$n not ready:" >&2; cat "$RUN/proxy-a$n.log" >&2; exit 1; }
-  FOLLOWER_ADMINS="$FOLLOWER_ADMINS $admin"
+  FOLLOWER_ADMINS="$FOLLOWER_ADMINS $admin" FOLLOWER_PIDS="$FOLLOWER_PIDS $!"
 done
-export FOLLOWER_ADMINS
+export FOLLOWER_ADMINS FOLLOWER_PIDS
 
 # Proxy B is started by the Python part (cold start after seeding); it writes the pid
 # to $RUN/b.pid so the cleanup above can stop it.
@@ -273,7 +273,10 @@ def bulk(n):
         except Exception as e: bulk_errs.append(str(e)); return
         bulk_done.append(len(cmds))
 bulkers = [threading.Thread(target=bulk, args=(n,)) for n in range(int(E["BULK_CLIENTS"]))]
+F_PIDS = [int(p) for p in E["FOLLOWER_PIDS"].split()]
+def own_cpu_s(): t = os.times(); return t.user + t.system
 cp_cpu = cpu_s(int(E["CP_PID"])); head_before = call(api, "GET", "/api/v1/version")["event_id"]
+f_cpu = [cpu_s(p) for p in F_PIDS]; bench_cpu = own_cpu_s()
 t_bulk = time.perf_counter(); [t.start() for t in bulkers]
 time.sleep(1)
 update_latency(f"(d) update latency at this scale while {len(bulkers)} clients bulk-load keys", "bulk")
@@ -285,8 +288,12 @@ head = call(api, "GET", "/api/v1/version")["event_id"]
 for f in followers:
     while serving(f) < head: time.sleep(0.01)
 cp_cpu = cpu_s(int(E["CP_PID"])) - cp_cpu
+f_cpu = [cpu_s(p) - c for p, c in zip(F_PIDS, f_cpu)]; bench_cpu = own_cpu_s() - bench_cpu
+wall = time.perf_counter() - t_bulk
 print(f"    control service CPU during (d), until every follower served the head: {cp_cpu:.1f} s, "
       f"{cp_cpu / max(1, head - head_before) * 1e6:.0f} us per event appended ({head - head_before} events)")
+print(f"    CPU seconds in those {wall:.1f} s (2 cores: {2 * wall:.1f} CPU-s): control {cp_cpu:.1f}, "
+      f"proxies {' / '.join(f'{c:.1f}' for c in f_cpu)}, this bench's clients {bench_cpu:.1f}")
 time.sleep(1)
 print(f"    proxy A after it: RSS {rss_kb(A_PID)/1024:.1f} MiB, head event {head}")
 sys.stdout.flush()
