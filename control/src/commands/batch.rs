@@ -21,7 +21,8 @@
 //!
 //! The base of steps 1 and 2 is first the committed state, with no group lock
 //! held, so that single commands go on staging and committing while a large
-//! batch is decided (batches take turns at this: one decides at a time). On its
+//! batch is decided (batches take turns at this: one decides at a time, on the
+//! low-priority thread of the `bulk_lane` module). On its
 //! turn the decision is kept when it is what deciding on the open stage would
 //! give: no aggregate it changes was staged or committed since, and its events
 //! still apply to the open stage and check there (`rebase`). Otherwise it is
@@ -505,7 +506,16 @@ impl Commands {
         let view = self.projection.view();
         let base = Base::of(&view);
         let grace = default_grace_seconds;
-        let decided = self.decide(actor, entries.clone(), base, grace).await?;
+        // On the bulk lane: below single commands and the feed for the CPU.
+        let (lane, who, items) = (self.shared(), actor.to_string(), entries.clone());
+        let decided =
+            super::bulk_lane::run(async move { lane.decide(&who, items, base, grace).await })
+                .await
+                .ok_or_else(|| {
+                    BatchError::Batch(CommandError::Store(
+                        "deciding the batch ended abnormally".into(),
+                    ))
+                })??;
         drop(deciding);
         if decided.stage.events.is_empty() {
             return Ok(BatchWritten {

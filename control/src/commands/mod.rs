@@ -38,6 +38,7 @@ mod app;
 mod batch;
 #[cfg(test)]
 mod batch_rebase_tests;
+mod bulk_lane;
 mod certificate;
 mod check;
 mod claim;
@@ -302,6 +303,18 @@ impl Commands {
             m.appends.refused(e);
         }
         written
+    }
+
+    /// Another handle on the same store, projection, groups and policy.
+    fn shared(&self) -> Commands {
+        Commands {
+            store: self.store.clone(),
+            projection: self.projection.clone(),
+            groups: self.groups.clone(),
+            stage: None,
+            ownership: self.ownership.clone(),
+            metrics: self.metrics.clone(),
+        }
     }
 
     fn parts(&self) -> group::Parts {
