@@ -33,7 +33,7 @@
 //! nothing is written.
 
 use super::check;
-use super::group::{Joining, Open};
+use super::group::{Joining, Parts, StageView, Turn};
 use super::{CommandError, Commands, CreateApp, CreateKey, Ctx, Plan, Target, UploadCert, Written};
 use crate::projection::View;
 use crate::store::{AnyStore, BatchEvent, EventStore};
@@ -528,9 +528,10 @@ impl Commands {
         // 2. Join the open stage: as decided when that still holds on it, else
         //    decided again on it, under the group lock.
         let parts = self.parts();
-        let turn = parts.turn(actor).await.map_err(BatchError::Batch)?;
-        let open = turn.open();
-        let decided = match self.rebase(open, &decided, view.event_id).await {
+        let (turn, rebased) = self
+            .turn_rebased(&parts, actor, &decided, view.event_id)
+            .await?;
+        let decided = match rebased {
             Some(config) => Decided {
                 stage: Stage {
                     config,
@@ -539,10 +540,11 @@ impl Commands {
                 ..decided
             },
             None => {
+                let on = turn.view().map_err(batch_store)?;
                 let base = Base {
-                    config: open.config().map_err(batch_store)?.clone(),
-                    versions: open.versions().map_err(batch_store)?.clone(),
-                    event_id: open.event_id().map_err(batch_store)?,
+                    config: on.config,
+                    versions: on.versions,
+                    event_id: on.event_id,
                 };
                 match self.decide(actor, entries, base, grace).await {
                     Ok(decided) => decided,
@@ -679,13 +681,39 @@ impl Commands {
         Ok(Decided { items, ends, stage })
     }
 
-    /// The open stage's config with `decided` (decided on the committed state at
-    /// `from`) applied, when that is what deciding it on the open stage would give:
+    /// The batch's turn to append, and `decided` rebased on the turn's stage
+    /// (`None`: decide it again). The rebase runs on a copy of the open stage with
+    /// no lock held, so single commands stage and commit meanwhile; it stands if
+    /// nothing was staged on the stage by the time the turn comes. After
+    /// [`REBASE_TRIES`] stages that moved on, it runs under the turn.
+    async fn turn_rebased(
+        &self,
+        parts: &Parts,
+        actor: &str,
+        decided: &Decided,
+        from: i64,
+    ) -> Result<(Turn, Option<EdgeConfig>), BatchError> {
+        for _ in 0..REBASE_TRIES {
+            let on = parts.peek(actor).await.map_err(BatchError::Batch)?;
+            let rebased = self.rebase(&on, decided, from).await;
+            let turn = parts.turn(actor).await.map_err(BatchError::Batch)?;
+            if turn.is_at(&on) {
+                return Ok((turn, rebased));
+            }
+        }
+        let turn = parts.turn(actor).await.map_err(BatchError::Batch)?;
+        let on = turn.view().map_err(batch_store)?;
+        let rebased = self.rebase(&on, decided, from).await;
+        Ok((turn, rebased))
+    }
+
+    /// The stage's config with `decided` (decided on the committed state at
+    /// `from`) applied, when that is what deciding it on the stage would give:
     /// no aggregate it changes has changed since (staged or committed), and the
     /// result still applies and checks. `None`: decide it again.
     pub(crate) async fn rebase(
         &self,
-        open: &Open,
+        open: &StageView,
         decided: &Decided,
         from: i64,
     ) -> Option<EdgeConfig> {
@@ -698,7 +726,7 @@ impl Commands {
             .keys()
             .map(|(kind, id)| (*kind, id.as_str()))
             .collect();
-        let staged = open.versions().ok()?;
+        let staged = &open.versions;
         if staged
             .keys()
             .any(|(k, id)| mine.contains(&(*k, id.as_str())))
@@ -713,7 +741,7 @@ impl Commands {
         {
             return None;
         }
-        let current = open.config().ok()?;
+        let current = &open.config;
         let mut next = current.clone();
         for e in &decided.stage.edge {
             next.apply(e).ok()?;
@@ -727,6 +755,10 @@ impl Commands {
 /// Most events committed since a batch's decision that joining the open stage
 /// looks through for conflicts; past it the batch is decided again.
 const REBASE_MAX_EVENTS: i64 = 4096;
+
+/// Rebases on a copy of the open stage before the batch's turn, at most; then
+/// the rebase runs under the turn.
+const REBASE_TRIES: usize = 3;
 
 /// What a batch is decided on.
 pub(crate) struct Base {

@@ -18,10 +18,8 @@ async fn holds_after(
     let base = super::batch::Base::of(&view);
     let decided = c.decide("admin", entries(batch), base, 0).await.unwrap();
     meanwhile().await;
-    let turn = c.parts().turn("admin").await.unwrap();
-    c.rebase(turn.open(), &decided, view.event_id)
-        .await
-        .is_some()
+    let on = c.parts().peek("admin").await.unwrap();
+    c.rebase(&on, &decided, view.event_id).await.is_some()
 }
 
 #[tokio::test]

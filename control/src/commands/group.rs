@@ -27,6 +27,10 @@
 //!   appended at once, alone: commands that arrive meanwhile stage after it and
 //!   never share its append. So a single command waits for at most one batch's
 //!   append, not for a queue of them.
+//! - A batch works out how its decision lands on the open stage (the rebase) on a
+//!   copy of it ([`Parts::peek`]) with no lock held, and keeps that when nothing
+//!   was staged on the stage by its turn ([`Turn::is_at`]): the turn holds the
+//!   locks for the append, not for the rebase as well.
 //!
 //! A version conflict (another process appended to a staged aggregate) fails the
 //! whole stage with 409: each member may retry.
@@ -40,6 +44,7 @@ use crate::projection::{Projection, View};
 use crate::store::{AnyStore, BatchEvent, EventStore, StoreError, StoredEvent};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 use tollgate_routing::{EdgeConfig, EdgeEvent};
@@ -55,6 +60,10 @@ pub(crate) struct Groups {
     /// Batches decide one at a time (off the group lock): a bulk load keeps one
     /// worker busy at most, and single commands, the feed and the API the others.
     pub(crate) batch_turn: Mutex<()>,
+    /// Counts changes to the open stage's config (a command staged, the stage
+    /// rebuilt on a newer projection), under the group lock: a view of the stage
+    /// taken at one count is still the stage at the same count.
+    generation: AtomicU64,
 }
 
 /// Commands decided and not yet appended.
@@ -153,7 +162,11 @@ impl Parts {
         let label = target.label();
         let mut open = self.lock_for(&ctx.actor).await;
         let stage = self.stage_for(&mut open, &ctx.actor).await?;
+        let before = stage.events.len();
         let decided = decide_on(stage, &self.store, ctx, &target, decide).await;
+        if stage.events.len() != before {
+            self.groups.generation.fetch_add(1, Ordering::Relaxed);
+        }
         let event_id = stage.event_id;
         // What the decision rests on that is not in the log yet: the stage's events
         // (its own included), else the stage it continues.
@@ -234,6 +247,15 @@ impl Parts {
         open
     }
 
+    /// A copy of the open stage of `actor` as it is now, for a batch to rebase on
+    /// with no lock held; [`Turn::is_at`] tells whether the stage is still that.
+    pub(crate) async fn peek(&self, actor: &str) -> Result<StageView, CommandError> {
+        let mut guard = self.lock_for(actor).await;
+        self.stage_for(&mut guard, actor).await?;
+        let generation = self.groups.generation.load(Ordering::Relaxed);
+        Ok(Open { guard }.view(generation)?)
+    }
+
     /// The open stage of `actor` and the commit turn, for a batch to join and be
     /// appended at once. Single commands staged ahead of it are committed first
     /// (up to [`BATCH_YIELDS`] groups of them; past that they share its append).
@@ -265,6 +287,7 @@ impl Parts {
             }
             self.stage_for(&mut guard, actor).await?;
             return Ok(Turn {
+                generation: self.groups.generation.load(Ordering::Relaxed),
                 open: Open { guard },
                 commit,
             });
@@ -278,7 +301,9 @@ impl Parts {
         turn: Turn,
         joining: Joining,
     ) -> Result<Vec<i64>, StoreError> {
-        let Turn { mut open, commit } = turn;
+        let Turn {
+            mut open, commit, ..
+        } = turn;
         if joining.events.is_empty() {
             drop(commit);
             self.settle(open).await?;
@@ -291,6 +316,7 @@ impl Parts {
         stage.edge.extend(joining.edge);
         stage.config = joining.config;
         stage.batch = true;
+        self.groups.generation.fetch_add(1, Ordering::Relaxed);
         let range = start..stage.events.len();
         let mut done = stage.done.subscribe();
         let taken = take_staged(&mut open.guard);
@@ -308,7 +334,7 @@ impl Parts {
     /// Gives up the turn without appending: waits until what its stage shows is
     /// committed, as [`Self::settle`].
     pub(crate) async fn settle_turn(&self, turn: Turn) -> Result<(), StoreError> {
-        let Turn { open, commit } = turn;
+        let Turn { open, commit, .. } = turn;
         drop(commit);
         self.settle(open).await
     }
@@ -333,7 +359,12 @@ impl Parts {
     ) -> Result<&'a mut Stage, CommandError> {
         if open.as_ref().is_none_or(|s| !s.pending()) {
             self.projection.sync().await?;
-            **open = Some(Stage::fresh(actor, &self.projection.view()));
+            let view = self.projection.view();
+            // A stage with nothing pending is the projection at its cursor.
+            if open.as_ref().is_none_or(|s| s.event_id != view.event_id) {
+                self.groups.generation.fetch_add(1, Ordering::Relaxed);
+            }
+            **open = Some(Stage::fresh(actor, &view));
         }
         let stage = open
             .as_mut()
@@ -438,12 +469,39 @@ fn take_staged(open: &mut Option<Stage>) -> Option<Stage> {
 pub(crate) struct Turn {
     open: Open,
     commit: OwnedMutexGuard<()>,
+    generation: u64,
 }
 
 impl Turn {
-    /// The stage the batch joins.
-    pub(crate) fn open(&self) -> &Open {
-        &self.open
+    /// A copy of the stage the batch joins.
+    pub(crate) fn view(&self) -> Result<StageView, StoreError> {
+        self.open.view(self.generation)
+    }
+
+    /// Whether the stage is still the one `view` copied: nothing staged on it and
+    /// not rebuilt since (commits in between leave the same config).
+    pub(crate) fn is_at(&self, view: &StageView) -> bool {
+        self.generation == view.generation
+    }
+}
+
+/// A copy of the open stage, to decide or rebase on without the lock.
+pub(crate) struct StageView {
+    /// The state commands decide on: the projection's plus what is staged.
+    pub config: EdgeConfig,
+    /// The versions of the aggregates staged on top of the projection.
+    pub versions: StagedVersions,
+    /// The projection cursor the stage's config starts from.
+    pub event_id: i64,
+    /// Nothing staged and no commit of it under way.
+    committed: bool,
+    generation: u64,
+}
+
+impl StageView {
+    /// Whether the stage was exactly the projection at `event_id`.
+    pub(crate) fn is_committed_state_at(&self, event_id: i64) -> bool {
+        self.committed && self.event_id == event_id
     }
 }
 
@@ -461,26 +519,16 @@ impl Open {
         self.guard.as_mut().ok_or_else(lost)
     }
 
-    /// The state commands decide on: the projection's plus what is staged.
-    pub(crate) fn config(&self) -> Result<&EdgeConfig, StoreError> {
-        Ok(&self.stage()?.config)
-    }
-
-    /// The versions of the aggregates staged on top of the projection.
-    pub(crate) fn versions(&self) -> Result<&StagedVersions, StoreError> {
-        Ok(&self.stage()?.versions)
-    }
-
-    /// The projection cursor the stage's config starts from.
-    pub(crate) fn event_id(&self) -> Result<i64, StoreError> {
-        Ok(self.stage()?.event_id)
-    }
-
-    /// Whether the stage is exactly the projection at `event_id`: nothing
-    /// staged and no commit of it under way.
-    pub(crate) fn is_committed_state_at(&self, event_id: i64) -> bool {
-        self.stage()
-            .is_ok_and(|s| !s.pending() && s.event_id == event_id)
+    /// A copy of the stage (the config's maps are shared, not copied).
+    fn view(&self, generation: u64) -> Result<StageView, StoreError> {
+        let s = self.stage()?;
+        Ok(StageView {
+            config: s.config.clone(),
+            versions: s.versions.clone(),
+            event_id: s.event_id,
+            committed: !s.pending(),
+            generation,
+        })
     }
 }
 

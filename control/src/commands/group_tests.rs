@@ -105,3 +105,24 @@ async fn a_batch_waiting_first_lets_a_later_command_commit_ahead() {
 async fn a_command_staged_first_commits_without_the_batch() {
     single_and_batch_behind_a_commit(false).await;
 }
+
+#[tokio::test]
+async fn a_view_of_the_stage_stands_until_something_is_staged_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = commands(&dir).await;
+    single_create(&c, "a").await;
+    let parts = c.parts();
+    // Idle: the stage rebuilt on the same projection is the same stage.
+    let on = parts.peek("admin").await.unwrap();
+    let turn = parts.turn("admin").await.unwrap();
+    assert!(turn.is_at(&on));
+    drop(turn);
+    // A command staged (and committed) since: the view is stale.
+    let on = parts.peek("admin").await.unwrap();
+    single_create(&c, "s").await;
+    assert!(!parts.turn("admin").await.unwrap().is_at(&on));
+    // And a fresh view stands again.
+    let on = parts.peek("admin").await.unwrap();
+    assert!(on.config.apps.contains_key("s"));
+    assert!(parts.turn("admin").await.unwrap().is_at(&on));
+}
