@@ -32,7 +32,7 @@ use crate::store::{AnyStore, EventStore, StoreError, StoredEvent};
 use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, MutexGuard, watch};
 use tollgate_routing::{EdgeConfig, EdgeEvent, EdgeMarker};
 
 /// Name of the checkpoint row.
@@ -169,38 +169,67 @@ impl Projection {
     /// Applies every event after the cursor, batch by batch, until the end of the
     /// log; returns the new cursor. Concurrent calls queue.
     pub async fn sync(&self) -> Result<i64, StoreError> {
+        let work = self.work.lock().await;
+        self.sync_locked(work).await
+    }
+
+    /// [`Self::sync`] after an append of `committed`: when they continue the
+    /// cursor with no gap they are applied as they are, not read back from the
+    /// store.
+    pub async fn sync_committed(&self, committed: &[StoredEvent]) -> Result<i64, StoreError> {
         let mut work = self.work.lock().await;
-        loop {
-            let batch = self.store.read_after(work.cursor, BATCH).await?;
-            let Some(last) = batch.last().map(|e| e.event_id) else {
-                break;
-            };
-            let full = batch.len() as i64 >= BATCH;
-            let mut rejected = Vec::new();
-            for event in &batch {
-                match apply_stored(&mut work.config, event) {
-                    Ok(Some(_)) => work.last_edge = Some(marker_of(event)),
-                    Ok(None) => {}
-                    Err(reason) => {
-                        tracing::error!(
-                            event_id = event.event_id,
-                            event_type = %event.event_type,
-                            aggregate = %format!("{}/{}", event.aggregate_type, event.aggregate_id),
-                            reason,
-                            "edge event does not apply; left out of the projection and the feed"
-                        );
-                        rejected.push(event.event_id);
-                    }
+        let follows = committed
+            .first()
+            .is_some_and(|e| Some(e.event_id) == work.cursor.checked_add(1))
+            && committed
+                .windows(2)
+                .all(|w| Some(w[1].event_id) == w[0].event_id.checked_add(1));
+        if follows {
+            self.apply_page(&mut work, committed);
+        }
+        self.sync_locked(work).await
+    }
+
+    /// Applies `page` (events in log order after the cursor) and moves the cursor
+    /// to its last event.
+    fn apply_page(&self, work: &mut Work, page: &[StoredEvent]) {
+        let Some(last) = page.last().map(|e| e.event_id) else {
+            return;
+        };
+        let mut rejected = Vec::new();
+        for event in page {
+            match apply_stored(&mut work.config, event) {
+                Ok(Some(_)) => work.last_edge = Some(marker_of(event)),
+                Ok(None) => {}
+                Err(reason) => {
+                    tracing::error!(
+                        event_id = event.event_id,
+                        event_type = %event.event_type,
+                        aggregate = %format!("{}/{}", event.aggregate_type, event.aggregate_id),
+                        reason,
+                        "edge event does not apply; left out of the projection and the feed"
+                    );
+                    rejected.push(event.event_id);
                 }
             }
-            if !rejected.is_empty() {
-                self.rejected
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .extend(rejected);
+        }
+        if !rejected.is_empty() {
+            self.rejected
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(rejected);
+        }
+        work.cursor = last;
+    }
+
+    async fn sync_locked(&self, mut work: MutexGuard<'_, Work>) -> Result<i64, StoreError> {
+        loop {
+            let page = self.store.read_after(work.cursor, BATCH).await?;
+            if page.is_empty() {
+                break;
             }
-            work.cursor = last;
-            if !full {
+            self.apply_page(&mut work, &page);
+            if (page.len() as i64) < BATCH {
                 break;
             }
         }

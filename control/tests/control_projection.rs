@@ -148,3 +148,36 @@ async fn rebuild_from_zero_equals_incremental() {
     let restarted = Projection::start(Arc::new(reopened)).await.unwrap();
     assert_eq!(restarted.view().config, incremental.config);
 }
+
+/// An append's own events, handed over by the commit, are applied without a gap
+/// or a repeat; past a gap the projection reads the log as `sync` does.
+#[tokio::test]
+async fn committed_events_apply_as_handed_over_and_gaps_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(AnyStore::open(&db_url(dir.path())).await.unwrap());
+    let projection = Projection::new(store.clone());
+    let app = |id: &str| tollgate_control::store::BatchEvent {
+        aggregate_type: "app".into(),
+        aggregate_id: id.into(),
+        expected_version: 0,
+        event: NewEvent::new("app_created", json!({ "type": "app_created", "app_id": id })),
+    };
+    let first = store.append_batch("test", vec![app("a"), app("b")]).await.unwrap();
+    projection.sync_committed(&first).await.unwrap();
+    let view = projection.view();
+    assert_eq!(view.event_id, first[1].event_id);
+    assert!(view.config.apps.contains_key("a") && view.config.apps.contains_key("b"));
+    // Handed over again: nothing after the cursor, nothing applied twice.
+    projection.sync_committed(&first).await.unwrap();
+    assert_eq!(projection.view().event_id, first[1].event_id);
+    // An append the projection never saw, then one handed over past it.
+    store.append_batch("test", vec![app("c")]).await.unwrap();
+    let last = store.append_batch("test", vec![app("d")]).await.unwrap();
+    projection.sync_committed(&last).await.unwrap();
+    let view = projection.view();
+    assert_eq!(view.event_id, last[0].event_id);
+    assert_eq!(view.config.apps.len(), 4);
+    let fresh = Projection::new(store.clone());
+    fresh.sync().await.unwrap();
+    assert_eq!(*fresh.view(), *view);
+}

@@ -422,7 +422,7 @@ impl Parts {
             Ok(stored) => {
                 // The next stage may append now: this one is in the log.
                 drop(one_at_a_time);
-                if let Err(e) = self.projection.sync().await {
+                if let Err(e) = self.projection.sync_committed(&stored).await {
                     tracing::warn!(error = %e, "projection sync after a group commit failed");
                 }
                 stage.done.send_replace(Some(Ok(Arc::new(stored))));

@@ -11,10 +11,9 @@ use std::collections::HashMap;
 use sqlx::sqlite::Sqlite;
 use sqlx::{AssertSqlSafe, Row, Transaction};
 
-use super::event_from_row;
 use crate::store::model::BatchVersions;
 use crate::store::settle::Failure;
-use crate::store::{BatchEvent, StoredEvent};
+use crate::store::{BatchEvent, StoreError, StoredEvent};
 
 /// Aggregates whose versions one statement reads (three parameters each).
 const VERSIONS_CHUNK: usize = 200;
@@ -52,15 +51,37 @@ pub(super) async fn insert_all(
                 .bind(actor_id)
                 .bind(&payloads[start + i]);
         }
-        let rows = q.fetch_all(&mut **tx).await?;
-        let mut chunk_stored = rows
+        let mut ids = q
+            .fetch_all(&mut **tx)
+            .await?
             .iter()
-            .map(event_from_row)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(Failure::Store)?;
-        // RETURNING's order is not promised; ids rise in VALUES order.
-        chunk_stored.sort_by_key(|e| e.event_id);
-        stored.extend(chunk_stored);
+            .map(|row| row.try_get::<i64, _>(0))
+            .collect::<Result<Vec<_>, _>>()?;
+        if ids.len() != chunk.len() {
+            return Err(Failure::Store(StoreError::Database(format!(
+                "an insert of {} events returned {} ids",
+                chunk.len(),
+                ids.len()
+            ))));
+        }
+        // RETURNING's order is not promised; ids rise in VALUES order. The rest
+        // of each stored event is what was inserted: no need to read it back.
+        ids.sort_unstable();
+        stored.extend(
+            ids.into_iter()
+                .zip(chunk)
+                .enumerate()
+                .map(|(i, (event_id, e))| StoredEvent {
+                    event_id,
+                    occurred_at,
+                    aggregate_type: e.aggregate_type.clone(),
+                    aggregate_id: e.aggregate_id.clone(),
+                    aggregate_seq: seqs[start + i],
+                    event_type: e.event.event_type.clone(),
+                    actor_id: actor_id.to_string(),
+                    payload: e.event.payload.clone(),
+                }),
+        );
     }
     Ok(stored)
 }
@@ -112,7 +133,7 @@ fn insert_sql(n: usize) -> String {
          aggregate_seq, event_type, actor_id, payload) VALUES ",
     );
     push_tuples(&mut sql, n, 7);
-    sql.push_str(concat!(" RETURNING ", columns!()));
+    sql.push_str(" RETURNING event_id");
     sql
 }
 
