@@ -160,9 +160,15 @@ async fn committed_events_apply_as_handed_over_and_gaps_are_read() {
         aggregate_type: "app".into(),
         aggregate_id: id.into(),
         expected_version: 0,
-        event: NewEvent::new("app_created", json!({ "type": "app_created", "app_id": id })),
+        event: NewEvent::new(
+            "app_created",
+            json!({ "type": "app_created", "app_id": id }),
+        ),
     };
-    let first = store.append_batch("test", vec![app("a"), app("b")]).await.unwrap();
+    let first = store
+        .append_batch("test", vec![app("a"), app("b")])
+        .await
+        .unwrap();
     projection.sync_committed(&first).await.unwrap();
     let view = projection.view();
     assert_eq!(view.event_id, first[1].event_id);
