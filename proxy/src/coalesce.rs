@@ -84,9 +84,13 @@ impl<T> Coalesced<T> {
     }
 
     /// Whether writes are being batched.
-    #[cfg(test)]
     pub fn is_batching(&self) -> bool {
         self.mode == Mode::Batch
+    }
+
+    /// Bytes taken and not yet on the underlying stream.
+    pub fn held(&self) -> usize {
+        self.buf.len() - self.sent
     }
 }
 

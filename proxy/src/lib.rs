@@ -58,6 +58,7 @@ pub use server::{RunOptions, ServerError, run};
 /// stable API: it follows the internals it re-exports.
 #[doc(hidden)]
 pub mod fuzzing {
+    pub use crate::coalesce::{CAPACITY as COALESCE_CAPACITY, Coalesced};
     pub use crate::control_client::persist::PersistedState;
     pub use crate::control_client::{Update, cert_source};
     pub use crate::http::stream_stats::{EnvelopeCounter, SseCounter};

@@ -49,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(snapshot) = snapshot else {
         return;
     };
-    for route in snapshot.spec.routes.iter().filter(|r| !r.is_l4()) {
+    for route in snapshot.spec().routes.iter().filter(|r| !r.is_l4()) {
         let port = route.listen_port.unwrap_or(443);
         let path = format!("{}/x", route.path_prefix.trim_end_matches('/'));
         let Ok(path) = normalize(&path, policy) else {
