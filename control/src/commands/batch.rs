@@ -570,7 +570,7 @@ impl Commands {
             config: stage.config,
         };
         let types: Vec<&'static str> = joining.edge.iter().map(EdgeEvent::event_type).collect();
-        // 3. One append with the commands staged beside it.
+        // 3. The append, on the batch's turn.
         let ids = parts.commit_turn(turn, joining).await.map_err(|e| {
             BatchError::Batch(CommandError::from_store("an aggregate of the batch", e))
         })?;
