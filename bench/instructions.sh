@@ -115,6 +115,8 @@ count() {
   local part total
   part=$(ls -t "$out".* | head -1)
   total=$(awk '/^(summary|totals):/ {print $2; exit}' "$part")
+  # Kept for `callgrind_annotate --inclusive=yes <file>`: where the instructions go.
+  cp "$part" "$OUT/$name-$mode.callgrind"
   echo $((total / N))
 }
 

@@ -123,7 +123,10 @@ impl Attempt<'_> {
             *up.headers_mut() = headers;
 
             let mut in_flight = ep.begin();
-            let sent = tokio::time::timeout(wait, cluster.client.request(&mut in_flight, up)).await;
+            // Boxed: the exchange's future (pool, connect, hyper's dispatch) is over 2 KiB,
+            // and inline it would be carried, and moved, by every future above this one.
+            let exchange_fut = Box::pin(cluster.client.request(&mut in_flight, up));
+            let sent = tokio::time::timeout(wait, exchange_fut).await;
             let err = match sent {
                 Ok(Ok(resp)) => {
                     trace_status(&mut span, resp.status().as_u16());

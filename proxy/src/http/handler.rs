@@ -423,6 +423,8 @@ struct Routed<'a> {
     upstreams: &'a Arc<AppUpstreams>,
     /// The client's host, as it sent it.
     host: HeaderValue,
+    /// Whether that host is the request's one `Host` header (no authority in the URI).
+    host_is_header: bool,
     /// The upstream path (normalised, rewritten) and the client's query.
     path_and_query: PathAndQuery,
 }
@@ -488,6 +490,7 @@ fn route<'a>(
         plan,
         upstreams,
         host: host_hv,
+        host_is_header: req.uri().authority().is_none(),
         path_and_query: upstream_path(req.uri(), rewritten)?,
     })
 }
@@ -516,7 +519,7 @@ fn upstream_headers(
     if cluster.spec.protocol.is_http2() {
         // HTTP/2 upstreams get the endpoint as :authority; the client's host is in x-forwarded-host.
         headers.remove(header::HOST);
-    } else {
+    } else if !routed.host_is_header {
         headers.insert(header::HOST, routed.host.clone());
     }
 }

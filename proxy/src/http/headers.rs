@@ -29,34 +29,98 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 /// Removes hop-by-hop headers and those the `Connection` header lists.
 ///
 /// `te: trailers` survives because gRPC needs it end to end; an upgrade keeps
-/// `connection` and `upgrade` so the upstream sees the handshake. Most messages carry
-/// none of these, so one pass over the names decides whether there is work at all.
+/// `connection` and `upgrade` so the upstream sees the handshake. One pass over the
+/// names finds which hop-by-hop headers are there, and only those are removed: most
+/// messages carry none, and most of the rest only `connection` (an HTTP/1.1 upstream's
+/// `Connection: keep-alive`).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+    let present = hop_by_hop_present(headers);
+    if present == 0 {
         return;
     }
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|list| list.split(','))
-        .map(str::trim)
-        .filter(|name| !(upgrade && name.eq_ignore_ascii_case("upgrade")))
-        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
-        .collect();
+    // Bits of the fixed names the `Connection` header lists: removed whatever else holds.
+    let mut listed_fixed = 0u16;
+    let mut listed: Vec<HeaderName> = Vec::new();
+    if present & bit(&header::CONNECTION) != 0 {
+        for token in headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|list| list.split(','))
+            .map(str::trim)
+            .filter(|t| !(t.is_empty() || upgrade && t.eq_ignore_ascii_case("upgrade")))
+        {
+            match hop_by_hop_index_any_case(token) {
+                Some(i) => listed_fixed |= 1 << i,
+                // A name the message does not carry (`close` above all) costs no lookup.
+                None if headers
+                    .keys()
+                    .any(|k| k.as_str().eq_ignore_ascii_case(token)) =>
+                {
+                    listed.extend(HeaderName::from_bytes(token.as_bytes()).ok());
+                }
+                None => {}
+            }
+        }
+    }
     for name in listed {
         headers.remove(name);
     }
-    let keep_te = headers
-        .get(header::TE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    for name in &HOP_BY_HOP {
-        let keep = (keep_te && name == header::TE)
-            || (upgrade && (name == header::CONNECTION || name == header::UPGRADE));
+    let keep_te = listed_fixed & bit(&header::TE) == 0
+        && headers
+            .get(header::TE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) == 0 {
+            continue;
+        }
+        let keep = listed_fixed & (1 << i) == 0
+            && ((keep_te && name == header::TE)
+                || (upgrade && (name == header::CONNECTION || name == header::UPGRADE)));
         if !keep {
             headers.remove(name);
         }
     }
+}
+
+/// Which of [`HOP_BY_HOP`] the message carries, as bits by index.
+fn hop_by_hop_present(headers: &HeaderMap) -> u16 {
+    headers
+        .keys()
+        .filter_map(|k| hop_by_hop_index(k.as_str()))
+        .fold(0, |bits, i| bits | 1 << i)
+}
+
+/// The index in [`HOP_BY_HOP`] of a lowercase name: a match on the string, which
+/// compiles to a switch on its length, not a comparison with each name.
+fn hop_by_hop_index(name: &str) -> Option<usize> {
+    Some(match name {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-connection" => 2,
+        "proxy-authenticate" => 3,
+        "proxy-authorization" => 4,
+        "te" => 5,
+        "transfer-encoding" => 6,
+        "upgrade" => 7,
+        "http2-settings" => 8,
+        _ => return None,
+    })
+}
+
+/// [`hop_by_hop_index`] of a name in any case (a `Connection` token), lowered on the
+/// stack: no name longer than the longest hop-by-hop one can match.
+fn hop_by_hop_index_any_case(token: &str) -> Option<usize> {
+    let mut buf = [0u8; 24];
+    let lower = buf.get_mut(..token.len())?;
+    lower.copy_from_slice(token.as_bytes());
+    lower.make_ascii_lowercase();
+    hop_by_hop_index(std::str::from_utf8(lower).ok()?)
+}
+
+/// The bit of one of [`HOP_BY_HOP`].
+fn bit(name: &HeaderName) -> u16 {
+    hop_by_hop_index(name.as_str()).map_or(0, |i| 1 << i)
 }
 
 /// Sets `x-forwarded-for/-proto/-host`; client-sent values are replaced unless trusted.
@@ -68,7 +132,12 @@ pub fn set_forwarded(
     host: Option<&HeaderValue>,
     trust_client: bool,
 ) {
-    if !trust_client {
+    // A scan of the names is cheaper than two hashed removes of what is rarely there.
+    if !trust_client
+        && headers
+            .keys()
+            .any(|k| matches!(k.as_str(), "forwarded" | "x-real-ip"))
+    {
         headers.remove(&FORWARDED);
         headers.remove(&X_REAL_IP);
     }
@@ -219,6 +288,32 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn the_index_of_each_hop_by_hop_name_is_its_place() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_index(name.as_str()), Some(i), "{name}");
+        }
+        assert_eq!(hop_by_hop_index("x-kept"), None);
+        assert_eq!(hop_by_hop_index_any_case("Keep-Alive"), Some(1));
+        assert_eq!(hop_by_hop_index_any_case(&"x".repeat(40)), None);
+    }
+
+    #[test]
+    fn a_listed_name_goes_even_when_it_is_one_that_may_stay() {
+        // `te: trailers` stays unless `Connection` lists it; `close` names no header.
+        let mut h = map(&[
+            ("connection", "close, TE, X-Listed"),
+            ("te", "trailers"),
+            ("x-listed", "1"),
+            ("x-kept", "1"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+        let mut plain = map(&[("connection", "keep-alive"), ("x-kept", "1")]);
+        strip_hop_by_hop(&mut plain, false);
+        assert_eq!(plain.len(), 1, "{plain:?}");
     }
 
     #[test]
