@@ -8,9 +8,10 @@
 
 use crate::clock::now_unix;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
-use tollgate_filters::apikey::{self, KeyError, KeyStore};
+use std::sync::Arc;
+use tollgate_filters::apikey::{self, KeyError, KeyIdentity, KeyStore};
 use tollgate_filters::bearer::{self, BearerError};
-use tollgate_filters::oidc::{IssuerRegistry, TokenError};
+use tollgate_filters::oidc::{IssuerRegistry, TokenError, VerifiedToken};
 use tollgate_routing::{AuthPolicy, KeyKind};
 
 /// Credential checkers built from one config generation.
@@ -26,16 +27,49 @@ impl std::fmt::Debug for AuthState {
     }
 }
 
-/// Who the caller is, as verified.
+/// Who the caller is, as verified: the key record or the token it was verified from,
+/// shared with the key store or the token cache, with the identity header values
+/// already built (a request copies nothing but a reference).
 #[derive(Debug)]
-pub struct Identity {
-    pub method: &'static str,
-    pub subject: String,
-    pub key_id: Option<String>,
-    pub issuer: Option<String>,
-    pub tenant: Option<String>,
-    pub roles: Vec<String>,
-    pub scopes: Vec<String>,
+pub enum Identity {
+    Key(Arc<KeyIdentity>),
+    Token {
+        token: Arc<VerifiedToken>,
+        /// The route's tenant claim named the app the request is for.
+        tenant: bool,
+    },
+}
+
+impl Identity {
+    /// `api_key` or `token`: the header and metrics value.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Identity::Key(_) => "api_key",
+            Identity::Token { .. } => "token",
+        }
+    }
+
+    pub fn key_id(&self) -> Option<&str> {
+        match self {
+            Identity::Key(k) => Some(&k.key_id),
+            Identity::Token { .. } => None,
+        }
+    }
+
+    /// `key:<key_id>` for a key, the token's `sub` for a token.
+    pub fn subject(&self) -> &str {
+        match self {
+            Identity::Key(k) => &k.subject,
+            Identity::Token { token, .. } => &token.subject,
+        }
+    }
+
+    pub fn issuer(&self) -> Option<&str> {
+        match self {
+            Identity::Key(_) => None,
+            Identity::Token { token, .. } => Some(&token.issuer),
+        }
+    }
 }
 
 /// Why a request was refused; the client learns only 401 or 403, never which part failed.
@@ -116,15 +150,7 @@ pub async fn authenticate(
         if !policy.require_roles.is_empty() {
             return Err(AuthFailure::MissingRole); // keys carry no roles
         }
-        return Ok(Identity {
-            method: "api_key",
-            subject: format!("key:{}", id.key_id),
-            key_id: Some(id.key_id.clone()),
-            issuer: None,
-            tenant: Some(id.app.clone()),
-            roles: Vec::new(),
-            scopes: id.scopes.clone(),
-        });
+        return Ok(Identity::Key(id));
     }
     let Some(token) = bearer else {
         return Err(AuthFailure::Missing);
@@ -145,20 +171,12 @@ pub async fn authenticate(
     }
     let tenant = match &policy.tenant_claim {
         Some(claim) => match t.claim_str(claim) {
-            Some(v) if v == app_id => Some(v.to_string()),
+            Some(v) if v == app_id => true,
             _ => return Err(AuthFailure::WrongTenant),
         },
-        None => None,
+        None => false,
     };
-    Ok(Identity {
-        method: "token",
-        subject: t.subject.clone(),
-        key_id: None,
-        issuer: Some(t.issuer.clone()),
-        tenant,
-        roles: t.roles.clone(),
-        scopes: t.scopes.clone(),
-    })
+    Ok(Identity::Token { token: t, tenant })
 }
 
 fn contains_all(have: &[String], need: &[String]) -> bool {
@@ -170,6 +188,7 @@ const IDENTITY_PREFIX: &str = "x-tollgate-";
 
 static X_TENANT_ID: HeaderName = HeaderName::from_static("x-tenant-id");
 static X_ACTOR_ID: HeaderName = HeaderName::from_static("x-actor-id");
+static X_API_KEY: HeaderName = HeaderName::from_static(apikey::API_KEY_HEADER);
 
 /// Identity headers the platform's backends trust (`limits.identity_headers`), parsed
 /// once when the config is read.
@@ -202,14 +221,25 @@ impl TryFrom<Vec<String>> for IdentityHeaders {
     }
 }
 
+impl IdentityHeaders {
+    /// Whether a client's header of this (lowercase) name is removed: an `x-tollgate-*`
+    /// name or one of these.
+    fn strips(&self, name: &str) -> bool {
+        name.starts_with(IDENTITY_PREFIX) || self.0.iter().any(|n| n.as_str() == name)
+    }
+}
+
 /// Removes every `x-tollgate-*` header and every header of `identity` a client sent.
+///
+/// Found by one scan of the names, so a request that carries none (nearly all) pays
+/// no lookups and no allocation.
 pub fn strip_identity_headers(headers: &mut HeaderMap, identity: &IdentityHeaders) {
     let spoofed: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| k.as_str().starts_with(IDENTITY_PREFIX))
+        .filter(|k| identity.strips(k.as_str()))
         .cloned()
         .collect();
-    for name in spoofed.iter().chain(&identity.0) {
+    for name in spoofed {
         headers.remove(name);
     }
 }
@@ -218,66 +248,111 @@ pub fn strip_identity_headers(headers: &mut HeaderMap, identity: &IdentityHeader
 /// credential was verified for) and `x-actor-id` to the key id or the token's subject.
 /// API keys never leave the edge.
 pub fn set_identity_headers(headers: &mut HeaderMap, id: &Identity, app: &HeaderValue) {
-    if id.method == "api_key" {
-        headers.remove(header::AUTHORIZATION);
-        headers.remove("x-api-key");
-    }
+    static KEY_ID: HeaderName = HeaderName::from_static("x-tollgate-key-id");
+    static AUTH: HeaderName = HeaderName::from_static("x-tollgate-auth");
+    static SUBJECT: HeaderName = HeaderName::from_static("x-tollgate-subject");
+    static ISSUER: HeaderName = HeaderName::from_static("x-tollgate-issuer");
+    static TENANT: HeaderName = HeaderName::from_static("x-tollgate-tenant");
+    static ROLES: HeaderName = HeaderName::from_static("x-tollgate-roles");
+    static SCOPES: HeaderName = HeaderName::from_static("x-tollgate-scopes");
     headers.insert(X_TENANT_ID.clone(), app.clone());
-    let actor = id.key_id.as_deref().unwrap_or(&id.subject);
-    match HeaderValue::from_str(actor) {
-        Ok(v) => {
-            if id.key_id.is_some() {
-                headers.insert(HeaderName::from_static("x-tollgate-key-id"), v.clone());
-            }
-            headers.insert(X_ACTOR_ID.clone(), v);
+    headers.insert(AUTH.clone(), HeaderValue::from_static(id.method()));
+    // A tenant is only ever the app the credential was verified for.
+    let (actor, subject, issuer, tenant, roles, scopes) = match id {
+        Identity::Key(k) => {
+            headers.remove(header::AUTHORIZATION);
+            headers.remove(&X_API_KEY);
+            set(headers, &KEY_ID, k.key_id_value.as_ref());
+            let actor = k.key_id_value.as_ref();
+            (
+                actor,
+                k.subject_value.as_ref(),
+                None,
+                true,
+                None,
+                k.scopes_value.as_ref(),
+            )
         }
-        Err(_) => {
+        Identity::Token { token, tenant } => {
+            let v = &token.values;
+            let subject = v.subject.as_ref();
+            (
+                subject,
+                subject,
+                v.issuer.as_ref(),
+                *tenant,
+                v.roles.as_ref(),
+                v.scopes.as_ref(),
+            )
+        }
+    };
+    match actor {
+        Some(v) => {
+            headers.insert(X_ACTOR_ID.clone(), v.clone());
+        }
+        None => {
             headers.remove(&X_ACTOR_ID);
         }
     }
-    headers.insert(
-        HeaderName::from_static("x-tollgate-auth"),
-        HeaderValue::from_static(id.method),
-    );
-    set_text(headers, "x-tollgate-subject", &id.subject);
-    if let Some(i) = &id.issuer {
-        set_text(headers, "x-tollgate-issuer", i);
+    set(headers, &SUBJECT, subject);
+    set(headers, &ISSUER, issuer);
+    if tenant {
+        headers.insert(TENANT.clone(), app.clone());
     }
-    // A tenant is only ever the app the credential was verified for.
-    if id.tenant.is_some() {
-        headers.insert(HeaderName::from_static("x-tollgate-tenant"), app.clone());
-    }
-    if !id.roles.is_empty() {
-        set_text(headers, "x-tollgate-roles", &id.roles.join(","));
-    }
-    if !id.scopes.is_empty() {
-        set_text(headers, "x-tollgate-scopes", &id.scopes.join(" "));
+    set(headers, &ROLES, roles);
+    set(headers, &SCOPES, scopes);
+}
+
+/// Sets `name` to `value` when there is one; none leaves the header out.
+fn set(headers: &mut HeaderMap, name: &HeaderName, value: Option<&HeaderValue>) {
+    if let Some(v) = value {
+        headers.insert(name.clone(), v.clone());
     }
 }
 
-/// Sets `name` to `value` when it is a valid header value; a value that is not leaves
-/// the header out.
-fn set_text(headers: &mut HeaderMap, name: &'static str, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        headers.insert(HeaderName::from_static(name), v);
+/// Identities for tests: a key of app `acme` with scope `read`, and a token of
+/// issuer `https://idp.test` with role `admin`.
+#[cfg(test)]
+pub(crate) mod test_identities {
+    use super::*;
+    use tollgate_filters::oidc::TokenValues;
+    use tollgate_routing::ApiKeySpec;
+
+    pub fn key(key_id: &str) -> Identity {
+        Identity::Key(Arc::new(KeyIdentity::new(Arc::new(ApiKeySpec {
+            key_id: key_id.into(),
+            app: "acme".into(),
+            kind: KeyKind::Secret,
+            sha256: String::new(),
+            scopes: vec!["read".into()],
+            expires_at: None,
+            allowed_origins: vec![],
+        }))))
+    }
+
+    pub fn token(subject: &str, tenant: bool) -> Identity {
+        let (issuer, roles) = ("https://idp.test".to_string(), vec!["admin".to_string()]);
+        Identity::Token {
+            token: Arc::new(VerifiedToken {
+                values: TokenValues::new(&issuer, subject, &roles, &[]),
+                issuer,
+                subject: subject.into(),
+                client_id: None,
+                audiences: vec![],
+                scopes: vec![],
+                roles,
+                expires_at: 0,
+                claims: Default::default(),
+            }),
+            tenant,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::test_identities::{key, token};
     use super::*;
-
-    fn identity(key_id: Option<&str>) -> Identity {
-        Identity {
-            method: if key_id.is_some() { "api_key" } else { "token" },
-            subject: "user-7".into(),
-            key_id: key_id.map(Into::into),
-            issuer: None,
-            tenant: None,
-            roles: Vec::new(),
-            scopes: Vec::new(),
-        }
-    }
 
     #[test]
     fn client_identity_headers_are_replaced_by_the_verified_ones() {
@@ -299,23 +374,29 @@ mod tests {
         strip_identity_headers(&mut h, &names);
         assert!(h.is_empty(), "{h:?}");
         let app = HeaderValue::from_static("acme");
-        set_identity_headers(&mut h, &identity(Some("k1")), &app);
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer sk"));
+        h.insert(&X_API_KEY, HeaderValue::from_static("sk"));
+        set_identity_headers(&mut h, &key("k1"), &app);
         assert_eq!(h["x-tenant-id"], "acme");
         assert_eq!(h["x-actor-id"], "k1");
         assert_eq!(h["x-tollgate-key-id"], "k1");
+        assert_eq!(h["x-tollgate-subject"], "key:k1");
+        assert_eq!(h["x-tollgate-scopes"], "read");
         assert_eq!(h["x-tollgate-auth"], "api_key");
-        assert!(h.get("x-tollgate-tenant").is_none(), "no tenant verified");
+        assert_eq!(h["x-tollgate-tenant"], "acme", "a key is its app's");
+        assert!(h.get("authorization").is_none() && h.get("x-api-key").is_none());
         let mut h = HeaderMap::new();
-        let tenant = Identity {
-            tenant: Some("acme".into()),
-            ..identity(None)
-        };
-        set_identity_headers(&mut h, &tenant, &app);
+        set_identity_headers(&mut h, &token("user-7", true), &app);
         assert_eq!(h["x-actor-id"], "user-7");
         assert_eq!(h["x-tollgate-subject"], "user-7");
+        assert_eq!(h["x-tollgate-issuer"], "https://idp.test");
+        assert_eq!(h["x-tollgate-roles"], "admin");
         assert_eq!(h["x-tollgate-tenant"], "acme");
         assert_eq!(h["x-tollgate-auth"], "token");
-        assert!(h.get("x-tollgate-key-id").is_none());
+        assert!(h.get("x-tollgate-key-id").is_none() && h.get("x-tollgate-scopes").is_none());
+        let mut h = HeaderMap::new();
+        set_identity_headers(&mut h, &token("user-7", false), &app);
+        assert!(h.get("x-tollgate-tenant").is_none(), "no tenant verified");
         assert!(serde_json::from_str::<IdentityHeaders>(r#"["bad name"]"#).is_err());
         assert_eq!(IdentityHeaders::default().0.len(), 3);
     }

@@ -35,26 +35,22 @@ pub fn parse(key: &str) -> Result<ParsedKey<'_>, KeyError> {
     if !(MIN_KEY_LEN..=MAX_KEY_LEN).contains(&key.len()) {
         return Err(KeyError::Malformed);
     }
-    let mut parts = key.split('_');
-    let (Some(kind), Some(env), Some(app_prefix), Some(secret), None) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
-        return Err(KeyError::Malformed);
-    };
-    let kind = match kind {
-        "sk" => KeyKind::Secret,
-        "pk" => KeyKind::Public,
+    // `<kind>_<env>_<app prefix>_<secret>`: kind and env have fixed lengths, and
+    // neither the prefix nor the secret may hold `_` (their charsets leave it out).
+    let kind = match key.get(..3) {
+        Some("sk_") => KeyKind::Secret,
+        Some("pk_") => KeyKind::Public,
         _ => return Err(KeyError::Malformed),
     };
-    let live = match env {
-        "live" => true,
-        "test" => false,
+    let live = match key.get(3..8) {
+        Some("live_") => true,
+        Some("test_") => false,
         _ => return Err(KeyError::Malformed),
     };
+    let (app_prefix, secret) = key
+        .get(8..)
+        .and_then(|rest| rest.split_once('_'))
+        .ok_or(KeyError::Malformed)?;
     if !valid_app_prefix(app_prefix) || !valid_secret(secret) {
         return Err(KeyError::Malformed);
     }

@@ -87,6 +87,7 @@
 mod format;
 mod headers;
 mod store;
+mod verified;
 
 pub use format::{
     APP_PREFIX_MAX, MAX_KEY_LEN, MIN_KEY_LEN, ParsedKey, SECRET_LEN, generate, parse,

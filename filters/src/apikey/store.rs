@@ -4,18 +4,15 @@ use super::KeyError;
 use super::format::{decode_sha256_hex, parse, sha256};
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasher, RandomState};
-use std::sync::Arc;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::sync::{Arc, OnceLock};
 use subtle::ConstantTimeEq;
 use tollgate_routing::{ApiKeySpec, KeyKind};
 
-/// Who a verified key speaks for: its record as configured. [`KeyStore::verify`] hands
-/// out the very `Arc` the store (and the control model it was built from) holds, so
-/// accepting a key costs one reference-count increment and no allocation.
-pub type KeyIdentity = ApiKeySpec;
+pub use super::verified::KeyIdentity;
 
 /// Whether `identity` holds every one of `required` (none required: true).
-pub fn has_scopes(identity: &KeyIdentity, required: &[String]) -> bool {
+pub fn has_scopes(identity: &ApiKeySpec, required: &[String]) -> bool {
     required
         .iter()
         .all(|r| identity.scopes.iter().any(|s| s == r))
@@ -27,11 +24,38 @@ pub fn has_scopes(identity: &KeyIdentity, required: &[String]) -> bool {
 const SHARDS: usize = 4096;
 
 /// Keys whose digests the store's shard hash sends to one shard.
-type Shard = HashMap<[u8; 32], Record>;
+type Shard = HashMap<[u8; 32], Record, BuildHasherDefault<DigestHasher>>;
+
+/// Hashes a digest by its first eight bytes, within a shard: digests are SHA-256
+/// outputs, and crafted ones (hashes are configuration) that share a prefix are spread
+/// over the shards by the keyed router, so no shard holds more than its share of
+/// them. One keyed hash per lookup (the router's) instead of two.
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut word = [0u8; 8];
+        let n = bytes.len().min(8);
+        word[..n].copy_from_slice(&bytes[..n]);
+        self.0 ^= u64::from_le_bytes(word);
+    }
+
+    /// The length prefix of the digest's slice: the same for every key.
+    fn write_usize(&mut self, _: usize) {}
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 #[derive(Clone)]
 struct Record {
     spec: Arc<ApiKeySpec>,
+    /// Built on the key's first successful use; [`KeyStore::verify`] then hands out
+    /// this very `Arc`, so accepting a key costs one reference-count increment and no
+    /// allocation. Unbuilt, it costs a record 16 bytes, not a copy of every value.
+    identity: OnceLock<Arc<KeyIdentity>>,
     /// Lowercased `scheme://host[:port]`; compared case-insensitively. Shared, so that
     /// copying a shard allocates nothing per record.
     allowed_origins: Arc<[Box<str>]>,
@@ -52,7 +76,7 @@ pub struct KeyStore {
 
 impl Default for KeyStore {
     fn default() -> Self {
-        let empty = Arc::new(Shard::new());
+        let empty = Arc::new(Shard::default());
         KeyStore {
             shards: (0..SHARDS).map(|_| Arc::clone(&empty)).collect(),
             router: RandomState::new(),
@@ -183,7 +207,9 @@ impl KeyStore {
                 return Err(KeyError::OriginNotAllowed);
             }
         }
-        Ok(Arc::clone(id))
+        Ok(Arc::clone(record.identity.get_or_init(|| {
+            Arc::new(KeyIdentity::new(Arc::clone(&record.spec)))
+        })))
     }
 }
 
@@ -217,6 +243,7 @@ fn record(spec: &Arc<ApiKeySpec>) -> Result<([u8; 32], Record), KeyError> {
     let digest = checked_digest(spec)?;
     let record = Record {
         spec: Arc::clone(spec),
+        identity: OnceLock::new(),
         allowed_origins: spec
             .allowed_origins
             .iter()
@@ -327,7 +354,10 @@ mod tests {
         assert!(after.verify(&sk2, "acme", None, 0).is_ok());
         let first = before.verify(&sk1, "acme", None, 0).unwrap();
         let shared = after.verify(&sk1, "acme", None, 0).unwrap();
-        assert!(Arc::ptr_eq(&first, &shared), "untouched records are shared");
+        assert!(
+            Arc::ptr_eq(&first.spec, &shared.spec),
+            "untouched records are shared"
+        );
 
         let revoked = after.update([(Some(&k1), None)]).unwrap();
         assert_eq!(
@@ -360,12 +390,12 @@ mod tests {
         let b = store.verify(&sk, "acme", None, 0).unwrap();
         assert!(Arc::ptr_eq(&a, &b));
 
-        // The identity is the spec the store was updated with, not a copy of it.
+        // The identity holds the spec the store was updated with, not a copy of it.
         let (sk2, h2) = generate(KeyKind::Secret, true, "acme").unwrap();
         let given = Arc::new(spec("k2", "acme", KeyKind::Secret, h2));
         let store = store.update([(None, Some(&given))]).unwrap();
         assert!(Arc::ptr_eq(
-            &store.verify(&sk2, "acme", None, 0).unwrap(),
+            &store.verify(&sk2, "acme", None, 0).unwrap().spec,
             &given
         ));
     }

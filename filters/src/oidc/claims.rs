@@ -3,6 +3,7 @@
 
 use super::error::TokenError;
 use super::json::lookup;
+use http::HeaderValue;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 use tollgate_routing::OidcIssuerSpec;
@@ -27,6 +28,33 @@ pub struct VerifiedToken {
     pub expires_at: i64,
     /// Every claim of the payload.
     pub claims: Map<String, Value>,
+    /// The identity header values the upstream is sent, built once when the token
+    /// verifies: a token served from the cache costs no formatting.
+    pub values: TokenValues,
+}
+
+/// A verified token's identity header values; `None` where the claim is empty or not a
+/// valid header value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenValues {
+    pub subject: Option<HeaderValue>,
+    pub issuer: Option<HeaderValue>,
+    /// Roles joined by commas.
+    pub roles: Option<HeaderValue>,
+    /// Scopes joined by spaces.
+    pub scopes: Option<HeaderValue>,
+}
+
+impl TokenValues {
+    pub fn new(issuer: &str, subject: &str, roles: &[String], scopes: &[String]) -> Self {
+        let value = |s: &str| (!s.is_empty()).then(|| HeaderValue::from_str(s).ok())?;
+        TokenValues {
+            subject: value(subject),
+            issuer: value(issuer),
+            roles: value(&roles.join(",")),
+            scopes: value(&scopes.join(" ")),
+        }
+    }
 }
 
 impl VerifiedToken {
@@ -109,6 +137,7 @@ pub(crate) fn validate(
     }
 
     Ok(VerifiedToken {
+        values: TokenValues::new(&issuer, &subject, &roles, &scopes),
         issuer,
         subject,
         client_id,

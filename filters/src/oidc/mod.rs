@@ -29,7 +29,7 @@ mod registry;
 mod ring_provider;
 mod verify;
 
-pub use claims::VerifiedToken;
+pub use claims::{TokenValues, VerifiedToken};
 pub use error::TokenError;
 pub use fetch::{FETCH_TIMEOUT, MAX_DOCUMENT};
 pub use jwk::{Algorithm, JwkSet};

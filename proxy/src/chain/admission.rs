@@ -45,8 +45,8 @@ impl HeadFilter for Admission {
             let app = cx.plan.app.id.as_str();
             let keys = RequestKeys {
                 app,
-                api_key: cx.identity.as_ref().and_then(|i| i.key_id.as_deref()),
-                subject: cx.identity.as_ref().map(|i| i.subject.as_str()),
+                api_key: cx.identity.as_ref().and_then(|i| i.key_id()),
+                subject: cx.identity.as_ref().map(|i| i.subject()),
                 client_ip: Some(cx.conn.client.ip()),
                 headers: Some(&head.headers),
             };

@@ -3,7 +3,7 @@
 //! the upstream in the identity headers.
 
 use super::{HeadFilter, RequestCx, Step};
-use crate::auth::{self, AuthFailure};
+use crate::auth::{self, AuthFailure, Identity};
 use crate::http::errors::ProxyError;
 use http::HeaderMap;
 use prometheus::IntCounter;
@@ -57,13 +57,13 @@ impl HeadFilter for Auth {
             let result =
                 auth::authenticate(&cx.state.auth, &self.policy, &self.app, &head.headers).await;
             let (label, ok) = match &result {
-                Ok(id) if id.method == "api_key" => ("ok_api_key", Some(&self.ok[0])),
+                Ok(Identity::Key(_)) => ("ok_api_key", Some(&self.ok[0])),
                 Ok(_) => ("ok_token", Some(&self.ok[1])),
                 Err(f) => (f.reason(), None),
             };
             // The method and the verdict only: never a credential or who it names.
             if let Ok(id) = &result {
-                span.set("tollgate.auth.method", id.method);
+                span.set("tollgate.auth.method", id.method());
             }
             span.set("tollgate.auth.result", label);
             drop(span);

@@ -54,13 +54,13 @@ impl Owner {
     pub fn of(app: &str, identity: Option<&Identity>, call: &str) -> Self {
         let caller = match identity {
             None => "anonymous".to_string(),
-            Some(id) => match &id.key_id {
+            Some(id) => match id.key_id() {
                 Some(key) => format!("key:{key}"),
                 None => format!(
                     "{}:{}:{}",
-                    id.method,
-                    id.issuer.as_deref().unwrap_or(""),
-                    id.subject
+                    id.method(),
+                    id.issuer().unwrap_or(""),
+                    id.subject()
                 ),
             },
         };
@@ -214,20 +214,14 @@ mod tests {
 
     #[test]
     fn owners_differ_by_app_caller_and_call() {
-        let key = Identity {
-            method: "api_key",
-            subject: "s".into(),
-            key_id: Some("k1".into()),
-            issuer: None,
-            tenant: None,
-            roles: vec![],
-            scopes: vec![],
-        };
+        let key = crate::auth::test_identities::key("k1");
         let a = Owner::of("app", Some(&key), "/svc/M");
         assert_eq!(a, Owner::of("app", Some(&key), "/svc/M"));
         assert_ne!(a, Owner::of("other", Some(&key), "/svc/M"));
         assert_ne!(a, Owner::of("app", Some(&key), "/svc/N"));
         assert_ne!(a, Owner::of("app", None, "/svc/M"));
+        let user = crate::auth::test_identities::token("k1", false);
+        assert_ne!(a, Owner::of("app", Some(&user), "/svc/M"));
     }
 
     #[test]
