@@ -66,10 +66,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     for name in listed {
         headers.remove(name);
     }
-    let keep_te = listed_fixed & bit(&header::TE) == 0
-        && headers
-            .get(header::TE)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    let keep_te = headers
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     for (i, name) in HOP_BY_HOP.iter().enumerate() {
         if present & (1 << i) == 0 {
             continue;
@@ -314,6 +313,117 @@ mod tests {
         let mut plain = map(&[("connection", "keep-alive"), ("x-kept", "1")]);
         strip_hop_by_hop(&mut plain, false);
         assert_eq!(plain.len(), 1, "{plain:?}");
+    }
+
+    /// What RFC 9110 §7.6.1 asks of `strip_hop_by_hop`, written from the rule rather
+    /// than the code: a header survives unless `Connection` lists it (an upgrade's
+    /// `upgrade` token aside) or it is hop-by-hop, where `te: trailers` (the first TE
+    /// line) and an upgrade's `connection` and `upgrade` may stay.
+    fn hop_by_hop_model(h: &HeaderMap, upgrade: bool) -> Vec<(String, Vec<Vec<u8>>)> {
+        let listed: Vec<String> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim().to_ascii_lowercase())
+            .filter(|t| !(t.is_empty() || upgrade && t == "upgrade"))
+            .collect();
+        let te_trailers = h
+            .get(header::TE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+        let stays = |name: &str| {
+            if listed.iter().any(|l| l == name) {
+                return false;
+            }
+            match name {
+                "te" => te_trailers,
+                "connection" | "upgrade" => upgrade,
+                "keep-alive"
+                | "proxy-connection"
+                | "proxy-authenticate"
+                | "proxy-authorization"
+                | "transfer-encoding"
+                | "http2-settings" => false,
+                _ => true,
+            }
+        };
+        let mut out: Vec<_> = h
+            .keys()
+            .filter(|k| stays(k.as_str()))
+            .map(|k| {
+                let values = h.get_all(k).iter().map(|v| v.as_bytes().to_vec()).collect();
+                (k.as_str().to_string(), values)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn random_heads_are_stripped_as_the_rule_says() {
+        const NAMES: [&str; 12] = [
+            "connection",
+            "keep-alive",
+            "te",
+            "upgrade",
+            "transfer-encoding",
+            "proxy-connection",
+            "proxy-authorization",
+            "http2-settings",
+            "x-a",
+            "x-b",
+            "close",
+            "host",
+        ];
+        const TOKENS: [&str; 11] = [
+            "Connection",
+            "close",
+            "Keep-Alive",
+            "TE",
+            "upgrade",
+            "x-a",
+            "X-B",
+            "",
+            " x-a ",
+            "bad name",
+            "http2-settings",
+        ];
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..20_000 {
+            let mut h = HeaderMap::new();
+            for _ in 0..rng.usize(0..7) {
+                let name = NAMES[rng.usize(..NAMES.len())];
+                let value = match name {
+                    "connection" => (0..rng.usize(1..4))
+                        .map(|_| TOKENS[rng.usize(..TOKENS.len())])
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    "te" if rng.bool() => "trailers".to_string(),
+                    _ => format!("v{}", rng.u8(..)),
+                };
+                h.append(
+                    HeaderName::from_static(name),
+                    HeaderValue::from_str(&value).unwrap(),
+                );
+            }
+            let upgrade = rng.bool();
+            let want = hop_by_hop_model(&h, upgrade);
+            let mut got = h.clone();
+            strip_hop_by_hop(&mut got, upgrade);
+            let mut got_pairs: Vec<_> = got
+                .keys()
+                .map(|k| {
+                    let v = got
+                        .get_all(k)
+                        .iter()
+                        .map(|v| v.as_bytes().to_vec())
+                        .collect();
+                    (k.as_str().to_string(), v)
+                })
+                .collect();
+            got_pairs.sort();
+            assert_eq!(got_pairs, want, "{h:?}, upgrade {upgrade}");
+        }
     }
 
     #[test]
