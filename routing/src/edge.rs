@@ -398,19 +398,24 @@ impl EdgeConfig {
                 self.apps
                     .remove(app_id)
                     .ok_or_else(|| EdgeError::NoApp(app_id.clone()))?;
-                let routes: Vec<String> = ids(&self.index.routes_of, app_id).cloned().collect();
+                let routes: Vec<String> = ids(&self.index.routes_of, app_id.as_str())
+                    .map(str::to_string)
+                    .collect();
                 for id in routes {
                     if let Some(r) = self.routes.remove(&id) {
                         self.index.remove_route(&id, &r);
                     }
                 }
-                let hostnames: Vec<String> =
-                    ids(&self.index.hostnames_of, app_id).cloned().collect();
+                let hostnames: Vec<String> = ids(&self.index.hostnames_of, app_id.as_str())
+                    .map(str::to_string)
+                    .collect();
                 for h in hostnames {
                     self.hostnames.remove(&h);
                     self.index.remove_hostname(&h, app_id);
                 }
-                let keys: Vec<String> = ids(&self.index.keys_of, app_id).cloned().collect();
+                let keys: Vec<String> = ids(&self.index.keys_of, app_id.as_str())
+                    .map(str::to_string)
+                    .collect();
                 for id in keys {
                     if let Some(k) = self.api_keys.remove(&id) {
                         self.index.remove_key(&k);

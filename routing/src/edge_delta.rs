@@ -77,9 +77,9 @@ impl EdgeConfig {
             {
                 apps.insert(owner.clone());
             }
-            let mut on: Vec<&String> = ids(&index.routes_on, &host).collect();
+            let mut on: Vec<&str> = ids(&index.routes_on, host.as_str()).collect();
             if let Some(parent) = host.strip_prefix("*.") {
-                on.extend(ids(&index.routes_under, &parent.to_string()));
+                on.extend(ids(&index.routes_under, parent));
             }
             apps.extend(
                 on.iter()
@@ -93,9 +93,16 @@ impl EdgeConfig {
             .into_iter()
             .map(|id| {
                 let spec = next.apps.get(&id).map(|a| {
-                    Arc::new(next.app_spec(a, ids(&index.hostnames_of, &id).cloned().collect()))
+                    Arc::new(
+                        next.app_spec(
+                            a,
+                            ids(&index.hostnames_of, id.as_str())
+                                .map(str::to_string)
+                                .collect(),
+                        ),
+                    )
                 });
-                let routes = ids(&index.routes_of, &id)
+                let routes = ids(&index.routes_of, id.as_str())
                     .filter_map(|r| next.routes.get(r))
                     .filter(|r| !next.is_cross_tenant(r))
                     .map(Arc::clone)

@@ -11,14 +11,38 @@ use crate::auth::ApiKeySpec;
 use crate::edge::{EdgeCert, EdgeConfig};
 use crate::host::wildcard_parent;
 use crate::model::RouteSpec;
+use equivalent::{Comparable, Equivalent};
 use imbl::OrdSet;
+use std::cmp::Ordering;
 use std::ops::Bound;
+use std::sync::Arc;
+
+/// A name or id held by the index. Shared, so that writing to a tree node that
+/// another version of the config still holds copies pointers rather than strings:
+/// with `String`s, those copies and their frees were a fifth of the control service's
+/// CPU under a bulk load of keys.
+pub(crate) type Name = Arc<str>;
 
 /// `(key, id)` pairs in one ordered set: the ids under a key are a range of it. One
 /// set per lookup, rather than a set of ids per key, because most keys have one id
 /// (a key's hash, an app's hostname) and a set of its own costs a whole tree node:
 /// at 100,000 keys that was most of the index's memory.
-pub(crate) type Pairs<K> = OrdSet<(K, String)>;
+pub(crate) type Pairs<K> = OrdSet<(K, Name)>;
+
+/// A `(key, id)` pair looked up by reference, without building the stored pair.
+struct Probe<'a, Q: ?Sized>(&'a Q, &'a str);
+
+impl<Q: ?Sized + Comparable<K>, K> Equivalent<(K, Name)> for Probe<'_, Q> {
+    fn equivalent(&self, pair: &(K, Name)) -> bool {
+        self.0.equivalent(&pair.0) && self.1 == &*pair.1
+    }
+}
+
+impl<Q: ?Sized + Comparable<K>, K> Comparable<(K, Name)> for Probe<'_, Q> {
+    fn compare(&self, pair: &(K, Name)) -> Ordering {
+        self.0.compare(&pair.0).then_with(|| self.1.cmp(&pair.1))
+    }
+}
 
 /// The edge config's lookups; every set holds ids (hostnames for `hostnames_of`).
 #[derive(Clone, Default)]
@@ -28,16 +52,16 @@ pub struct Index {
     /// A proxy's index: `keys_by_hash`, which only the control service's checks
     /// read, is left empty (they scan instead): about 170 B per key (massif, 100,000 keys).
     pub(crate) edge_only: bool,
-    pub(crate) hostnames_of: Pairs<String>,
-    pub(crate) routes_of: Pairs<String>,
-    pub(crate) routes_on: Pairs<String>,
+    pub(crate) hostnames_of: Pairs<Name>,
+    pub(crate) routes_of: Pairs<Name>,
+    pub(crate) routes_on: Pairs<Name>,
     /// By the wildcard parent of the route's name: the routes `*.<parent>` covers.
-    pub(crate) routes_under: Pairs<String>,
+    pub(crate) routes_under: Pairs<Name>,
     pub(crate) routes_at: Pairs<u16>,
-    pub(crate) keys_of: Pairs<String>,
-    pub(crate) keys_by_hash: Pairs<String>,
+    pub(crate) keys_of: Pairs<Name>,
+    pub(crate) keys_by_hash: Pairs<Name>,
     /// A certificate's stored names (normalised by the control service) → cert ids.
-    pub(crate) certs_by_name: Pairs<String>,
+    pub(crate) certs_by_name: Pairs<Name>,
 }
 
 impl std::fmt::Debug for Index {
@@ -53,24 +77,33 @@ impl PartialEq for Index {
     }
 }
 
-fn add<K: Ord + Clone>(set: &mut Pairs<K>, key: K, id: &str) {
-    set.insert((key, id.to_string()));
+/// `key`, shared with a pair already under it when there is one (most keys repeat:
+/// an app's keys and routes), so a key is stored once however many ids it has.
+fn shared_key(set: &Pairs<Name>, key: &str) -> Name {
+    match set.get_next(&Probe(key, "")) {
+        Some((k, _)) if &**k == key => k.clone(),
+        _ => Name::from(key),
+    }
 }
 
-fn remove<K: Ord + Clone>(set: &mut Pairs<K>, key: &K, id: &str) {
-    set.remove(&(key.clone(), id.to_string()));
+fn add(set: &mut Pairs<Name>, key: &str, id: Name) {
+    let key = shared_key(set, key);
+    set.insert((key, id));
+}
+
+fn remove<Q: ?Sized + Comparable<K>, K: Ord + Clone>(set: &mut Pairs<K>, key: &Q, id: &str) {
+    set.remove(&Probe(key, id));
 }
 
 /// The ids under `key`, in order.
-pub(crate) fn ids<'a, K: Ord + Clone + 'a>(
-    set: &'a Pairs<K>,
-    key: &K,
-) -> impl Iterator<Item = &'a String> + 'a {
-    let key = key.clone();
-    let from = (key.clone(), String::new());
-    set.range((Bound::Included(from), Bound::Unbounded))
-        .take_while(move |(k, _)| *k == key)
-        .map(|(_, id)| id)
+pub(crate) fn ids<'a, Q, K>(set: &'a Pairs<K>, key: &'a Q) -> impl Iterator<Item = &'a str> + 'a
+where
+    Q: ?Sized + Comparable<K>,
+    K: Ord + Clone + 'a,
+{
+    set.range((Bound::Included(Probe(key, "")), Bound::Unbounded))
+        .take_while(move |(k, _)| key.equivalent(k))
+        .map(|(_, id)| &**id)
 }
 
 impl Index {
@@ -121,33 +154,35 @@ impl Index {
     }
 
     pub(crate) fn add_cert(&mut self, c: &EdgeCert) {
+        let id = Name::from(c.id.as_str());
         for n in &c.names {
-            add(&mut self.certs_by_name, n.clone(), &c.id);
+            add(&mut self.certs_by_name, n, id.clone());
         }
     }
 
     pub(crate) fn remove_cert(&mut self, c: &EdgeCert) {
         for n in &c.names {
-            remove(&mut self.certs_by_name, n, &c.id);
+            remove(&mut self.certs_by_name, n.as_str(), &c.id);
         }
     }
 
     pub(crate) fn add_route(&mut self, id: &str, r: &RouteSpec) {
-        add(&mut self.routes_of, r.app.clone(), id);
-        add(&mut self.routes_on, r.hostname.clone(), id);
+        let id = Name::from(id);
+        add(&mut self.routes_of, &r.app, id.clone());
+        add(&mut self.routes_on, &r.hostname, id.clone());
         if let Some(p) = covered_parent(&r.hostname) {
-            add(&mut self.routes_under, p.to_string(), id);
+            add(&mut self.routes_under, p, id.clone());
         }
         if let Some(port) = r.listen_port {
-            add(&mut self.routes_at, port, id);
+            self.routes_at.insert((port, id));
         }
     }
 
     pub(crate) fn remove_route(&mut self, id: &str, r: &RouteSpec) {
-        remove(&mut self.routes_of, &r.app, id);
-        remove(&mut self.routes_on, &r.hostname, id);
+        remove(&mut self.routes_of, r.app.as_str(), id);
+        remove(&mut self.routes_on, r.hostname.as_str(), id);
         if let Some(p) = covered_parent(&r.hostname) {
-            remove(&mut self.routes_under, &p.to_string(), id);
+            remove(&mut self.routes_under, p, id);
         }
         if let Some(port) = r.listen_port {
             remove(&mut self.routes_at, &port, id);
@@ -155,24 +190,25 @@ impl Index {
     }
 
     pub(crate) fn add_hostname(&mut self, hostname: &str, app: &str) {
-        add(&mut self.hostnames_of, app.to_string(), hostname);
+        add(&mut self.hostnames_of, app, Name::from(hostname));
     }
 
     pub(crate) fn remove_hostname(&mut self, hostname: &str, app: &str) {
-        remove(&mut self.hostnames_of, &app.to_string(), hostname);
+        remove(&mut self.hostnames_of, app, hostname);
     }
 
     pub(crate) fn add_key(&mut self, k: &ApiKeySpec) {
-        add(&mut self.keys_of, k.app.clone(), &k.key_id);
+        let id = Name::from(k.key_id.as_str());
         if !self.edge_only {
-            add(&mut self.keys_by_hash, k.sha256.clone(), &k.key_id);
+            add(&mut self.keys_by_hash, &k.sha256, id.clone());
         }
+        add(&mut self.keys_of, &k.app, id);
     }
 
     pub(crate) fn remove_key(&mut self, k: &ApiKeySpec) {
-        remove(&mut self.keys_of, &k.app, &k.key_id);
+        remove(&mut self.keys_of, k.app.as_str(), &k.key_id);
         if !self.edge_only {
-            remove(&mut self.keys_by_hash, &k.sha256, &k.key_id);
+            remove(&mut self.keys_by_hash, k.sha256.as_str(), &k.key_id);
         }
     }
 }
@@ -191,7 +227,28 @@ mod tests {
     use super::*;
     use crate::auth::KeyKind;
     use crate::edge::EdgeConfig;
-    use std::sync::Arc;
+
+    #[test]
+    fn ids_are_the_range_of_one_key_and_a_key_is_stored_once() {
+        let mut set: Pairs<Name> = Pairs::new();
+        for (key, id) in [("a", "2"), ("ab", "1"), ("a", "1"), ("", "0"), ("b", "9")] {
+            add(&mut set, key, Name::from(id));
+        }
+        assert_eq!(ids(&set, "a").collect::<Vec<_>>(), ["1", "2"]);
+        assert_eq!(ids(&set, "ab").collect::<Vec<_>>(), ["1"]);
+        assert_eq!(ids(&set, "").collect::<Vec<_>>(), ["0"]);
+        assert_eq!(ids(&set, "c").count(), 0);
+        let under_a: Vec<&Name> = set
+            .iter()
+            .filter(|(k, _)| &**k == "a")
+            .map(|(k, _)| k)
+            .collect();
+        assert!(Arc::ptr_eq(under_a[0], under_a[1]));
+        remove(&mut set, "a", "1");
+        remove(&mut set, "a", "3");
+        assert_eq!(ids(&set, "a").collect::<Vec<_>>(), ["2"]);
+        assert_eq!(set.len(), 4);
+    }
 
     #[test]
     fn a_proxy_index_keeps_no_keys_by_hash() {

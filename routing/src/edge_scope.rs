@@ -12,7 +12,8 @@
 //!   every route on the same listen port as one of those;
 //! - for every route in the spec, its app and the apps owning its hostname (exactly or
 //!   by wildcard), so reference and cross-tenant checks see what the full spec has;
-//! - the touched keys and every key with the same hash; every issuer.
+//! - the touched keys and every key with the same hash, and each key's app (a new
+//!   key touches no app: its checks read only its app's existence); every issuer.
 //!
 //! A problem `validate` finds in the scoped spec is a problem of the whole spec, and a
 //! problem of the whole spec that the events could have caused is in the scoped spec
@@ -95,9 +96,10 @@ impl Scope {
                 HostnameUnbound { hostname } => {
                     s.hostnames.insert(hostname.clone());
                 }
+                // A key's checks read its app, which the spec takes in as the
+                // key's reference; the app's routes and names are not affected.
                 ApiKeyCreated { key } => {
                     s.keys.insert(key.key_id.clone());
-                    s.apps.insert(key.app.clone());
                 }
                 ApiKeyRevoked { key_id } => {
                     s.keys.insert(key_id.clone());
@@ -166,29 +168,29 @@ impl EdgeConfig {
 
     /// The hostnames bound to `app`, in order.
     pub fn hostnames_of(&self, app: &str) -> Vec<String> {
-        ids(&self.lookups().hostnames_of, &app.to_string())
-            .cloned()
+        ids(&self.lookups().hostnames_of, app)
+            .map(str::to_string)
             .collect()
     }
 
     /// The ids of the routes sending to `app`, in order.
     pub fn routes_of(&self, app: &str) -> Vec<String> {
-        ids(&self.lookups().routes_of, &app.to_string())
-            .cloned()
+        ids(&self.lookups().routes_of, app)
+            .map(str::to_string)
             .collect()
     }
 
     /// The ids of the certificates whose stored names include `name`, in order.
     pub fn certs_named(&self, name: &str) -> Vec<String> {
-        ids(&self.lookups().certs_by_name, &name.to_string())
-            .cloned()
+        ids(&self.lookups().certs_by_name, name)
+            .map(str::to_string)
             .collect()
     }
 
     /// The ids of `app`'s API keys, in order.
     pub fn keys_of(&self, app: &str) -> Vec<String> {
-        ids(&self.lookups().keys_of, &app.to_string())
-            .cloned()
+        ids(&self.lookups().keys_of, app)
+            .map(str::to_string)
             .collect()
     }
 
@@ -213,7 +215,7 @@ impl EdgeConfig {
         let index = &*index;
         let mut hosts: BTreeSet<&str> = scope.hostnames.iter().map(String::as_str).collect();
         for app in &scope.apps {
-            hosts.extend(ids(&index.hostnames_of, app).map(String::as_str));
+            hosts.extend(ids(&index.hostnames_of, app.as_str()));
         }
         let mut routes: BTreeSet<&str> = BTreeSet::new();
         for id in &scope.routes {
@@ -223,12 +225,12 @@ impl EdgeConfig {
             }
         }
         for app in &scope.apps {
-            routes.extend(ids(&index.routes_of, app).map(String::as_str));
+            routes.extend(ids(&index.routes_of, app.as_str()));
         }
         for h in &hosts {
-            routes.extend(ids(&index.routes_on, &h.to_string()).map(String::as_str));
+            routes.extend(ids(&index.routes_on, *h));
             if let Some(parent) = h.strip_prefix("*.") {
-                routes.extend(ids(&index.routes_under, &parent.to_string()).map(String::as_str));
+                routes.extend(ids(&index.routes_under, parent));
             }
         }
         let ports: BTreeSet<u16> = routes
@@ -236,7 +238,7 @@ impl EdgeConfig {
             .filter_map(|id| self.routes.get(*id)?.listen_port)
             .collect();
         for port in &ports {
-            routes.extend(ids(&index.routes_at, port).map(String::as_str));
+            routes.extend(ids(&index.routes_at, port));
         }
         let mut keys: BTreeSet<String> = BTreeSet::new();
         for k in scope.keys.iter().filter_map(|id| self.api_keys.get(id)) {
@@ -244,7 +246,7 @@ impl EdgeConfig {
                 let same = self.api_keys.values().filter(|o| o.sha256 == k.sha256);
                 keys.extend(same.map(|o| o.key_id.clone()));
             } else {
-                keys.extend(ids(&index.keys_by_hash, &k.sha256).cloned());
+                keys.extend(ids(&index.keys_by_hash, k.sha256.as_str()).map(str::to_string));
             }
         }
         let route_specs: Vec<&RouteSpec> = routes
@@ -308,7 +310,14 @@ impl EdgeConfig {
             apps: apps
                 .iter()
                 .filter_map(|id| self.apps.get(*id))
-                .map(|a| self.app_spec(a, ids(&index.hostnames_of, &a.id).cloned().collect()))
+                .map(|a| {
+                    self.app_spec(
+                        a,
+                        ids(&index.hostnames_of, a.id.as_str())
+                            .map(str::to_string)
+                            .collect(),
+                    )
+                })
                 .collect(),
             routes: shared.into_iter().cloned().collect(),
             port_policy: self.port_policy.clone(),
