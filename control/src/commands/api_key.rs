@@ -120,7 +120,8 @@ impl Commands {
                 "allowed_origins must be exact scheme://host[:port] origins",
             ));
         }
-        self.execute(ctx, Target::new(KIND, &key_id), |config| {
+        let target = Target::with_id(KIND, &key_id, req.key_id.is_none());
+        self.execute(ctx, target, |config| {
             let Some(a) = config.apps.get(app) else {
                 return Err(CommandError::NotFound(format!("no app `{app}`")));
             };

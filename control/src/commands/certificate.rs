@@ -134,6 +134,7 @@ impl Commands {
         ctx: &Ctx,
         req: UploadCert,
     ) -> Result<Written<CertView>, CommandError> {
+        let generated = req.id.is_none();
         let id = match &req.id {
             Some(id) => {
                 check_id("certificate id", id)?;
@@ -148,7 +149,7 @@ impl Commands {
             key_pem: req.key_pem,
             names,
         };
-        self.execute(ctx, Target::new(KIND, &id), |config| {
+        self.execute(ctx, Target::with_id(KIND, &id, generated), |config| {
             if config.certificates.contains_key(&id) {
                 return Err(CommandError::Conflict(format!(
                     "certificate `{id}` already exists; rotate it instead"

@@ -47,6 +47,8 @@ mod hostname;
 mod platform;
 mod route;
 #[cfg(test)]
+mod target_tests;
+#[cfg(test)]
 mod test_support;
 mod tls;
 
@@ -176,6 +178,10 @@ impl Ctx {
 pub struct Target {
     pub kind: &'static str,
     pub id: String,
+    /// The command generated `id`: no event names it yet, so its version is 0
+    /// without asking the store (whose unique sequence would still refuse a
+    /// collision of ~95 random bits).
+    pub generated: bool,
 }
 
 impl Target {
@@ -183,6 +189,15 @@ impl Target {
         Target {
             kind,
             id: id.into(),
+            generated: false,
+        }
+    }
+
+    /// `new`, marked [`generated`](Target::generated) when `generated`.
+    pub fn with_id(kind: &'static str, id: impl Into<String>, generated: bool) -> Self {
+        Target {
+            generated,
+            ..Target::new(kind, id)
         }
     }
     fn label(&self) -> String {
@@ -340,6 +355,7 @@ pub(crate) async fn staged_version(
 ) -> Result<i64, CommandError> {
     let version = match versions.get(&(target.kind, target.id.clone())) {
         Some(v) => *v,
+        None if target.generated => 0,
         None => store
             .version(target.kind, &target.id)
             .await

@@ -18,6 +18,7 @@ impl Commands {
         ctx: &Ctx,
         mut route: RouteSpec,
     ) -> Result<Written<RouteSpec>, CommandError> {
+        let generated = route.id.is_none();
         let id = match route.id.take() {
             Some(id) => {
                 check_id("route id", &id)?;
@@ -27,7 +28,7 @@ impl Commands {
         };
         route.id = Some(id.clone());
         route.hostname = ids::normalize_hostname(&route.hostname);
-        self.execute(ctx, Target::new(KIND, &id), |config| {
+        self.execute(ctx, Target::with_id(KIND, &id, generated), |config| {
             if config.routes.contains_key(&id) {
                 return Err(CommandError::Conflict(format!(
                     "route `{id}` already exists"
