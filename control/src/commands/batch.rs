@@ -511,11 +511,7 @@ impl Commands {
         let decided =
             super::bulk_lane::run(async move { lane.decide(&who, items, base, grace).await })
                 .await
-                .ok_or_else(|| {
-                    BatchError::Batch(CommandError::Store(
-                        "deciding the batch ended abnormally".into(),
-                    ))
-                })??;
+                .ok_or_else(lane_ended)??;
         drop(deciding);
         if decided.stage.events.is_empty() {
             return Ok(BatchWritten {
@@ -528,8 +524,8 @@ impl Commands {
         // 2. Join the open stage: as decided when that still holds on it, else
         //    decided again on it, under the group lock.
         let parts = self.parts();
-        let (turn, rebased) = self
-            .turn_rebased(&parts, actor, &decided, view.event_id)
+        let (turn, rebased, decided) = self
+            .turn_rebased(&parts, actor, decided, view.event_id)
             .await?;
         let decided = match rebased {
             Some(config) => Decided {
@@ -686,25 +682,36 @@ impl Commands {
     /// no lock held, so single commands stage and commit meanwhile; it stands if
     /// nothing was staged on the stage by the time the turn comes. After
     /// [`REBASE_TRIES`] stages that moved on, it runs under the turn.
+    ///
+    /// The rebase off the locks runs on the bulk lane, like the decision: it is
+    /// most of a batch's CPU once deciding is cheap, and on the runtime's workers
+    /// it took the CPU from single commands at their own priority.
     async fn turn_rebased(
         &self,
         parts: &Parts,
         actor: &str,
-        decided: &Decided,
+        mut decided: Decided,
         from: i64,
-    ) -> Result<(Turn, Option<EdgeConfig>), BatchError> {
+    ) -> Result<(Turn, Option<EdgeConfig>, Decided), BatchError> {
         for _ in 0..REBASE_TRIES {
             let on = parts.peek(actor).await.map_err(BatchError::Batch)?;
-            let rebased = self.rebase(&on, decided, from).await;
+            let lane = self.shared();
+            let (rebased, on, back) = super::bulk_lane::run(async move {
+                let rebased = lane.rebase(&on, &decided, from).await;
+                (rebased, on, decided)
+            })
+            .await
+            .ok_or_else(lane_ended)?;
+            decided = back;
             let turn = parts.turn(actor).await.map_err(BatchError::Batch)?;
             if turn.is_at(&on) {
-                return Ok((turn, rebased));
+                return Ok((turn, rebased, decided));
             }
         }
         let turn = parts.turn(actor).await.map_err(BatchError::Batch)?;
         let on = turn.view().map_err(batch_store)?;
-        let rebased = self.rebase(&on, decided, from).await;
-        Ok((turn, rebased))
+        let rebased = self.rebase(&on, &decided, from).await;
+        Ok((turn, rebased, decided))
     }
 
     /// The stage's config with `decided` (decided on the committed state at
@@ -785,6 +792,13 @@ pub(crate) struct Decided {
     /// `ends[i]`: how many events items up to `i` staged.
     ends: Vec<usize>,
     stage: Stage,
+}
+
+/// A batch's work on the bulk lane panicked.
+fn lane_ended() -> BatchError {
+    BatchError::Batch(CommandError::Store(
+        "working on the batch ended abnormally".into(),
+    ))
 }
 
 fn batch_store(e: crate::store::StoreError) -> BatchError {

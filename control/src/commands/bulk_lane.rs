@@ -2,7 +2,8 @@
 //! priority, so a bulk load gets the CPU that single commands, the feed, the
 //! projection and the API leave, rather than an equal share of it.
 //!
-//! Only the decision made off every lock runs here (step 1 of the `batch` module).
+//! Only what a batch works out off every lock runs here: its decision (step 1 of
+//! the `batch` module) and its rebase on a copy of the open stage (step 2).
 //! Anything a batch does under the group or commit lock stays on the runtime's
 //! workers at their priority: a lock held by a starved thread would hold single
 //! commands up behind it.
