@@ -6,12 +6,14 @@
 //! configured identity header (`x-tenant-id`, `x-actor-id`, `x-user-id` by default) a
 //! client sends is removed before forwarding, whether or not the route requires auth.
 
-use crate::clock::now_unix;
+use crate::credential_memo::CredentialMemo;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 use std::sync::Arc;
 use tollgate_filters::apikey::{self, KeyError, KeyIdentity, KeyStore};
 use tollgate_filters::bearer::{self, BearerError};
-use tollgate_filters::oidc::{IssuerRegistry, TokenError, VerifiedToken};
+use tollgate_filters::oidc::{
+    IssuerRegistry, MAX_TOKEN_LEN, TokenDigest, TokenError, VerifiedToken,
+};
 use tollgate_routing::{AuthPolicy, KeyKind};
 
 /// Credential checkers built from one config generation.
@@ -119,50 +121,116 @@ impl AuthFailure {
     }
 }
 
-/// Verifies the request's credential against `policy` for a call to `app_id`.
+/// How far [`authenticate`] got without waiting.
+pub enum Verdict<'h> {
+    Done(Result<Identity, AuthFailure>),
+    /// An access token none of the route's issuers has verified against its current
+    /// keys: [`verify_token`] decides, fetching the keys if need be.
+    Unverified {
+        token: &'h str,
+        digest: Option<TokenDigest>,
+    },
+}
+
+/// Verifies the request's credential against `policy` for a call to `app_id`, as far
+/// as it can without waiting: an API key entirely, an access token when its issuer
+/// has verified it before (its verified-token cache).
 ///
 /// `Authorization` is read by [`bearer::from_headers`], the one bearer parser (the API
 /// key filter reads it the same way); credentials it refuses are a 401 before anything
-/// else is looked at.
-pub async fn authenticate(
+/// else is looked at. Credentials are hashed through the connection's `memo`.
+pub fn authenticate<'h>(
+    auth: &AuthState,
+    policy: &AuthPolicy,
+    app_id: &str,
+    headers: &'h HeaderMap,
+    memo: &CredentialMemo,
+    now: i64,
+) -> Verdict<'h> {
+    let bearer = match bearer::from_headers(headers) {
+        Ok(b) => b,
+        Err(e) => return Verdict::Done(Err(AuthFailure::Bearer(e))),
+    };
+    match apikey::with_bearer(Ok(bearer), headers) {
+        Ok(Some(key)) => {
+            return Verdict::Done(key_identity(auth, policy, app_id, headers, key, memo, now));
+        }
+        Ok(None) => {}
+        Err(e) => return Verdict::Done(Err(AuthFailure::Key(e))),
+    }
+    let Some(token) = bearer else {
+        return Verdict::Done(Err(AuthFailure::Missing));
+    };
+    if policy.issuers.is_empty() {
+        return Verdict::Done(Err(AuthFailure::NotAccepted));
+    }
+    let digest = (token.len() <= MAX_TOKEN_LEN).then(|| memo.sha256(token));
+    match digest
+        .as_ref()
+        .and_then(|d| auth.issuers.cached(d, &policy.issuers, now))
+    {
+        Some(verified) => Verdict::Done(
+            verified
+                .map_err(AuthFailure::Token)
+                .and_then(|t| token_identity(t, policy, app_id)),
+        ),
+        None => Verdict::Unverified { token, digest },
+    }
+}
+
+/// The rest of [`authenticate`] for a token it could not settle: verified by its
+/// issuer (the route must allow that issuer), then held to the route's policy.
+pub async fn verify_token(
+    auth: &AuthState,
+    policy: &AuthPolicy,
+    app_id: &str,
+    token: &str,
+    digest: Option<TokenDigest>,
+    now: i64,
+) -> Result<Identity, AuthFailure> {
+    let t = auth
+        .issuers
+        .verify_uncached(token, digest, &policy.issuers, now)
+        .await
+        .map_err(AuthFailure::Token)?;
+    token_identity(t, policy, app_id)
+}
+
+fn key_identity(
     auth: &AuthState,
     policy: &AuthPolicy,
     app_id: &str,
     headers: &HeaderMap,
+    key: &str,
+    memo: &CredentialMemo,
+    now: i64,
 ) -> Result<Identity, AuthFailure> {
-    let now = now_unix();
-    let bearer = bearer::from_headers(headers).map_err(AuthFailure::Bearer)?;
-    if let Some(key) = apikey::with_bearer(Ok(bearer), headers).map_err(AuthFailure::Key)? {
-        if !policy.api_keys {
-            return Err(AuthFailure::NotAccepted);
-        }
-        let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-        let id = auth
-            .keys
-            .verify(key, app_id, origin, now)
-            .map_err(AuthFailure::Key)?;
-        if id.kind == KeyKind::Public && !policy.public_keys {
-            return Err(AuthFailure::PublicKeyNotAllowed);
-        }
-        if !contains_all(&id.scopes, &policy.require_scopes) {
-            return Err(AuthFailure::InsufficientScope);
-        }
-        if !policy.require_roles.is_empty() {
-            return Err(AuthFailure::MissingRole); // keys carry no roles
-        }
-        return Ok(Identity::Key(id));
-    }
-    let Some(token) = bearer else {
-        return Err(AuthFailure::Missing);
-    };
-    if policy.issuers.is_empty() {
+    if !policy.api_keys {
         return Err(AuthFailure::NotAccepted);
     }
-    let t = auth
-        .issuers
-        .verify(token, &policy.issuers, now)
-        .await
-        .map_err(AuthFailure::Token)?;
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let id = auth
+        .keys
+        .verify_hashed(key, app_id, origin, now, |k| memo.sha256(k))
+        .map_err(AuthFailure::Key)?;
+    if id.kind == KeyKind::Public && !policy.public_keys {
+        return Err(AuthFailure::PublicKeyNotAllowed);
+    }
+    if !contains_all(&id.scopes, &policy.require_scopes) {
+        return Err(AuthFailure::InsufficientScope);
+    }
+    if !policy.require_roles.is_empty() {
+        return Err(AuthFailure::MissingRole); // keys carry no roles
+    }
+    Ok(Identity::Key(id))
+}
+
+/// A verified token held to the route's roles, scopes and tenant claim.
+fn token_identity(
+    t: Arc<VerifiedToken>,
+    policy: &AuthPolicy,
+    app_id: &str,
+) -> Result<Identity, AuthFailure> {
     if !contains_all(&t.roles, &policy.require_roles) {
         return Err(AuthFailure::MissingRole);
     }

@@ -31,6 +31,7 @@ mod clock;
 mod coalesce;
 mod config;
 mod control_client;
+mod credential_memo;
 mod files;
 mod http;
 mod l4;

@@ -136,7 +136,8 @@ pub fn sha256_hex(key: &str) -> String {
     hex_lower(&sha256(key))
 }
 
-pub(crate) fn sha256(key: &str) -> [u8; 32] {
+/// SHA-256 of the whole key string: what [`KeyStore`](super::KeyStore) indexes keys by.
+pub fn sha256(key: &str) -> [u8; 32] {
     let d = digest::digest(&digest::SHA256, key.as_bytes());
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());

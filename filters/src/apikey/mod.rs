@@ -91,7 +91,7 @@ mod verified;
 
 pub use format::{
     APP_PREFIX_MAX, MAX_KEY_LEN, MIN_KEY_LEN, ParsedKey, SECRET_LEN, generate, parse,
-    random_base62, sha256_hex,
+    random_base62, sha256, sha256_hex,
 };
 pub use headers::{API_KEY_HEADER, from_headers, looks_like_key, with_bearer};
 pub use store::{KeyIdentity, KeyStore, check_record, has_scopes};

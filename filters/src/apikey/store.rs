@@ -173,9 +173,23 @@ impl KeyStore {
         origin: Option<&str>,
         now_unix: i64,
     ) -> Result<Arc<KeyIdentity>, KeyError> {
+        self.verify_hashed(presented, app_id, origin, now_unix, sha256)
+    }
+
+    /// [`verify`](Self::verify), with the presented key's SHA-256 taken by `digest`
+    /// (which must return exactly [`sha256`] of it: a caller may remember one it took
+    /// before). `digest` is called only for a well-formed key.
+    pub fn verify_hashed(
+        &self,
+        presented: &str,
+        app_id: &str,
+        origin: Option<&str>,
+        now_unix: i64,
+        digest: impl FnOnce(&str) -> [u8; 32],
+    ) -> Result<Arc<KeyIdentity>, KeyError> {
         // Bounded and strict before any hashing.
         let parsed = parse(presented)?;
-        let digest = sha256(presented);
+        let digest = digest(presented);
         // The map is indexed by the digest, which reveals nothing usable about the
         // secret (module docs); the deciding comparison is constant-time.
         let (stored, record) = self.shards[self.shard_of(&digest)]

@@ -29,10 +29,10 @@ pub const VERIFIED_CACHE_CAPACITY: u64 = 10_000;
 const VERIFIED_CACHE_MAX_TTL: Duration = Duration::from_secs(3600);
 
 /// SHA-256 of a token: the verified-token cache never holds tokens themselves.
-pub(crate) type TokenDigest = [u8; 32];
+pub type TokenDigest = [u8; 32];
 
 /// The digest a token is cached under; `None` for a token too long to ever verify.
-pub(crate) fn token_digest(token: &str) -> Option<TokenDigest> {
+pub fn token_digest(token: &str) -> Option<TokenDigest> {
     if token.len() > MAX_TOKEN_LEN {
         return None;
     }

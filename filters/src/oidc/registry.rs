@@ -3,7 +3,7 @@
 
 use super::claims::VerifiedToken;
 use super::error::TokenError;
-use super::jwks_cache::{IssuerKeys, token_digest};
+use super::jwks_cache::{IssuerKeys, TokenDigest, token_digest};
 use super::verify::peek_issuer;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -72,15 +72,41 @@ impl IssuerRegistry {
         now_unix: i64,
     ) -> Result<Arc<VerifiedToken>, TokenError> {
         let digest = token_digest(token);
-        if let Some(digest) = &digest {
-            for name in allowed_issuer_names {
-                if let Some(keys) = self.names.get(name)
-                    && let Some(hit) = keys.cached(digest, now_unix)
-                {
-                    return hit;
-                }
-            }
+        if let Some(hit) = digest
+            .as_ref()
+            .and_then(|d| self.cached(d, allowed_issuer_names, now_unix))
+        {
+            return hit;
         }
+        self.verify_uncached(token, digest, allowed_issuer_names, now_unix)
+            .await
+    }
+
+    /// The verdict on the token whose [`token_digest`] is `digest` when one of the
+    /// allowed issuers verified it against its current keys (its times checked again at
+    /// `now_unix`); `None` when it must be verified in full.
+    pub fn cached(
+        &self,
+        digest: &TokenDigest,
+        allowed_issuer_names: &[String],
+        now_unix: i64,
+    ) -> Option<Result<Arc<VerifiedToken>, TokenError>> {
+        allowed_issuer_names
+            .iter()
+            .filter_map(|name| self.names.get(name))
+            .find_map(|keys| keys.cached(digest, now_unix))
+    }
+
+    /// The rest of [`verify`](Self::verify) after [`cached`](Self::cached) found
+    /// nothing: `digest` is the token's [`token_digest`], under which it is remembered
+    /// when it verifies.
+    pub async fn verify_uncached(
+        &self,
+        token: &str,
+        digest: Option<TokenDigest>,
+        allowed_issuer_names: &[String],
+        now_unix: i64,
+    ) -> Result<Arc<VerifiedToken>, TokenError> {
         let iss = peek_issuer(token)?;
         let keys = self.by_issuer.get(&iss).ok_or(TokenError::UnknownIssuer)?;
         if !allowed_issuer_names.contains(&keys.spec().name) {

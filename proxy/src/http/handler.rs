@@ -12,6 +12,7 @@ use super::upgrade;
 use crate::acme;
 use crate::auth;
 use crate::chain::{ClusterChoice, RequestCx, ResponseCx, RoutePlan};
+use crate::credential_memo::CredentialMemo;
 use crate::http::stream_stats::{RpcEnd, StreamProtocol, StreamStats};
 use crate::metrics::Metrics;
 use crate::resume::producer::Source;
@@ -37,7 +38,7 @@ use tollgate_routing::host;
 use tollgate_routing::matcher::Miss;
 
 /// What the listener knows about the connection a request came on.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ConnInfo {
     pub client: SocketAddr,
     pub local_port: u16,
@@ -48,6 +49,8 @@ pub struct ConnInfo {
     pub presented: Option<super::misdirected::PresentedCert>,
     /// The TLS handshake's timing, kept only when spans are exported.
     pub handshake: Option<Arc<trace::Handshake>>,
+    /// The last credential presented here and its digest.
+    pub credentials: CredentialMemo,
 }
 
 impl ConnInfo {
@@ -61,6 +64,7 @@ impl ConnInfo {
             client_ip,
             presented: None,
             handshake: None,
+            credentials: CredentialMemo::default(),
         }
     }
 }

@@ -485,6 +485,42 @@ async fn a_revoked_key_is_refused_as_soon_as_the_new_config_is_active() {
 }
 
 #[tokio::test]
+async fn each_request_on_a_connection_is_verified_with_its_own_key() {
+    let f = Fixture::new().await;
+    let proxy = f.start();
+    let addr = proxy.addr("http");
+    // The same length and prefix as a valid key, its last secret character changed.
+    let mut near = f.reader.key.clone();
+    let last = if near.ends_with('A') { "B" } else { "A" };
+    near.replace_range(near.len() - 1.., last);
+    let (reader, writer, near) = (bearer(&f.reader.key), bearer(&f.writer.key), bearer(&near));
+    for h2 in [false, true] {
+        // One connection; each key twice in a row, then another one.
+        let mut conn = client::connect_plain(addr, h2).await.expect("connect");
+        for (key, expect) in [
+            (&reader, Some("acme-reader")),
+            (&reader, Some("acme-reader")),
+            (&near, None),
+            (&near, None),
+            (&writer, Some("acme-writer")),
+            (&reader, Some("acme-reader")),
+            (&writer, Some("acme-writer")),
+        ] {
+            let r = get_on(&mut conn, API, "/v1/acme/orders", &[("authorization", key)]).await;
+            match expect {
+                Some(id) => {
+                    assert_eq!(r.status, 200, "{}", r.body);
+                    assert_eq!(r.seen()["x-tollgate-key-id"], id, "h2 {h2}");
+                }
+                None => assert_refused(&r, 401, "unauthenticated", Some(CHALLENGE_INVALID)),
+            }
+        }
+    }
+    assert_eq!(auth_result(&proxy, "acme", "unknown").await, 4.0);
+    assert_eq!(auth_result(&proxy, "acme", "ok_api_key").await, 10.0);
+}
+
+#[tokio::test]
 async fn public_keys_work_only_on_browser_routes_from_allowed_origins() {
     let f = Fixture::new().await;
     let proxy = f.start();
