@@ -13,8 +13,8 @@
 //! another hop may have read the other one. Other schemes (`Basic`, …) are not bearer
 //! credentials and yield `Ok(None)`.
 
-use http::HeaderMap;
 use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderValue};
 
 /// Why a request's `Authorization` header is not a usable bearer credential.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
@@ -40,6 +40,15 @@ impl BearerError {
 /// The token of the request's `Authorization: Bearer <token>`; `Ok(None)` without an
 /// `Authorization` header or with another scheme.
 pub fn from_headers(headers: &HeaderMap) -> Result<Option<&str>, BearerError> {
+    match field(headers)? {
+        Some(value) => parse(value.as_bytes()),
+        None => Ok(None),
+    }
+}
+
+/// The request's one `Authorization` field value, unparsed (for [`parse`]); `Ok(None)`
+/// without one, [`BearerError::Repeated`] with two or more.
+pub fn field(headers: &HeaderMap) -> Result<Option<&HeaderValue>, BearerError> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -47,7 +56,7 @@ pub fn from_headers(headers: &HeaderMap) -> Result<Option<&str>, BearerError> {
     if values.next().is_some() {
         return Err(BearerError::Repeated);
     }
-    parse(value.as_bytes())
+    Ok(Some(value))
 }
 
 /// The token of one `Authorization` field value; `Ok(None)` for another scheme.
@@ -155,7 +164,6 @@ fn is_b64token(token: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
 
     fn one(value: &[u8]) -> Result<Option<String>, BearerError> {
         let mut h = HeaderMap::new();

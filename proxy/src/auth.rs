@@ -6,11 +6,11 @@
 //! configured identity header (`x-tenant-id`, `x-actor-id`, `x-user-id` by default) a
 //! client sends is removed before forwarding, whether or not the route requires auth.
 
-use crate::credential_memo::CredentialMemo;
+use crate::credential_memo::{Bearer, CredentialMemo};
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 use std::sync::Arc;
 use tollgate_filters::apikey::{self, KeyError, KeyIdentity, KeyStore};
-use tollgate_filters::bearer::{self, BearerError};
+use tollgate_filters::bearer::BearerError;
 use tollgate_filters::oidc::{
     IssuerRegistry, MAX_TOKEN_LEN, TokenDigest, TokenError, VerifiedToken,
 };
@@ -136,9 +136,9 @@ pub enum Verdict<'h> {
 /// as it can without waiting: an API key entirely, an access token when its issuer
 /// has verified it before (its verified-token cache).
 ///
-/// `Authorization` is read by [`bearer::from_headers`], the one bearer parser (the API
-/// key filter reads it the same way); credentials it refuses are a 401 before anything
-/// else is looked at. Credentials are hashed through the connection's `memo`.
+/// `Authorization` is read by the one bearer parser, through the connection's `memo`
+/// (see [`CredentialMemo::bearer`]); credentials it refuses are a 401 before anything
+/// else is looked at.
 pub fn authenticate<'h>(
     auth: &AuthState,
     policy: &AuthPolicy,
@@ -147,24 +147,35 @@ pub fn authenticate<'h>(
     memo: &CredentialMemo,
     now: i64,
 ) -> Verdict<'h> {
-    let bearer = match bearer::from_headers(headers) {
+    let bearer = match memo.bearer(headers) {
         Ok(b) => b,
         Err(e) => return Verdict::Done(Err(AuthFailure::Bearer(e))),
     };
-    match apikey::with_bearer(Ok(bearer), headers) {
+    let token = bearer.as_ref().map(|b| b.token);
+    // A credential's digest: the bearer token's is known already (the same slice).
+    let sha256 = |c: &str| match &bearer {
+        Some(Bearer {
+            token,
+            digest: Some(d),
+        }) if std::ptr::eq(*token, c) => *d,
+        _ => memo.sha256(c),
+    };
+    match apikey::with_bearer(Ok(token), headers) {
         Ok(Some(key)) => {
-            return Verdict::Done(key_identity(auth, policy, app_id, headers, key, memo, now));
+            return Verdict::Done(key_identity(
+                auth, policy, app_id, headers, key, sha256, now,
+            ));
         }
         Ok(None) => {}
         Err(e) => return Verdict::Done(Err(AuthFailure::Key(e))),
     }
-    let Some(token) = bearer else {
+    let Some(token) = token else {
         return Verdict::Done(Err(AuthFailure::Missing));
     };
     if policy.issuers.is_empty() {
         return Verdict::Done(Err(AuthFailure::NotAccepted));
     }
-    let digest = (token.len() <= MAX_TOKEN_LEN).then(|| memo.sha256(token));
+    let digest = (token.len() <= MAX_TOKEN_LEN).then(|| sha256(token));
     match digest
         .as_ref()
         .and_then(|d| auth.issuers.cached(d, &policy.issuers, now))
@@ -202,7 +213,7 @@ fn key_identity(
     app_id: &str,
     headers: &HeaderMap,
     key: &str,
-    memo: &CredentialMemo,
+    sha256: impl FnOnce(&str) -> [u8; 32],
     now: i64,
 ) -> Result<Identity, AuthFailure> {
     if !policy.api_keys {
@@ -211,7 +222,7 @@ fn key_identity(
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let id = auth
         .keys
-        .verify_hashed(key, app_id, origin, now, |k| memo.sha256(k))
+        .verify_hashed(key, app_id, origin, now, sha256)
         .map_err(AuthFailure::Key)?;
     if id.kind == KeyKind::Public && !policy.public_keys {
         return Err(AuthFailure::PublicKeyNotAllowed);
