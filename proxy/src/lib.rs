@@ -62,6 +62,7 @@ pub mod fuzzing {
     pub use crate::coalesce::{CAPACITY as COALESCE_CAPACITY, Coalesced};
     pub use crate::control_client::persist::PersistedState;
     pub use crate::control_client::{Update, cert_source};
+    pub use crate::credential_memo::CredentialMemo;
     pub use crate::http::stream_stats::{EnvelopeCounter, SseCounter};
     pub use crate::l4::{client_hello, proxy_v2};
     pub use crate::resume::journal::Refusal;

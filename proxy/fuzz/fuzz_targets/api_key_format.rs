@@ -12,7 +12,10 @@
 //! - `generate` with a prefix taken from the input succeeds iff the prefix is valid, and
 //!   what it returns parses back to the same kind, environment and prefix, with its hash;
 //! - `from_headers` on the payload as `Authorization` and/or `x-api-key` never panics; a
-//!   key it returns from `Authorization` alone looks like a key.
+//!   key it returns from `Authorization` alone looks like a key;
+//! - a connection's credential memo (`proxy/src/credential_memo.rs`, one memo kept across
+//!   inputs, so each is a repeat or a change) reads every `Authorization` value exactly
+//!   as the bearer parser does, asked once or twice, with the token's SHA-256.
 #![no_main]
 
 use http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
@@ -20,11 +23,15 @@ use libfuzzer_sys::fuzz_target;
 use std::sync::LazyLock;
 use tollgate_filters::apikey::{
     API_KEY_HEADER, KeyKind, KeyStore, MAX_KEY_LEN, MIN_KEY_LEN, SECRET_LEN, from_headers,
-    generate, looks_like_key, parse, sha256_hex,
+    generate, looks_like_key, parse, sha256, sha256_hex,
 };
+use tollgate_filters::bearer;
+use tollgate_proxy::fuzzing::CredentialMemo;
 use tollgate_routing::ApiKeySpec;
 
 const NOW: i64 = 1_800_000_000;
+
+static MEMO: LazyLock<CredentialMemo> = LazyLock::new(CredentialMemo::default);
 
 static STORE: LazyLock<(String, KeyStore)> = LazyLock::new(|| {
     let (key, sha256) = generate(KeyKind::Secret, true, "fuzz").expect("generate");
@@ -106,6 +113,19 @@ fuzz_target!(|data: &[u8]| {
             if let Ok(Some(k)) = from_headers(&h) {
                 assert!(looks_like_key(k));
                 assert!(k.bytes().all(|b| b.is_ascii_graphic()));
+            }
+            let parsed = bearer::from_headers(&h);
+            for _ in 0..2 {
+                let memo = MEMO.bearer(&h);
+                assert_eq!(
+                    memo.as_ref().map(|b| b.as_ref().map(|b| b.token)),
+                    parsed.as_ref().map(|t| *t)
+                );
+                if let Ok(Some(b)) = memo
+                    && let Some(d) = b.digest
+                {
+                    assert_eq!(d, sha256(b.token));
+                }
             }
         }
         _ => {
