@@ -76,9 +76,11 @@ impl CredentialMemo {
             && last.field
             && same_bytes(&last.bytes, bytes)
         {
-            // The same bytes parsed before; the token is ASCII.
-            let token = std::str::from_utf8(&bytes[last.credential.clone()])
-                .map_err(|_| BearerError::Malformed)?;
+            // The same bytes parsed before: the span is in them, and ASCII.
+            let token = bytes
+                .get(last.credential.clone())
+                .and_then(|t| std::str::from_utf8(t).ok())
+                .ok_or(BearerError::Malformed)?;
             return Ok(Some(Bearer {
                 token,
                 digest: Some(digest),
