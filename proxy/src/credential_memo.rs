@@ -165,14 +165,19 @@ mod tests {
         d
     }
 
+    /// `fake_sha`, counting its calls in `calls`.
+    fn counted(calls: &Cell<u32>) -> impl Fn(&str) -> [u8; 32] + Copy + '_ {
+        move |s| {
+            calls.set(calls.get() + 1);
+            fake_sha(s)
+        }
+    }
+
     #[test]
     fn the_same_credential_is_hashed_once_and_any_other_is_hashed_again() {
         let memo = CredentialMemo::default();
         let calls = Cell::new(0);
-        let hash = |s: &str| {
-            calls.set(calls.get() + 1);
-            fake_sha(s)
-        };
+        let hash = counted(&calls);
         let a = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1In0.c2lnbmF0dXJl";
         assert_eq!(memo.digest(a, hash), fake_sha(a));
         assert_eq!(memo.digest(a, hash), fake_sha(a));
@@ -203,10 +208,7 @@ mod tests {
     fn long_credentials_and_a_busy_memo_are_hashed_every_time() {
         let memo = CredentialMemo::default();
         let calls = Cell::new(0);
-        let hash = |s: &str| {
-            calls.set(calls.get() + 1);
-            fake_sha(s)
-        };
+        let hash = counted(&calls);
         let long = "a".repeat(MAX_REMEMBERED + 1);
         memo.digest(&long, hash);
         memo.digest(&long, hash);

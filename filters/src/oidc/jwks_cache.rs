@@ -32,7 +32,7 @@ const VERIFIED_CACHE_MAX_TTL: Duration = Duration::from_secs(3600);
 pub type TokenDigest = [u8; 32];
 
 /// The digest a token is cached under; `None` for a token too long to ever verify.
-pub fn token_digest(token: &str) -> Option<TokenDigest> {
+pub(crate) fn token_digest(token: &str) -> Option<TokenDigest> {
     if token.len() > MAX_TOKEN_LEN {
         return None;
     }

@@ -33,7 +33,7 @@ pub use claims::{TokenValues, VerifiedToken};
 pub use error::TokenError;
 pub use fetch::{FETCH_TIMEOUT, MAX_DOCUMENT};
 pub use jwk::{Algorithm, JwkSet};
-pub use jwks_cache::{IssuerKeys, TokenDigest, VERIFIED_CACHE_CAPACITY, token_digest};
+pub use jwks_cache::{IssuerKeys, TokenDigest, VERIFIED_CACHE_CAPACITY};
 pub use jws::MAX_TOKEN_LEN;
 pub use registry::IssuerRegistry;
 pub use verify::{peek_issuer, verify};

@@ -82,7 +82,7 @@ impl IssuerRegistry {
             .await
     }
 
-    /// The verdict on the token whose [`token_digest`] is `digest` when one of the
+    /// The verdict on the token whose SHA-256 is `digest` when one of the
     /// allowed issuers verified it against its current keys (its times checked again at
     /// `now_unix`); `None` when it must be verified in full.
     pub fn cached(
@@ -98,8 +98,9 @@ impl IssuerRegistry {
     }
 
     /// The rest of [`verify`](Self::verify) after [`cached`](Self::cached) found
-    /// nothing: `digest` is the token's [`token_digest`], under which it is remembered
-    /// when it verifies.
+    /// nothing: `digest` is the token's SHA-256 (`None` for a token over
+    /// [`MAX_TOKEN_LEN`](super::MAX_TOKEN_LEN)), under which it is remembered when it
+    /// verifies.
     pub async fn verify_uncached(
         &self,
         token: &str,
