@@ -1,9 +1,12 @@
 //! Body wrappers: request bodies with a size limit, response bodies with an idle
-//! timeout and completion accounting. Frames (data and trailers) pass through one
-//! by one, so nothing is buffered and backpressure reaches the sender.
+//! timeout and completion accounting. Frames pass through as they come, so nothing
+//! waits and backpressure reaches the sender; response data frames that are already
+//! waiting when one is read go out joined as one (fewer frames and writes for streams
+//! of small messages).
 
 use super::client_body::{ClientBody, ClientFault};
 use super::completion::{Completion, Outcome};
+use super::join::{FrameSource, Polled, poll_joined};
 use super::stream_stats::RpcEnd;
 use crate::clock::now_ms;
 use crate::resume::consumer::Feed;
@@ -304,6 +307,9 @@ impl Metered {
 /// metrics, the access-log line, and the endpoint's in-flight count.
 pub struct ResponseBody {
     source: Source,
+    /// What the source gave after the data joined last (trailers, an error, the end or
+    /// data that did not fit), returned by the next poll.
+    held: Option<Polled>,
     idle_after: Duration,
     idle: Option<Pin<Box<Sleep>>>,
     active_since_arm: bool,
@@ -357,6 +363,7 @@ impl ResponseBody {
     fn with_source(source: Source, idle_after: Duration, exchange: Option<Arc<Exchange>>) -> Self {
         ResponseBody {
             source,
+            held: None,
             idle_after,
             idle: None,
             active_since_arm: false,
@@ -442,12 +449,9 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
-        let polled = match &mut this.source {
-            Source::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Source::Upstream(inner) => Pin::new(inner).poll_frame(cx).map_err(BodyError::from),
-            Source::Rpc(stream) => stream.poll_frame(cx),
-            Source::Metered(m) => m.poll_frame(cx),
-            Source::Resumable(feed) => feed.poll_frame(cx),
+        let polled = match this.held.take() {
+            Some(held) => Poll::Ready(held),
+            None => poll_joined(&mut this.source, cx, &mut this.held),
         };
         match polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -497,17 +501,15 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.source {
-            Source::Full(b) => b.is_none(),
-            Source::Upstream(inner) => inner.is_end_stream(),
-            Source::Rpc(stream) => stream.is_end_stream(),
-            Source::Metered(m) => m.held.is_none() && m.inner.is_end_stream(),
-            Source::Resumable(feed) => feed.is_end_stream(),
+        if let Some(held) = &self.held {
+            return held.is_none();
         }
+        self.source.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.source {
+            _ if self.held.is_some() => SizeHint::default(),
             Source::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Source::Upstream(inner) => inner.size_hint(),
             Source::Rpc(_) | Source::Resumable(_) => SizeHint::default(),
@@ -516,12 +518,46 @@ impl Body for ResponseBody {
     }
 }
 
+impl FrameSource for Source {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Polled> {
+        match self {
+            Source::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Source::Upstream(inner) => Pin::new(inner).poll_frame(cx).map_err(BodyError::from),
+            Source::Rpc(stream) => stream.poll_frame(cx),
+            Source::Metered(m) => m.poll_frame(cx),
+            Source::Resumable(feed) => feed.poll_frame(cx),
+        }
+    }
+
+    /// A local answer is one frame, and a resumable stream's feed joins its own.
+    fn joins(&self) -> bool {
+        matches!(
+            self,
+            Source::Upstream(_) | Source::Rpc(_) | Source::Metered(_)
+        )
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Source::Full(b) => b.is_none(),
+            Source::Upstream(inner) => inner.is_end_stream(),
+            Source::Rpc(stream) => stream.is_end_stream(),
+            Source::Metered(m) => m.held.is_none() && m.inner.is_end_stream(),
+            Source::Resumable(feed) => feed.is_end_stream(),
+        }
+    }
+}
+
 impl Drop for ResponseBody {
     fn drop(&mut self) {
         // hyper may stop polling once `is_end_stream` is true, without a final `None`.
-        let outcome = match self.outcome {
-            Outcome::Aborted if self.is_end_stream() => Outcome::Complete,
-            other => other,
+        let outcome = match (self.outcome, &self.held) {
+            // The source failed behind joined data, and the client left before it
+            // read that far: the failure is still what ended the stream.
+            (Outcome::Aborted, Some(Some(Err(BodyError::Cut(_))))) => Outcome::Cut,
+            (Outcome::Aborted, Some(Some(Err(_)))) => Outcome::UpstreamReset,
+            (Outcome::Aborted, _) if self.is_end_stream() => Outcome::Complete,
+            (other, _) => other,
         };
         self.finish(outcome);
     }

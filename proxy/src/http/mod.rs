@@ -7,6 +7,7 @@ pub mod completion;
 pub mod errors;
 pub mod handler;
 pub mod headers;
+mod join;
 pub mod misdirected;
 pub mod stream_stats;
 pub mod upgrade;
