@@ -16,6 +16,10 @@
 # pass gRPC through; grpc-web-envoy and connect-proto-envoy translate with Envoy's grpc_web
 # and connect_grpc_bridge filters. The summary then compares messages per proxy CPU-second.
 #
+# BASELINE_BIN (h2c only) runs a second tollgate binary beside the first, on the same CPU with
+# the same config, as grpc-proxy-base, grpc-web-base, connect-proto-base and connect-json-base;
+# the summary then compares the two builds in the same rounds.
+#
 # RESUME=1 adds connect-proto-resume and grpc-web-resume: the same streams on an app with
 # `resume` (every message numbered, buffered and, with REDIS_URL, written to Redis), and
 # reports the Redis commands per resumable message.
@@ -24,7 +28,7 @@
 #              CONCURRENCY [32] CONNECTIONS [1] STREAM_MESSAGES [2000] CLIENT_TLS [0]
 #              PROXY_CPUS [0] LOAD_CPUS [1] UPSTREAM_CPUS [1] BASE_PORT [18400] SKIP_BUILD [0]
 #              RESUME [0] REDIS_URL [unset: resume buffers in memory]
-#              PEERS ["nginx haproxy envoy"; "" for none]
+#              PEERS ["nginx haproxy envoy"; "" for none] BASELINE_BIN [unset]
 set -euo pipefail
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$BENCH")
@@ -34,10 +38,12 @@ STREAM_MESSAGES=${STREAM_MESSAGES:-2000}; CLIENT_TLS=${CLIENT_TLS:-0}
 PROXY_CPUS=${PROXY_CPUS:-0}; LOAD_CPUS=${LOAD_CPUS:-1}; UPSTREAM_CPUS=${UPSTREAM_CPUS:-1}
 PEERS=${PEERS-nginx haproxy envoy}
 BASE_PORT=${BASE_PORT:-18400}; SKIP_BUILD=${SKIP_BUILD:-0}; RESUME=${RESUME:-0}; REDIS_URL=${REDIS_URL:-}
+BASELINE_BIN=${BASELINE_BIN:-}
 for t in cargo python3 taskset openssl; do
   command -v $t >/dev/null || { echo "connect.sh: $t missing; run bench/setup.sh" >&2; exit 1; }
 done
 UP=$((BASE_PORT + 1)) TG=$((BASE_PORT + 11)) TGS=$((BASE_PORT + 12)) TG_ADMIN=$((BASE_PORT + 19))
+TGB=$((BASE_PORT + 21))
 HOST=rpc.bench
 # shellcheck source=bench/common.sh
 . "$BENCH/common.sh"
@@ -110,6 +116,18 @@ TOKIO_WORKER_THREADS=1 RUST_LOG=${RUST_LOG:-warn} taskset -c "$PROXY_CPUS" \
 TG_PID=$!; PIDS+=($TG_PID)
 for _ in $(seq 100); do [[ -s $RUN/ready.json ]] && break; sleep 0.1; done
 [[ -s $RUN/ready.json ]] || { echo "connect.sh: tollgate not ready:" >&2; cat "$RUN/tollgate.log" >&2; exit 1; }
+BASE_PID=
+if [[ -n $BASELINE_BIN ]]; then
+  cp "$BASELINE_BIN" "$RUN/tollgate-base"
+  sed -e "s/127.0.0.1:$TG\"/127.0.0.1:$TGB\"/; s/127.0.0.1:$TGS\"/127.0.0.1:$((TGB + 1))\"/" \
+    -e "s/127.0.0.1:$TG_ADMIN\"/127.0.0.1:$((TGB + 8))\"/" "$RUN/tollgate.toml" >"$RUN/tollgate-base.toml"
+  log "starting the baseline build beside it ($BASELINE_BIN, CPU $PROXY_CPUS, 1 worker)"
+  TOKIO_WORKER_THREADS=1 RUST_LOG=${RUST_LOG:-warn} taskset -c "$PROXY_CPUS" "$RUN/tollgate-base" proxy \
+    --config "$RUN/tollgate-base.toml" --ready-file "$RUN/ready-base.json" >"$RUN/tollgate-base.log" 2>&1 &
+  BASE_PID=$!; PIDS+=($BASE_PID)
+  for _ in $(seq 100); do [[ -s $RUN/ready-base.json ]] && break; sleep 0.1; done
+  [[ -s $RUN/ready-base.json ]] || { echo "connect.sh: baseline not ready:" >&2; cat "$RUN/tollgate-base.log" >&2; exit 1; }
+fi
 
 if [[ $CLIENT_TLS == 1 ]]; then
   PROXY_URL=(--url "https://$HOST:$TGS" --connect "127.0.0.1:$TGS" --ca "$RUN/cert.pem")
@@ -118,6 +136,7 @@ else
 fi
 TARGETS=(grpc-direct grpc-proxy grpc-web connect-proto connect-json)
 if [[ $RESUME == 1 ]]; then TARGETS+=(connect-proto-resume grpc-web-resume); fi
+if [[ -n $BASE_PID ]]; then TARGETS+=(grpc-proxy-base grpc-web-base connect-proto-base connect-json-base); fi
 if [[ -n $PEERS && $CLIENT_TLS == 1 ]]; then
   log "peers skipped: they listen for h2c only (CLIENT_TLS=1)"
 elif [[ -n $PEERS ]]; then
@@ -132,6 +151,10 @@ load() {
   case $1 in
     grpc-direct) proto=grpc; where=(--url "http://127.0.0.1:$UP") ;;
     grpc-proxy) proto=grpc ;;
+    *-base)
+      proto=${1%-base} proxy=$BASE_PID
+      [[ $proto == grpc-proxy ]] && proto=grpc
+      where=(--url "http://$HOST:$TGB" --connect "127.0.0.1:$TGB") ;;
     grpc-web-envoy | connect-proto-envoy)
       proto=${1%-envoy} proxy=${PEER_PID[envoy]}
       where=(--url "http://$HOST:${PEER_PORT[envoy]}" --connect "127.0.0.1:${PEER_PORT[envoy]}") ;;
@@ -183,7 +206,8 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 client = "TLS" if sys.argv[2] == "1" else "h2c"
 targets = [t for t in ["grpc-direct", "grpc-proxy", "grpc-web", "connect-proto", "connect-json",
                        "connect-proto-resume", "grpc-web-resume", "grpc-nginx", "grpc-haproxy",
-                       "grpc-envoy", "grpc-web-envoy", "connect-proto-envoy"] if any(r["target"] == t for r in rows)]
+                       "grpc-envoy", "grpc-web-envoy", "connect-proto-envoy", "grpc-proxy-base",
+                       "grpc-web-base", "connect-proto-base", "connect-json-base"] if any(r["target"] == t for r in rows)]
 rounds = sorted({r["round"] for r in rows})
 ncpu = os.cpu_count() or 1
 def other(r):  # % of the machine busy with anything but the load tool, proxy and upstream
@@ -217,7 +241,9 @@ for size in sorted({r["payload_bytes"] for r in rows}):
     # Tollgate against each peer doing the same job: messages per proxy CPU-second, same round.
     pairs = [(t, p) for t, p in [("grpc-proxy", "grpc-nginx"), ("grpc-proxy", "grpc-haproxy"),
                                  ("grpc-proxy", "grpc-envoy"), ("grpc-web", "grpc-web-envoy"),
-                                 ("connect-proto", "connect-proto-envoy")] if p in targets]
+                                 ("connect-proto", "connect-proto-envoy"), ("grpc-proxy", "grpc-proxy-base"),
+                                 ("grpc-web", "grpc-web-base"), ("connect-proto", "connect-proto-base"),
+                                 ("connect-json", "connect-json-base")] if p in targets]
     if pairs:
         per = lambda r: r["messages"] / max(r["cpu_s"]["proxy"], 0.01)
         print("\n| tollgate / peer, msgs per proxy CPU-s | median | per round |\n|---|---:|---|")

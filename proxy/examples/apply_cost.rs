@@ -6,8 +6,12 @@
 //! of each apply (p50, p99, max) and the process RSS. The stages of the whole-config
 //! pipeline are timed apart once, for the profile. Run by `bench/proxy-apply.sh`.
 //!
+//! Then `BURSTS` bursts of `BURST` new keys, each handed over as one batch, as the
+//! feed delivers a bulk load's batch command (decoded from the feed's JSON, as there).
+//!
 //! Environment: APPS [10000] KEYS_PER_APP [10] CERTS [APPS] DELTAS [50] WORKERS [2]
-//! (the serving workers a proxy would size its per-worker upstream pools for).
+//! (the serving workers a proxy would size its per-worker upstream pools for)
+//! BURST [500] BURSTS [10].
 
 // A bench tool: its inputs are its own, and failing loudly on them is right.
 #![allow(clippy::expect_used, clippy::type_complexity)]
@@ -270,6 +274,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         summary(label, times);
     }
+    let (burst, bursts) = (env("BURST", 500), env("BURSTS", 10));
+    let mut times = Vec::with_capacity(bursts);
+    for b in 0..bursts {
+        let json: Vec<(i64, Vec<u8>)> = (0..burst)
+            .map(|n| {
+                event_id += 1;
+                let e = key_event("app00004", 800_000_000 + b * burst + n);
+                (event_id, serde_json::to_vec(&e).expect("an event encodes"))
+            })
+            .collect();
+        let t = Instant::now();
+        let updates = json
+            .iter()
+            .map(|(id, j)| Update::delta(*id, "api_key_created", j, String::new()))
+            .collect();
+        let outcome = follower.apply_batch(updates).await;
+        times.push(t.elapsed());
+        if outcome != Outcome::Continue {
+            println!("  burst: {outcome:?}");
+        }
+    }
+    summary(&format!("burst of {burst} keys"), times);
     println!("  RSS after the deltas {:.0} MiB", rss_mib());
     profile(&profiled);
     Ok(())
