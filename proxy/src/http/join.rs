@@ -193,6 +193,39 @@ mod tests {
     }
 
     #[test]
+    fn random_scripts_keep_every_byte_in_order_and_every_chunk_within_bounds() {
+        let mut rng = fastrand::Rng::with_seed(0x5eed);
+        for _ in 0..2_000 {
+            let mut steps = Vec::new();
+            let (mut sent, mut sizes): (Vec<u8>, Vec<usize>) = (Vec::new(), Vec::new());
+            for i in 0..rng.usize(1..40) {
+                if rng.u8(..) < 40 {
+                    steps.push(None);
+                    continue;
+                }
+                let n = if rng.bool() {
+                    rng.usize(0..200)
+                } else {
+                    rng.usize(0..20_000)
+                };
+                sent.extend(std::iter::repeat_n(i as u8, n));
+                sizes.push(n);
+                steps.push(data(n, i as u8));
+            }
+            let (seen, got, _) = drain(steps.into_iter().chain([trailers()]).collect(), true);
+            assert_eq!(got, sent, "bytes lost, added or reordered");
+            assert_eq!(seen.last().map(String::as_str), Some("T"));
+            let chunks: Vec<usize> = seen.iter().filter_map(|c| c.parse().ok()).collect();
+            // Joining never splits a frame; only a frame that came larger than the
+            // bound leaves larger than it, as it came.
+            assert!(chunks.len() <= sizes.len(), "{seen:?} from {sizes:?}");
+            for chunk in chunks {
+                assert!(chunk <= JOIN_UP_TO || sizes.contains(&chunk), "{seen:?}");
+            }
+        }
+    }
+
+    #[test]
     fn trailers_an_error_and_the_end_come_after_the_data_before_them() {
         let err = Some(Some(Err(BodyError::Idle(std::time::Duration::from_secs(
             1,
