@@ -29,6 +29,8 @@
 #              PROXY_CPUS [0] LOAD_CPUS [1] UPSTREAM_CPUS [1] BASE_PORT [18400] SKIP_BUILD [0]
 #              RESUME [0] REDIS_URL [unset: resume buffers in memory]
 #              PEERS ["nginx haproxy envoy"; "" for none] BASELINE_BIN [unset]
+#              ONLY [unset: all] an extended regex; only targets it matches run (grpc-direct,
+#              which the ratios need, always does)
 set -euo pipefail
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$BENCH")
@@ -144,6 +146,13 @@ elif [[ -n $PEERS ]]; then
   start_peers $((BASE_PORT + 30)) $PEERS
   for peer in "${!PEER_PID[@]}"; do TARGETS+=("grpc-$peer"); done
   if [[ -n ${PEER_PID[envoy]:-} ]]; then TARGETS+=(grpc-web-envoy connect-proto-envoy); fi
+fi
+if [[ -n ${ONLY:-} ]]; then
+  kept=(grpc-direct)
+  for t in "${TARGETS[@]}"; do
+    [[ $t != grpc-direct && $t =~ $ONLY ]] && kept+=("$t")
+  done
+  TARGETS=("${kept[@]}")
 fi
 # load TARGET PAYLOAD SECONDS WARMUP -> one JSON line
 load() {
