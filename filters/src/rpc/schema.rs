@@ -176,19 +176,6 @@ impl MethodSchema {
         transcode_or_fall_back(&self.json, self.json_ids.1, &self.output, proto)
     }
 
-    /// Protobuf response → Connect JSON, appended to `out` (unchanged on an error).
-    pub fn response_proto_to_json_into(
-        &self,
-        proto: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Result<(), TranscodeError> {
-        if wire_json::transcode_into(&self.json, self.json_ids.1, proto, out).is_ok() {
-            return Ok(());
-        }
-        out.extend_from_slice(&proto_to_json(&self.output, proto)?);
-        Ok(())
-    }
-
     /// Protobuf request → JSON (clients and tests).
     pub fn request_proto_to_json(&self, proto: &[u8]) -> Result<Bytes, TranscodeError> {
         transcode_or_fall_back(&self.json, self.json_ids.0, &self.input, proto)
@@ -377,34 +364,6 @@ mod tests {
         }
         let err = echo.response_proto_to_json(b"\x0a\x05ab").unwrap_err();
         assert!(matches!(err, TranscodeError::Proto { .. }), "{err}");
-    }
-
-    #[test]
-    fn json_is_appended_after_what_the_buffer_holds_and_an_error_leaves_it() {
-        let m = schema().method(&format!("{SVC}/ServerStream")).unwrap();
-        let msg = StreamResponse {
-            seq: 1,
-            payload: vec![7; 40],
-            usage_tokens: 2,
-        }
-        .encode_to_vec();
-        let mut out = b"head".to_vec();
-        m.response_proto_to_json_into(&msg, &mut out).unwrap();
-        let (head, body) = out.split_at(4);
-        assert_eq!(head, b"head");
-        assert_eq!(body, &m.response_proto_to_json(&msg).unwrap()[..]);
-        // The field twice: last one wins, written by the reference path, still appended.
-        let twice = [&msg[..], &msg[..]].concat();
-        let mut out = b"x".to_vec();
-        m.response_proto_to_json_into(&twice, &mut out).unwrap();
-        assert_eq!(&out[1..], &proto_to_json(m.output(), &twice).unwrap()[..]);
-        // Truncated: an error, and the buffer is as it was.
-        let mut out = b"kept".to_vec();
-        let err = m
-            .response_proto_to_json_into(&msg[..msg.len() - 1], &mut out)
-            .unwrap_err();
-        assert!(matches!(err, TranscodeError::Proto { .. }), "{err}");
-        assert_eq!(out, b"kept");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::RpcCall;
 use super::reply::{copy_metadata, final_frame, from_http, status_response};
 use crate::http::body::{BodyError, ResponseBody};
 use crate::http::stream_stats::{EnvelopeCounter, RpcEnd};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body::{Body, Frame};
 use hyper::body::Incoming;
@@ -242,7 +242,7 @@ impl RpcStream {
     /// Re-frames the decoded messages the filter lets through; stops at a message
     /// waiting for a verdict (`held`) or at a stop (`ending`).
     fn drain(&mut self, cx: &mut Context<'_>) -> Result<Bytes, RpcStatus> {
-        let mut out = Vec::new();
+        let mut out = BytesMut::new();
         loop {
             let proto = match self.held.take() {
                 Some(p) => p,
@@ -265,40 +265,25 @@ impl RpcStream {
                     Poll::Ready(Verdict::Continue) => {}
                 }
             }
-            let start = out.len();
-            match &self.method {
-                // JSON goes straight into the frame, after room for its header.
-                Some(m) => {
-                    out.extend_from_slice(&[0; envelope::HEADER_LEN]);
-                    m.response_proto_to_json_into(&proto, &mut out)
-                        .map_err(|e| {
-                            RpcStatus::new(Code::Internal, format!("response JSON: {e}"))
-                        })?;
-                }
-                None => {
-                    out.reserve(envelope::HEADER_LEN + proto.len());
-                    out.extend_from_slice(&[0; envelope::HEADER_LEN]);
-                    out.extend_from_slice(&proto);
-                }
-            }
-            let len = out.len() - start - envelope::HEADER_LEN;
-            let header = if self.client_gzip && len >= COMPRESS_MIN_BYTES {
-                let z =
-                    compression::gzip(out.get(start + envelope::HEADER_LEN..).unwrap_or_default());
-                out.truncate(start + envelope::HEADER_LEN);
-                out.extend_from_slice(&z);
-                envelope::header(FLAG_COMPRESSED, z.len())
-            } else {
-                envelope::header(0, len)
+            let msg = match &self.method {
+                Some(m) => m
+                    .response_proto_to_json(&proto)
+                    .map_err(|e| RpcStatus::new(Code::Internal, format!("response JSON: {e}")))?,
+                None => proto,
             };
-            if let Some(h) = out.get_mut(start..start + envelope::HEADER_LEN) {
-                h.copy_from_slice(&header);
+            if self.client_gzip && msg.len() >= COMPRESS_MIN_BYTES {
+                let z = compression::gzip(&msg);
+                out.extend_from_slice(&envelope::header(FLAG_COMPRESSED, z.len()));
+                out.extend_from_slice(&z);
+            } else {
+                out.extend_from_slice(&envelope::header(0, msg.len()));
+                out.extend_from_slice(&msg);
             }
             if self.per_message {
                 break;
             }
         }
-        Ok(Bytes::from(out))
+        Ok(out.freeze())
     }
 
     /// The next whole upstream message, decompressed.

@@ -48,36 +48,17 @@ pub(crate) enum Stop {
 
 /// Writes the canonical JSON of an encoded `root` message.
 pub(crate) fn transcode(plan: &JsonPlan, root: MessageId, proto: &[u8]) -> Result<Vec<u8>, Stop> {
-    let mut out = Vec::new();
-    transcode_into(plan, root, proto, &mut out)?;
-    Ok(out)
-}
-
-/// Appends the canonical JSON of an encoded `root` message to `out`; on an error
-/// `out` is as it was.
-pub(crate) fn transcode_into(
-    plan: &JsonPlan,
-    root: MessageId,
-    proto: &[u8],
-    out: &mut Vec<u8>,
-) -> Result<(), Stop> {
     if plan.message(root.0)?.well_known {
         return Err(Stop::Unsupported);
     }
-    let mark = out.len();
-    out.reserve(proto.len().saturating_mul(2).saturating_add(2));
     let mut t = Transcoder {
         plan,
-        out: std::mem::take(out),
+        out: Vec::with_capacity(proto.len().saturating_mul(2).saturating_add(2)),
         occ: Vec::with_capacity(16),
         keys: Vec::new(),
     };
-    let written = t.message(root.0, proto, RECURSION_LIMIT, false);
-    *out = t.out;
-    if written.is_err() {
-        out.truncate(mark);
-    }
-    written
+    t.message(root.0, proto, RECURSION_LIMIT, false)?;
+    Ok(t.out)
 }
 
 /// One occurrence of a known field: its index in the message plan and its value.
