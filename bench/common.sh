@@ -28,6 +28,8 @@ bench_cleanup() {
   done
   cp "$RUN"/*.log "$OUT"/ 2>/dev/null || true
   rm -rf "$RUN"
+  # A script's own clean-up (a scratch database), once its processes are stopped.
+  if declare -F bench_after >/dev/null; then bench_after || true; fi
   exit $rc
 }
 

@@ -29,6 +29,8 @@
 # Environment: UPDATES [50] SCALE_APPS [100] SCALE_HOSTS [1000] SCALE_ROUTES [1000]
 #              SCALE_KEYS [10000] SEED_THREADS [8] BASE_PORT [18300] SKIP_BUILD [0]
 #              FOLLOWERS [3] BULK_CLIENTS [2] BULK_BATCH [500]
+#              STORE [unset: SQLite in the scratch folder] a postgres:// URL of a server: the
+#              run creates a database of its own there and drops it at the end
 #              (the issue's target is 10000/10000/100000; raise them if you have the time)
 set -euo pipefail
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -73,8 +75,21 @@ EOF
 proxy_conf a $A_PLAIN $A_ADMIN
 proxy_conf b $B_PLAIN $B_ADMIN
 
-log "starting tollgate control (sqlite in $RUN)"
-RUST_LOG=${RUST_LOG:-warn} "$RUN/tollgate" control --store "sqlite://$RUN/control.db" \
+STORE=${STORE:-}; STORE_ARGS=()
+if [[ -n $STORE ]]; then
+  command -v psql >/dev/null || { echo "control.sh: STORE needs psql" >&2; exit 1; }
+  PG_DB=tollgate_bench_$$
+  psql "$STORE" -qc "CREATE DATABASE $PG_DB" >/dev/null
+  bench_after() { psql "$STORE" -qc "DROP DATABASE IF EXISTS $PG_DB" >/dev/null; }
+  STORE_URL="${STORE%/*}/$PG_DB"
+  # PostgreSQL keeps certificate keys sealed; the key lives in the scratch folder.
+  STORE_ARGS=(--sealing-key-file "$RUN/sealing.key")
+else
+  STORE_URL="sqlite://$RUN/control.db"
+fi
+export STORE_URL
+log "starting tollgate control (store ${STORE_URL%%:*})"
+RUST_LOG=${RUST_LOG:-warn} "$RUN/tollgate" control --store "$STORE_URL" "${STORE_ARGS[@]}" \
   --listen 127.0.0.1:$CP_HTTP --grpc-listen 127.0.0.1:$CP_GRPC --ready-file "$RUN/control-ready.json" \
   >"$RUN/control.log" 2>&1 & PIDS+=($!)
 export CP_PID=$!
@@ -135,7 +150,8 @@ def pct(xs, p): xs = sorted(xs); return xs[min(len(xs) - 1, int(round(p / 100 * 
 
 api, adm_a = conn(CP), conn(int(E["A_ADMIN"]))
 followers = [conn(int(p)) for p in E["FOLLOWER_ADMINS"].split()]
-print(f"# tollgate control bench  {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
+print(f"# tollgate control bench  {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}  "
+      f"store: {E['STORE_URL'].split(':')[0]}")
 
 # ---- (a) update latency
 def update_latency(label, zone):
