@@ -295,7 +295,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("  burst: {outcome:?}");
         }
     }
-    summary(&format!("burst of {burst} keys"), times);
+    if !times.is_empty() {
+        summary(&format!("burst of {burst} keys"), times);
+    }
     println!("  RSS after the deltas {:.0} MiB", rss_mib());
     profile(&profiled);
     Ok(())
