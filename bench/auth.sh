@@ -18,13 +18,16 @@
 # Environment: DURATION [5] WARMUP [2] ROUNDS [3] CONNS [64] PROXY_CPUS [0] LOAD_CPUS [1]
 #              BASE_PORT [18100] SKIP_BUILD [0] ENVOY [envoy on PATH, else the venv
 #              bench/setup.sh makes; without a working one the Envoy rows are skipped]
+#              PROFILE [0]: 1 = after the rounds, `perf record` tollgate under each of
+#              its routes' load in turn and write profile.txt: CPU µs per request by
+#              symbol, and what the key and JWT routes spend beyond the open one
 set -euo pipefail
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$BENCH")
 DURATION=${DURATION:-5}; DURATION=${DURATION%s}
 WARMUP=${WARMUP:-2}; ROUNDS=${ROUNDS:-3}; CONNS=${CONNS:-64}
 PROXY_CPUS=${PROXY_CPUS:-0}; LOAD_CPUS=${LOAD_CPUS:-1}
-BASE_PORT=${BASE_PORT:-18100}; SKIP_BUILD=${SKIP_BUILD:-0}
+BASE_PORT=${BASE_PORT:-18100}; SKIP_BUILD=${SKIP_BUILD:-0}; PROFILE=${PROFILE:-0}
 for t in nginx wrk openssl curl python3 taskset sha256sum; do
   command -v $t >/dev/null || { echo "auth.sh: $t missing; run bench/setup.sh" >&2; exit 1; }
 done
@@ -34,6 +37,7 @@ ENVOY=${ENVOY:-$(command -v envoy || echo "$BENCH/results/envoy-venv/bin/envoy")
 # shellcheck source=bench/common.sh
 . "$BENCH/common.sh"
 bench_init auth
+PERF_HZ=999
 
 # ---- credentials: an API key in the documented format, and an RS256 token
 B62=0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
@@ -271,4 +275,24 @@ ratio("envoy jwt/open", "envoy-jwt", "envoy-open", rps, "req/s")
 ratio("tollgate/envoy, open", "open", "envoy-open", per_cpu, "per CPU-s")
 ratio("tollgate/envoy, jwt", "jwt", "envoy-jwt", per_cpu, "per CPU-s")
 EOF
+
+# ---- optional profile: the same load per route, tollgate sampled by perf (cpu-clock)
+if [[ $PROFILE == 1 ]]; then
+  if ! command -v perf >/dev/null || ! perf record -q -e cpu-clock -o /dev/null -- true >/dev/null 2>&1; then
+    log "PROFILE=1: perf does not work here; no profile"
+  else
+    for r in open key jwt; do
+      log "profiling tollgate under the $r route's load (${DURATION}s)"
+      perf record -q -F "$PERF_HZ" -e cpu-clock -p "$TG_PID" -o "$OUT/perf-$r.data" -- sleep "$DURATION" 2>"$OUT/perf-$r.log" &
+      perf_pid=$!
+      line=$(run_wrk "$r" "$DURATION")
+      wait "$perf_pid" || true
+      eval "$(sed -E 's/^BENCH //; s/ /;/g' <<<"$line")"
+      perf report -i "$OUT/perf-$r.data" --stdio --no-children --sort dso,sym -F sample,dso,sym 2>/dev/null |
+        grep -v '^#' | grep -v '^$' | sed -E 's/ +$//' >"$OUT/perf-$r.txt" || true
+      echo "$requests" >"$OUT/perf-$r.requests"
+    done
+    python3 "$BENCH/profile_diff.py" "$PERF_HZ" "$OUT" open key jwt | tee "$OUT/profile.txt"
+  fi
+fi
 log "results in $OUT"

@@ -25,7 +25,16 @@ SCENARIOS = {
     "h2tls": "HTTP/2 over TLS, ALPN h2 (h2load)",
     "tlsnew": "new TLS connection per request, HTTP/1.1 + Connection: close, sessions resumed (wrk)",
     "tlsfull": "full TLS handshake per request, no resumption, HTTP/1.1 + Connection: close (openssl s_time -new)",
+    "h1fixed": "HTTP/1.1 keep-alive at the same offered rate for every target, {rate} req/s (h2load --h1 --rps): "
+    "latency and CPU at equal load",
+    "h2cfixed": "HTTP/2 cleartext at the same offered rate for every target, {rate} req/s (h2load --rps): "
+    "latency and CPU at equal load",
 }
+
+
+def fixed(scen):
+    """Whether the scenario offers every target the same rate (throughput is not compared)."""
+    return scen.endswith("fixed")
 
 
 def nearest_rank(sorted_values, p):
@@ -164,7 +173,8 @@ def summary(results_dir):
       f"upstream: nginx `return 200` ({meta.get('body_bytes', '?')}-byte body), reached over HTTP/1.1 keep-alive by all proxies")
     w(f"- load: h1 `wrk -t1 -c{meta.get('h1_conns', '?')}`; h2c/h2tls `h2load -t1 "
       f"-c{meta.get('h2_conns', '?')} -m{meta.get('h2_streams', '?')}`; tlsnew `wrk -t1 -c{meta.get('tls_conns', '?')}` "
-      f"with `Connection: close`; tlsfull {meta.get('tls_conns', '?')} x `openssl s_time -new`")
+      f"with `Connection: close`; tlsfull {meta.get('tls_conns', '?')} x `openssl s_time -new`; "
+      f"h1fixed/h2cfixed the h1/h2c shapes through h2load at {meta.get('fixed_rate', '?')} req/s in all")
     if meta.get("baseline"):
         w(f"- baseline: another tollgate build, `{meta['baseline']}`, same config on its own ports")
     if meta.get("tollgate_preload"):
@@ -173,10 +183,10 @@ def summary(results_dir):
       "process, all threads; nginx: master+workers) per second of measurement; req/s per core = req/s / that, "
       "i.e. requests per proxy CPU-second")
     w("")
-    flagged = False
+    flagged = flagged_short = False
     for scen in order:
         r = rows[scen]
-        w(f"**{scen}**: {SCENARIOS.get(scen, scen)}")
+        w(f"**{scen}**: {SCENARIOS.get(scen, scen).format(rate=meta.get('fixed_rate', '?'))}")
         w("")
         has_conns = any(v["conns"] is not None for v in r.values())
         head = "| target | req/s | p50 ms | p99 ms | mean ms | errors |"
@@ -197,7 +207,10 @@ def summary(results_dir):
             noisy = v["busy"] > int(meta.get("quiet_pct", "10"))
             flagged |= noisy
             errors = f"{v['errors']}" + (" (tool failed)" if v["bad"] else "")
-            line = (f"| {target}{' (!)' if noisy else ''} | {v['rps']:.0f} | {fmt_ms(v['p50'])} | "
+            short = fixed(scen) and v["rps"] < 0.97 * float(meta.get("fixed_rate", "0") or 0)
+            flagged_short = flagged_short or short
+            mark = (" (!)" if noisy else "") + (" (<)" if short else "")
+            line = (f"| {target}{mark} | {v['rps']:.0f} | {fmt_ms(v['p50'])} | "
                     f"{fmt_ms(v['p99'])} | {fmt_ms(v['mean'])} | {errors} |")
             if has_conns:
                 line += f" {v['conns']:.0f} |" if v["conns"] is not None else " n/a |"
@@ -230,6 +243,10 @@ def summary(results_dir):
         w(f"(!) other processes used more than {meta.get('quiet_pct', '10')}% of the machine around "
           "at least one round of this row: treat it with care.")
         w("")
+    if flagged_short:
+        w("(<) served under 97 % of the offered rate: this target could not keep up, so its latency "
+          "is not at the same load as the others'.")
+        w("")
     # Requests per proxy CPU-second, every proxy side by side, with tollgate/peer.
     shown = [p for p in PEERS if any(p in rows[s] for s in order)]
     if shown:
@@ -253,9 +270,12 @@ def summary(results_dir):
             t, n = rows[scen].get("tollgate"), rows[scen].get(peer)
             if not (t and n):
                 continue
-            v = f"{scen}: throughput {'ahead' if t['rps'] >= n['rps'] else 'BEHIND'}"
+            parts = [] if fixed(scen) else [f"throughput {'ahead' if t['rps'] >= n['rps'] else 'BEHIND'}"]
             if t["p99"] is not None and t["p99"] > 0 and n["p99"] is not None and n["p99"] > 0:
-                v += f", p99 {'ahead' if t['p99'] <= n['p99'] else 'BEHIND'}"
+                parts.append(f"p99 {'ahead' if t['p99'] <= n['p99'] else 'BEHIND'}")
+            if not parts:
+                continue
+            v = f"{scen}: " + ", ".join(parts)
             verdicts.append(v)
         if verdicts:
             w(f"Verdict, tollgate vs {peer}: " + "; ".join(verdicts) + ".")

@@ -9,6 +9,9 @@
 #           (wrk resumes TLS sessions, as browsers do; both servers allow it)
 #   tlsfull full TLS handshake per request    $TLS_CONNS x openssl s_time -new
 #           (no resumption: certificate + signature on every connection)
+#   h1fixed  HTTP/1.1 at the same offered rate for every target: latency at equal load
+#            h2load --h1 -t1 -c$H1_CONNS --rps (FIXED_RATE in all)
+#   h2cfixed h2c at the same offered rate       h2load -t1 -c$H2_CONNS -m$H2_STREAMS --rps
 # Each is run against: direct (the upstream itself), tollgate, and the peers in PEERS:
 #   nginx    reverse proxy (the reference)                 all scenarios
 #   haproxy  `nbthread 1`, h1 + h2c on one port, TLS         all scenarios
@@ -24,7 +27,10 @@
 #   WARMUP [3]         seconds of identical, discarded load before each measurement
 #   ROUNDS [3]         measurements per target and scenario, target order rotated each
 #                      round; the tables show the median of the rounds
-#   SCENARIOS ["h1 h2c h2tls tlsnew tlsfull"]
+#   SCENARIOS ["h1 h2c h2tls tlsnew tlsfull h1fixed h2cfixed"]
+#   FIXED_RATE [20000] req/s offered in h1fixed and h2cfixed, split evenly over the
+#                      connections: below what every proxy serves flat out, so p99 and
+#                      CPU compare at the same load
 #   PEERS ["nginx haproxy envoy pingora"]  proxies measured next to tollgate; a peer
 #                      whose binary is missing (or whose build fails) is skipped, with
 #                      the reason printed and recorded in the summary
@@ -75,7 +81,8 @@ SECS=${DURATION%s}
 WARMUP=${WARMUP:-3}
 WARMUP=${WARMUP%s}
 ROUNDS=${ROUNDS:-3}
-SCENARIOS=${SCENARIOS:-"h1 h2c h2tls tlsnew tlsfull"}
+SCENARIOS=${SCENARIOS:-"h1 h2c h2tls tlsnew tlsfull h1fixed h2cfixed"}
+FIXED_RATE=${FIXED_RATE:-20000}
 PROXY_WORKERS=${PROXY_WORKERS:-1}
 PROXY_CPUS=${PROXY_CPUS:-0}
 LOAD_CPUS=${LOAD_CPUS:-1}
@@ -100,8 +107,8 @@ PINGORA_JOBS=${PINGORA_JOBS:-1}
 for tool in nginx wrk h2load openssl curl python3 taskset; do
   command -v "$tool" >/dev/null || { echo "run.sh: $tool missing; run bench/setup.sh" >&2; exit 1; }
 done
-for n in "$SECS" "$WARMUP" "$ROUNDS"; do
-  [[ $n =~ ^[0-9]+$ ]] || { echo "run.sh: DURATION/WARMUP/ROUNDS must be whole numbers" >&2; exit 1; }
+for n in "$SECS" "$WARMUP" "$ROUNDS" "$FIXED_RATE"; do
+  [[ $n =~ ^[0-9]+$ ]] || { echo "run.sh: DURATION/WARMUP/ROUNDS/FIXED_RATE must be whole numbers" >&2; exit 1; }
 done
 
 # Ports. The upstream has a TLS and an h2c port too, only so the "direct" rows of the
@@ -566,6 +573,10 @@ for s in h1 h2c; do URL[$s.haproxy]=http://127.0.0.1:$HA_PLAIN/ URL[$s.envoy]=ht
 for s in h2tls tlsnew tlsfull; do URL[$s.haproxy]=https://127.0.0.1:$HA_TLS/ URL[$s.envoy]=https://127.0.0.1:$EV_TLS/; done
 for s in h1 h2c; do URL[$s.baseline]=http://127.0.0.1:$BL_PLAIN/; done
 for s in h2tls tlsnew tlsfull; do URL[$s.baseline]=https://127.0.0.1:$BL_TLS/; done
+# The fixed-rate scenarios reach every target where h1 and h2c do.
+for k in "${!URL[@]}"; do
+  case $k in h1.* | h2c.*) URL[${k%%.*}fixed.${k#*.}]=${URL[$k]} ;; esac
+done
 # (pingora: built without a TLS backend, so no TLS scenarios; the summary shows "—")
 
 # Targets of a scenario: direct, tollgate, and each active peer that serves it.
@@ -581,8 +592,8 @@ scenario_targets() { # scenario
 check() { # scenario target
   local url=${URL[$1.$2]} opts=(-sS -o "$RUN/check.body" -D "$RUN/check.headers" -w '%{http_code} %{http_version}' -H "Host: $HOST" --max-time 5)
   case $1 in
-    h1) opts+=(--http1.1) ;;
-    h2c) opts+=(--http2-prior-knowledge) ;;
+    h1 | h1fixed) opts+=(--http1.1) ;;
+    h2c | h2cfixed) opts+=(--http2-prior-knowledge) ;;
     h2tls) opts+=(-k --http2) ;;
     tlsnew | tlsfull) opts+=(-k --http1.1 -H 'Connection: close') ;;
   esac
@@ -727,8 +738,13 @@ load() { # scenario target seconds rawfile
              found = 1 }
            END { if (!found) print "0 0 0 0 -1" }' "$raw"
       ;;
-    h2c | h2tls)
-      "${lc[@]}" h2load -t1 -c"$H2_CONNS" -m"$H2_STREAMS" -D "$secs" -H ":authority: $HOST" \
+    h2c | h2tls | h1fixed | h2cfixed)
+      local shape=(-c"$H2_CONNS" -m"$H2_STREAMS")
+      case $s in
+        h1fixed) shape=(--h1 -c"$H1_CONNS" -m1 --rps=$((FIXED_RATE / H1_CONNS))) ;;
+        h2cfixed) shape+=(--rps=$((FIXED_RATE / H2_CONNS))) ;;
+      esac
+      "${lc[@]}" h2load -t1 "${shape[@]}" -D "$secs" -H ":authority: $HOST" \
         --log-file="$raw.lat" "$url" >"$raw" 2>&1 || true
       children_ticks "$raw.ticks"
       local rps errors pct
@@ -903,6 +919,7 @@ h1_conns=$H1_CONNS
 h2_conns=$H2_CONNS
 h2_streams=$H2_STREAMS
 tls_conns=$TLS_CONNS
+fixed_rate=$FIXED_RATE
 EOF
 
 log "pinning: proxies CPU $PROXY_CPUS, load generator CPU $LOAD_CPUS, upstream CPU $UPSTREAM_CPUS; $PROXY_WORKERS worker(s) per proxy"
@@ -924,8 +941,10 @@ for s in $SCENARIOS; do
   done
   # Profile when tollgate trails nginx on mean throughput or p99 (p99 only where the
   # tool reports one); never when nginx is not among the peers.
+  # Not at a fixed rate: there the flat-out scenario's profile is the one that explains.
   behind=$(awk -v tr="${rps_sum[tollgate]}" -v nr="${rps_sum[nginx]:-0}" -v tp="${p99_sum[tollgate]}" -v np="${p99_sum[nginx]:-0}" \
     'BEGIN { print (nr > 0 && (tr < nr || (tp > 0 && tp > np))) ? 1 : 0 }')
+  [[ $s == *fixed ]] && behind=0
   if [[ $PROFILE == 1 || ($PROFILE == auto && $behind == 1) ]]; then
     profile_tollgate "$s"
   fi
