@@ -56,6 +56,9 @@
 #   PINGORA_JOBS [1]   cargo -j for that build
 #   PROFILE [auto]     auto: perf-profile tollgate in scenarios where it trails nginx;
 #                      1: profile every scenario; 0: never
+#   PROFILE_PEERS []   peers (e.g. "nginx haproxy") profiled too wherever tollgate is,
+#                      each under the same load in turn: CPU µs per request by shared
+#                      object and symbol, tollgate's against each peer's
 #   SKIP_BUILD [0]     1: use the existing target/release/tollgate
 #   UPDATE_README [1]  0: leave bench/README.md alone
 #   TOLLGATE_PRELOAD   experiments only: LD_PRELOAD for tollgate (e.g. an allocator),
@@ -103,6 +106,7 @@ HAPROXY=${HAPROXY:-haproxy}
 ENVOY=${ENVOY:-}
 PINGORA_BUILD=${PINGORA_BUILD:-auto}
 PINGORA_JOBS=${PINGORA_JOBS:-1}
+PROFILE_PEERS=${PROFILE_PEERS:-}
 
 for tool in nginx wrk h2load openssl curl python3 taskset; do
   command -v "$tool" >/dev/null || { echo "run.sh: $tool missing; run bench/setup.sh" >&2; exit 1; }
@@ -646,19 +650,22 @@ conn_counter() { # target
 
 # CPU time (clock ticks) used so far by the server processes behind a target: the
 # tollgate process (all threads), or an nginx master and its workers.
-server_ticks() { # target
-  local pids
+# The processes whose CPU counts as the target's.
+server_pids() { # target
   case $1 in
-    tollgate) pids=$TG_PID ;;
-    nginx) pids="$NX_PID $(pgrep -P "$NX_PID" | tr '\n' ' ')" ;;
-    haproxy) pids=$HA_PID ;; # one process, all threads
-    envoy) pids=$EV_PID ;;   # one process, all threads
-    pingora) pids=$PG_PID ;; # one process, all threads
-    baseline) pids=$BL_PID ;;
-    direct) pids="$UP_PID $(pgrep -P "$UP_PID" | tr '\n' ' ')" ;;
+    tollgate) echo "$TG_PID" ;;
+    nginx) echo "$NX_PID $(pgrep -P "$NX_PID" | tr '\n' ' ')" ;;
+    haproxy) echo "$HA_PID" ;; # one process, all threads
+    envoy) echo "$EV_PID" ;;   # one process, all threads
+    pingora) echo "$PG_PID" ;; # one process, all threads
+    baseline) echo "$BL_PID" ;;
+    direct) echo "$UP_PID $(pgrep -P "$UP_PID" | tr '\n' ' ')" ;;
   esac
+}
+
+server_ticks() { # target
   local total=0 p
-  for p in $pids; do
+  for p in $(server_pids "$1"); do
     # Fields 14 and 15 of /proc/PID/stat (utime, stime); the command name in field 2
     # has no spaces for these processes.
     total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
@@ -835,6 +842,34 @@ profile_tollgate() { # scenario
   fi
 }
 
+# Tollgate and each of PROFILE_PEERS under the same load in turn, each sampled by perf;
+# profile_diff.py turns the samples into CPU µs per request by shared object and symbol,
+# tollgate's against each peer's: profile-<scenario>.per-request.txt.
+profile_per_request() { # scenario
+  local s=$1 dir=$OUT/profile-$1.per-request t rps
+  perf_works || { log "  PROFILE_PEERS: perf does not work here"; return 0; }
+  mkdir -p "$dir"
+  local done_targets=()
+  for t in tollgate $PROFILE_PEERS; do
+    [[ -n ${URL[$s.$t]:-} ]] && { [[ $t == tollgate ]] || has_peer "$t"; } || continue
+    log "  per-request profile of $t during $s"
+    perf record -q -F 999 -e cpu-clock -p "$(server_pids "$t" | xargs | tr ' ' ',')" -o "$dir/perf-$t.data" \
+      -- sleep "$SECS" 2>"$dir/perf-$t.log" &
+    local perf_pid=$!
+    read -r rps _ < <(load "$s" "$t" "$SECS" "$dir/load-$t.txt")
+    wait "$perf_pid" || true
+    perf report -i "$dir/perf-$t.data" --stdio --no-children --sort dso,sym -F sample,dso,sym 2>/dev/null |
+      grep -v '^#' | grep -v '^$' | sed -E 's/ +$//' >"$dir/perf-$t.txt" || true
+    awk -v r="$rps" -v s="$SECS" 'BEGIN {printf "%d\n", r * s}' >"$dir/perf-$t.requests"
+    rm -f "$dir/perf-$t.data"
+    done_targets+=("$t")
+  done
+  for t in "${done_targets[@]:1}"; do
+    python3 "$BENCH/profile_diff.py" 999 "$dir" "$t" tollgate
+  done >"$OUT/profile-$s.per-request.txt"
+  PROFILES+=("profile-$s.per-request.txt")
+}
+
 # One measurement: quiet gate, warm-up, measure, counters; redone (twice at most)
 # when other processes were busy during or right after it (MAX_ATTEMPTS in all). Appends to rounds.tsv.
 measure() { # scenario target round
@@ -947,6 +982,7 @@ for s in $SCENARIOS; do
   [[ $s == *fixed ]] && behind=0
   if [[ $PROFILE == 1 || ($PROFILE == auto && $behind == 1) ]]; then
     profile_tollgate "$s"
+    [[ -n $PROFILE_PEERS ]] && profile_per_request "$s"
   fi
   unset rps_sum p99_sum
 done
