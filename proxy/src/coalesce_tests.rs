@@ -13,6 +13,8 @@ use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 struct Log {
     writes: Mutex<Vec<Vec<u8>>>,
     flushes: AtomicUsize,
+    /// How many of `writes` came from vectored calls (only with `Recorder::vectored`).
+    vectored: AtomicUsize,
 }
 
 impl Log {
@@ -28,6 +30,8 @@ struct Recorder {
     step: usize,
     stall: bool,
     refused: bool,
+    /// Takes every slice of a vectored write, as a socket does (else only the first).
+    vectored: bool,
 }
 
 impl Recorder {
@@ -38,7 +42,15 @@ impl Recorder {
             step,
             stall,
             refused: false,
+            vectored: false,
         };
+        (io, log)
+    }
+
+    /// A recorder that takes vectored writes whole, up to `step` bytes.
+    fn vectored(step: usize) -> (Self, Arc<Log>) {
+        let (mut io, log) = Recorder::new(step, false);
+        io.vectored = true;
         (io, log)
     }
 }
@@ -62,6 +74,27 @@ impl Write for Recorder {
             .expect("log")
             .push(data[..n].to_vec());
         Poll::Ready(Ok(n))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if !self.vectored {
+            let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| b);
+            return self.poll_write(cx, first);
+        }
+        let mut joined: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+        joined.truncate(self.step);
+        let n = joined.len();
+        self.log.vectored.fetch_add(1, Relaxed);
+        self.log.writes.lock().expect("log").push(joined);
+        Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.vectored
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -217,6 +250,52 @@ fn through_mode_writes_at_once() {
         vec![b"head".to_vec()],
         "written before any flush"
     );
+}
+
+/// An unbatched vectored write of `parts`: what it returned, each write the recorder took,
+/// and how many of those were vectored.
+fn through_vectored(step: usize, parts: &[&[u8]]) -> (usize, Vec<Vec<u8>>, usize) {
+    let (rec, log) = Recorder::vectored(step);
+    let mut io = Coalesced::through(rec);
+    assert!(io.is_write_vectored(), "hyper queues slices for it");
+    let waker = Arc::new(Count::default()).into();
+    let slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+    let n = drive(&mut io, &waker, |io, cx| {
+        io.poll_write_vectored(cx, &slices)
+    });
+    (n, log.writes(), log.vectored.load(Relaxed))
+}
+
+#[test]
+fn a_head_and_a_short_body_leave_in_one_plain_write() {
+    let head = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n";
+    let (n, writes, vectored) = through_vectored(usize::MAX, &[head, b"", b"hello"]);
+    assert_eq!(n, head.len() + 5);
+    assert_eq!(writes, vec![[&head[..], b"hello"].concat()]);
+    assert_eq!(vectored, 0, "one send, not a writev");
+}
+
+#[test]
+fn a_lone_slice_is_written_plainly_and_a_short_write_is_reported_short() {
+    let (n, writes, vectored) = through_vectored(usize::MAX, &[b"", b"GET / HTTP/1.1\r\n\r\n"]);
+    assert_eq!((n, vectored), (18, 0));
+    assert_eq!(writes, vec![b"GET / HTTP/1.1\r\n\r\n".to_vec()]);
+    // The socket takes 7 bytes of the joined 10: 7 is what the caller hears.
+    let (n, writes, _) = through_vectored(7, &[b"abcde", b"fghij"]);
+    assert_eq!(n, 7);
+    assert_eq!(writes, vec![b"abcdefg".to_vec()]);
+}
+
+#[test]
+fn slices_over_the_gather_bound_stay_one_vectored_write() {
+    let body = vec![7u8; GATHER];
+    let (n, writes, vectored) = through_vectored(usize::MAX, &[b"head", &body]);
+    assert_eq!(n, 4 + GATHER);
+    assert_eq!(writes, vec![[&b"head"[..], &body].concat()]);
+    assert_eq!(vectored, 1);
+    // At the bound exactly, still joined.
+    let (n, _, vectored) = through_vectored(usize::MAX, &[b"head", &body[4..]]);
+    assert_eq!((n, vectored), (GATHER, 0));
 }
 
 /// The read half of a duplex pipe, for sniffing.

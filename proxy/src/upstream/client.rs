@@ -10,6 +10,7 @@ use super::endpoint::{Endpoint, InFlight};
 use super::h1_pool;
 use super::h2_conn::{self, Signal, Signalled};
 use super::h2_pool::StreamSlot;
+use crate::coalesce::Coalesced;
 use crate::http::body::RequestBody;
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri};
@@ -168,9 +169,10 @@ impl H1Dialer {
     ) -> Result<h1_pool::Conn, ConnectError> {
         let handshake = async {
             let io = dial(&self.connector, &self.scheme, authority).await?;
+            // Unbatched: only a head and a short body are joined into one write.
             let (send, conn) = self
                 .h1
-                .handshake(io)
+                .handshake(Coalesced::through(io))
                 .await
                 .map_err(|e| Arc::new(e) as ConnectError)?;
             Ok(h1_pool::Conn::new(send, Box::pin(conn.with_upgrades())))
