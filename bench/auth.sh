@@ -36,6 +36,8 @@ EV_OPEN=$((BASE_PORT + 21)) EV_JWT=$((BASE_PORT + 22)) EV_ADMIN=$((BASE_PORT + 2
 ENVOY=${ENVOY:-$(command -v envoy || echo "$BENCH/results/envoy-venv/bin/envoy")}
 # shellcheck source=bench/common.sh
 . "$BENCH/common.sh"
+# shellcheck source=bench/perf.sh
+. "$BENCH/perf.sh"
 bench_init auth
 PERF_HZ=999
 
@@ -278,7 +280,7 @@ EOF
 
 # ---- optional profile: the same load per route, tollgate sampled by perf (cpu-clock)
 if [[ $PROFILE == 1 ]]; then
-  if ! command -v perf >/dev/null || ! perf record -q -e cpu-clock -o /dev/null -- true >/dev/null 2>&1; then
+  if ! perf_works; then
     log "PROFILE=1: perf does not work here; no profile"
   else
     for r in open key jwt; do
@@ -288,8 +290,7 @@ if [[ $PROFILE == 1 ]]; then
       line=$(run_wrk "$r" "$DURATION")
       wait "$perf_pid" || true
       eval "$(sed -E 's/^BENCH //; s/ /;/g' <<<"$line")"
-      perf report -i "$OUT/perf-$r.data" --stdio --no-children --sort dso,sym -F sample,dso,sym 2>/dev/null |
-        grep -v '^#' | grep -v '^$' | sed -E 's/ +$//' >"$OUT/perf-$r.txt" || true
+      perf_samples "$OUT/perf-$r.data" "$OUT/perf-$r.txt"
       echo "$requests" >"$OUT/perf-$r.requests"
     done
     python3 "$BENCH/profile_diff.py" "$PERF_HZ" "$OUT" open key jwt | tee "$OUT/profile.txt"

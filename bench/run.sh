@@ -78,6 +78,8 @@ set -euo pipefail
 
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$BENCH")
+# shellcheck source=bench/perf.sh
+. "$BENCH/perf.sh"
 
 DURATION=${DURATION:-10s}
 SECS=${DURATION%s}
@@ -798,8 +800,6 @@ load() { # scenario target seconds rawfile
   esac
 }
 
-perf_works() { command -v perf >/dev/null && perf record -q -e cpu-clock -o /dev/null -- true >/dev/null 2>&1; }
-
 # Profiles tollgate under the same load as the measurement. perf samples the running
 # process by CPU clock (hardware counters are often missing in VMs; cpu-clock is
 # not); without perf, callgrind runs a separate, short tollgate under valgrind.
@@ -858,8 +858,7 @@ profile_per_request() { # scenario
     local perf_pid=$!
     read -r rps _ < <(load "$s" "$t" "$SECS" "$dir/load-$t.txt")
     wait "$perf_pid" || true
-    perf report -i "$dir/perf-$t.data" --stdio --no-children --sort dso,sym -F sample,dso,sym 2>/dev/null |
-      grep -v '^#' | grep -v '^$' | sed -E 's/ +$//' >"$dir/perf-$t.txt" || true
+    perf_samples "$dir/perf-$t.data" "$dir/perf-$t.txt"
     awk -v r="$rps" -v s="$SECS" 'BEGIN {printf "%d\n", r * s}' >"$dir/perf-$t.requests"
     rm -f "$dir/perf-$t.data"
     done_targets+=("$t")
