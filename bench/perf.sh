@@ -5,6 +5,6 @@ perf_works() { command -v perf >/dev/null && perf record -q -e cpu-clock -o /dev
 
 # A perf.data's samples by shared object and symbol, one line each, as profile_diff.py reads them.
 perf_samples() { # perf.data out.txt
-  perf report -i "$1" --stdio --no-children --sort dso,sym -F sample,dso,sym 2>/dev/null |
+  perf report -i "$1" --stdio --no-children -g none --sort dso,sym -F sample,dso,sym 2>/dev/null |
     grep -v '^#' | grep -v '^$' | sed -E 's/ +$//' >"$2" || true
 }

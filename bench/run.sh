@@ -809,7 +809,8 @@ profile_tollgate() { # scenario
     log "  profiling tollgate with perf during $s"
     perf record -q -F 999 -g -e cpu-clock -p "$TG_PID" -o "$base.perf.data" -- sleep "$SECS" 2>"$base.perf.log" &
     local perf_pid=$!
-    load "$s" tollgate "$SECS" "$base.load.txt" >/dev/null
+    # Its rate, for the per-request profile (PROFILE_PEERS), which reuses these samples.
+    read -r TG_PROFILE_RPS _ < <(load "$s" tollgate "$SECS" "$base.load.txt")
     wait "$perf_pid" || true
     local rep=(perf report -i "$base.perf.data" --stdio --no-children -g none)
     "${rep[@]}" --sort dso -F overhead,dso 2>/dev/null | grep -v '^#' | grep -v '^$' | head -15 >"$base.dso.txt" || true
@@ -842,16 +843,20 @@ profile_tollgate() { # scenario
   fi
 }
 
-# Tollgate and each of PROFILE_PEERS under the same load in turn, each sampled by perf;
-# profile_diff.py turns the samples into CPU µs per request by shared object and symbol,
-# tollgate's against each peer's: profile-<scenario>.per-request.txt.
+# Each of PROFILE_PEERS under the same load as tollgate's profile (profile_tollgate,
+# whose samples are reused), in turn, sampled by perf; profile_diff.py turns the samples
+# into CPU µs per request by shared object and symbol, tollgate's against each peer's:
+# profile-<scenario>.per-request.txt.
 profile_per_request() { # scenario
   local s=$1 dir=$OUT/profile-$1.per-request t rps
   perf_works || { log "  PROFILE_PEERS: perf does not work here"; return 0; }
+  [[ -s $OUT/profile-$s.perf.data ]] || { log "  PROFILE_PEERS: no profile of tollgate in $s"; return 0; }
   mkdir -p "$dir"
+  perf_samples "$OUT/profile-$s.perf.data" "$dir/perf-tollgate.txt"
+  awk -v r="$TG_PROFILE_RPS" -v s="$SECS" 'BEGIN {printf "%d\n", r * s}' >"$dir/perf-tollgate.requests"
   local done_targets=()
-  for t in tollgate $PROFILE_PEERS; do
-    [[ -n ${URL[$s.$t]:-} ]] && { [[ $t == tollgate ]] || has_peer "$t"; } || continue
+  for t in $PROFILE_PEERS; do
+    [[ -n ${URL[$s.$t]:-} ]] && has_peer "$t" || continue
     log "  per-request profile of $t during $s"
     perf record -q -F 999 -e cpu-clock -p "$(server_pids "$t" | xargs | tr ' ' ',')" -o "$dir/perf-$t.data" \
       -- sleep "$SECS" 2>"$dir/perf-$t.log" &
@@ -863,7 +868,7 @@ profile_per_request() { # scenario
     rm -f "$dir/perf-$t.data"
     done_targets+=("$t")
   done
-  for t in "${done_targets[@]:1}"; do
+  for t in "${done_targets[@]}"; do
     python3 "$BENCH/profile_diff.py" 999 "$dir" "$t" tollgate
   done >"$OUT/profile-$s.per-request.txt"
   PROFILES+=("profile-$s.per-request.txt")
